@@ -1,0 +1,169 @@
+// Store: one vss store (a directory holding catalog.db and, by default, the
+// diff areas under diff/<volume-id>/) and the engine's entry point.
+//
+// The Store owns the catalog and the volumes it has opened. Volumes are
+// image files registered in the catalog; opening one takes an exclusive
+// advisory lock on its image, so only one process writes a volume at a time
+// (another process gets kBusy naming the holder). Shadow sets span one or
+// more volumes of a store and are committed in one catalog transaction while
+// writes to all of them are held.
+//
+// Thread safety: all methods may be called from many threads. Volume
+// objects returned stay valid until CloseVolume/RemoveVolume or the Store is
+// destroyed.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "vss/block_device.h"
+#include "vss/file.h"
+#include "vss/guid.h"
+#include "vss/metadata/catalog.h"
+#include "vss/status.h"
+
+namespace vss::engine {
+
+class Volume;
+
+// VSS snapshot contexts and attribute bits the engine knows about (values are
+// VSS's). The VSS layer defines the full set; these are what the engine needs
+// to decide persistence.
+inline constexpr int32_t kAttrPersistent = 0x1;
+inline constexpr int32_t kAttrClientAccessible = 0x4;
+inline constexpr int32_t kAttrNoAutoRelease = 0x8;
+inline constexpr int32_t kAttrNoWriters = 0x10;
+inline constexpr int32_t kAttrDifferential = 0x20000;
+inline constexpr int32_t kCtxBackup = 0x0;
+inline constexpr int32_t kCtxFileShareBackup = 0x10;
+inline constexpr int32_t kCtxNasRollback = 0x19;
+inline constexpr int32_t kCtxAppRollback = 0x9;
+inline constexpr int32_t kCtxClientAccessible = 0x1d;
+inline constexpr int32_t kCtxClientAccessibleWriters = 0xd;
+// VSS_SNAPSHOT_STATE values used by the engine.
+inline constexpr int32_t kStateCreated = 12;
+// The software provider's id.
+inline constexpr const char* kSoftwareProviderId =
+    "b5946137-7b9f-4925-af80-51abd60b20d5";
+
+inline constexpr uint32_t kDefaultChunkSize = 64 * 1024;
+
+// Opens the block device behind an image path. The default opens a RawImage
+// (creating a sparse file of `size` bytes when `create`).
+using ImageOpener = std::function<StatusOr<std::unique_ptr<BlockDevice>>(
+    const std::string& path, bool create, uint64_t size)>;
+
+struct StoreOptions {
+  std::string dir;                      // the store directory
+  FileSystem* fs = nullptr;             // diff-area files; null = default
+  ImageOpener open_image;               // null = RawImage
+  // Index rows kept in memory before they are written to the catalog.
+  size_t index_flush_rows = 8192;
+  // Size at which a segment file is closed and a new one started.
+  uint64_t segment_bytes = uint64_t{1} << 30;
+};
+
+struct CreateVolumeRequest {
+  std::string path;                // image file
+  std::optional<uint64_t> size;    // create: required; add: must be absent
+  std::string name;                // empty: the file's base name
+  uint32_t chunk_size = kDefaultChunkSize;
+  bool create = true;              // false: register an existing image
+};
+
+// One shadow of a created set.
+struct CreatedShadow {
+  Guid shadow_id;
+  Guid volume_id;
+};
+struct CreatedSet {
+  Guid set_id;
+  int64_t created = 0;
+  std::vector<CreatedShadow> shadows;
+};
+
+struct CreateSetRequest {
+  std::vector<Guid> volumes;         // one or more distinct volumes
+  int32_t context = kCtxClientAccessible;
+  int32_t extra_attributes = 0;      // OR'ed with the context's bits
+  // Called after writes to every volume are held and flushed, just before
+  // the catalog commit; a non-OK return aborts the set (nothing created).
+  std::function<Status()> on_hold;
+};
+
+// A change since a shadow, in bytes of the volume.
+struct ChangedExtent {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+class Store {
+ public:
+  // Opens the store at options.dir, creating the directory and catalog if
+  // missing. Finishes interrupted operations lazily, per volume, on open.
+  static StatusOr<std::unique_ptr<Store>> Open(StoreOptions options);
+  ~Store();
+
+  metadata::Catalog& catalog() { return *catalog_; }
+  const StoreOptions& options() const { return options_; }
+  FileSystem* fs() const { return options_.fs; }
+
+  // Registers an image (creating it first when req.create) and returns its
+  // row. Errors: kAlreadyExists (name or path taken; on create, the file
+  // exists), kInvalidArgument (chunk size, size), kNotFound (add: no file).
+  // Nothing is left behind on failure.
+  StatusOr<metadata::VolumeRow> CreateVolume(const CreateVolumeRequest& req);
+  // Forgets a volume: its shadows, index and diff-area files are deleted;
+  // the image file stays.
+  Status RemoveVolume(const Guid& id);
+
+  // Resolves a volume name, id or unique id prefix. kNotFound / kInvalidArgument
+  // (ambiguous prefix).
+  StatusOr<metadata::VolumeRow> ResolveVolume(const std::string& text);
+  // Resolves a shadow id or unique prefix ("{...}" accepted).
+  StatusOr<metadata::ShadowRow> ResolveShadow(const std::string& text);
+  StatusOr<metadata::ShadowSetRow> ResolveShadowSet(const std::string& text);
+
+  // Opens (or returns the already open) volume: locks the image, loads the
+  // index, indexes segment tails, finishes an interrupted revert, removes
+  // non-persistent shadows left by a previous owner (with an event).
+  StatusOr<Volume*> OpenVolume(const Guid& id);
+  // Flushes and closes an open volume (its lock is released).
+  Status CloseVolume(const Guid& id);
+
+  // Creates one shadow per volume at one instant (opening volumes as needed).
+  StatusOr<CreatedSet> CreateShadowSet(const CreateSetRequest& req);
+  // Deletes one shadow; records the previous shadow still needs are handed
+  // to it. kNotFound if unknown.
+  Status DeleteShadow(const Guid& shadow_id);
+  // Reverts the shadow's volume to it; it and newer shadows are removed.
+  Status RevertToShadow(const Guid& shadow_id);
+
+  // Diff areas: where a volume's records go and how big they may grow.
+  // AddDiffArea fails with kAlreadyExists if the volume already has records
+  // in another directory, kNotFound for an unknown volume.
+  Status AddDiffArea(const Guid& volume_id, const std::string& dir,
+                     int64_t max_bytes);
+  Status ResizeDiffArea(const Guid& volume_id, int64_t max_bytes);
+  // The diff area of a volume (the default one when none was added).
+  StatusOr<metadata::DiffAreaRow> DiffAreaOf(const Guid& volume_id);
+
+  Status RecordEvent(std::optional<Guid> volume, std::optional<Guid> shadow,
+                     std::string kind, std::string message);
+
+ private:
+  Store(StoreOptions options, std::unique_ptr<metadata::Catalog> catalog);
+  StatusOr<Volume*> OpenVolumeLocked(const Guid& id);
+
+  StoreOptions options_;
+  std::unique_ptr<metadata::Catalog> catalog_;
+  std::mutex mu_;  // guards volumes_
+  std::vector<std::unique_ptr<Volume>> volumes_;
+};
+
+}  // namespace vss::engine
