@@ -66,6 +66,10 @@ struct StoreOptions {
   size_t index_flush_rows = 8192;
   // Size at which a segment file is closed and a new one started.
   uint64_t segment_bytes = uint64_t{1} << 30;
+  // Flush volumes (index to the catalog, images) when the Store is
+  // destroyed. Crash tests set it false so that destruction does no I/O, as
+  // if the process had died.
+  bool flush_on_close = true;
 };
 
 struct CreateVolumeRequest {

@@ -1,0 +1,325 @@
+#include "vss/engine/store.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+
+#include "diff_area.h"
+#include "volume_state.h"
+#include "vss/engine/volume.h"
+#include "vss/raw_image.h"
+
+namespace vss::engine {
+namespace {
+
+constexpr size_t kMaxVolumesPerSet = 64;     // VSS's limit
+constexpr size_t kMaxShadowsPerVolume = 512; // the system provider's limit
+
+std::string Hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+  return buf;
+}
+
+std::string AbsolutePath(const std::string& path) {
+  std::error_code ec;
+  auto abs = std::filesystem::absolute(path, ec);
+  return ec ? path : abs.lexically_normal().string();
+}
+
+StatusOr<std::unique_ptr<BlockDevice>> OpenRawImage(const std::string& path,
+                                                    bool create, uint64_t size) {
+  if (create) {
+    VSS_ASSIGN_OR_RETURN(auto img, RawImage::Create(path, size));
+    return std::unique_ptr<BlockDevice>(std::move(img));
+  }
+  VSS_ASSIGN_OR_RETURN(auto img, RawImage::Open(path));
+  return std::unique_ptr<BlockDevice>(std::move(img));
+}
+
+// Lower-case id text without braces, for matching.
+std::string IdKey(std::string text) {
+  if (text.size() >= 2 && text.front() == '{' && text.back() == '}')
+    text = text.substr(1, text.size() - 2);
+  for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return text;
+}
+
+// Finds the one item whose id starts with `text`.
+template <typename Row>
+StatusOr<Row> ResolveById(const std::vector<Row>& rows, const std::string& text,
+                          const std::string& what) {
+  std::string key = IdKey(text);
+  if (key.empty()) return InvalidArgumentError("empty " + what + " id");
+  std::vector<const Row*> hits;
+  for (const Row& r : rows) {
+    std::string id = r.id.ToString();
+    if (id == key) return r;
+    if (id.compare(0, key.size(), key) == 0) hits.push_back(&r);
+  }
+  if (hits.empty()) return NotFoundError("no " + what + " matches '" + text + "'");
+  if (hits.size() > 1)
+    return InvalidArgumentError(what + " id prefix '" + text + "' is ambiguous (" +
+                                std::to_string(hits.size()) + " match)");
+  return *hits.front();
+}
+
+bool ValidChunkSize(uint32_t cs) {
+  return cs >= 4096 && cs <= kMaxChunkSize && (cs & (cs - 1)) == 0;
+}
+
+}  // namespace
+
+Store::Store(StoreOptions options, std::unique_ptr<metadata::Catalog> catalog)
+    : options_(std::move(options)), catalog_(std::move(catalog)) {}
+
+Store::~Store() {
+  std::lock_guard l(mu_);
+  for (auto& v : volumes_) v->state().Close().IgnoreError();
+  volumes_.clear();
+}
+
+StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
+  if (options.dir.empty()) return InvalidArgumentError("no store directory given");
+  options.dir = AbsolutePath(options.dir);
+  if (!options.fs) options.fs = FileSystem::Default();
+  if (!options.open_image) options.open_image = OpenRawImage;
+  VSS_RETURN_IF_ERROR(FileSystem::Default()->CreateDirs(options.dir)
+                          .WithContext("store " + options.dir));
+  VSS_ASSIGN_OR_RETURN(auto catalog, metadata::Catalog::Open(options.dir + "/catalog.db"));
+  return std::unique_ptr<Store>(new Store(std::move(options), std::move(catalog)));
+}
+
+StatusOr<metadata::VolumeRow> Store::CreateVolume(const CreateVolumeRequest& req) {
+  if (!ValidChunkSize(req.chunk_size))
+    return InvalidArgumentError("chunk size " + std::to_string(req.chunk_size) +
+                                " is not a power of two from 4 KiB to 1 MiB");
+  if (req.create && (!req.size || *req.size == 0))
+    return InvalidArgumentError("a new volume needs a size greater than zero");
+  metadata::VolumeRow row;
+  row.id = Guid::Generate();
+  row.path = AbsolutePath(req.path);
+  row.name = req.name.empty() ? std::filesystem::path(row.path).filename().string() : req.name;
+  row.chunk_size = req.chunk_size;
+  row.created = metadata::NowVssTimestamp();
+  VSS_ASSIGN_OR_RETURN(auto existing, catalog_->ListVolumes());
+  for (const auto& v : existing) {
+    if (v.name == row.name) return AlreadyExistsError("a volume named '" + row.name + "' exists");
+    if (v.path == row.path)
+      return AlreadyExistsError(row.path + " is already volume '" + v.name + "'");
+  }
+  VSS_ASSIGN_OR_RETURN(auto image, options_.open_image(row.path, req.create, req.size.value_or(0)));
+  row.size = image->size();
+  if (!req.create && req.size && *req.size != row.size)
+    return InvalidArgumentError(row.path + " is " + std::to_string(row.size) +
+                                " bytes, not " + std::to_string(*req.size));
+  image.reset();
+  Status s = catalog_->InsertVolume(row);
+  if (!s.ok()) {
+    if (req.create) std::filesystem::remove(row.path);
+    return s;
+  }
+  return row;
+}
+
+Status Store::RemoveVolume(const Guid& id) {
+  VSS_ASSIGN_OR_RETURN(auto row, catalog_->FindVolume(id));
+  if (!row) return NotFoundError("volume " + id.ToString() + " does not exist");
+  VSS_ASSIGN_OR_RETURN(metadata::DiffAreaRow da, DiffAreaOf(id));
+  VSS_ASSIGN_OR_RETURN(auto segs, catalog_->ListSegments(id));
+  VSS_RETURN_IF_ERROR(CloseVolume(id));
+  VSS_RETURN_IF_ERROR(catalog_->DeleteVolume(id));
+  // The catalog no longer refers to the files: remove what is ours.
+  if (options_.fs->Exists(da.dir)) {
+    StatusOr<std::vector<std::string>> names = options_.fs->List(da.dir);
+    if (names.ok())
+      for (const std::string& n : *names)
+        if (n.rfind("seg-", 0) == 0) options_.fs->Remove(da.dir + "/" + n).IgnoreError();
+    if (da.dir == options_.dir + "/diff/" + id.ToString()) {
+      std::error_code ec;
+      std::filesystem::remove(da.dir, ec);
+    }
+  }
+  return OkStatus();
+}
+
+StatusOr<metadata::VolumeRow> Store::ResolveVolume(const std::string& text) {
+  VSS_ASSIGN_OR_RETURN(auto rows, catalog_->ListVolumes());
+  for (const auto& r : rows)
+    if (r.name == text) return r;
+  return ResolveById(rows, text, "volume");
+}
+
+StatusOr<metadata::ShadowRow> Store::ResolveShadow(const std::string& text) {
+  VSS_ASSIGN_OR_RETURN(auto rows, catalog_->ListShadows());
+  return ResolveById(rows, text, "shadow");
+}
+
+StatusOr<metadata::ShadowSetRow> Store::ResolveShadowSet(const std::string& text) {
+  VSS_ASSIGN_OR_RETURN(auto rows, catalog_->ListShadowSets());
+  return ResolveById(rows, text, "shadow set");
+}
+
+StatusOr<Volume*> Store::OpenVolume(const Guid& id) {
+  std::lock_guard l(mu_);
+  return OpenVolumeLocked(id);
+}
+
+StatusOr<Volume*> Store::OpenVolumeLocked(const Guid& id) {
+  for (auto& v : volumes_)
+    if (v->id() == id) return v.get();
+  VSS_ASSIGN_OR_RETURN(auto row, catalog_->FindVolume(id));
+  if (!row) return NotFoundError("volume " + id.ToString() + " does not exist");
+  VSS_ASSIGN_OR_RETURN(auto image, options_.open_image(row->path, false, 0));
+  VSS_ASSIGN_OR_RETURN(auto state, VolumeState::Open(this, *row, std::move(image)));
+  volumes_.push_back(std::unique_ptr<Volume>(new Volume(std::move(state))));
+  return volumes_.back().get();
+}
+
+Status Store::CloseVolume(const Guid& id) {
+  std::unique_ptr<Volume> v;
+  {
+    std::lock_guard l(mu_);
+    auto it = std::find_if(volumes_.begin(), volumes_.end(),
+                           [&](const auto& p) { return p->id() == id; });
+    if (it == volumes_.end()) return OkStatus();
+    v = std::move(*it);
+    volumes_.erase(it);
+  }
+  return v->state().Close();
+}
+
+StatusOr<CreatedSet> Store::CreateShadowSet(const CreateSetRequest& req) {
+  if (req.volumes.empty()) return InvalidArgumentError("a shadow set needs at least one volume");
+  if (req.volumes.size() > kMaxVolumesPerSet)
+    return InvalidArgumentError("a shadow set holds at most 64 volumes");
+  std::vector<Guid> ids = req.volumes;
+  std::sort(ids.begin(), ids.end());
+  if (std::adjacent_find(ids.begin(), ids.end()) != ids.end())
+    return AlreadyExistsError("volume " + std::adjacent_find(ids.begin(), ids.end())->ToString() +
+                              " is in the set twice");
+  std::vector<VolumeState*> states;
+  for (const Guid& id : ids) {
+    VSS_ASSIGN_OR_RETURN(Volume* v, OpenVolume(id));
+    VSS_ASSIGN_OR_RETURN(auto shadows, catalog_->ListShadowsOfVolume(id));
+    if (shadows.size() >= kMaxShadowsPerVolume)
+      return FailedPreconditionError("volume " + v->row().name + " already has 512 shadows");
+    states.push_back(&v->state());
+  }
+  // Hold writes to every volume of the set (in id order, so that two sets
+  // never wait for each other), flush them, and commit all shadows in one
+  // catalog transaction.
+  for (VolumeState* s : states) s->HoldWrites();
+  struct Release {
+    std::vector<VolumeState*>& s;
+    ~Release() {
+      for (auto it = s.rbegin(); it != s.rend(); ++it) (*it)->ReleaseWrites();
+    }
+  } release{states};
+  for (VolumeState* s : states) VSS_RETURN_IF_ERROR(s->FlushForCommit());
+  if (req.on_hold) VSS_RETURN_IF_ERROR(req.on_hold());
+
+  int32_t attributes = req.context | req.extra_attributes | kAttrDifferential;
+  CreatedSet set{Guid::Generate(), metadata::NowVssTimestamp(), {}};
+  std::vector<metadata::ShadowRow> rows;
+  std::string host = Hostname();
+  for (VolumeState* s : states) {
+    metadata::ShadowRow r;
+    r.id = Guid::Generate();
+    r.set_id = set.set_id;
+    r.volume_id = s->row().id;
+    r.epoch = s->row().next_epoch;
+    r.count_in_set = static_cast<uint32_t>(states.size());
+    r.original_volume = s->row().name;
+    r.device_object = "vss:shadow/" + r.id.ToString();
+    r.originating_machine = host;
+    r.service_machine = host;
+    r.provider_id = *Guid::Parse(kSoftwareProviderId);
+    r.attributes = attributes;
+    r.context = req.context;
+    r.state = kStateCreated;
+    r.created = set.created;
+    r.persistent = (attributes & kAttrPersistent) != 0;
+    r.owner_pid = getpid();
+    rows.push_back(r);
+    set.shadows.push_back({r.id, r.volume_id});
+  }
+  {
+    VSS_ASSIGN_OR_RETURN(metadata::Transaction tx, catalog_->Begin());
+    VSS_RETURN_IF_ERROR(catalog_->InsertShadowSet(
+        {set.set_id, set.created, req.context, static_cast<uint32_t>(rows.size())}));
+    for (const metadata::ShadowRow& r : rows) {
+      VSS_RETURN_IF_ERROR(catalog_->InsertShadow(r));
+      VSS_RETURN_IF_ERROR(catalog_->SetVolumeNextEpoch(r.volume_id, r.epoch + 1));
+    }
+    VSS_RETURN_IF_ERROR(tx.Commit());
+  }
+  for (size_t i = 0; i < states.size(); ++i) states[i]->AddShadowLocked(rows[i]);
+  return set;
+}
+
+Status Store::DeleteShadow(const Guid& shadow_id) {
+  VSS_ASSIGN_OR_RETURN(auto row, catalog_->FindShadow(shadow_id));
+  if (!row) return NotFoundError("shadow " + shadow_id.ToString() + " does not exist");
+  VSS_ASSIGN_OR_RETURN(Volume* v, OpenVolume(row->volume_id));
+  return v->state().DeleteShadow(shadow_id);
+}
+
+Status Store::RevertToShadow(const Guid& shadow_id) {
+  VSS_ASSIGN_OR_RETURN(auto row, catalog_->FindShadow(shadow_id));
+  if (!row) return NotFoundError("shadow " + shadow_id.ToString() + " does not exist");
+  VSS_ASSIGN_OR_RETURN(Volume* v, OpenVolume(row->volume_id));
+  return v->state().Revert(shadow_id);
+}
+
+StatusOr<metadata::DiffAreaRow> Store::DiffAreaOf(const Guid& volume_id) {
+  VSS_ASSIGN_OR_RETURN(auto row, catalog_->FindDiffArea(volume_id));
+  if (row) return *row;
+  return metadata::DiffAreaRow{volume_id, options_.dir + "/diff/" + volume_id.ToString(),
+                               metadata::kUnbounded, 0};
+}
+
+Status Store::AddDiffArea(const Guid& volume_id, const std::string& dir,
+                          int64_t max_bytes) {
+  VSS_ASSIGN_OR_RETURN(auto vol, catalog_->FindVolume(volume_id));
+  if (!vol) return NotFoundError("volume " + volume_id.ToString() + " does not exist");
+  VSS_ASSIGN_OR_RETURN(metadata::DiffAreaRow current, DiffAreaOf(volume_id));
+  std::string default_dir = options_.dir + "/diff/" + volume_id.ToString();
+  std::string target = AbsolutePath(dir);
+  if (current.dir != default_dir)
+    return AlreadyExistsError("volume " + vol->name + " already has its diff area on " +
+                              current.dir + " (use storage resize)");
+  VSS_ASSIGN_OR_RETURN(auto shadows, catalog_->ListShadowsOfVolume(volume_id));
+  if (!shadows.empty())
+    return FailedPreconditionError("volume " + vol->name +
+                                   " has shadows; its diff area can move only when it has none");
+  VSS_RETURN_IF_ERROR(options_.fs->CreateDirs(target).WithContext("diff area " + target));
+  VSS_RETURN_IF_ERROR(CloseVolume(volume_id));
+  // No shadow: the old segments hold nothing live.
+  VSS_ASSIGN_OR_RETURN(auto segs, catalog_->ListSegments(volume_id));
+  for (const auto& s : segs) {
+    VSS_RETURN_IF_ERROR(catalog_->DeleteSegment(volume_id, s.seq));
+    options_.fs->Remove(current.dir + "/" + DiffArea::SegmentName(s.seq)).IgnoreError();
+  }
+  return catalog_->UpsertDiffArea({volume_id, target, max_bytes, 0});
+}
+
+Status Store::ResizeDiffArea(const Guid& volume_id, int64_t max_bytes) {
+  VSS_ASSIGN_OR_RETURN(Volume* v, OpenVolume(volume_id));
+  return v->state().SetMaxBytes(max_bytes);
+}
+
+Status Store::RecordEvent(std::optional<Guid> volume, std::optional<Guid> shadow,
+                          std::string kind, std::string message) {
+  metadata::EventRow e;
+  e.time = metadata::NowVssTimestamp();
+  e.volume_id = volume;
+  e.shadow_id = shadow;
+  e.kind = std::move(kind);
+  e.message = std::move(message);
+  return catalog_->InsertEvent(e);
+}
+
+}  // namespace vss::engine

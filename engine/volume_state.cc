@@ -1,0 +1,575 @@
+#include "volume_state.h"
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+namespace vss::engine {
+namespace {
+
+// Chunks preserved per diff-area append: bounds the batch buffer.
+constexpr size_t kBatchChunks = 256;
+
+bool IsPersistent(const metadata::ShadowRow& r) {
+  return r.persistent;
+}
+
+bool RangeUnallocated(const std::vector<Extent>& extents, uint64_t off,
+                      uint64_t len) {
+  for (const Extent& e : extents) {
+    if (e.offset + e.length <= off || e.offset >= off + len) continue;
+    if (e.allocated) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+// Locks the stripes of chunks [first, last] in ascending stripe order.
+class VolumeState::StripeGuard {
+ public:
+  StripeGuard(VolumeState* v, uint64_t first, uint64_t last, bool exclusive)
+      : v_(v), exclusive_(exclusive) {
+    if (last - first + 1 >= kStripes) {
+      for (size_t i = 0; i < kStripes; ++i) held_.push_back(i);
+    } else {
+      for (uint64_t c = first; c <= last; ++c) held_.push_back(c % kStripes);
+      std::sort(held_.begin(), held_.end());
+      held_.erase(std::unique(held_.begin(), held_.end()), held_.end());
+    }
+    for (size_t i : held_) {
+      if (exclusive_) v_->stripes_[i].lock();
+      else v_->stripes_[i].lock_shared();
+    }
+  }
+  ~StripeGuard() {
+    for (auto it = held_.rbegin(); it != held_.rend(); ++it) {
+      if (exclusive_) v_->stripes_[*it].unlock();
+      else v_->stripes_[*it].unlock_shared();
+    }
+  }
+
+ private:
+  VolumeState* v_;
+  bool exclusive_;
+  std::vector<size_t> held_;
+};
+
+VolumeState::VolumeState(Store* store, const metadata::VolumeRow& row,
+                         std::unique_ptr<BlockDevice> image)
+    : store_(store), catalog_(&store->catalog()), row_(row),
+      image_(std::move(image)) {}
+
+VolumeState::~VolumeState() = default;
+
+StatusOr<std::unique_ptr<VolumeState>> VolumeState::Open(
+    Store* store, const metadata::VolumeRow& row,
+    std::unique_ptr<BlockDevice> image) {
+  if (image->size() != row.size)
+    return FailedPreconditionError(
+        "image " + row.path + " is " + std::to_string(image->size()) +
+        " bytes but volume " + row.name + " was registered with " +
+        std::to_string(row.size));
+  std::unique_ptr<VolumeState> v(new VolumeState(store, row, std::move(image)));
+  VSS_RETURN_IF_ERROR(v->Load());
+  VSS_RETURN_IF_ERROR(v->Recover());
+  return v;
+}
+
+uint64_t VolumeState::ChunkLen(uint64_t chunk) const {
+  uint64_t start = chunk * row_.chunk_size;
+  return std::min<uint64_t>(row_.chunk_size, row_.size - start);
+}
+
+std::string VolumeState::ShadowLabel(const Guid& id) const {
+  return "shadow " + id.ToString() + " of volume " + row_.name;
+}
+
+// Loads shadows and index rows from the catalog, then indexes the segment
+// tails past the catalog's marks.
+Status VolumeState::Load() {
+  VSS_ASSIGN_OR_RETURN(diff_row_, store_->DiffAreaOf(row_.id));
+  VSS_ASSIGN_OR_RETURN(auto shadows, catalog_->ListShadowsOfVolume(row_.id));
+  for (const metadata::ShadowRow& s : shadows) {
+    shadows_.push_back({s.id, s.epoch, IsPersistent(s)});
+    epochs_[s.epoch];
+    any_persistent_ |= IsPersistent(s);
+  }
+  std::sort(shadows_.begin(), shadows_.end(),
+            [](const ShadowInfo& a, const ShadowInfo& b) { return a.epoch < b.epoch; });
+  VSS_ASSIGN_OR_RETURN(auto rows, catalog_->ListIndexRows(row_.id));
+  for (const metadata::IndexRow& r : rows) {
+    auto it = epochs_.find(r.epoch);
+    if (it == epochs_.end()) continue;  // epoch without shadow: never read
+    Location loc{r.segment, static_cast<uint32_t>(r.offset / kRecordAlign),
+                 r.stored_len, static_cast<uint16_t>(r.record_bytes / kRecordAlign),
+                 r.codec, 0};
+    it->second.Put(r.chunk, loc);
+  }
+  VSS_ASSIGN_OR_RETURN(auto segs, catalog_->ListSegments(row_.id));
+  std::vector<std::string> warnings;
+  DiffArea::Options o{store_->fs(), diff_row_.dir, row_.id,
+                      store_->options().segment_bytes};
+  VSS_ASSIGN_OR_RETURN(diff_, DiffArea::Open(o, segs, &warnings));
+  for (const std::string& w : warnings)
+    store_->RecordEvent(row_.id, std::nullopt, "diff-area-damaged", w).IgnoreError();
+  VSS_RETURN_IF_ERROR(diff_->ScanTails([&](const DiffArea::Scanned& s) {
+    auto it = epochs_.find(s.header.epoch);
+    if (it == epochs_.end() || it->second.Contains(s.header.chunk)) return;
+    if (s.header.chunk * row_.chunk_size >= row_.size ||
+        s.header.raw_len != ChunkLen(s.header.chunk))
+      return;
+    uint64_t bytes = RecordBytes(s.header.stored_len);
+    Location loc{s.segment, static_cast<uint32_t>(s.offset / kRecordAlign),
+                 s.header.stored_len, static_cast<uint16_t>(bytes / kRecordAlign),
+                 static_cast<uint8_t>(s.header.codec), 0};
+    it->second.Put(s.header.chunk, loc);
+    pending_.push_back({s.header.chunk, s.header.epoch, s.segment, s.offset,
+                        static_cast<uint32_t>(bytes), s.header.stored_len,
+                        s.header.raw_len, static_cast<uint8_t>(s.header.codec),
+                        s.header.payload_hash});
+  }));
+  RecountLive();
+  return FlushIndex();
+}
+
+// Finishes what a previous owner left: space to give back, a revert, and
+// non-persistent shadows (which do not survive their owner).
+Status VolumeState::Recover() {
+  std::unique_lock s(structure_mu_);
+  VSS_ASSIGN_OR_RETURN(auto free, catalog_->ListFreeRanges(row_.id));
+  if (!free.empty()) VSS_RETURN_IF_ERROR(GiveBack(std::move(free)));
+  VSS_ASSIGN_OR_RETURN(auto journal, catalog_->FindJournal(row_.id));
+  if (journal && journal->op == "revert") {
+    std::optional<Guid> target = Guid::Parse(journal->arg);
+    auto it = std::find_if(shadows_.begin(), shadows_.end(), [&](const ShadowInfo& i) {
+      return target && i.id == *target;
+    });
+    if (it == shadows_.end()) {
+      VSS_RETURN_IF_ERROR(catalog_->ClearJournal(row_.id));
+    } else {
+      VSS_RETURN_IF_ERROR(RevertWorkLocked(it - shadows_.begin()));
+    }
+  }
+  for (size_t i = shadows_.size(); i-- > 0;) {
+    if (shadows_[i].persistent) continue;
+    Guid id = shadows_[i].id;
+    VSS_RETURN_IF_ERROR(DropShadowsLocked(
+        i, i + 1, true, "shadow-removed-at-recovery",
+        "non-persistent " + ShadowLabel(id) + " removed: its owner is gone", false));
+  }
+  // Segments without live records (left by a crash during a deletion).
+  uint32_t active = diff_->active_segment();
+  for (const metadata::SegmentRow& m : diff_->Marks()) {
+    if (m.live_bytes != 0 || m.seq == active) continue;
+    VSS_RETURN_IF_ERROR(catalog_->DeleteSegment(row_.id, m.seq));
+    VSS_RETURN_IF_ERROR(diff_->RemoveSegment(m.seq));
+  }
+  return OkStatus();
+}
+
+void VolumeState::RecountLive() {
+  std::map<uint32_t, uint64_t> live;
+  uint64_t used = 0;
+  for (const auto& [epoch, map] : epochs_) {
+    map.ForEach([&](uint64_t, const Location& loc) {
+      live[loc.segment] += loc.record_bytes();
+      used += loc.record_bytes();
+    });
+  }
+  diff_->SetLive(live);
+  used_bytes_ = used;
+}
+
+const Location* VolumeState::LookupLocked(uint64_t epoch, uint64_t chunk) const {
+  for (auto it = epochs_.lower_bound(epoch); it != epochs_.end(); ++it) {
+    if (const Location* loc = it->second.Find(chunk)) return loc;
+  }
+  return nullptr;
+}
+
+Status VolumeState::ReadChunkRecord(const Location& loc, uint64_t chunk,
+                                    std::span<uint8_t> out) {
+  return diff_->ReadRecord(loc, chunk, out)
+      .WithContext("chunk " + std::to_string(chunk));
+}
+
+// ---------------------------------------------------------------------------
+// Writes.
+
+Status VolumeState::Modify(uint64_t offset, uint64_t length, ModKind kind,
+                           std::span<const uint8_t> data) {
+  if (length == 0) return OkStatus();
+  uint64_t first = offset / row_.chunk_size;
+  uint64_t last = (offset + length - 1) / row_.chunk_size;
+  for (;;) {
+    uint64_t generation;
+    {
+      std::shared_lock s(structure_mu_);
+      if (!sticky_.ok()) return sticky_;
+      generation = generation_.load();
+      StripeGuard g(this, first, last, true);
+      Status st = shadows_.empty() ? OkStatus() : Preserve(first, last, kind);
+      if (st.ok()) {
+        // The preserved records are durable (or need not be): now overwrite.
+        switch (kind) {
+          case ModKind::kWrite: st = image_->Write(offset, data); break;
+          case ModKind::kZeroes: st = image_->WriteZeroes(offset, length); break;
+          case ModKind::kDiscard: st = image_->Discard(offset, length); break;
+        }
+        VSS_RETURN_IF_ERROR(st);
+        bool flush;
+        {
+          std::lock_guard l(index_mu_);
+          flush = pending_.size() >= store_->options().index_flush_rows;
+        }
+        return flush ? FlushIndex() : OkStatus();
+      }
+      if (st.code() != StatusCode::kNoSpace) return st;
+    }
+    // The diff area is full: volume writes never fail for that; the oldest
+    // shadow goes instead, then the write is tried again.
+    VSS_RETURN_IF_ERROR(EvictOldest(generation));
+  }
+}
+
+Status VolumeState::Preserve(uint64_t first, uint64_t last, ModKind kind) {
+  const uint64_t epoch = shadows_.back().epoch;
+  std::vector<uint64_t> need;
+  {
+    std::lock_guard l(index_mu_);
+    const ChunkMap& map = epochs_.at(epoch);
+    for (uint64_t c = first; c <= last; ++c)
+      if (!map.Contains(c)) need.push_back(c);
+  }
+  if (need.empty()) return OkStatus();
+  uint64_t lo = need.front() * row_.chunk_size;
+  uint64_t hi = need.back() * row_.chunk_size + ChunkLen(need.back());
+  VSS_ASSIGN_OR_RETURN(std::vector<Extent> extents, image_->Extents(lo, hi - lo));
+
+  std::vector<uint8_t> buf, chunk;
+  std::vector<RecordHeader> headers;
+  std::vector<uint64_t> offsets;
+  bool appended = false;
+  for (size_t i = 0; i < need.size(); ++i) {
+    uint64_t c = need[i];
+    uint64_t off = c * row_.chunk_size, len = ChunkLen(c);
+    bool hole = RangeUnallocated(extents, off, len);
+    // Zeroing or discarding a chunk that is a hole changes nothing.
+    if (hole && kind != ModKind::kWrite) continue;
+    if (hole) {
+      headers.push_back(AppendZeroRecord(row_.id, c, epoch, len, &buf));
+    } else {
+      chunk.resize(len);
+      VSS_RETURN_IF_ERROR(image_->Read(off, chunk));
+      headers.push_back(AppendRecord(row_.id, c, epoch, chunk, &buf));
+    }
+    if (headers.size() == kBatchChunks || i + 1 == need.size()) {
+      VSS_RETURN_IF_ERROR(AppendBatch(epoch, buf, headers, offsets));
+      appended = true;
+    }
+  }
+  if (!headers.empty()) {
+    VSS_RETURN_IF_ERROR(AppendBatch(epoch, buf, headers, offsets));
+    appended = true;
+  }
+  if (!appended || !any_persistent_) return OkStatus();
+  // Rule 1: the preserved records are durable before the overwrite is
+  // issued. One sync covers the whole batch.
+  Status s = diff_->Sync();
+  if (!s.ok()) {
+    // The index already says these chunks are preserved; without the sync
+    // that is not known to be true, so no further write may rely on it.
+    sticky_ = s.WithContext("diff area of volume " + row_.name + " failed; reopen the volume");
+    return sticky_;
+  }
+  return OkStatus();
+}
+
+Status VolumeState::AppendBatch(uint64_t epoch, std::vector<uint8_t>& buf,
+                                std::vector<RecordHeader>& headers,
+                                std::vector<uint64_t>& offsets) {
+  if (headers.empty()) return OkStatus();
+  std::lock_guard a(append_mu_);
+  {
+    std::lock_guard l(index_mu_);
+    if (diff_row_.max_bytes >= 0 &&
+        used_bytes_ + buf.size() > static_cast<uint64_t>(diff_row_.max_bytes))
+      return NoSpaceError("diff area of volume " + row_.name + " is full");
+  }
+  VSS_ASSIGN_OR_RETURN(auto where, diff_->Append(buf));
+  std::lock_guard l(index_mu_);
+  ChunkMap& map = epochs_.at(epoch);
+  uint64_t at = where.second;
+  std::map<uint32_t, uint64_t> live;
+  for (const RecordHeader& h : headers) {
+    uint64_t bytes = RecordBytes(h.stored_len);
+    Location loc{where.first, static_cast<uint32_t>(at / kRecordAlign), h.stored_len,
+                 static_cast<uint16_t>(bytes / kRecordAlign),
+                 static_cast<uint8_t>(h.codec), 0};
+    map.Put(h.chunk, loc);
+    pending_.push_back({h.chunk, epoch, where.first, at, static_cast<uint32_t>(bytes),
+                        h.stored_len, h.raw_len, static_cast<uint8_t>(h.codec),
+                        h.payload_hash});
+    at += bytes;
+  }
+  used_bytes_ += buf.size();
+  buf.clear();
+  headers.clear();
+  offsets.clear();
+  return OkStatus();
+}
+
+Status VolumeState::EvictOldest(uint64_t generation) {
+  std::unique_lock s(structure_mu_);
+  if (generation_.load() != generation || shadows_.empty()) return OkStatus();
+  std::string max = diff_row_.max_bytes < 0 ? "unbounded"
+                                            : std::to_string(diff_row_.max_bytes) + " bytes";
+  return DropShadowsLocked(
+      0, 1, true, "shadow-deleted-diff-area-full",
+      ShadowLabel(shadows_[0].id) + " deleted: diff area full (" +
+          std::to_string(used_bytes_) + " bytes used, maximum " + max + ")",
+      false);
+}
+
+Status VolumeState::ReadLive(uint64_t offset, std::span<uint8_t> buf) {
+  std::shared_lock s(structure_mu_);
+  return image_->Read(offset, buf);
+}
+
+StatusOr<std::vector<Extent>> VolumeState::LiveExtents(uint64_t offset,
+                                                       uint64_t length) {
+  std::shared_lock s(structure_mu_);
+  return image_->Extents(offset, length);
+}
+
+Status VolumeState::Flush() {
+  {
+    std::shared_lock s(structure_mu_);
+    if (!sticky_.ok()) return sticky_;
+    VSS_RETURN_IF_ERROR(image_->Flush());
+  }
+  return FlushIndex();
+}
+
+Status VolumeState::Close() {
+  if (!store_->options().flush_on_close) return OkStatus();
+  return Flush();
+}
+
+Status VolumeState::FlushIndex() {
+  std::lock_guard f(flush_mu_);
+  std::vector<metadata::IndexRow> rows;
+  std::vector<metadata::SegmentRow> marks;
+  uint64_t used;
+  {
+    std::lock_guard a(append_mu_);
+    std::lock_guard l(index_mu_);
+    if (pending_.empty()) return OkStatus();
+    rows.swap(pending_);
+    marks = diff_->Marks();
+    used = used_bytes_;
+  }
+  // The records must be durable before the catalog says they exist.
+  Status s = diff_->Sync();
+  if (s.ok()) {
+    StatusOr<metadata::Transaction> tx = catalog_->Begin();
+    s = tx.status();
+    if (s.ok()) s = catalog_->InsertIndexRows(row_.id, rows);
+    for (const metadata::SegmentRow& m : marks)
+      if (s.ok()) s = catalog_->UpsertSegment(row_.id, m);
+    metadata::DiffAreaRow d = diff_row_;
+    d.used_bytes = used;
+    if (s.ok()) s = catalog_->UpsertDiffArea(d);
+    if (s.ok()) s = tx->Commit();
+  }
+  if (!s.ok()) {
+    std::lock_guard l(index_mu_);
+    pending_.insert(pending_.begin(), rows.begin(), rows.end());
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// Shadow reads.
+
+std::optional<VolumeState::ShadowInfo> VolumeState::FindShadow(const Guid& id) {
+  std::lock_guard l(index_mu_);
+  for (const ShadowInfo& s : shadows_)
+    if (s.id == id) return s;
+  return std::nullopt;
+}
+
+Status VolumeState::ReadShadow(const Guid& shadow, std::span<uint8_t> buf,
+                               uint64_t offset) {
+  if (buf.empty()) return OkStatus();
+  std::shared_lock s(structure_mu_);
+  auto it = std::find_if(shadows_.begin(), shadows_.end(),
+                         [&](const ShadowInfo& i) { return i.id == shadow; });
+  if (it == shadows_.end()) return NotFoundError(ShadowLabel(shadow) + " was deleted");
+  const uint64_t epoch = it->epoch, cs = row_.chunk_size;
+  uint64_t first = offset / cs, last = (offset + buf.size() - 1) / cs;
+  StripeGuard g(this, first, last, false);
+  std::vector<std::optional<Location>> locs;
+  {
+    std::lock_guard l(index_mu_);
+    for (uint64_t c = first; c <= last; ++c) {
+      const Location* loc = LookupLocked(epoch, c);
+      locs.push_back(loc ? std::optional<Location>(*loc) : std::nullopt);
+    }
+  }
+  std::vector<uint8_t> chunk;
+  uint64_t end = offset + buf.size();
+  for (uint64_t c = first; c <= last;) {
+    uint64_t from = std::max(offset, c * cs);
+    if (!locs[c - first]) {  // unchanged since the shadow: one image read per run
+      uint64_t run_end = c;
+      while (run_end + 1 <= last && !locs[run_end + 1 - first]) ++run_end;
+      uint64_t to = std::min(end, (run_end + 1) * cs);
+      VSS_RETURN_IF_ERROR(image_->Read(from, buf.subspan(from - offset, to - from)));
+      c = run_end + 1;
+      continue;
+    }
+    chunk.resize(ChunkLen(c));
+    Status st = ReadChunkRecord(*locs[c - first], c, chunk);
+    if (!st.ok()) return IoError(ShadowLabel(shadow) + ": " + st.message());
+    uint64_t to = std::min(end, c * cs + chunk.size());
+    std::memcpy(buf.data() + (from - offset), chunk.data() + (from - c * cs), to - from);
+    ++c;
+  }
+  return OkStatus();
+}
+
+StatusOr<std::vector<Extent>> VolumeState::ShadowExtents(const Guid& shadow,
+                                                         uint64_t offset,
+                                                         uint64_t length) {
+  std::shared_lock s(structure_mu_);
+  auto it = std::find_if(shadows_.begin(), shadows_.end(),
+                         [&](const ShadowInfo& i) { return i.id == shadow; });
+  if (it == shadows_.end()) return NotFoundError(ShadowLabel(shadow) + " was deleted");
+  VSS_ASSIGN_OR_RETURN(std::vector<Extent> live, image_->Extents(offset, length));
+  // Preserved chunks in range: allocated unless they are zero records.
+  std::map<uint64_t, bool> preserved;  // chunk -> allocated
+  {
+    std::lock_guard l(index_mu_);
+    for (auto e = epochs_.lower_bound(it->epoch); e != epochs_.end(); ++e) {
+      e->second.ForEach([&](uint64_t c, const Location&) {
+        if (c * row_.chunk_size >= offset + length ||
+            c * row_.chunk_size + ChunkLen(c) <= offset || preserved.count(c))
+          return;
+        preserved[c] = LookupLocked(it->epoch, c)->codec != static_cast<uint8_t>(Codec::kZero);
+      });
+    }
+  }
+  // Overlay: split live extents at preserved chunks.
+  std::vector<Extent> out;
+  auto push = [&](uint64_t off, uint64_t len, bool alloc) {
+    if (len == 0) return;
+    if (!out.empty() && out.back().allocated == alloc &&
+        out.back().offset + out.back().length == off)
+      out.back().length += len;
+    else
+      out.push_back({off, len, alloc});
+  };
+  auto pit = preserved.begin();
+  for (const Extent& e : live) {
+    uint64_t pos = e.offset, stop = e.offset + e.length;
+    while (pos < stop) {
+      while (pit != preserved.end() &&
+             pit->first * row_.chunk_size + ChunkLen(pit->first) <= pos)
+        ++pit;
+      if (pit == preserved.end() || pit->first * row_.chunk_size >= stop) {
+        push(pos, stop - pos, e.allocated);
+        break;
+      }
+      uint64_t cstart = pit->first * row_.chunk_size;
+      uint64_t cend = cstart + ChunkLen(pit->first);
+      if (cstart > pos) {
+        push(pos, cstart - pos, e.allocated);
+        pos = cstart;
+      }
+      uint64_t to = std::min(stop, cend);
+      push(pos, to - pos, pit->second);
+      pos = to;
+    }
+  }
+  return out;
+}
+
+std::vector<uint64_t> VolumeState::ChunksOfEpochs(uint64_t from, uint64_t to) {
+  std::vector<uint64_t> chunks;
+  std::lock_guard l(index_mu_);
+  for (auto e = epochs_.lower_bound(from); e != epochs_.end() && e->first < to; ++e)
+    e->second.ForEach([&](uint64_t c, const Location&) { chunks.push_back(c); });
+  std::sort(chunks.begin(), chunks.end());
+  chunks.erase(std::unique(chunks.begin(), chunks.end()), chunks.end());
+  return chunks;
+}
+
+StatusOr<std::vector<ChangedExtent>> VolumeState::ChangedExtents(
+    const Guid& from, std::optional<Guid> to) {
+  std::shared_lock s(structure_mu_);
+  auto find = [&](const Guid& id) -> const ShadowInfo* {
+    for (const ShadowInfo& i : shadows_)
+      if (i.id == id) return &i;
+    return nullptr;
+  };
+  const ShadowInfo* a = find(from);
+  if (!a) return NotFoundError("shadow " + from.ToString() + " is not a shadow of volume " + row_.name);
+  uint64_t end_epoch = UINT64_MAX;
+  if (to) {
+    const ShadowInfo* b = find(*to);
+    if (!b) return NotFoundError("shadow " + to->ToString() + " is not a shadow of volume " + row_.name);
+    if (b->epoch < a->epoch)
+      return InvalidArgumentError("shadow " + to->ToString() + " is older than shadow " +
+                                  from.ToString());
+    end_epoch = b->epoch;
+  }
+  std::vector<ChangedExtent> out;
+  for (uint64_t c : ChunksOfEpochs(a->epoch, end_epoch)) {
+    uint64_t off = c * row_.chunk_size, len = ChunkLen(c);
+    if (!out.empty() && out.back().offset + out.back().length == off)
+      out.back().length += len;
+    else
+      out.push_back({off, len});
+  }
+  return out;
+}
+
+StatusOr<VerifyReport> VolumeState::Verify(const Guid& id) {
+  std::shared_lock s(structure_mu_);
+  std::optional<ShadowInfo> info = FindShadow(id);
+  if (!info) return NotFoundError(ShadowLabel(id) + " does not exist");
+  VerifyReport report;
+  std::vector<uint8_t> chunk;
+  for (uint64_t c : ChunksOfEpochs(info->epoch, UINT64_MAX)) {
+    Location loc;
+    {
+      std::lock_guard l(index_mu_);
+      loc = *LookupLocked(info->epoch, c);
+    }
+    chunk.resize(ChunkLen(c));
+    ++report.records_checked;
+    report.bytes_checked += chunk.size();
+    Status st = ReadChunkRecord(loc, c, chunk);
+    if (!st.ok()) report.errors.push_back(ShadowLabel(id) + ": " + st.message());
+  }
+  return report;
+}
+
+VolumeStats VolumeState::Stats() {
+  VolumeStats st;
+  {
+    std::lock_guard l(index_mu_);
+    for (const auto& [e, map] : epochs_) {
+      st.preserved_chunks += map.size();
+      st.index_memory_bytes += map.memory_bytes();
+    }
+    st.diff_used_bytes = used_bytes_;
+  }
+  st.diff_allocated_bytes = diff_->AllocatedBytes();
+  st.segments = static_cast<uint32_t>(diff_->segments().size());
+  return st;
+}
+
+}  // namespace vss::engine

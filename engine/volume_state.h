@@ -1,0 +1,159 @@
+// VolumeState: the private state and algorithms behind engine::Volume:
+// copy-on-write, the in-memory index, shadow reads, delete with merge,
+// revert, recovery. See DESIGN.md (Data flow, Rules) for the model.
+//
+// Epochs: every shadow of the volume owns one epoch (its number, increasing
+// with time). epochs_[e] maps chunk -> record preserving the chunk as it was
+// when shadow e was taken, for chunks first modified while e was the newest
+// shadow (or handed over to e when a newer shadow was deleted). Shadow k
+// reads chunk c from the first epoch >= k that has c, else from the image.
+//
+// Locks, in the order they are taken:
+//   structure_mu_  shared by reads and writes; exclusive for shadow create,
+//                  delete, revert and eviction ("writes held"). shadows_ and
+//                  the set of keys of epochs_ change only under it exclusive.
+//   stripes_       per-chunk (chunk % kStripes): exclusive for a write that
+//                  preserves and overwrites the chunk, shared for a shadow
+//                  read of it, so a shadow read never sees a half-preserved
+//                  chunk.
+//   flush_mu_      one index flush at a time.
+//   append_mu_     appends to the diff area.
+//   index_mu_      contents of the ChunkMaps, pending_.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "chunk_map.h"
+#include "diff_area.h"
+#include "vss/block_device.h"
+#include "vss/engine/store.h"
+#include "vss/engine/volume.h"
+#include "vss/metadata/catalog.h"
+
+namespace vss::engine {
+
+class VolumeState {
+ public:
+  struct ShadowInfo {
+    Guid id;
+    uint64_t epoch = 0;
+    bool persistent = true;
+  };
+
+  // Loads the index, indexes segment tails, finishes an interrupted revert
+  // and removes non-persistent shadows of a previous owner.
+  static StatusOr<std::unique_ptr<VolumeState>> Open(
+      Store* store, const metadata::VolumeRow& row,
+      std::unique_ptr<BlockDevice> image);
+  ~VolumeState();
+
+  const metadata::VolumeRow& row() const { return row_; }
+  uint32_t chunk_size() const { return row_.chunk_size; }
+  uint64_t size() const { return row_.size; }
+
+  // Live volume I/O (Volume's Do* hooks).
+  enum class ModKind { kWrite, kZeroes, kDiscard };
+  Status Modify(uint64_t offset, uint64_t length, ModKind kind,
+                std::span<const uint8_t> data);
+  Status ReadLive(uint64_t offset, std::span<uint8_t> buf);
+  StatusOr<std::vector<Extent>> LiveExtents(uint64_t offset, uint64_t length);
+  Status Flush();
+  // Flush on close unless crash-testing; releases nothing else.
+  Status Close();
+
+  // Shadow reads (ShadowDevice).
+  Status ReadShadow(const Guid& shadow, std::span<uint8_t> buf, uint64_t offset);
+  StatusOr<std::vector<Extent>> ShadowExtents(const Guid& shadow,
+                                              uint64_t offset, uint64_t length);
+  std::optional<ShadowInfo> FindShadow(const Guid& id);
+
+  // Structural operations (Store). Hold / Release bracket a shadow-set commit.
+  void HoldWrites() { structure_mu_.lock(); }
+  void ReleaseWrites() { structure_mu_.unlock(); }
+  // REQUIRES: writes held. Makes the image and diff area durable.
+  Status FlushForCommit();
+  // REQUIRES: writes held; the shadow row is committed.
+  void AddShadowLocked(const metadata::ShadowRow& row);
+  Status DeleteShadow(const Guid& id);
+  Status Revert(const Guid& id);
+  Status SetMaxBytes(int64_t max_bytes);
+
+  StatusOr<std::vector<ChangedExtent>> ChangedExtents(const Guid& from,
+                                                      std::optional<Guid> to);
+  StatusOr<VerifyReport> Verify(const Guid& id);
+  VolumeStats Stats();
+
+ private:
+  static constexpr size_t kStripes = 256;
+  class StripeGuard;
+
+  VolumeState(Store* store, const metadata::VolumeRow& row,
+              std::unique_ptr<BlockDevice> image);
+  Status Load();
+  Status Recover();
+
+  uint64_t ChunkLen(uint64_t chunk) const;
+  // Preserves the chunks of [first, last] not yet preserved in the newest
+  // epoch. kNoSpace when the diff area is full. REQUIRES: structure shared,
+  // stripes of the range exclusive, shadows_ not empty.
+  Status Preserve(uint64_t first, uint64_t last, ModKind kind);
+  Status AppendBatch(uint64_t epoch, std::vector<uint8_t>& buf,
+                     std::vector<RecordHeader>& headers,
+                     std::vector<uint64_t>& offsets);
+  // Deletes the oldest shadow if the structure is still at `generation`.
+  Status EvictOldest(uint64_t generation);
+
+  // Writes pending index rows to the catalog after syncing the diff area.
+  Status FlushIndex();
+  // REQUIRES: structure exclusive. Drops shadows_[from..to) with their
+  // epochs (merging records the shadow before `from` still needs when
+  // `merge`), in one catalog transaction, then gives space back.
+  Status DropShadowsLocked(size_t from, size_t to, bool merge,
+                           const std::string& event_kind,
+                           const std::string& event_message,
+                           bool clear_journal);
+  Status RevertWorkLocked(size_t index);
+  Status GiveBack(std::vector<metadata::FreeRange> ranges);
+  void RecountLive();
+
+  // The record shadow epoch `epoch` reads chunk `chunk` from, if any.
+  // REQUIRES: index_mu_ held.
+  const Location* LookupLocked(uint64_t epoch, uint64_t chunk) const;
+  Status ReadChunkRecord(const Location& loc, uint64_t chunk,
+                         std::span<uint8_t> out);
+  std::vector<uint64_t> ChunksOfEpochs(uint64_t from_epoch,
+                                       uint64_t to_epoch);  // [from, to)
+  std::string ShadowLabel(const Guid& id) const;
+
+  Store* store_;
+  metadata::Catalog* catalog_;
+  metadata::VolumeRow row_;
+  std::unique_ptr<BlockDevice> image_;
+  std::unique_ptr<DiffArea> diff_;
+  metadata::DiffAreaRow diff_row_;
+
+  std::shared_mutex structure_mu_;
+  std::array<std::shared_mutex, kStripes> stripes_;
+  std::mutex flush_mu_;
+  std::mutex append_mu_;
+  mutable std::mutex index_mu_;
+
+  std::vector<ShadowInfo> shadows_;       // ascending epoch
+  std::map<uint64_t, ChunkMap> epochs_;   // one per shadow
+  std::vector<metadata::IndexRow> pending_;
+  uint64_t used_bytes_ = 0;               // bytes of live records
+  std::atomic<uint64_t> generation_{0};   // bumped by structural changes
+  bool any_persistent_ = false;
+  Status sticky_;                         // set when durability is unknown
+};
+
+}  // namespace vss::engine
