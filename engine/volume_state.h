@@ -41,6 +41,27 @@
 
 namespace vss::engine {
 
+// A shared mutex that does not let a stream of shared holders starve an
+// exclusive one: an exclusive locker closes the gate first, so shared lockers
+// arriving after it wait until it is done.
+class FairSharedMutex {
+ public:
+  void lock() {
+    std::lock_guard g(gate_);
+    mu_.lock();
+  }
+  void unlock() { mu_.unlock(); }
+  void lock_shared() {
+    { std::lock_guard g(gate_); }
+    mu_.lock_shared();
+  }
+  void unlock_shared() { mu_.unlock_shared(); }
+
+ private:
+  std::mutex gate_;
+  std::shared_mutex mu_;
+};
+
 class VolumeState {
  public:
   struct ShadowInfo {
@@ -141,7 +162,7 @@ class VolumeState {
   std::unique_ptr<DiffArea> diff_;
   metadata::DiffAreaRow diff_row_;
 
-  std::shared_mutex structure_mu_;
+  FairSharedMutex structure_mu_;
   std::array<std::shared_mutex, kStripes> stripes_;
   std::mutex flush_mu_;
   std::mutex append_mu_;
