@@ -69,6 +69,7 @@ class MemFileSystem final : public FileSystem {
  private:
   friend class MemFile;
   Status Check(FileOp op);
+  StatusOr<std::vector<std::string>> ListLocked(const std::string& dir);
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Node>> files_;
   std::set<std::string> dirs_;

@@ -18,7 +18,10 @@ namespace vss {
 class MemoryDevice final : public BlockDevice {
  public:
   static constexpr uint64_t kPageSize = 4096;
-  explicit MemoryDevice(uint64_t size, std::string name = "memory");
+  // A zero-filled device of `size` bytes; `read_only` devices reject writes
+  // (useful as a read-only view in tests).
+  explicit MemoryDevice(uint64_t size, std::string name = "memory",
+                        bool read_only = false);
 
   // Bytes of pages currently allocated.
   uint64_t allocated_bytes();

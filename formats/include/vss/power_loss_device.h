@@ -28,7 +28,7 @@ class PowerLossDevice final : public ForwardingDevice {
 
   void PowerLoss(PowerLossMode mode, uint64_t seed);
   // Writes waiting for a flush.
-  size_t pending() ;
+  size_t pending();
 
  protected:
   Status DoRead(uint64_t offset, std::span<uint8_t> buf) override;
@@ -42,9 +42,12 @@ class PowerLossDevice final : public ForwardingDevice {
  private:
   struct Pending {
     uint64_t offset;
-    std::vector<uint8_t> data;  // zeroes for write-zeroes and discard
+    uint64_t length;            // bytes covered (data.size() for writes)
+    std::vector<uint8_t> data;  // empty for write-zeroes and discard
     bool zero;                  // write-zeroes / discard
+    bool discard;               // a discard (applied as Discard)
   };
+  Status ApplyLocked(const Pending& p, uint64_t length);
   std::mutex mu_;
   std::vector<Pending> pending_;
 };

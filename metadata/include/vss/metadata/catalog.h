@@ -11,8 +11,17 @@
 // Every method runs prepared statements; SQLite result codes are translated
 // here, once, into Status: SQLITE_BUSY/LOCKED -> kBusy, SQLITE_CORRUPT and
 // SQLITE_NOTADB -> kCorruption (message names the database file),
-// SQLITE_FULL -> kNoSpace, constraint violations -> kAlreadyExists,
-// anything else -> kIoError.
+// SQLITE_FULL -> kNoSpace, constraint violations -> kAlreadyExists (a
+// duplicate id, name, path, (volume, epoch) or index key), except a row that
+// refers to a volume or shadow set that does not exist (foreign key) ->
+// kNotFound; anything else -> kIoError. A row read back with a value that
+// does not fit its field (not a GUID, out of range) is kCorruption too.
+//
+// Missing rows: Find* return an empty optional; SetVolumeNextEpoch,
+// UpdateShadow, MoveIndexRow, DeleteVolume and DeleteShadow return kNotFound
+// when the row they name does not exist; the other deletes and clears are
+// idempotent (OK when nothing matched) so that recovery may replay them.
+// Lists come back in a fixed order, given at each method.
 //
 // Several processes may open one catalog; writers wait up to 10 s for each
 // other (busy timeout). One Catalog object may be used from many threads; its
@@ -135,12 +144,17 @@ struct JournalRow {
 class Catalog;
 
 // A write transaction (BEGIN IMMEDIATE). Rolls back on destruction unless
-// Commit() succeeded. Holds the Catalog's mutex for its lifetime.
+// Commit() succeeded. Holds the Catalog's mutex until Commit() returns or it
+// is destroyed. REQUIRES: used and destroyed on the thread that called
+// Begin(), before the Catalog is destroyed.
 class [[nodiscard]] Transaction {
  public:
   ~Transaction();
   Transaction(Transaction&&) noexcept;
   Transaction& operator=(Transaction&&) = delete;
+  // Commits and releases the mutex. On failure the transaction has been
+  // rolled back: nothing of it is in the database. kFailedPrecondition if
+  // already committed.
   Status Commit();
 
  private:
@@ -166,12 +180,14 @@ class Catalog {
   const std::string& path() const { return path_; }
 
   // Starts a write transaction. Calls made by this thread until Commit()
-  // or destruction are part of it.
+  // or destruction are part of it. kBusy if another process kept the
+  // database locked for the whole busy timeout; kFailedPrecondition if a
+  // transaction is already open on this Catalog (they do not nest).
   StatusOr<Transaction> Begin();
 
   // Volumes.
   Status InsertVolume(const VolumeRow& v);
-  StatusOr<std::vector<VolumeRow>> ListVolumes();
+  StatusOr<std::vector<VolumeRow>> ListVolumes();  // ordered by name
   StatusOr<std::optional<VolumeRow>> FindVolume(const Guid& id);
   Status SetVolumeNextEpoch(const Guid& id, uint64_t next_epoch);
   // Deletes the volume and every row that refers to it (diff area, shadows,
@@ -181,7 +197,7 @@ class Catalog {
   // Diff areas (one per volume).
   Status UpsertDiffArea(const DiffAreaRow& d);
   StatusOr<std::optional<DiffAreaRow>> FindDiffArea(const Guid& volume_id);
-  StatusOr<std::vector<DiffAreaRow>> ListDiffAreas();
+  StatusOr<std::vector<DiffAreaRow>> ListDiffAreas();  // by volume id
 
   // Shadow sets and shadows.
   Status InsertShadowSet(const ShadowSetRow& s);
@@ -190,37 +206,49 @@ class Catalog {
   // Deletes the shadow row; deletes its set row too when it was the last.
   Status DeleteShadow(const Guid& id);
   StatusOr<std::vector<ShadowRow>> ListShadows();  // ordered by volume, epoch
+  // Ordered by epoch.
   StatusOr<std::vector<ShadowRow>> ListShadowsOfVolume(const Guid& volume_id);
   StatusOr<std::optional<ShadowRow>> FindShadow(const Guid& id);
-  StatusOr<std::vector<ShadowSetRow>> ListShadowSets();
+  StatusOr<std::vector<ShadowSetRow>> ListShadowSets();  // by created, id
 
   // Diff-area index.
+  // Inserts all rows or none: inside the open transaction, or else in one of
+  // its own. kAlreadyExists if a (epoch, chunk) is already indexed.
   Status InsertIndexRows(const Guid& volume_id, const std::vector<IndexRow>& rows);
+  // Ordered by epoch, then chunk.
   StatusOr<std::vector<IndexRow>> ListIndexRows(const Guid& volume_id);
+  // Ordered by chunk.
   StatusOr<std::vector<IndexRow>> ListIndexRowsOfEpoch(const Guid& volume_id,
                                                        uint64_t epoch);
   Status DeleteIndexRow(const Guid& volume_id, uint64_t epoch, uint64_t chunk);
   Status DeleteIndexRowsOfEpoch(const Guid& volume_id, uint64_t epoch);
   // Moves one row to another epoch (the delete-with-merge hand-over).
+  // kNotFound if the row is missing; kAlreadyExists if `to_epoch` already
+  // has a row for `chunk`.
   Status MoveIndexRow(const Guid& volume_id, uint64_t from_epoch,
                       uint64_t chunk, uint64_t to_epoch);
 
   // Segments.
   Status UpsertSegment(const Guid& volume_id, const SegmentRow& s);
+  // Ordered by seq.
   StatusOr<std::vector<SegmentRow>> ListSegments(const Guid& volume_id);
   Status DeleteSegment(const Guid& volume_id, uint32_t seq);
 
   // Space to give back.
+  // All or none, like InsertIndexRows. Duplicates are kept.
   Status InsertFreeRanges(const Guid& volume_id, const std::vector<FreeRange>& r);
+  // Ordered by segment, offset.
   StatusOr<std::vector<FreeRange>> ListFreeRanges(const Guid& volume_id);
   Status ClearFreeRanges(const Guid& volume_id);
 
-  // Journal of multi-step operations.
+  // Journal of multi-step operations. PutJournal replaces the volume's entry.
   Status PutJournal(const JournalRow& j);
   StatusOr<std::optional<JournalRow>> FindJournal(const Guid& volume_id);
   Status ClearJournal(const Guid& volume_id);
 
-  // Events, newest last. `volume_id` filters when given.
+  // Events, newest last (in insertion order). `volume_id` filters when
+  // given. InsertEvent ignores e.id; the catalog assigns increasing ids.
+  // Events are not tied to rows: they outlive the volume and shadow they name.
   Status InsertEvent(const EventRow& e);
   StatusOr<std::vector<EventRow>> ListEvents(std::optional<Guid> volume_id);
 
