@@ -166,21 +166,26 @@ std::shared_ptr<File> DiffArea::FileOf(uint32_t seq) {
 
 Status DiffArea::ReadRecord(const Location& loc, uint64_t chunk,
                             std::span<uint8_t> out) {
-  std::string where = SegmentName(loc.segment) + " offset " + std::to_string(loc.offset());
+  // Messages are built only on failure: this is the shadow read path.
+  auto where = [&] {
+    return "diff-area record at " + SegmentName(loc.segment) + " offset " +
+           std::to_string(loc.offset());
+  };
   std::shared_ptr<File> f = FileOf(loc.segment);
   if (!f) return IoError("diff-area segment " + SegmentName(loc.segment) + " is missing");
   size_t want = kRecordHeaderBytes + loc.stored_len;
   std::vector<uint8_t>& buf = ThreadBuffer(want);
   VSS_ASSIGN_OR_RETURN(size_t n, f->ReadAt(loc.offset(), std::span(buf.data(), want)));
-  if (n != want) return IoError("diff-area record at " + where + " is cut short (segment truncated)");
+  if (n != want) return IoError(where() + " is cut short (segment truncated)");
   StatusOr<RecordHeader> h = DecodeHeader(std::span(buf.data(), want));
-  if (!h.ok()) return h.status().WithContext("diff-area record at " + where);
+  if (!h.ok()) return h.status().WithContext(where());
   if (h->volume_id != opt_.volume_id || h->chunk != chunk ||
       h->stored_len != loc.stored_len || static_cast<uint8_t>(h->codec) != loc.codec ||
       h->raw_len != out.size())
-    return CorruptionError("diff-area record at " + where + " is not the one the index expects");
-  return DecodePayload(*h, std::span(buf.data() + kRecordHeaderBytes, h->stored_len), out)
-      .WithContext("diff-area record at " + where);
+    return CorruptionError(where() + " is not the one the index expects");
+  Status s = DecodePayload(*h, std::span(buf.data() + kRecordHeaderBytes, h->stored_len), out);
+  if (!s.ok()) return s.WithContext(where());
+  return s;
 }
 
 Status DiffArea::PunchHole(uint32_t segment, uint64_t offset, uint64_t length) {

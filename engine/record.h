@@ -45,6 +45,14 @@ StatusOr<RecordHeader> DecodeHeader(std::span<const uint8_t> bytes);
 
 uint64_t PayloadHash(std::span<const uint8_t> payload);
 
+// Encodes the record preserving `chunk` (raw bytes `data`) into `out`, which
+// must have room for RecordBytes(data.size()) bytes. All-zero data becomes a
+// kZero record; data that zstd does not shrink by at least one 4 KiB block
+// is stored raw. Only the record's own bytes are written (padding zeroed);
+// it occupies RecordBytes(result.stored_len) bytes. Thread safe.
+RecordHeader EncodeRecord(const Guid& volume_id, uint64_t chunk, uint64_t epoch,
+                          std::span<const uint8_t> data, uint8_t* out);
+
 // Builds the record preserving `chunk` (raw bytes `data`) and appends it to
 // `out` (padded to 4 KiB). All-zero data becomes a kZero record; data that
 // zstd does not shrink by at least one 4 KiB block is stored raw.

@@ -130,6 +130,10 @@ Status Store::RemoveVolume(const Guid& id) {
   VSS_ASSIGN_OR_RETURN(metadata::DiffAreaRow da, DiffAreaOf(id));
   VSS_ASSIGN_OR_RETURN(auto segs, catalog_->ListSegments(id));
   VSS_RETURN_IF_ERROR(CloseVolume(id));
+  // Another process writing the volume keeps it: its lock says so. A
+  // missing image does not stop the volume from being forgotten.
+  StatusOr<std::unique_ptr<BlockDevice>> image = options_.open_image(row->path, false, 0);
+  if (!image.ok() && image.status().code() != StatusCode::kNotFound) return image.status();
   VSS_RETURN_IF_ERROR(catalog_->DeleteVolume(id));
   // The catalog no longer refers to the files: remove what is ours.
   if (options_.fs->Exists(da.dir)) {

@@ -11,10 +11,37 @@
 
 namespace vss::engine {
 
+namespace {
+
+// Sorts ranges and joins adjacent ones.
+std::vector<metadata::FreeRange> MergeRanges(std::vector<metadata::FreeRange> ranges) {
+  std::sort(ranges.begin(), ranges.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.segment, a.offset) < std::tie(b.segment, b.offset);
+  });
+  std::vector<metadata::FreeRange> merged;
+  for (const metadata::FreeRange& r : ranges) {
+    if (!merged.empty() && merged.back().segment == r.segment &&
+        merged.back().offset + merged.back().length == r.offset)
+      merged.back().length += r.length;
+    else
+      merged.push_back(r);
+  }
+  return merged;
+}
+
+}  // namespace
+
+Status VolumeState::FlushImageIfDirty() {
+  if (!image_dirty_.exchange(false)) return OkStatus();
+  Status s = image_->Flush();
+  if (!s.ok()) image_dirty_ = true;
+  return s;
+}
+
 Status VolumeState::FlushForCommit() {
   // The shadow will read unchanged chunks from the image: everything
   // written before the instant must be on the medium first.
-  VSS_RETURN_IF_ERROR(image_->Flush());
+  VSS_RETURN_IF_ERROR(FlushImageIfDirty());
   return diff_->Sync();
 }
 
@@ -66,6 +93,7 @@ Status VolumeState::DropShadowsLocked(size_t from, size_t to, bool merge,
     VSS_RETURN_IF_ERROR(catalog_->DeleteIndexRowsOfEpoch(row_.id, shadows_[i].epoch));
     VSS_RETURN_IF_ERROR(catalog_->DeleteShadow(shadows_[i].id));
   }
+  freed = MergeRanges(std::move(freed));
   VSS_RETURN_IF_ERROR(catalog_->InsertFreeRanges(row_.id, freed));
   if (!event_kind.empty()) {
     metadata::EventRow e;
@@ -93,18 +121,7 @@ Status VolumeState::DropShadowsLocked(size_t from, size_t to, bool merge,
 }
 
 Status VolumeState::GiveBack(std::vector<metadata::FreeRange> ranges) {
-  std::sort(ranges.begin(), ranges.end(), [](const auto& a, const auto& b) {
-    return std::tie(a.segment, a.offset) < std::tie(b.segment, b.offset);
-  });
-  std::vector<metadata::FreeRange> merged;
-  for (const metadata::FreeRange& r : ranges) {
-    if (!merged.empty() && merged.back().segment == r.segment &&
-        merged.back().offset + merged.back().length == r.offset)
-      merged.back().length += r.length;
-    else
-      merged.push_back(r);
-  }
-  for (const metadata::FreeRange& r : merged)
+  for (const metadata::FreeRange& r : MergeRanges(std::move(ranges)))
     VSS_RETURN_IF_ERROR(diff_->PunchHole(r.segment, r.offset, r.length));
   VSS_RETURN_IF_ERROR(diff_->Sync());
   // Whole segments without live records go (never the active one). The
@@ -182,7 +199,8 @@ Status VolumeState::RevertWorkLocked(size_t index) {
     VSS_RETURN_IF_ERROR(image_->Write(off, chunk));
   }
   // The image must hold the shadow's bytes before the records go.
-  VSS_RETURN_IF_ERROR(image_->Flush());
+  image_dirty_ = true;
+  VSS_RETURN_IF_ERROR(FlushImageIfDirty());
   return DropShadowsLocked(index, shadows_.size(), false, "volume-reverted",
                            "volume " + row_.name + " reverted to shadow " + id.ToString(),
                            true);

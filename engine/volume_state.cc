@@ -1,5 +1,7 @@
 #include "volume_state.h"
 
+#include "worker_pool.h"
+
 #include <algorithm>
 #include <cstring>
 #include <set>
@@ -7,8 +9,8 @@
 namespace vss::engine {
 namespace {
 
-// Chunks preserved per diff-area append: bounds the batch buffer.
-constexpr size_t kBatchChunks = 256;
+// Chunk bytes preserved per diff-area append: bounds the scratch memory.
+constexpr size_t kBatchBytes = 8 << 20;
 
 bool IsPersistent(const metadata::ShadowRow& r) {
   return r.persistent;
@@ -190,8 +192,9 @@ const Location* VolumeState::LookupLocked(uint64_t epoch, uint64_t chunk) const 
 
 Status VolumeState::ReadChunkRecord(const Location& loc, uint64_t chunk,
                                     std::span<uint8_t> out) {
-  return diff_->ReadRecord(loc, chunk, out)
-      .WithContext("chunk " + std::to_string(chunk));
+  Status s = diff_->ReadRecord(loc, chunk, out);
+  if (!s.ok()) return s.WithContext("chunk " + std::to_string(chunk));
+  return s;
 }
 
 // ---------------------------------------------------------------------------
@@ -217,6 +220,7 @@ Status VolumeState::Modify(uint64_t offset, uint64_t length, ModKind kind,
           case ModKind::kZeroes: st = image_->WriteZeroes(offset, length); break;
           case ModKind::kDiscard: st = image_->Discard(offset, length); break;
         }
+        image_dirty_ = true;
         VSS_RETURN_IF_ERROR(st);
         bool flush;
         {
@@ -233,8 +237,35 @@ Status VolumeState::Modify(uint64_t offset, uint64_t length, ModKind kind,
   }
 }
 
+namespace {
+
+// Per-thread scratch memory that is reused, not zero-filled: a fresh heap
+// buffer per write costs a page fault per 4 KiB.
+struct Scratch {
+  std::unique_ptr<uint8_t[]> old_data, records;
+  size_t old_cap = 0, records_cap = 0;
+  void Reserve(size_t old_bytes, size_t record_bytes) {
+    if (old_cap < old_bytes) {
+      old_data.reset(new uint8_t[old_bytes]);
+      old_cap = old_bytes;
+    }
+    if (records_cap < record_bytes) {
+      records.reset(new uint8_t[record_bytes]);
+      records_cap = record_bytes;
+    }
+  }
+};
+
+Scratch& ThreadScratch() {
+  thread_local Scratch scratch;
+  return scratch;
+}
+
+}  // namespace
+
 Status VolumeState::Preserve(uint64_t first, uint64_t last, ModKind kind) {
   const uint64_t epoch = shadows_.back().epoch;
+  const uint64_t cs = row_.chunk_size;
   std::vector<uint64_t> need;
   {
     std::lock_guard l(index_mu_);
@@ -243,39 +274,59 @@ Status VolumeState::Preserve(uint64_t first, uint64_t last, ModKind kind) {
       if (!map.Contains(c)) need.push_back(c);
   }
   if (need.empty()) return OkStatus();
-  uint64_t lo = need.front() * row_.chunk_size;
-  uint64_t hi = need.back() * row_.chunk_size + ChunkLen(need.back());
+  uint64_t lo = need.front() * cs;
+  uint64_t hi = need.back() * cs + ChunkLen(need.back());
   VSS_ASSIGN_OR_RETURN(std::vector<Extent> extents, image_->Extents(lo, hi - lo));
 
-  std::vector<uint8_t> buf, chunk;
-  std::vector<RecordHeader> headers;
-  std::vector<uint64_t> offsets;
-  bool appended = false;
-  for (size_t i = 0; i < need.size(); ++i) {
-    uint64_t c = need[i];
-    uint64_t off = c * row_.chunk_size, len = ChunkLen(c);
-    bool hole = RangeUnallocated(extents, off, len);
+  // Chunks to preserve, with whether they hold data (else: a hole).
+  std::vector<std::pair<uint64_t, bool>> todo;
+  for (uint64_t c : need) {
+    bool hole = RangeUnallocated(extents, c * cs, ChunkLen(c));
     // Zeroing or discarding a chunk that is a hole changes nothing.
     if (hole && kind != ModKind::kWrite) continue;
-    if (hole) {
-      headers.push_back(AppendZeroRecord(row_.id, c, epoch, len, &buf));
-    } else {
-      chunk.resize(len);
-      VSS_RETURN_IF_ERROR(image_->Read(off, chunk));
-      headers.push_back(AppendRecord(row_.id, c, epoch, chunk, &buf));
-    }
-    if (headers.size() == kBatchChunks || i + 1 == need.size()) {
-      VSS_RETURN_IF_ERROR(AppendBatch(epoch, buf, headers, offsets));
-      appended = true;
-    }
+    todo.push_back({c, !hole});
   }
-  if (!headers.empty()) {
-    VSS_RETURN_IF_ERROR(AppendBatch(epoch, buf, headers, offsets));
-    appended = true;
+  const size_t per_batch = std::max<size_t>(1, kBatchBytes / cs);
+  const size_t slot = RecordBytes(static_cast<uint32_t>(cs));
+  Scratch& scratch = ThreadScratch();
+  scratch.Reserve(per_batch * cs, per_batch * slot);
+  std::vector<RecordHeader> headers;
+  for (size_t begin = 0; begin < todo.size(); begin += per_batch) {
+    size_t n = std::min(per_batch, todo.size() - begin);
+    for (size_t i = 0; i < n; ++i) {
+      auto [c, data] = todo[begin + i];
+      if (data)
+        VSS_RETURN_IF_ERROR(image_->Read(
+            c * cs, std::span(scratch.old_data.get() + i * cs, ChunkLen(c))));
+    }
+    // Compress the chunks of the batch in parallel, each into its own slot.
+    headers.assign(n, RecordHeader{});
+    WorkerPool::Get().ParallelFor(n, [&](size_t i) {
+      auto [c, data] = todo[begin + i];
+      uint8_t* out = scratch.records.get() + i * slot;
+      uint8_t* old = scratch.old_data.get() + i * cs;
+      if (data) {
+        headers[i] = EncodeRecord(row_.id, c, epoch, std::span(old, ChunkLen(c)), out);
+      } else {
+        headers[i] = {row_.id, c, epoch, static_cast<uint32_t>(ChunkLen(c)), 0, Codec::kZero, 0};
+        EncodeHeader(headers[i], out);
+        std::memset(out + kRecordHeaderBytes, 0, kRecordAlign - kRecordHeaderBytes);
+      }
+    });
+    // Pack the records end to end.
+    size_t packed = 0;
+    for (size_t i = 0; i < n; ++i) {
+      size_t bytes = RecordBytes(headers[i].stored_len);
+      uint8_t* base = scratch.records.get();
+      if (packed != i * slot) std::memmove(base + packed, base + i * slot, bytes);
+      packed += bytes;
+    }
+    VSS_RETURN_IF_ERROR(AppendBatch(
+        epoch, std::span<const uint8_t>(scratch.records.get(), packed), headers));
   }
-  if (!appended || !any_persistent_) return OkStatus();
+  if (todo.empty() || !any_persistent_) return OkStatus();
   // Rule 1: the preserved records are durable before the overwrite is
-  // issued. One sync covers the whole batch.
+  // issued. One sync covers the whole volume write.
   Status s = diff_->Sync();
   if (!s.ok()) {
     // The index already says these chunks are preserved; without the sync
@@ -286,22 +337,19 @@ Status VolumeState::Preserve(uint64_t first, uint64_t last, ModKind kind) {
   return OkStatus();
 }
 
-Status VolumeState::AppendBatch(uint64_t epoch, std::vector<uint8_t>& buf,
-                                std::vector<RecordHeader>& headers,
-                                std::vector<uint64_t>& offsets) {
-  if (headers.empty()) return OkStatus();
+Status VolumeState::AppendBatch(uint64_t epoch, std::span<const uint8_t> records,
+                                const std::vector<RecordHeader>& headers) {
   std::lock_guard a(append_mu_);
   {
     std::lock_guard l(index_mu_);
     if (diff_row_.max_bytes >= 0 &&
-        used_bytes_ + buf.size() > static_cast<uint64_t>(diff_row_.max_bytes))
+        used_bytes_ + records.size() > static_cast<uint64_t>(diff_row_.max_bytes))
       return NoSpaceError("diff area of volume " + row_.name + " is full");
   }
-  VSS_ASSIGN_OR_RETURN(auto where, diff_->Append(buf));
+  VSS_ASSIGN_OR_RETURN(auto where, diff_->Append(records));
   std::lock_guard l(index_mu_);
   ChunkMap& map = epochs_.at(epoch);
   uint64_t at = where.second;
-  std::map<uint32_t, uint64_t> live;
   for (const RecordHeader& h : headers) {
     uint64_t bytes = RecordBytes(h.stored_len);
     Location loc{where.first, static_cast<uint32_t>(at / kRecordAlign), h.stored_len,
@@ -313,10 +361,7 @@ Status VolumeState::AppendBatch(uint64_t epoch, std::vector<uint8_t>& buf,
                         h.payload_hash});
     at += bytes;
   }
-  used_bytes_ += buf.size();
-  buf.clear();
-  headers.clear();
-  offsets.clear();
+  used_bytes_ += records.size();
   return OkStatus();
 }
 
@@ -347,7 +392,7 @@ Status VolumeState::Flush() {
   {
     std::shared_lock s(structure_mu_);
     if (!sticky_.ok()) return sticky_;
-    VSS_RETURN_IF_ERROR(image_->Flush());
+    VSS_RETURN_IF_ERROR(FlushImageIfDirty());
   }
   return FlushIndex();
 }
@@ -418,25 +463,37 @@ Status VolumeState::ReadShadow(const Guid& shadow, std::span<uint8_t> buf,
       locs.push_back(loc ? std::optional<Location>(*loc) : std::nullopt);
     }
   }
-  std::vector<uint8_t> chunk;
   uint64_t end = offset + buf.size();
+  std::vector<uint64_t> preserved;  // chunks read from records
   for (uint64_t c = first; c <= last;) {
-    uint64_t from = std::max(offset, c * cs);
-    if (!locs[c - first]) {  // unchanged since the shadow: one image read per run
-      uint64_t run_end = c;
-      while (run_end + 1 <= last && !locs[run_end + 1 - first]) ++run_end;
-      uint64_t to = std::min(end, (run_end + 1) * cs);
-      VSS_RETURN_IF_ERROR(image_->Read(from, buf.subspan(from - offset, to - from)));
-      c = run_end + 1;
+    if (locs[c - first]) {
+      preserved.push_back(c++);
       continue;
     }
-    chunk.resize(ChunkLen(c));
-    Status st = ReadChunkRecord(*locs[c - first], c, chunk);
-    if (!st.ok()) return IoError(ShadowLabel(shadow) + ": " + st.message());
-    uint64_t to = std::min(end, c * cs + chunk.size());
-    std::memcpy(buf.data() + (from - offset), chunk.data() + (from - c * cs), to - from);
-    ++c;
+    // Unchanged since the shadow: one image read per run of chunks.
+    uint64_t run_end = c;
+    while (run_end + 1 <= last && !locs[run_end + 1 - first]) ++run_end;
+    uint64_t from = std::max(offset, c * cs), to = std::min(end, (run_end + 1) * cs);
+    VSS_RETURN_IF_ERROR(image_->Read(from, buf.subspan(from - offset, to - from)));
+    c = run_end + 1;
   }
+  // Records decode in parallel, whole chunks straight into the caller's
+  // buffer; a chunk cut by the range goes through a temporary.
+  std::vector<Status> results(preserved.size());
+  WorkerPool::Get().ParallelFor(preserved.size(), [&](size_t i) {
+    uint64_t c = preserved[i], len = ChunkLen(c);
+    uint64_t from = std::max(offset, c * cs), to = std::min(end, c * cs + len);
+    if (from == c * cs && to == c * cs + len) {
+      results[i] = ReadChunkRecord(*locs[c - first], c, buf.subspan(from - offset, len));
+      return;
+    }
+    std::vector<uint8_t> chunk(len);
+    results[i] = ReadChunkRecord(*locs[c - first], c, chunk);
+    if (results[i].ok())
+      std::memcpy(buf.data() + (from - offset), chunk.data() + (from - c * cs), to - from);
+  });
+  for (const Status& st : results)
+    if (!st.ok()) return IoError(ShadowLabel(shadow) + ": " + st.message());
   return OkStatus();
 }
 

@@ -127,12 +127,15 @@ class VolumeState {
   // epoch. kNoSpace when the diff area is full. REQUIRES: structure shared,
   // stripes of the range exclusive, shadows_ not empty.
   Status Preserve(uint64_t first, uint64_t last, ModKind kind);
-  Status AppendBatch(uint64_t epoch, std::vector<uint8_t>& buf,
-                     std::vector<RecordHeader>& headers,
-                     std::vector<uint64_t>& offsets);
+  // Appends packed records and indexes them; kNoSpace past the maximum.
+  Status AppendBatch(uint64_t epoch, std::span<const uint8_t> records,
+                     const std::vector<RecordHeader>& headers);
   // Deletes the oldest shadow if the structure is still at `generation`.
   Status EvictOldest(uint64_t generation);
 
+  // fdatasync of the image, skipped when nothing was written since the
+  // last one (a clean fdatasync still costs a device cache flush).
+  Status FlushImageIfDirty();
   // Writes pending index rows to the catalog after syncing the diff area.
   Status FlushIndex();
   // REQUIRES: structure exclusive. Drops shadows_[from..to) with their
@@ -174,6 +177,7 @@ class VolumeState {
   uint64_t used_bytes_ = 0;               // bytes of live records
   std::atomic<uint64_t> generation_{0};   // bumped by structural changes
   bool any_persistent_ = false;
+  std::atomic<bool> image_dirty_{true};   // written since the last image flush
   Status sticky_;                         // set when durability is unknown
 };
 
