@@ -1,0 +1,234 @@
+// Helpers shared by the engine's randomized, power-loss, crash and damage
+// tests: seeds from the environment, temporary directories, in-memory image
+// openers, a device that can be "unplugged" to simulate a power cut, and
+// status assertions. Test-only; not part of any library.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <span>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "vss/block_device.h"
+#include "vss/engine/store.h"
+#include "vss/engine/volume.h"
+#include "vss/status.h"
+
+namespace vss::engine::test_util {
+
+#define VSS_ASSERT_OK(expr)                                         \
+  do {                                                              \
+    const ::vss::Status vss_s_ = (expr);                            \
+    ASSERT_TRUE(vss_s_.ok()) << #expr << ": " << vss_s_.ToString(); \
+  } while (0)
+
+#define VSS_EXPECT_OK(expr)                                         \
+  do {                                                              \
+    const ::vss::Status vss_s_ = (expr);                            \
+    EXPECT_TRUE(vss_s_.ok()) << #expr << ": " << vss_s_.ToString(); \
+  } while (0)
+
+// `lhs = value of expr` or a fatal test failure.
+#define VSS_ASSERT_OK_AND_ASSIGN(lhs, expr)                                 \
+  VSS_ASSERT_OK_AND_ASSIGN_IMPL_(VSS_STATUS_CONCAT_(vss_t_, __LINE__), lhs, \
+                                 expr)
+#define VSS_ASSERT_OK_AND_ASSIGN_IMPL_(tmp, lhs, expr)               \
+  auto tmp = (expr);                                                 \
+  ASSERT_TRUE(tmp.ok()) << #expr << ": " << tmp.status().ToString(); \
+  lhs = std::move(tmp).value()
+
+inline uint64_t EnvU64(const char* name, uint64_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  return std::strtoull(v, nullptr, 0);
+}
+
+// The seed from VSS_SEED, or a random one. Printed by the caller.
+inline uint64_t TestSeed() {
+  const char* v = std::getenv("VSS_SEED");
+  if (v != nullptr && *v != '\0') return std::strtoull(v, nullptr, 0);
+  std::random_device rd;
+  return (uint64_t{rd()} << 32) ^ rd();
+}
+
+inline constexpr bool kSanitized =
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+    true;
+#else
+    false;
+#endif
+#else
+    false;
+#endif
+
+// A temporary directory removed on destruction, unless the test failed (then
+// its path is printed so the store can be inspected).
+class TempDir {
+ public:
+  // prefer_shm: put it on tmpfs (/dev/shm) when there, for speed.
+  explicit TempDir(bool prefer_shm = false) {
+    std::string base;
+    if (const char* t = std::getenv("TMPDIR"); t != nullptr && *t != '\0') {
+      base = t;
+    } else {
+      base = "/tmp";
+    }
+    if (prefer_shm && std::filesystem::is_directory("/dev/shm")) {
+      base = "/dev/shm";
+    }
+    std::string templ = base + "/vss-engine-test-XXXXXX";
+    char* p = mkdtemp(templ.data());
+    if (p == nullptr) {
+      ADD_FAILURE() << "mkdtemp in " << base << " failed";
+    }
+    path_ = templ;
+  }
+  ~TempDir() {
+    if (::testing::Test::HasFailure()) {
+      std::cout << "kept test directory " << path_ << std::endl;
+      return;
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A device that forwards until Cut(): then every call fails with kIoError and
+// does nothing, as if the disk had lost power. Calls may also be counted
+// down: after `n` more calls it cuts itself (a cut inside an operation).
+class GateDevice final : public ForwardingDevice {
+ public:
+  explicit GateDevice(BlockDevice* target) : ForwardingDevice(target) {}
+
+  void Cut() { cut_.store(true); }
+  // Cuts after `n` more forwarded calls (n == 0 cuts now).
+  void CutAfter(int64_t n) { countdown_.store(n); }
+  bool is_cut() const { return cut_.load(); }
+
+ protected:
+  Status DoRead(uint64_t offset, std::span<uint8_t> buf) override {
+    VSS_RETURN_IF_ERROR(Pass());
+    return ForwardingDevice::DoRead(offset, buf);
+  }
+  Status DoWrite(uint64_t offset, std::span<const uint8_t> buf) override {
+    VSS_RETURN_IF_ERROR(Pass());
+    return ForwardingDevice::DoWrite(offset, buf);
+  }
+  Status DoWriteZeroes(uint64_t offset, uint64_t length) override {
+    VSS_RETURN_IF_ERROR(Pass());
+    return ForwardingDevice::DoWriteZeroes(offset, length);
+  }
+  Status DoDiscard(uint64_t offset, uint64_t length) override {
+    VSS_RETURN_IF_ERROR(Pass());
+    return ForwardingDevice::DoDiscard(offset, length);
+  }
+  Status DoFlush() override {
+    VSS_RETURN_IF_ERROR(Pass());
+    return ForwardingDevice::DoFlush();
+  }
+  StatusOr<std::vector<Extent>> DoExtents(uint64_t offset,
+                                          uint64_t length) override {
+    VSS_RETURN_IF_ERROR(Pass());
+    return ForwardingDevice::DoExtents(offset, length);
+  }
+
+ private:
+  Status Pass() {
+    if (countdown_.load() >= 0 && countdown_.fetch_sub(1) <= 0) cut_ = true;
+    if (cut_.load()) return IoError("simulated power cut (test gate)");
+    return OkStatus();
+  }
+  std::atomic<bool> cut_{false};
+  std::atomic<int64_t> countdown_{-1};
+};
+
+// An ImageOpener that serves every path from `*target` through a
+// GateDevice, stored in `*gate` so the test can cut it. The test owns the
+// target (a MemoryDevice or PowerLossDevice) and keeps it across reopens.
+inline ImageOpener GatedOpener(BlockDevice* target, GateDevice** gate) {
+  return
+      [target, gate](const std::string& path, bool create,
+                     uint64_t size) -> StatusOr<std::unique_ptr<BlockDevice>> {
+        if (create && size != target->size()) {
+          return InvalidArgumentError("test opener: size mismatch for " + path);
+        }
+        auto dev = std::make_unique<GateDevice>(target);
+        if (gate != nullptr) *gate = dev.get();
+        return std::unique_ptr<BlockDevice>(std::move(dev));
+      };
+}
+
+// Sets StoreOptions::flush_on_close = false when this build has the field.
+template <typename O>
+constexpr bool SetNoFlushOnClose(O& o) {
+  if constexpr (requires { o.flush_on_close = false; }) {
+    o.flush_on_close = false;
+    return true;
+  } else {
+    return false;
+  }
+}
+
+inline StatusOr<std::vector<uint8_t>> ReadAll(BlockDevice& dev) {
+  std::vector<uint8_t> buf(dev.size());
+  Status s = dev.Read(0, buf);
+  if (!s.ok()) return s;
+  return buf;
+}
+
+// "" when equal, else where the first difference is (in bytes and chunks).
+inline std::string DescribeDiff(std::span<const uint8_t> expected,
+                                std::span<const uint8_t> actual, uint64_t base,
+                                uint32_t chunk_size) {
+  if (expected.size() != actual.size()) {
+    return "size " + std::to_string(actual.size()) + " != expected " +
+           std::to_string(expected.size());
+  }
+  for (size_t i = 0; i < expected.size(); ++i) {
+    if (expected[i] != actual[i]) {
+      size_t n = 0;
+      for (size_t j = i; j < expected.size(); ++j)
+        n += expected[j] != actual[j];
+      std::ostringstream os;
+      os << "first differing byte at " << base + i << " (chunk "
+         << (base + i) / chunk_size << "): expected 0x" << std::hex
+         << int{expected[i]} << " got 0x" << int{actual[i]} << std::dec << "; "
+         << n << " differing bytes from there";
+      return os.str();
+    }
+  }
+  return "";
+}
+
+// Deterministic bytes for (seed, key).
+inline void FillRandom(uint64_t seed, uint64_t key, std::span<uint8_t> out) {
+  std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ULL + key);
+  size_t i = 0;
+  while (i < out.size()) {
+    uint64_t v = rng();
+    for (int b = 0; b < 8 && i < out.size(); ++b, ++i)
+      out[i] = uint8_t(v >> (8 * b));
+  }
+}
+
+}  // namespace vss::engine::test_util
