@@ -1,0 +1,379 @@
+#!/usr/bin/env bash
+# End-to-end test of vssctl: runs the binary for every command of issue 3 as a
+# user would, checks real outcomes (bytes with sha256/cmp, JSON fields with
+# jq), and checks that bad input exits 1 (usage errors 2) with one line on
+# stderr and changes nothing.
+#
+# usage: vssctl_test.sh PATH/TO/vssctl
+# Not -e: a failed check is counted and the run goes on.
+# shellcheck disable=SC2155,SC2016  # ids are checked by the next line; eval strings
+set -uo pipefail
+
+VSSCTL=$(realpath "$1")
+command -v jq >/dev/null || { echo "vssctl_test: jq is required (tools/dev.sh installs it)"; exit 1; }
+work=$(mktemp -d "${TMPDIR:-/tmp}/vssctl-e2e.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cd "$work" || exit 1
+export VSS_STORE=$work/store
+unset XDG_DATA_HOME
+
+failures=0
+checks=0
+pass() { checks=$((checks + 1)); }
+fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "FAIL: $*"; }
+ok() {  # ok DESCRIPTION CONDITION-COMMAND...
+  local what=$1; shift
+  if "$@"; then pass; else fail "$what"; fi
+}
+v() { "$VSSCTL" "$@"; }
+sha() { sha256sum | cut -c1-64; }
+eq() { [[ $1 == "$2" ]]; }
+ne() { [[ $1 != "$2" ]]; }
+# The store's state, to check that a failed command changed nothing.
+state() {  # stderr dropped: a damaged store fails the same way twice
+  { v volume list --json; v shadow list --json; v storage list --json; } 2>/dev/null
+  sha256sum ./*.img 2>/dev/null
+}
+# expect_ok DESCRIPTION ARGS...: vssctl ARGS must succeed silently on
+# stderr; stdout in $out.
+expect_ok() {
+  local what=$1; shift
+  if out=$(v "$@" 2>err); then pass; else fail "$what: exit $? ($(cat err))"; fi
+  ok "$what: nothing on stderr, got: $(head -c 300 err)" test ! -s err
+}
+# expect_fail CODE DESCRIPTION ARGS...: vssctl ARGS must exit CODE with one
+# line "vssctl: ..." on stderr and leave the store unchanged. The stderr line
+# is left in $errline.
+expect_fail() {
+  local code=$1 what=$2; shift 2
+  local before after rc
+  before=$(state)
+  v "$@" >/dev/null 2>err
+  rc=$?
+  errline=$(cat err)
+  after=$(state)
+  ok "$what: exit $rc, want $code" eq "$rc" "$code"
+  ok "$what: one line on stderr, got: $errline" \
+    eval '[[ $(wc -l <err) -eq 1 && $errline == vssctl:\ * ]]'
+  ok "$what: store unchanged" eq "$before" "$after"
+}
+
+# ---------------------------------------------------------------- volumes
+test_volume_create_add() {
+  expect_ok "volume create" volume create disk.img --size 64M --name disk --json
+  ok "create: name" eq "$(jq -r .name <<<"$out")" disk
+  ok "create: size" eq "$(jq -r .size <<<"$out")" 67108864
+  ok "create: default chunk 64K" eq "$(jq -r .chunk_size <<<"$out")" 65536
+  ok "create: image is sparse 64M" eq "$(stat -c %s disk.img)" 67108864
+  ok "create: nothing allocated" eq "$(stat -c %b disk.img)" 0
+  disk_id=$(jq -r .id <<<"$out")
+
+  expect_ok "volume create --chunk-size" volume create small.img --size 8M --name small --chunk-size 4K --json
+  ok "create: chunk 4K" eq "$(jq -r .chunk_size <<<"$out")" 4096
+
+  head -c 1M /dev/urandom >raw.img
+  truncate -s 4M raw.img
+  raw_sha=$(sha <raw.img)
+  expect_ok "volume add" volume add raw.img --name raw --json
+  ok "add: size from file" eq "$(jq -r .size <<<"$out")" 4194304
+  ok "add: data kept" eq "$(v volume read raw --offset 0 --length 4M | sha)" "$raw_sha"
+  expect_ok "volume create, text output" volume create text.img --size 1M
+  ok "create: name defaults to the file name" grep -q "Created volume 'text.img'" <<<"$out"
+}
+
+test_volume_list_show() {
+  expect_ok "volume list --json" volume list --json
+  ok "list: 4 volumes" eq "$(jq length <<<"$out")" 4
+  ok "list: names" eq "$(jq -r '[.[].name] | sort | join(",")' <<<"$out")" "disk,raw,small,text.img"
+  expect_ok "volume list" volume list
+  ok "list text has a header and rows" eq "$(wc -l <<<"$out")" 5
+  expect_ok "volume show by id prefix" volume show "${disk_id:0:8}" --json
+  ok "show: name" eq "$(jq -r .name <<<"$out")" disk
+  ok "show: diff area under the store" eq "$(jq -r '.diff_area.dir | startswith(env.VSS_STORE)' <<<"$out")" true
+  ok "show: no shadows" eq "$(jq '.shadows | length' <<<"$out")" 0
+  expect_ok "volume show text" volume show disk
+  ok "show text names the image" grep -q "$work/disk.img" <<<"$out"
+}
+
+test_volume_write_read() {
+  head -c 1500001 /dev/urandom >data.bin
+  expect_ok "write --input" volume write disk --offset 0 --input data.bin
+  v volume read disk --offset 0 --length 1500001 >back.bin
+  ok "read back equals the input" cmp -s data.bin back.bin
+  expect_ok "write --pattern unaligned" volume write disk --offset 3000003 --pattern 0xAB --length 100000
+  head -c 100000 /dev/zero | tr '\0' '\253' >pat.bin
+  expect_ok "read --output" volume read disk --offset 3000003 --length 100000 --output pat-back.bin
+  ok "pattern read back" cmp -s pat.bin pat-back.bin
+  expect_ok "write --pattern decimal" volume write small --offset 4095 --pattern 171 --length 2 --json
+  ok "write --json: length" eq "$(jq .length <<<"$out")" 2
+  ok "decimal pattern" eq "$(v volume read small --offset 4095 --length 2 | od -An -tx1 | tr -d ' ')" abab
+  # The state the first shadow will capture, built without vss.
+  truncate -s 64M expect1.img
+  dd if=data.bin of=expect1.img conv=notrunc status=none
+  dd if=pat.bin of=expect1.img bs=1 seek=3000003 conv=notrunc status=none
+  ok "volume equals the expected image" eq "$(v volume read disk --offset 0 --length 64M | sha)" "$(sha <expect1.img)"
+}
+
+# ---------------------------------------------------------------- shadows
+test_shadow_create_list_show() {
+  expect_ok "shadow create --json" shadow create disk --json
+  s1=$(jq -r '.shadows[0].shadow_id' <<<"$out")
+  set1=$(jq -r .set_id <<<"$out")
+  ok "create: one shadow of disk" eq "$(jq -r '[.shadows[].volume] | join(",")' <<<"$out")" disk
+  ok "create: created is ISO 8601" grep -qE '^[0-9]{4}-[0-9]{2}-[0-9]{2}T' <<<"$(jq -r .created <<<"$out")"
+
+  expect_ok "shadow list --json" shadow list --json
+  ok "list: one shadow" eq "$(jq length <<<"$out")" 1
+  local fields='["shadow_id","set_id","count_in_set","original_volume","device_object",
+    "originating_machine","service_machine","exposed_name","exposed_path","provider_id",
+    "attributes","attribute_names","context","state","created","epoch","persistent"]'
+  ok "list: every VSS_SNAPSHOT_PROP field" eq "$(jq --argjson f "$fields" '.[0] | [has($f[])] | all' <<<"$out")" true
+  ok "list: client-accessible context" eq "$(jq .[0].context <<<"$out")" 29
+  ok "list: persistent" eq "$(jq .[0].persistent <<<"$out")" true
+  ok "list: attribute names" eq "$(jq '.[0].attribute_names | index("VSS_VOLSNAP_ATTR_PERSISTENT") != null' <<<"$out")" true
+  ok "list: device object" ne "$(jq -r .[0].device_object <<<"$out")" ""
+
+  expect_ok "shadow list text" shadow list
+  ok "list text: set block" grep -q "Contents of shadow copy set ID: {$set1}" <<<"$out"
+  ok "list text: shadow id" grep -q "Shadow Copy ID: {$s1}" <<<"$out"
+  ok "list text: original volume" grep -q "Original Volume: disk" <<<"$out"
+  expect_ok "shadow show {braced}" shadow show "{$s1}" --json
+  ok "show braced" eq "$(jq -r .shadow_id <<<"$out")" "$s1"
+  expect_ok "shadow show prefix" shadow show "${s1:0:8}" --json
+  ok "show prefix" eq "$(jq -r .shadow_id <<<"$out")" "$s1"
+  expect_ok "shadow show text" shadow show "$s1"
+  ok "show text" grep -q "Shadow Copy ID: {$s1}" <<<"$out"
+}
+
+test_shadow_keeps_old_bytes() {
+  expect_ok "overwrite under the shadow" volume write disk --offset 0 --pattern 0x11 --length 1M
+  ok "shadow reads the old bytes" \
+    eq "$(v shadow read "$s1" --offset 0 --length 64M | sha)" "$(sha <expect1.img)"
+  ok "live reads the new bytes" \
+    eq "$(v volume read disk --offset 0 --length 1M | sha)" "$(head -c 1M /dev/zero | tr '\0' '\021' | sha)"
+  expect_ok "shadow read --output" shadow read "$s1" --offset 1000 --length 5000 --output s1.bin
+  ok "shadow read --output bytes" cmp -s s1.bin <(dd if=expect1.img bs=1 skip=1000 count=5000 status=none)
+  cp expect1.img expect2.img
+  head -c 1M /dev/zero | tr '\0' '\021' | dd of=expect2.img conv=notrunc status=none
+}
+
+test_shadow_sets_and_diff() {
+  expect_ok "shadow create two volumes" shadow create disk small --json
+  set2=$(jq -r .set_id <<<"$out")
+  s2=$(jq -r '.shadows[] | select(.volume == "disk") | .shadow_id' <<<"$out")
+  ok "set of two" eq "$(jq '.shadows | length' <<<"$out")" 2
+  expect_ok "list --set" shadow list --set "$set2" --json
+  ok "list --set: 2 shadows, count_in_set 2" eq "$(jq '[length, .[0].count_in_set] | join(",")' -r <<<"$out")" "2,2"
+  expect_ok "list --volume" shadow list --volume small --json
+  ok "list --volume: 1" eq "$(jq length <<<"$out")" 1
+  expect_ok "write after s2" volume write disk --offset 2M --pattern 0x22 --length 64K
+
+  expect_ok "diff s1 s2" shadow diff "$s1" "$s2" --json
+  ok "diff s1 s2: [0,1M) only" eq "$(jq -c '.extents' <<<"$out")" '[{"length":1048576,"offset":0}]'
+  expect_ok "diff s2 live" shadow diff "$s2" --json
+  ok "diff s2 live: the 64K at 2M" eq "$(jq -c '[.to, .extents]' <<<"$out")" '["live",[{"length":65536,"offset":2097152}]]'
+  expect_ok "diff s1 live" shadow diff "$s1" --json
+  ok "diff s1 live: changed bytes" eq "$(jq .changed_bytes <<<"$out")" $((1048576 + 65536))
+  expect_ok "diff text" shadow diff "$s1"
+  ok "diff text: extents line" grep -q "2 extents" <<<"$out"
+  ok "s2 reads its state" eq "$(v shadow read "$s2" --offset 0 --length 64M | sha)" "$(sha <expect2.img)"
+}
+
+test_shadow_verify_export() {
+  expect_ok "verify" shadow verify "$s1" --json
+  ok "verify: ok" eq "$(jq .ok <<<"$out")" true
+  ok "verify: records checked" eq "$(jq '.records_checked > 0' <<<"$out")" true
+  expect_ok "verify text" shadow verify "$s2"
+  expect_ok "export" shadow export "$s1" export1.img --json
+  ok "export equals the shadow's state" eq "$(sha <export1.img)" "$(sha <expect1.img)"
+  ok "export is sparse" eq "$(($(stat -c %b export1.img) * 512 < 8 * 1048576))" 1
+  expect_fail 1 "export to an existing file" shadow export "$s1" export1.img
+}
+
+test_contexts_and_delete() {
+  expect_ok "create app-rollback" shadow create small --context app-rollback --json
+  local app=$(jq -r '.shadows[0].shadow_id' <<<"$out")
+  ok "app-rollback context" eq "$(v shadow show "$app" --json | jq .context)" 9
+  expect_ok "create nas-rollback" shadow create small --context nas-rollback --json
+  local nas=$(jq -r '.shadows[0].shadow_id' <<<"$out") nas_set=$(jq -r .set_id <<<"$out")
+  ok "nas-rollback context" eq "$(v shadow show "$nas" --json | jq .context)" 25
+  expect_ok "create third on small" shadow create small --json
+
+  expect_ok "delete by id" shadow delete "$app" --json
+  ok "delete by id: deleted" eq "$(jq -r '.deleted[0].shadow_id' <<<"$out")" "$app"
+  expect_ok "delete --set" shadow delete --set "$nas_set"
+  ok "delete --set: gone" eq "$(v shadow list --volume small --json | jq length)" 2
+  local oldest=$(v shadow list --volume small --json | jq -r 'sort_by(.epoch) | .[0].shadow_id')
+  expect_ok "delete --volume --oldest" shadow delete --volume small --oldest --json
+  ok "deleted the oldest" eq "$(jq -r '.deleted[0].shadow_id' <<<"$out")" "$oldest"
+  expect_ok "delete --volume --all" shadow delete --volume small --all
+  ok "small has no shadows" eq "$(v shadow list --volume small --json | jq length)" 0
+  ok "disk's shadows stay" eq "$(v shadow list --volume disk --json | jq length)" 2
+  ok "s1 still exact" eq "$(v shadow read "$s1" --offset 0 --length 64M | sha)" "$(sha <expect1.img)"
+}
+
+test_revert() {
+  expect_ok "revert to s1" shadow revert "$s1" --json
+  ok "revert: removed s1 and s2" eq "$(jq '.removed | length' <<<"$out")" 2
+  ok "volume equals s1 again" eq "$(v volume read disk --offset 0 --length 64M | sha)" "$(sha <expect1.img)"
+  ok "disk has no shadows" eq "$(v shadow list --volume disk --json | jq length)" 0
+}
+
+# ---------------------------------------------------------------- storage
+test_storage() {
+  expect_ok "storage add" storage add --for raw --on diff2 --max-size 1G --json
+  ok "storage add: dir" eq "$(jq -r .dir <<<"$out")" "$work/diff2"
+  ok "storage add: max" eq "$(jq .max_bytes <<<"$out")" 1073741824
+  expect_ok "storage resize" storage resize --for raw --max-size UNBOUNDED --json
+  ok "storage resize: unbounded" eq "$(jq -r .max_bytes <<<"$out")" UNBOUNDED
+  expect_ok "storage list" storage list --json
+  ok "storage list: one per volume" eq "$(jq length <<<"$out")" 4
+  expect_ok "storage list text" storage list
+  ok "storage list text" grep -q "Shadow Copy Storage association" <<<"$out"
+
+  expect_ok "shadow of raw" shadow create raw
+  expect_ok "write raw" volume write raw --offset 0 --pattern 0x33 --length 1M
+  ok "records land in the added diff area" ne "$(find diff2 -name 'seg-*' | wc -l)" 0
+  ok "raw shadow exact" eq "$(v shadow read "$(v shadow list --volume raw --json | jq -r .[0].shadow_id)" --offset 0 --length 4M | sha)" "$raw_sha"
+}
+
+test_diff_area_full_and_events() {
+  local first=$(v shadow list --volume raw --json | jq -r .[0].shadow_id)
+  expect_ok "storage resize below the used space" storage resize --for raw --max-size 128K
+  ok "resize deleted the shadow that no longer fits" eq "$(v shadow list --volume raw --json | jq length)" 0
+  head -c 2M /dev/urandom >rand.bin
+  expect_ok "write random data" volume write raw --offset 0 --input rand.bin
+  expect_ok "shadow over random data" shadow create raw --json
+  local second=$(jq -r '.shadows[0].shadow_id' <<<"$out")
+  expect_ok "write always succeeds when the diff area is full" \
+    volume write raw --offset 0 --pattern 0x44 --length 2M
+  ok "the full diff area deleted the oldest shadow" eq "$(v shadow list --volume raw --json | jq length)" 0
+  ok "the write reached the volume" \
+    eq "$(v volume read raw --offset 0 --length 2M | sha)" "$(head -c 2M /dev/zero | tr '\0' '\104' | sha)"
+  expect_ok "events --volume" events --volume raw --json
+  ok "an event names each deleted shadow" \
+    eq "$(jq -r --arg a "$first" --arg b "$second" '[.[].shadow_id] | (index($a) != null) and (index($b) != null)' <<<"$out")" true
+  expect_ok "events" events
+  ok "events text names the volume" grep -q " raw " <<<"$out"
+  expect_ok "storage back to unbounded" storage resize --for raw --max-size unbounded
+}
+
+test_remove() {
+  expect_ok "shadow of small" shadow create small
+  expect_fail 1 "remove with shadows refuses" volume remove small
+  ok "remove refusal says --force" grep -q -- "--force" <<<"$errline"
+  expect_ok "remove --force" volume remove small --force --json
+  ok "remove: gone" eq "$(v volume list --json | jq '[.[].name] | index("small")')" null
+  ok "remove: image kept" test -f small.img
+  expect_ok "remove text" volume remove text.img
+}
+
+test_store_flag_and_help() {
+  expect_ok "--store before the noun" --store "$work/other" volume list --json
+  ok "--store: empty" eq "$out" "[]"
+  ok "--store: catalog created" test -f "$work/other/catalog.db"
+  expect_ok "--store after the verb" volume list --store "$work/other" --json
+  ok "--store after verb: empty" eq "$out" "[]"
+  expect_ok "--help" --help
+  ok "--help has examples" grep -q "Examples:" <<<"$out"
+  local cmd
+  for cmd in "volume create" "volume add" "volume list" "volume show" "volume remove" \
+    "volume write" "volume read" "shadow create" "shadow list" "shadow show" \
+    "shadow read" "shadow export" "shadow diff" "shadow delete" "shadow revert" \
+    "shadow verify" "storage add" "storage resize" "storage list" "events"; do
+    # shellcheck disable=SC2086
+    ok "$cmd --help has an example" eval 'v $cmd --help | grep -q "vssctl $cmd"'
+  done
+}
+
+# ---------------------------------------------------------------- bad input
+test_bad_input() {
+  expect_fail 1 "size 12Q" volume create bad.img --size 12Q
+  ok "12Q: no file" test ! -e bad.img
+  ok "12Q: message names the size" grep -q "12Q" <<<"$errline"
+  expect_fail 1 "size 0" volume create bad.img --size 0
+  expect_fail 1 "chunk size 3K" volume create bad.img --size 1M --chunk-size 3K
+  expect_fail 1 "duplicate name" volume create other.img --size 1M --name disk
+  ok "duplicate name: no file left" test ! -e other.img
+  expect_fail 1 "create over an existing file" volume create disk.img --size 1M --name disk9
+  expect_fail 1 "add a missing file" volume add missing.img
+  expect_fail 1 "add the same image twice" volume add raw.img --name raw2
+  expect_fail 1 "unknown volume" volume show nosuch
+  expect_fail 1 "unknown shadow" shadow show 01234567-89ab-cdef-0123-456789abcdef
+  expect_fail 1 "unknown shadow prefix" shadow read zz --offset 0 --length 1
+  expect_fail 1 "unknown set" shadow list --set 01234567
+  expect_fail 1 "read past the end" volume read disk --offset 64M --length 1
+  expect_fail 1 "read across the end" volume read disk --offset 63M --length 2M --output cross.bin
+  ok "read across the end: no output file" test ! -e cross.bin
+  expect_fail 1 "write past the end" volume write disk --offset 63M --pattern 1 --length 2M
+  expect_fail 1 "write a missing file" volume write disk --offset 0 --input missing.bin
+  expect_fail 1 "pattern 300" volume write disk --offset 0 --pattern 300 --length 1
+  expect_fail 1 "pattern zz" volume write disk --offset 0 --pattern zz --length 1
+  expect_fail 1 "offset 1.5M" volume read disk --offset 1.5M --length 1
+  expect_fail 1 "max size 5X" storage resize --for disk --max-size 5X
+  expect_fail 1 "storage for unknown volume" storage add --for nosuch --on x
+  expect_ok "shadow for shadow-read tests" shadow create disk --json
+  local s=$(jq -r '.shadows[0].shadow_id' <<<"$out")
+  expect_fail 1 "shadow read past the end" shadow read "$s" --offset 64M --length 4K
+  expect_fail 1 "shadow create of a volume twice" shadow create disk disk
+  expect_fail 1 "delete --volume --oldest with none" shadow delete --volume raw --oldest
+  expect_ok "cleanup" shadow delete "$s"
+}
+
+test_ambiguous_prefix() {
+  # Take shadows until two ids share their first hex digit (at most 17).
+  local ids=() first=""
+  for _ in $(seq 17); do
+    ids+=("$(v shadow create disk --json | jq -r '.shadows[0].shadow_id')")
+    first=$(printf '%s\n' "${ids[@]}" | cut -c1 | sort | uniq -d | head -1)
+    [[ -n $first ]] && break
+  done
+  expect_fail 1 "ambiguous shadow prefix" shadow show "$first"
+  ok "ambiguous: says so" grep -qi "ambiguous" <<<"$errline"
+  expect_ok "delete all of disk" shadow delete --volume disk --all
+}
+
+test_usage_errors() {
+  expect_fail 2 "no command"
+  expect_fail 2 "noun without verb" volume
+  expect_fail 2 "unknown verb" volume frobnicate
+  expect_fail 2 "create without --size" volume create x.img
+  expect_fail 2 "write without data" volume write disk --offset 0
+  expect_fail 2 "write with --input and --pattern" volume write disk --offset 0 --input data.bin --pattern 1 --length 1
+  expect_fail 2 "delete without target" shadow delete
+  expect_fail 2 "delete --volume without --oldest/--all" shadow delete --volume disk
+  expect_fail 2 "bad context" shadow create disk --context nope
+  expect_fail 2 "unknown option" volume list --frob
+}
+
+test_busy_volume() {
+  command -v flock >/dev/null || return 0
+  flock -o disk.img sleep 3 &
+  local holder=$!
+  sleep 0.5
+  expect_fail 1 "volume in use by another process" volume write disk --offset 0 --pattern 1 --length 1
+  ok "busy: names a pid" grep -q "pid" <<<"$errline"
+  kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+}
+
+test_damaged_catalog() {
+  local store=$work/damaged
+  v --store "$store" volume create d.img --size 1M >/dev/null 2>&1
+  rm -f "$store"/catalog.db-wal "$store"/catalog.db-shm
+  head -c 65536 /dev/urandom >"$store/catalog.db"
+  VSS_STORE=$store expect_fail 1 "damaged catalog" volume list
+  ok "damaged catalog: names the file, got: $errline" grep -q "catalog.db" <<<"$errline"
+}
+
+for t in test_volume_create_add test_volume_list_show test_volume_write_read \
+  test_shadow_create_list_show test_shadow_keeps_old_bytes test_shadow_sets_and_diff \
+  test_shadow_verify_export test_contexts_and_delete test_revert test_storage \
+  test_diff_area_full_and_events test_bad_input test_ambiguous_prefix \
+  test_usage_errors test_busy_volume test_remove test_store_flag_and_help \
+  test_damaged_catalog; do
+  before=$failures
+  $t
+  ((failures == before)) && echo "ok   $t" || echo "FAIL $t"
+done
+echo "$checks checks, $failures failed"
+((failures == 0))

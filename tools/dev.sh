@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# tools/dev.sh demo|test: the one developer script.
+#
+#   demo  install missing Debian packages (when root), build Release in
+#         build/, run tools/demo.sh
+#   test  the same set-up, run every test in build/, then build with
+#         sanitizers (-DVSS_SANITIZE=ON) in build-asan/ and run them there
+#
+# Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(cmake g++ make pkg-config libzstd-dev libxxhash-dev libsqlite3-dev
+          libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev jq)
+jobs=$(nproc 2>/dev/null || echo 2)
+
+install_missing() {
+  if ! command -v dpkg-query >/dev/null; then
+    echo "dev.sh: not a Debian system; install these yourself: ${packages[*]}" >&2
+    return
+  fi
+  local missing=() p
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]} == 0)) && return
+  if ((EUID != 0)); then
+    echo "dev.sh: missing packages: ${missing[*]}; run as root (sudo) to install them" >&2
+    exit 1
+  fi
+  echo "dev.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+build() {  # build DIR [CMAKE_ARGS...]
+  local dir=$1; shift
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@"
+  cmake --build "$dir" -j"$jobs"
+}
+
+case ${1:-} in
+  demo)
+    install_missing
+    build build
+    tools/demo.sh build/tools/vssctl
+    ;;
+  test)
+    install_missing
+    build build
+    ctest --test-dir build --output-on-failure -j2
+    build build-asan -DVSS_SANITIZE=ON
+    ctest --test-dir build-asan --output-on-failure -j2
+    ;;
+  *)
+    echo "usage: tools/dev.sh demo|test" >&2
+    exit 2
+    ;;
+esac

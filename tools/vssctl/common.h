@@ -1,0 +1,123 @@
+// Shared pieces of vssctl: the invocation context (store, --json, the
+// command chosen by the parser), parsing of sizes and bytes, JSON and text
+// formatting of catalog rows, and streaming between devices and files.
+//
+// Commands are functions returning Status: main() prints a failed Status as
+// one line "vssctl: <message>" on stderr and exits 1. Usage errors are found
+// by CLI11 while parsing (or thrown as CLI::ValidationError from a command's
+// parse callback) and exit 2. Single-threaded: one command per process.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "vss/block_device.h"
+#include "vss/engine/store.h"
+#include "vss/metadata/catalog.h"
+#include "vss/status.h"
+
+namespace CLI {
+class App;
+}
+
+namespace vss::tools {
+
+using Json = nlohmann::json;
+
+// The state of one vssctl run.
+struct Cli {
+  std::string store_dir;  // --store; empty: environment or default
+  bool json = false;      // --json
+  // Set by the parse callback of the chosen command; run after parsing.
+  std::function<Status()> run;
+
+  // Opens the store once (creating it when missing). Errors name the store.
+  StatusOr<engine::Store*> Store();
+  // The store directory in use (after Store() or ResolveStoreDir()).
+  const std::string& resolved_store_dir();
+
+ private:
+  std::string resolved_dir_;
+  std::unique_ptr<engine::Store> store_;
+};
+
+// Registration of each noun's commands (volume_cmd.cc, shadow_cmd.cc, ...).
+void AddVolumeCommands(CLI::App& app, Cli& cli);
+void AddShadowCommands(CLI::App& app, Cli& cli);
+void AddStorageCommands(CLI::App& app, Cli& cli);
+void AddEventsCommand(CLI::App& app, Cli& cli);
+
+// Throws CLI::ValidationError: for checks of option combinations made in a
+// parse callback, so they are usage errors (exit 2) like CLI11's own.
+[[noreturn]] void UsageError(const std::string& message);
+
+// Parses "4096", "64K", "64KiB", "1.5G" is refused; suffixes K M G T P (and
+// KB/KiB forms) are binary and case-insensitive. `what` names the option in
+// the error ("--size"). kInvalidArgument on anything else or overflow.
+StatusOr<uint64_t> ParseSize(const std::string& text, const std::string& what);
+// ParseSize, or "UNBOUNDED" (any case) -> metadata::kUnbounded.
+StatusOr<int64_t> ParseMaxSize(const std::string& text,
+                               const std::string& what);
+// A byte value: "171", "0xAB", "0253" is decimal. 0..255.
+StatusOr<uint8_t> ParseByte(const std::string& text, const std::string& what);
+
+// "256 MiB" / "1.5 GiB" / "512 bytes" for people.
+std::string FormatBytes(uint64_t bytes);
+// FormatBytes, or "UNBOUNDED" for metadata::kUnbounded.
+std::string FormatMaxSize(int64_t max_bytes);
+// "{xxxxxxxx-...}" as vssadmin shows ids.
+std::string Braced(const Guid& id);
+
+// Contexts and attributes.
+std::string ContextName(int32_t context);      // "client-accessible"
+std::string ContextTypeName(int32_t context);  // "ClientAccessible"
+std::vector<std::string> AttributeNames(int32_t attributes);  // VSS names
+std::string StateName(int32_t state);                         // "created"
+
+// The device object of a shadow, or "vss://<store>/shadow/<id>" when the
+// engine left it empty.
+std::string DeviceObjectOf(Cli& cli, const metadata::ShadowRow& s);
+
+Json VolumeToJson(const metadata::VolumeRow& v);
+Json ShadowToJson(Cli& cli, const metadata::ShadowRow& s);
+Json DiffAreaToJson(const metadata::DiffAreaRow& d,
+                    const metadata::VolumeRow& v);
+
+// Prints one line of compact JSON on stdout.
+void PrintJson(const Json& j);
+
+// Shows "what: 42% (1.2 GiB of 3 GiB)" on stderr while long work runs, when
+// stderr is a terminal and the work is at least 64 MiB; clears it at the end.
+class Progress {
+ public:
+  Progress(std::string what, uint64_t total);
+  ~Progress();
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+  void Add(uint64_t bytes);
+
+ private:
+  std::string what_;
+  uint64_t total_;
+  uint64_t done_ = 0;
+  int shown_percent_ = -1;
+  bool enabled_;
+};
+
+// Checks that [offset, offset+length) lies inside a device of `size` bytes.
+// kOutOfRange naming `what` otherwise.
+Status CheckRange(uint64_t offset, uint64_t length, uint64_t size,
+                  const std::string& what);
+
+// Copies [offset, offset+length) of `dev` to `output` (stdout when empty) in
+// 1 MiB pieces. A file is written under a temporary name and renamed when
+// complete, so a failed read leaves no partial file.
+Status ReadToOutput(BlockDevice& dev, uint64_t offset, uint64_t length,
+                    const std::string& output);
+
+}  // namespace vss::tools

@@ -1,0 +1,574 @@
+// vssctl shadow create|list|show|read|export|diff|delete|revert|verify
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <set>
+
+#include "common.h"
+#include "vss/engine/volume.h"
+#include "vss/raw_image.h"
+
+namespace vss::tools {
+namespace {
+
+constexpr uint64_t kPiece = uint64_t{1} << 20;
+
+const std::map<std::string, int32_t> kContexts = {
+    {"client-accessible", engine::kCtxClientAccessible},
+    {"app-rollback", engine::kCtxAppRollback},
+    {"nas-rollback", engine::kCtxNasRollback},
+};
+
+struct CreateOptions {
+  std::vector<std::string> volumes;
+  std::string context = "client-accessible";
+};
+
+struct ListOptions {
+  std::string volume;
+  std::string set;
+};
+
+struct ReadOptions {
+  std::string shadow;
+  std::string offset;
+  std::string length;
+  std::string output;
+};
+
+struct TwoIds {
+  std::string first;
+  std::string second;
+};
+
+struct DeleteOptions {
+  std::string shadow;
+  std::string set;
+  std::string volume;
+  bool oldest = false;
+  bool all = false;
+};
+
+// The catalog's volumes by id, for names and paths in output.
+StatusOr<std::map<Guid, metadata::VolumeRow>> VolumesById(
+    engine::Store& store) {
+  VSS_ASSIGN_OR_RETURN(auto rows, store.catalog().ListVolumes());
+  std::map<Guid, metadata::VolumeRow> out;
+  for (auto& v : rows) out.emplace(v.id, std::move(v));
+  return out;
+}
+
+std::string VolumeNameOf(const std::map<Guid, metadata::VolumeRow>& volumes,
+                         const metadata::ShadowRow& s) {
+  auto it = volumes.find(s.volume_id);
+  if (it == volumes.end()) return s.original_volume;
+  return it->second.name + " (" + it->second.path + ")";
+}
+
+std::string Join(const std::vector<std::string>& parts) {
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : ", ") + p;
+  return out.empty() ? "none" : out;
+}
+
+// One vssadmin-style block per set, one sub-block per shadow.
+void PrintShadowBlocks(Cli& cli, std::vector<metadata::ShadowRow> shadows,
+                       const std::map<Guid, metadata::VolumeRow>& volumes) {
+  std::stable_sort(
+      shadows.begin(), shadows.end(), [](const auto& a, const auto& b) {
+        return std::tie(a.created, a.set_id) < std::tie(b.created, b.set_id);
+      });
+  std::optional<Guid> current_set;
+  for (const auto& s : shadows) {
+    if (current_set != s.set_id) {
+      current_set = s.set_id;
+      std::printf("Contents of shadow copy set ID: %s\n",
+                  Braced(s.set_id).c_str());
+      std::printf("   Contained %u shadow copies at creation time: %s\n",
+                  s.count_in_set,
+                  metadata::VssTimestampToIso8601(s.created).c_str());
+    }
+    std::printf("      Shadow Copy ID: %s\n", Braced(s.id).c_str());
+    std::printf("         Original Volume: %s\n",
+                VolumeNameOf(volumes, s).c_str());
+    std::printf("         Shadow Copy Volume: %s\n",
+                DeviceObjectOf(cli, s).c_str());
+    std::printf("         Creation time: %s\n",
+                metadata::VssTimestampToIso8601(s.created).c_str());
+    std::printf("         Originating Machine: %s\n",
+                s.originating_machine.c_str());
+    std::printf("         Service Machine: %s\n", s.service_machine.c_str());
+    std::printf("         Provider: 'vss software provider' %s\n",
+                Braced(s.provider_id).c_str());
+    std::printf("         Type: %s\n", ContextTypeName(s.context).c_str());
+    std::printf("         Attributes: %s\n",
+                Join(AttributeNames(s.attributes)).c_str());
+    std::printf("         State: %s, epoch %llu, %s\n",
+                StateName(s.state).c_str(),
+                static_cast<unsigned long long>(s.epoch),
+                s.persistent ? "persistent" : "non-persistent");
+    std::printf("\n");
+  }
+}
+
+Status RunCreate(Cli& cli, const CreateOptions& o) {
+  VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
+  engine::CreateSetRequest req;
+  req.context = kContexts.at(o.context);
+  std::map<Guid, std::string> names;
+  for (const auto& text : o.volumes) {
+    VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, store->ResolveVolume(text));
+    if (names.count(v.id)) {
+      return InvalidArgumentError("volume '" + v.name + "' is given twice");
+    }
+    names[v.id] = v.name;
+    req.volumes.push_back(v.id);
+  }
+  VSS_ASSIGN_OR_RETURN(engine::CreatedSet set, store->CreateShadowSet(req));
+  std::string created = metadata::VssTimestampToIso8601(set.created);
+  if (cli.json) {
+    Json shadows = Json::array();
+    for (const auto& s : set.shadows) {
+      shadows.push_back({{"shadow_id", s.shadow_id.ToString()},
+                         {"volume", names[s.volume_id]},
+                         {"volume_id", s.volume_id.ToString()}});
+    }
+    PrintJson(Json{{"set_id", set.set_id.ToString()},
+                   {"created", created},
+                   {"context", ContextName(req.context)},
+                   {"shadows", shadows}});
+    return OkStatus();
+  }
+  std::printf("Created shadow copy set %s at %s (%s)\n",
+              Braced(set.set_id).c_str(), created.c_str(), o.context.c_str());
+  for (const auto& s : set.shadows) {
+    std::printf("   Shadow Copy ID: %s  Volume: %s\n",
+                Braced(s.shadow_id).c_str(), names[s.volume_id].c_str());
+  }
+  return OkStatus();
+}
+
+Status RunList(Cli& cli, const ListOptions& o) {
+  VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
+  std::optional<Guid> volume, set;
+  if (!o.volume.empty()) {
+    VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, store->ResolveVolume(o.volume));
+    volume = v.id;
+  }
+  if (!o.set.empty()) {
+    VSS_ASSIGN_OR_RETURN(metadata::ShadowSetRow s,
+                         store->ResolveShadowSet(o.set));
+    set = s.id;
+  }
+  VSS_ASSIGN_OR_RETURN(auto all, store->catalog().ListShadows());
+  std::vector<metadata::ShadowRow> shadows;
+  for (auto& s : all) {
+    if ((!volume || s.volume_id == *volume) && (!set || s.set_id == *set)) {
+      shadows.push_back(std::move(s));
+    }
+  }
+  if (cli.json) {
+    Json out = Json::array();
+    for (const auto& s : shadows) out.push_back(ShadowToJson(cli, s));
+    PrintJson(out);
+    return OkStatus();
+  }
+  if (shadows.empty()) {
+    std::printf("No shadow copies found.\n");
+    return OkStatus();
+  }
+  VSS_ASSIGN_OR_RETURN(auto volumes, VolumesById(*store));
+  PrintShadowBlocks(cli, std::move(shadows), volumes);
+  return OkStatus();
+}
+
+Status RunShow(Cli& cli, const std::string& text) {
+  VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
+  VSS_ASSIGN_OR_RETURN(metadata::ShadowRow s, store->ResolveShadow(text));
+  if (cli.json) {
+    PrintJson(ShadowToJson(cli, s));
+    return OkStatus();
+  }
+  VSS_ASSIGN_OR_RETURN(auto volumes, VolumesById(*store));
+  PrintShadowBlocks(cli, {s}, volumes);
+  return OkStatus();
+}
+
+// The shadow `text` names, its open volume and a read-only view of it.
+struct OpenedShadow {
+  metadata::ShadowRow row;
+  engine::Volume* volume = nullptr;
+  std::unique_ptr<BlockDevice> view;
+};
+
+StatusOr<OpenedShadow> OpenShadow(Cli& cli, const std::string& text) {
+  VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
+  OpenedShadow out;
+  VSS_ASSIGN_OR_RETURN(out.row, store->ResolveShadow(text));
+  VSS_ASSIGN_OR_RETURN(out.volume, store->OpenVolume(out.row.volume_id));
+  VSS_ASSIGN_OR_RETURN(out.view, out.volume->OpenShadow(out.row.id));
+  return out;
+}
+
+Status RunRead(Cli& cli, const ReadOptions& o) {
+  VSS_ASSIGN_OR_RETURN(uint64_t offset, ParseSize(o.offset, "--offset"));
+  VSS_ASSIGN_OR_RETURN(uint64_t length, ParseSize(o.length, "--length"));
+  VSS_ASSIGN_OR_RETURN(OpenedShadow sh, OpenShadow(cli, o.shadow));
+  return ReadToOutput(*sh.view, offset, length, o.output);
+}
+
+bool AllZero(std::span<const uint8_t> data) {
+  return std::all_of(data.begin(), data.end(),
+                     [](uint8_t b) { return b == 0; });
+}
+
+// Copies the allocated, non-zero parts of `src` into `dst`; returns the
+// bytes written.
+StatusOr<uint64_t> CopyData(BlockDevice& src, BlockDevice& dst) {
+  VSS_ASSIGN_OR_RETURN(auto extents, src.Extents(0, src.size()));
+  uint64_t allocated = 0;
+  for (const Extent& e : extents) allocated += e.allocated ? e.length : 0;
+  Progress progress("exporting", allocated);
+  std::vector<uint8_t> buf(std::min(src.size(), kPiece));
+  uint64_t written = 0;
+  for (const Extent& e : extents) {
+    if (!e.allocated) continue;
+    for (uint64_t done = 0; done < e.length;) {
+      size_t n = static_cast<size_t>(std::min(e.length - done, kPiece));
+      std::span<uint8_t> piece(buf.data(), n);
+      VSS_RETURN_IF_ERROR(src.Read(e.offset + done, piece));
+      if (!AllZero(piece)) {
+        VSS_RETURN_IF_ERROR(dst.Write(e.offset + done, piece));
+        written += n;
+      }
+      done += n;
+      progress.Add(n);
+    }
+  }
+  VSS_RETURN_IF_ERROR(dst.Flush());
+  return written;
+}
+
+Status RunExport(Cli& cli, const TwoIds& o) {
+  const std::string& output = o.second;
+  struct stat st;
+  if (::lstat(output.c_str(), &st) == 0) {
+    return AlreadyExistsError(output + " already exists; not overwriting it");
+  }
+  VSS_ASSIGN_OR_RETURN(OpenedShadow sh, OpenShadow(cli, o.first));
+  VSS_ASSIGN_OR_RETURN(auto image, RawImage::Create(output, sh.view->size()));
+  StatusOr<uint64_t> written = CopyData(*sh.view, *image);
+  image.reset();
+  if (!written.ok()) {
+    ::unlink(output.c_str());
+    return written.status().WithContext("exporting to " + output);
+  }
+  uint64_t size = sh.view->size();
+  if (cli.json) {
+    PrintJson(Json{{"shadow_id", sh.row.id.ToString()},
+                   {"output", output},
+                   {"size", size},
+                   {"data_bytes", *written}});
+    return OkStatus();
+  }
+  std::printf("Exported shadow copy %s of volume '%s' to %s\n",
+              Braced(sh.row.id).c_str(), sh.volume->row().name.c_str(),
+              output.c_str());
+  std::printf("   %s sparse raw image, %s of data written\n",
+              FormatBytes(size).c_str(), FormatBytes(*written).c_str());
+  return OkStatus();
+}
+
+Status RunDiff(Cli& cli, const TwoIds& o) {
+  VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
+  VSS_ASSIGN_OR_RETURN(metadata::ShadowRow from, store->ResolveShadow(o.first));
+  std::optional<metadata::ShadowRow> to;
+  if (!o.second.empty()) {
+    VSS_ASSIGN_OR_RETURN(to, store->ResolveShadow(o.second));
+    if (to->volume_id != from.volume_id) {
+      return InvalidArgumentError("shadow copies " + Braced(from.id) + " and " +
+                                  Braced(to->id) + " are of different volumes");
+    }
+  }
+  VSS_ASSIGN_OR_RETURN(engine::Volume * vol, store->OpenVolume(from.volume_id));
+  std::optional<Guid> to_id;
+  if (to) to_id = to->id;
+  VSS_ASSIGN_OR_RETURN(auto extents, vol->ChangedExtents(from.id, to_id));
+  uint64_t changed = 0;
+  for (const auto& e : extents) changed += e.length;
+  if (cli.json) {
+    Json list = Json::array();
+    for (const auto& e : extents)
+      list.push_back({{"offset", e.offset}, {"length", e.length}});
+    PrintJson(Json{{"volume", vol->row().name},
+                   {"from", from.id.ToString()},
+                   {"to", to ? to->id.ToString() : "live"},
+                   {"extents", list},
+                   {"changed_bytes", changed}});
+    return OkStatus();
+  }
+  std::printf(
+      "Changes of volume '%s' from shadow copy %s to %s:\n",
+      vol->row().name.c_str(), Braced(from.id).c_str(),
+      to ? ("shadow copy " + Braced(to->id)).c_str() : "the live volume");
+  std::printf("   %-16s %s\n", "OFFSET", "LENGTH");
+  for (const auto& e : extents) {
+    std::printf("   %-16llu %llu\n", static_cast<unsigned long long>(e.offset),
+                static_cast<unsigned long long>(e.length));
+  }
+  std::printf("%zu extents, %s changed\n", extents.size(),
+              FormatBytes(changed).c_str());
+  return OkStatus();
+}
+
+// The shadows a delete names, oldest first.
+StatusOr<std::vector<metadata::ShadowRow>> DeleteTargets(
+    engine::Store& store, const DeleteOptions& o) {
+  if (!o.shadow.empty()) {
+    VSS_ASSIGN_OR_RETURN(metadata::ShadowRow s, store.ResolveShadow(o.shadow));
+    return std::vector<metadata::ShadowRow>{s};
+  }
+  std::vector<metadata::ShadowRow> out;
+  if (!o.set.empty()) {
+    VSS_ASSIGN_OR_RETURN(metadata::ShadowSetRow set,
+                         store.ResolveShadowSet(o.set));
+    VSS_ASSIGN_OR_RETURN(auto all, store.catalog().ListShadows());
+    for (auto& s : all) {
+      if (s.set_id == set.id) out.push_back(std::move(s));
+    }
+    return out;
+  }
+  VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, store.ResolveVolume(o.volume));
+  VSS_ASSIGN_OR_RETURN(out, store.catalog().ListShadowsOfVolume(v.id));
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.epoch < b.epoch; });
+  if (o.oldest) {
+    if (out.empty()) {
+      return NotFoundError("volume '" + v.name + "' has no shadow copies");
+    }
+    out.resize(1);
+  }
+  return out;
+}
+
+Status RunDelete(Cli& cli, const DeleteOptions& o) {
+  VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
+  VSS_ASSIGN_OR_RETURN(auto targets, DeleteTargets(*store, o));
+  Json deleted = Json::array();
+  for (const auto& s : targets) {
+    VSS_RETURN_IF_ERROR(store->DeleteShadow(s.id));
+    deleted.push_back(
+        {{"shadow_id", s.id.ToString()}, {"volume", s.original_volume}});
+    if (!cli.json) {
+      std::printf("Deleted shadow copy %s of volume '%s'\n",
+                  Braced(s.id).c_str(), s.original_volume.c_str());
+    }
+  }
+  if (cli.json) {
+    PrintJson(Json{{"deleted", deleted}});
+  } else if (targets.empty()) {
+    std::printf("No shadow copies to delete.\n");
+  }
+  return OkStatus();
+}
+
+Status RunRevert(Cli& cli, const std::string& text) {
+  VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
+  VSS_ASSIGN_OR_RETURN(metadata::ShadowRow s, store->ResolveShadow(text));
+  VSS_ASSIGN_OR_RETURN(auto before,
+                       store->catalog().ListShadowsOfVolume(s.volume_id));
+  VSS_RETURN_IF_ERROR(store->RevertToShadow(s.id));
+  Json removed = Json::array();
+  for (const auto& b : before) {
+    if (b.epoch >= s.epoch) removed.push_back(b.id.ToString());
+  }
+  if (cli.json) {
+    PrintJson(Json{{"volume", s.original_volume},
+                   {"volume_id", s.volume_id.ToString()},
+                   {"shadow_id", s.id.ToString()},
+                   {"removed", removed}});
+    return OkStatus();
+  }
+  std::printf("Reverted volume '%s' to shadow copy %s (created %s)\n",
+              s.original_volume.c_str(), Braced(s.id).c_str(),
+              metadata::VssTimestampToIso8601(s.created).c_str());
+  std::printf("   %zu shadow copies removed (it and newer ones)\n",
+              removed.size());
+  return OkStatus();
+}
+
+Status RunVerify(Cli& cli, const std::string& text) {
+  VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
+  VSS_ASSIGN_OR_RETURN(metadata::ShadowRow s, store->ResolveShadow(text));
+  VSS_ASSIGN_OR_RETURN(engine::Volume * vol, store->OpenVolume(s.volume_id));
+  VSS_ASSIGN_OR_RETURN(engine::VerifyReport r, vol->Verify(s.id));
+  if (cli.json) {
+    PrintJson(Json{{"shadow_id", s.id.ToString()},
+                   {"ok", r.errors.empty()},
+                   {"records_checked", r.records_checked},
+                   {"bytes_checked", r.bytes_checked},
+                   {"errors", r.errors}});
+  } else {
+    std::printf("Shadow copy %s of volume '%s': %llu records checked (%s)\n",
+                Braced(s.id).c_str(), s.original_volume.c_str(),
+                static_cast<unsigned long long>(r.records_checked),
+                FormatBytes(r.bytes_checked).c_str());
+    for (const auto& e : r.errors) std::printf("   error: %s\n", e.c_str());
+    if (r.errors.empty()) std::printf("   no errors\n");
+  }
+  if (r.errors.empty()) return OkStatus();
+  return CorruptionError(
+      "shadow copy " + Braced(s.id) + " failed verification: " +
+      std::to_string(r.errors.size()) + " errors, first: " + r.errors.front());
+}
+
+void AddCreateList(CLI::App& noun, Cli& cli) {
+  auto co = std::make_shared<CreateOptions>();
+  CLI::App* create = noun.add_subcommand(
+      "create",
+      "Take a shadow copy set: one shadow per volume, at one instant");
+  create->add_option("VOLUME", co->volumes, "Volume names or ids")->required();
+  create
+      ->add_option("--context", co->context,
+                   "client-accessible (default), app-rollback or nas-rollback")
+      ->check(
+          CLI::IsMember({"client-accessible", "app-rollback", "nas-rollback"}));
+  create->footer(
+      "Examples:\n  vssctl shadow create disk\n"
+      "  vssctl shadow create disk data --context app-rollback --json");
+  create->callback(
+      [&cli, co] { cli.run = [&cli, co] { return RunCreate(cli, *co); }; });
+
+  auto lo = std::make_shared<ListOptions>();
+  CLI::App* list = noun.add_subcommand(
+      "list", "List shadow copies (like vssadmin list shadows)");
+  list->add_option("--volume", lo->volume, "Only shadows of this volume")
+      ->type_name("VOLUME");
+  list->add_option("--set", lo->set, "Only shadows of this set")
+      ->type_name("SET");
+  list->footer(
+      "Examples:\n  vssctl shadow list\n  vssctl shadow list --volume disk "
+      "--json");
+  list->callback(
+      [&cli, lo] { cli.run = [&cli, lo] { return RunList(cli, *lo); }; });
+}
+
+// A verb taking one SHADOW argument.
+void AddOneShadowVerb(CLI::App& noun, Cli& cli, const std::string& verb,
+                      const std::string& help, const std::string& example,
+                      Status (*fn)(Cli&, const std::string&)) {
+  auto id = std::make_shared<std::string>();
+  CLI::App* c = noun.add_subcommand(verb, help);
+  c->add_option("SHADOW", *id, "Shadow copy id or unique prefix")->required();
+  c->footer("Example:\n  " + example);
+  c->callback(
+      [&cli, id, fn] { cli.run = [&cli, id, fn] { return fn(cli, *id); }; });
+}
+
+void AddReadExportDiff(CLI::App& noun, Cli& cli) {
+  auto ro = std::make_shared<ReadOptions>();
+  CLI::App* read = noun.add_subcommand("read", "Read bytes of a shadow copy");
+  read->add_option("SHADOW", ro->shadow, "Shadow copy id or unique prefix")
+      ->required();
+  read->add_option("--offset", ro->offset, "Byte offset")
+      ->type_name("N")
+      ->required();
+  read->add_option("--length", ro->length, "Bytes to read")
+      ->type_name("N")
+      ->required();
+  read->add_option("--output", ro->output,
+                   "File to write (default: standard output)")
+      ->type_name("FILE");
+  read->footer(
+      "Example:\n  vssctl shadow read 1a2b --offset 0 --length 1M --output "
+      "then.bin");
+  read->callback(
+      [&cli, ro] { cli.run = [&cli, ro] { return RunRead(cli, *ro); }; });
+
+  auto eo = std::make_shared<TwoIds>();
+  CLI::App* exp = noun.add_subcommand(
+      "export", "Write a shadow copy as a new sparse raw image");
+  exp->add_option("SHADOW", eo->first, "Shadow copy id or unique prefix")
+      ->required();
+  exp->add_option("OUTPUT", eo->second, "New image file (must not exist)")
+      ->required();
+  exp->footer("Example:\n  vssctl shadow export 1a2b disk-then.img");
+  exp->callback(
+      [&cli, eo] { cli.run = [&cli, eo] { return RunExport(cli, *eo); }; });
+
+  auto d = std::make_shared<TwoIds>();
+  CLI::App* diff =
+      noun.add_subcommand("diff",
+                          "Changed extents since a shadow copy (to a newer "
+                          "one, or to the live volume)");
+  diff->add_option("SHADOW", d->first, "Older shadow copy")->required();
+  diff->add_option("SHADOW2", d->second,
+                   "Newer shadow copy (default: the live volume)");
+  diff->footer(
+      "Examples:\n  vssctl shadow diff 1a2b\n  vssctl shadow diff 1a2b 3c4d "
+      "--json");
+  diff->callback(
+      [&cli, d] { cli.run = [&cli, d] { return RunDiff(cli, *d); }; });
+}
+
+void AddDelete(CLI::App& noun, Cli& cli) {
+  auto o = std::make_shared<DeleteOptions>();
+  CLI::App* c = noun.add_subcommand("delete", "Delete shadow copies");
+  c->add_option("SHADOW", o->shadow, "Shadow copy id or unique prefix");
+  c->add_option("--set", o->set, "Delete every shadow of this set")
+      ->type_name("SET");
+  c->add_option("--volume", o->volume,
+                "Delete shadows of this volume (with --oldest or --all)")
+      ->type_name("VOLUME");
+  c->add_flag("--oldest", o->oldest, "With --volume: the oldest shadow");
+  c->add_flag("--all", o->all, "With --volume: every shadow");
+  c->footer(
+      "Examples:\n  vssctl shadow delete 1a2b\n  vssctl shadow delete --set "
+      "5e6f\n"
+      "  vssctl shadow delete --volume disk --oldest");
+  c->callback([&cli, o] {
+    int given = !o->shadow.empty() + !o->set.empty() + !o->volume.empty();
+    if (given != 1)
+      UsageError("shadow delete: give exactly one of SHADOW, --set, --volume");
+    if (!o->volume.empty() && o->oldest == o->all) {
+      UsageError("shadow delete --volume: give exactly one of --oldest, --all");
+    }
+    if (o->volume.empty() && (o->oldest || o->all)) {
+      UsageError("shadow delete: --oldest and --all go with --volume");
+    }
+    cli.run = [&cli, o] { return RunDelete(cli, *o); };
+  });
+}
+
+}  // namespace
+
+void AddShadowCommands(CLI::App& app, Cli& cli) {
+  CLI::App* noun = app.add_subcommand(
+      "shadow", "Shadow copies: read-only point-in-time views");
+  noun->require_subcommand(1);
+  noun->footer(
+      "Examples:\n  vssctl shadow create disk\n  vssctl shadow list --volume "
+      "disk\n"
+      "  vssctl shadow diff 1a2b\n"
+      "Run `vssctl shadow VERB --help` for each verb.");
+  AddCreateList(*noun, cli);
+  AddOneShadowVerb(*noun, cli, "show", "Show one shadow copy",
+                   "vssctl shadow show 1a2b", RunShow);
+  AddReadExportDiff(*noun, cli);
+  AddDelete(*noun, cli);
+  AddOneShadowVerb(
+      *noun, cli, "revert",
+      "Revert its volume to a shadow copy (it and newer shadows are removed)",
+      "vssctl shadow revert 1a2b", RunRevert);
+  AddOneShadowVerb(*noun, cli, "verify",
+                   "Read and check every diff-area record a shadow copy needs "
+                   "(exit 1 on errors)",
+                   "vssctl shadow verify 1a2b", RunVerify);
+}
+
+}  // namespace vss::tools
