@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
+#include <map>
 
 #include "diff_area.h"
 #include "volume_state.h"
@@ -199,6 +200,10 @@ StatusOr<CreatedSet> Store::CreateShadowSet(const CreateSetRequest& req) {
   if (req.volumes.empty()) return InvalidArgumentError("a shadow set needs at least one volume");
   if (req.volumes.size() > kMaxVolumesPerSet)
     return InvalidArgumentError("a shadow set holds at most 64 volumes");
+  if (!req.shadow_ids.empty() && req.shadow_ids.size() != req.volumes.size())
+    return InvalidArgumentError("a shadow set needs one shadow id per volume");
+  std::map<Guid, Guid> chosen_ids;  // volume -> shadow id
+  for (size_t i = 0; i < req.shadow_ids.size(); ++i) chosen_ids[req.volumes[i]] = req.shadow_ids[i];
   std::vector<Guid> ids = req.volumes;
   std::sort(ids.begin(), ids.end());
   if (std::adjacent_find(ids.begin(), ids.end()) != ids.end())
@@ -226,12 +231,13 @@ StatusOr<CreatedSet> Store::CreateShadowSet(const CreateSetRequest& req) {
   if (req.on_hold) VSS_RETURN_IF_ERROR(req.on_hold());
 
   int32_t attributes = req.context | req.extra_attributes | kAttrDifferential;
-  CreatedSet set{Guid::Generate(), metadata::NowVssTimestamp(), {}};
+  CreatedSet set{req.set_id.value_or(Guid::Generate()), metadata::NowVssTimestamp(), {}};
   std::vector<metadata::ShadowRow> rows;
   std::string host = Hostname();
   for (VolumeState* s : states) {
     metadata::ShadowRow r;
-    r.id = Guid::Generate();
+    auto chosen = chosen_ids.find(s->row().id);
+    r.id = chosen != chosen_ids.end() ? chosen->second : Guid::Generate();
     r.set_id = set.set_id;
     r.volume_id = s->row().id;
     r.epoch = s->row().next_epoch;

@@ -348,9 +348,16 @@ test_usage_errors() {
 
 test_busy_volume() {
   command -v flock >/dev/null || return 0
-  flock -o disk.img sleep 3 &
+  # Hold the lock until killed, and wait until it is really held.
+  # The holder is the sleep itself (flock on a descriptor, then exec), so
+  # killing it releases the lock and leaves no process holding our pipes.
+  (exec 9>>disk.img && flock 9 && exec sleep 600) >/dev/null 2>&1 &
   local holder=$!
-  sleep 0.5
+  local i
+  for i in $(seq 100); do
+    flock -n disk.img true 2>/dev/null || break
+    sleep 0.1
+  done
   expect_fail 1 "volume in use by another process" volume write disk --offset 0 --pattern 1 --length 1
   ok "busy: names a pid" grep -q "pid" <<<"$errline"
   kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null

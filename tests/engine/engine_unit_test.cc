@@ -350,6 +350,22 @@ TEST_F(VolumeTest, SecondStoreCannotOpenALockedVolume) {
   EXPECT_NE(v.status().message().find("pid"), std::string::npos) << v.status().message();
 }
 
+TEST_F(VolumeTest, ShadowSetTakesCallerChosenIds) {
+  Guid set_id = Guid::Generate(), shadow_id = Guid::Generate();
+  auto set = store_->CreateShadowSet(
+      {.volumes = {volume_id_}, .set_id = set_id, .shadow_ids = {shadow_id}});
+  ASSERT_OK(set);
+  EXPECT_EQ(set->set_id, set_id);
+  EXPECT_EQ(set->shadows[0].shadow_id, shadow_id);
+  auto row = store_->catalog().FindShadow(shadow_id);
+  ASSERT_OK(row);
+  ASSERT_TRUE(row->has_value());
+  EXPECT_EQ((*row)->set_id, set_id);
+  EXPECT_EQ(store_->CreateShadowSet({.volumes = {volume_id_}, .shadow_ids = {shadow_id, set_id}})
+                .status().code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(store_->CreateShadowSet({.volumes = {volume_id_}, .shadow_ids = {shadow_id}}).ok());
+}
+
 TEST_F(VolumeTest, ShadowDeviceRefusesWrites) {
   Guid s = Snap();
   auto dev = vol_->OpenShadow(s);

@@ -95,6 +95,11 @@ struct CreateSetRequest {
   std::vector<Guid> volumes;         // one or more distinct volumes
   int32_t context = kCtxClientAccessible;
   int32_t extra_attributes = 0;      // OR'ed with the context's bits
+  // Ids for the set and its shadows (shadow_ids[i] for volumes[i]), as a
+  // VSS requester hands them out before the commit; generated when absent.
+  // kInvalidArgument if shadow_ids is neither empty nor one per volume.
+  std::optional<Guid> set_id;
+  std::vector<Guid> shadow_ids;
   // Called after writes to every volume are held and flushed, just before
   // the catalog commit; a non-OK return aborts the set (nothing created).
   std::function<Status()> on_hold;

@@ -1,0 +1,115 @@
+// Provider: what makes and keeps shadows (IVssSoftwareSnapshotProvider and
+// friends), and SoftwareProvider, the one over engine::Store.
+//
+// The coordinator drives a set through BeginPrepareSnapshot (per volume),
+// EndPrepareSnapshots, PreCommitSnapshots, CommitSnapshots (on_hold runs
+// while writes to every volume are held; a non-OK return aborts the commit),
+// PostCommitSnapshots, or AbortSnapshots at any point before the commit.
+// A second provider implements this interface; the coordinator does not
+// change.
+//
+// Ids: the engine chooses shadow and set ids at commit, so the ids a
+// requester got from StartSnapshotSet/AddToSnapshotSet are aliases the
+// provider maps to the real ones (for the provider object's lifetime); the
+// properties it returns carry the real ids.
+//
+// Thread safety: all methods may be called from any thread.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "vss/api/hresult.h"
+#include "vss/api/types.h"
+#include "vss/guid.h"
+
+namespace vss {
+
+namespace engine {
+class Store;
+}
+
+struct ResolvedVolume {
+  std::string name;
+  Guid id;
+  std::string path;
+};
+
+class Provider {
+ public:
+  virtual ~Provider() = default;
+
+  virtual ProviderProp GetProviderProperties() const = 0;
+  // The volume behind a name, id or unique id prefix:
+  // VSS_E_OBJECT_NOT_FOUND if unknown.
+  virtual VssStatusOr<ResolvedVolume> ResolveVolume(const std::string& volume) = 0;
+  // OK, or VSS_E_UNSUPPORTED_CONTEXT.
+  virtual VssStatus CheckContext(int32_t context) const = 0;
+
+  virtual VssStatus BeginPrepareSnapshot(const Guid& set_id, const Guid& snapshot_id,
+                                         int32_t context, const ResolvedVolume& volume) = 0;
+  virtual VssStatus EndPrepareSnapshots(const Guid& set_id) = 0;
+  virtual VssStatus PreCommitSnapshots(const Guid& set_id) = 0;
+  virtual VssStatus CommitSnapshots(const Guid& set_id,
+                                    const std::function<VssStatus()>& on_hold) = 0;
+  // Returns the properties of the committed shadows, in preparation order.
+  virtual VssStatusOr<std::vector<SnapshotProp>> PostCommitSnapshots(const Guid& set_id) = 0;
+  // Forgets a set not committed. OK if unknown.
+  virtual VssStatus AbortSnapshots(const Guid& set_id) = 0;
+
+  // Shadows whose context equals `context` (VSS_CTX_ALL: every one).
+  virtual VssStatusOr<std::vector<SnapshotProp>> Query(int32_t context) = 0;
+  // By real or alias id; VSS_E_OBJECT_NOT_FOUND.
+  virtual VssStatusOr<SnapshotProp> GetSnapshotProperties(const Guid& snapshot_id) = 0;
+  virtual VssStatus DeleteSnapshot(const Guid& snapshot_id) = 0;
+  // Real shadow ids of a set (real or alias id); VSS_E_OBJECT_NOT_FOUND.
+  virtual VssStatusOr<std::vector<Guid>> SnapshotsOfSet(const Guid& set_id) = 0;
+  virtual VssStatus RevertToSnapshot(const Guid& snapshot_id) = 0;
+};
+
+class SoftwareProvider final : public Provider {
+ public:
+  // `store` must outlive the provider.
+  explicit SoftwareProvider(engine::Store& store);
+  ~SoftwareProvider() override;
+
+  engine::Store& store() { return store_; }
+
+  ProviderProp GetProviderProperties() const override;
+  VssStatusOr<ResolvedVolume> ResolveVolume(const std::string& volume) override;
+  VssStatus CheckContext(int32_t context) const override;
+  VssStatus BeginPrepareSnapshot(const Guid& set_id, const Guid& snapshot_id,
+                                 int32_t context, const ResolvedVolume& volume) override;
+  VssStatus EndPrepareSnapshots(const Guid& set_id) override;
+  VssStatus PreCommitSnapshots(const Guid& set_id) override;
+  VssStatus CommitSnapshots(const Guid& set_id,
+                            const std::function<VssStatus()>& on_hold) override;
+  VssStatusOr<std::vector<SnapshotProp>> PostCommitSnapshots(const Guid& set_id) override;
+  VssStatus AbortSnapshots(const Guid& set_id) override;
+  VssStatusOr<std::vector<SnapshotProp>> Query(int32_t context) override;
+  VssStatusOr<SnapshotProp> GetSnapshotProperties(const Guid& snapshot_id) override;
+  VssStatus DeleteSnapshot(const Guid& snapshot_id) override;
+  VssStatusOr<std::vector<Guid>> SnapshotsOfSet(const Guid& set_id) override;
+  VssStatus RevertToSnapshot(const Guid& snapshot_id) override;
+
+ private:
+  struct PendingSet {
+    int32_t context = 0;
+    std::vector<std::pair<Guid, ResolvedVolume>> shadows;  // alias id, volume
+    bool committed = false;
+    Guid real_set_id;
+    std::vector<Guid> real_ids;
+  };
+  Guid Real(const Guid& id) const;  // REQUIRES: mu_ held
+
+  engine::Store& store_;
+  mutable std::mutex mu_;
+  std::map<Guid, PendingSet> sets_;
+  std::map<Guid, Guid> aliases_;  // requester id -> engine id
+};
+
+}  // namespace vss

@@ -1,0 +1,120 @@
+#include "vss/api/snapshot_mgmt.h"
+
+#include "vss/engine/store.h"
+#include "vss/engine/volume.h"
+
+namespace vss {
+namespace {
+
+VssStatusOr<metadata::VolumeRow> Resolve(engine::Store& store, const std::string& volume) {
+  StatusOr<metadata::VolumeRow> v = store.ResolveVolume(volume);
+  if (!v.ok()) {
+    if (v.status().code() == StatusCode::kInvalidArgument) {
+      return VssError(VSS_E_OBJECT_NOT_FOUND, v.status().message());
+    }
+    return VssStatus::FromStatus(v.status());
+  }
+  return *v;
+}
+
+}  // namespace
+
+VssStatus DifferentialSoftwareSnapshotMgmt::AddDiffArea(const std::string& volume,
+                                                        const std::string& diff_area_dir,
+                                                        int64_t maximum_bytes) {
+  if (maximum_bytes < VSS_ASSOC_NO_MAX_SPACE) return VssError(E_INVALIDARG, "negative maximum size");
+  VssStatusOr<metadata::VolumeRow> v = Resolve(store_, volume);
+  if (!v.ok()) return v.status();
+  return VssStatus::FromStatus(store_.AddDiffArea(v->id, diff_area_dir, maximum_bytes));
+}
+
+VssStatus DifferentialSoftwareSnapshotMgmt::ChangeDiffAreaMaximumSize(const std::string& volume,
+                                                                      int64_t maximum_bytes) {
+  if (maximum_bytes == VSS_ASSOC_REMOVE || maximum_bytes < VSS_ASSOC_NO_MAX_SPACE) {
+    return VssError(E_INVALIDARG, "maximum size must be positive or VSS_ASSOC_NO_MAX_SPACE");
+  }
+  VssStatusOr<metadata::VolumeRow> v = Resolve(store_, volume);
+  if (!v.ok()) return v.status();
+  return VssStatus::FromStatus(store_.ResizeDiffArea(v->id, maximum_bytes));
+}
+
+VssStatusOr<DiffAreaProp> DifferentialSoftwareSnapshotMgmt::PropOf(const Guid& volume_id,
+                                                                   const std::string& name) {
+  StatusOr<metadata::DiffAreaRow> d = store_.DiffAreaOf(volume_id);
+  if (!d.ok()) return VssStatus::FromStatus(d.status());
+  DiffAreaProp p;
+  p.volume_name = name;
+  p.diff_area_volume_name = d->dir;
+  p.maximum_diff_space = d->max_bytes;
+  p.used_diff_space = static_cast<int64_t>(d->used_bytes);
+  p.allocated_diff_space = static_cast<int64_t>(d->used_bytes);
+  return p;
+}
+
+VssStatusOr<std::vector<DiffAreaProp>> DifferentialSoftwareSnapshotMgmt::QueryDiffAreasForVolume(
+    const std::string& volume) {
+  VssStatusOr<metadata::VolumeRow> v = Resolve(store_, volume);
+  if (!v.ok()) return v.status();
+  VssStatusOr<DiffAreaProp> p = PropOf(v->id, v->name);
+  if (!p.ok()) return p.status();
+  return std::vector<DiffAreaProp>{*p};
+}
+
+VssStatusOr<std::vector<DiffAreaProp>> DifferentialSoftwareSnapshotMgmt::QueryDiffAreasOnVolume(
+    const std::string& diff_area_dir) {
+  StatusOr<std::vector<metadata::VolumeRow>> vols = store_.catalog().ListVolumes();
+  if (!vols.ok()) return VssStatus::FromStatus(vols.status());
+  std::vector<DiffAreaProp> out;
+  for (const auto& v : *vols) {
+    VssStatusOr<DiffAreaProp> p = PropOf(v.id, v.name);
+    if (!p.ok()) return p.status();
+    if (p->diff_area_volume_name == diff_area_dir) out.push_back(*p);
+  }
+  return out;
+}
+
+VssStatusOr<std::vector<DiffAreaProp>> DifferentialSoftwareSnapshotMgmt::QueryDiffAreasForSnapshot(
+    const Guid& snapshot_id) {
+  StatusOr<std::optional<metadata::ShadowRow>> s = store_.catalog().FindShadow(snapshot_id);
+  if (!s.ok()) return VssStatus::FromStatus(s.status());
+  if (!s->has_value()) return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy " + snapshot_id.ToString());
+  VssStatusOr<DiffAreaProp> p = PropOf((*s)->volume_id, (*s)->original_volume);
+  if (!p.ok()) return p.status();
+  return std::vector<DiffAreaProp>{*p};
+}
+
+VssStatusOr<std::vector<std::string>> SnapshotMgmt::QueryVolumesSupportedForSnapshots(int32_t context) {
+  StatusOr<std::vector<metadata::VolumeRow>> vols = store_.catalog().ListVolumes();
+  if (!vols.ok()) return VssStatus::FromStatus(vols.status());
+  std::vector<std::string> out;
+  for (const auto& v : *vols) out.push_back(v.name);
+  return out;
+}
+
+VssStatusOr<std::vector<SnapshotProp>> SnapshotMgmt::QuerySnapshotsByVolume(const std::string& volume) {
+  VssStatusOr<metadata::VolumeRow> v = Resolve(store_, volume);
+  if (!v.ok()) return v.status();
+  StatusOr<std::vector<metadata::ShadowRow>> rows = store_.catalog().ListShadowsOfVolume(v->id);
+  if (!rows.ok()) return VssStatus::FromStatus(rows.status());
+  std::vector<SnapshotProp> out;
+  for (const auto& r : *rows) {
+    SnapshotProp p;
+    p.snapshot_id = r.id;
+    p.snapshot_set_id = r.set_id;
+    p.snapshots_count = static_cast<int32_t>(r.count_in_set);
+    p.snapshot_device_object = r.device_object;
+    p.original_volume_name = r.original_volume;
+    p.originating_machine = r.originating_machine;
+    p.service_machine = r.service_machine;
+    p.exposed_name = r.exposed_name;
+    p.exposed_path = r.exposed_path;
+    p.provider_id = r.provider_id;
+    p.snapshot_attributes = r.attributes;
+    p.creation_timestamp = r.created;
+    p.status = static_cast<VSS_SNAPSHOT_STATE>(r.state);
+    out.push_back(p);
+  }
+  return out;
+}
+
+}  // namespace vss

@@ -1,0 +1,239 @@
+#include <chrono>
+
+#include "vss/api/provider.h"
+#include "vss/engine/store.h"
+#include "vss/metadata/catalog.h"
+
+namespace vss {
+namespace {
+
+SnapshotProp PropFromRow(const metadata::ShadowRow& r) {
+  SnapshotProp p;
+  p.snapshot_id = r.id;
+  p.snapshot_set_id = r.set_id;
+  p.snapshots_count = static_cast<int32_t>(r.count_in_set);
+  p.snapshot_device_object = r.device_object;
+  p.original_volume_name = r.original_volume;
+  p.originating_machine = r.originating_machine;
+  p.service_machine = r.service_machine;
+  p.exposed_name = r.exposed_name;
+  p.exposed_path = r.exposed_path;
+  p.provider_id = r.provider_id;
+  p.snapshot_attributes = r.attributes;
+  p.creation_timestamp = r.created;
+  p.status = static_cast<VSS_SNAPSHOT_STATE>(r.state);
+  return p;
+}
+
+VssStatus NoSet(const Guid& id) {
+  return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy set " + id.ToString() + " in preparation");
+}
+
+}  // namespace
+
+SoftwareProvider::SoftwareProvider(engine::Store& store) : store_(store) {}
+SoftwareProvider::~SoftwareProvider() = default;
+
+ProviderProp SoftwareProvider::GetProviderProperties() const {
+  ProviderProp p;
+  p.provider_id = *Guid::Parse(engine::kSoftwareProviderId);
+  p.provider_name = "vss software shadow copy provider";
+  p.provider_type = VSS_PROV_SOFTWARE;
+  p.provider_version = "1.0";
+  p.provider_version_id = *Guid::Parse("00000001-0000-0000-0000-000000000001");
+  p.class_id = p.provider_id;
+  return p;
+}
+
+VssStatusOr<ResolvedVolume> SoftwareProvider::ResolveVolume(const std::string& volume) {
+  StatusOr<metadata::VolumeRow> v = store_.ResolveVolume(volume);
+  if (!v.ok()) {
+    VssStatus s = VssStatus::FromStatus(v.status());
+    if (v.status().code() == StatusCode::kInvalidArgument) {
+      s = VssError(VSS_E_OBJECT_NOT_FOUND, v.status().message());
+    }
+    return s;
+  }
+  return ResolvedVolume{v->name, v->id, v->path};
+}
+
+VssStatus SoftwareProvider::CheckContext(int32_t context) const {
+  int32_t base = context & kContextBitsMask;
+  int32_t extra = context & ~kContextBitsMask;
+  bool base_ok = base == 0x0 || base == 0x8 || base == 0x10 || base == 0x18 ||
+                 base == 0x9 || base == 0x19 || base == 0xd || base == 0x1d;
+  bool extra_ok = (extra & ~(VSS_VOLSNAP_ATTR_NO_AUTORECOVERY |
+                             VSS_VOLSNAP_ATTR_DIFFERENTIAL)) == 0;
+  if (context == VSS_CTX_ALL || !base_ok || !extra_ok) {
+    return VssError(VSS_E_UNSUPPORTED_CONTEXT,
+                    "the software provider does not support context " + HResultHex(context));
+  }
+  return VssStatus::Ok();
+}
+
+VssStatus SoftwareProvider::BeginPrepareSnapshot(const Guid& set_id, const Guid& snapshot_id,
+                                                 int32_t context, const ResolvedVolume& volume) {
+  VSS_RETURN_IF_VSS_ERROR(CheckContext(context));
+  std::lock_guard<std::mutex> l(mu_);
+  PendingSet& s = sets_[set_id];
+  if (s.committed) return VssError(VSS_E_BAD_STATE, "set " + set_id.ToString() + " is committed");
+  s.context = context;
+  for (const auto& [id, v] : s.shadows) {
+    if (v.id == volume.id) {
+      return VssError(VSS_E_OBJECT_ALREADY_EXISTS, "volume " + volume.name + " already in the set");
+    }
+  }
+  s.shadows.emplace_back(snapshot_id, volume);
+  return VssStatus::Ok();
+}
+
+VssStatus SoftwareProvider::EndPrepareSnapshots(const Guid& set_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (sets_.find(set_id) == sets_.end()) return NoSet(set_id);
+  return VssStatus::Ok();
+}
+
+VssStatus SoftwareProvider::PreCommitSnapshots(const Guid& set_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (sets_.find(set_id) == sets_.end()) return NoSet(set_id);
+  return VssStatus::Ok();
+}
+
+VssStatus SoftwareProvider::CommitSnapshots(const Guid& set_id,
+                                            const std::function<VssStatus()>& on_hold) {
+  engine::CreateSetRequest req;
+  std::vector<Guid> aliases;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = sets_.find(set_id);
+    if (it == sets_.end()) return NoSet(set_id);
+    if (it->second.committed) return VssError(VSS_E_BAD_STATE, "set already committed");
+    req.context = it->second.context & kContextBitsMask;
+    req.extra_attributes = it->second.context & ~kContextBitsMask;
+    for (const auto& [alias, v] : it->second.shadows) {
+      req.volumes.push_back(v.id);
+      aliases.push_back(alias);
+    }
+  }
+  // The engine holds writes to every volume, flushes them, then calls
+  // on_hold; its verdict decides whether the catalog commit happens.
+  VssStatus hold_verdict;
+  req.on_hold = [&]() -> Status {
+    if (on_hold) hold_verdict = on_hold();
+    if (!hold_verdict.ok()) return FailedPreconditionError("commit refused: " + hold_verdict.message());
+    return OkStatus();
+  };
+  StatusOr<engine::CreatedSet> created = store_.CreateShadowSet(req);
+  if (!hold_verdict.ok()) return hold_verdict;
+  if (!created.ok()) {
+    VssStatus s = VssStatus::FromStatus(created.status());
+    return s.code() == VSS_E_BAD_STATE ? VssError(VSS_E_UNEXPECTED_PROVIDER_ERROR, s.message()) : s;
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  PendingSet& s = sets_[set_id];
+  s.committed = true;
+  s.real_set_id = created->set_id;
+  aliases_[set_id] = created->set_id;
+  for (size_t i = 0; i < s.shadows.size(); ++i) {
+    for (const auto& c : created->shadows) {
+      if (c.volume_id == s.shadows[i].second.id) {
+        aliases_[aliases[i]] = c.shadow_id;
+        s.real_ids.push_back(c.shadow_id);
+      }
+    }
+  }
+  return VssStatus::Ok();
+}
+
+VssStatusOr<std::vector<SnapshotProp>> SoftwareProvider::PostCommitSnapshots(const Guid& set_id) {
+  std::vector<Guid> ids;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = sets_.find(set_id);
+    if (it == sets_.end() || !it->second.committed) return NoSet(set_id);
+    ids = it->second.real_ids;
+    sets_.erase(it);
+  }
+  std::vector<SnapshotProp> out;
+  for (const Guid& id : ids) {
+    VssStatusOr<SnapshotProp> p = GetSnapshotProperties(id);
+    if (!p.ok()) return p.status();
+    out.push_back(*p);
+  }
+  return out;
+}
+
+VssStatus SoftwareProvider::AbortSnapshots(const Guid& set_id) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = sets_.find(set_id);
+  if (it != sets_.end() && !it->second.committed) sets_.erase(it);
+  return VssStatus::Ok();
+}
+
+Guid SoftwareProvider::Real(const Guid& id) const {
+  auto it = aliases_.find(id);
+  return it == aliases_.end() ? id : it->second;
+}
+
+VssStatusOr<std::vector<SnapshotProp>> SoftwareProvider::Query(int32_t context) {
+  StatusOr<std::vector<metadata::ShadowRow>> rows = store_.catalog().ListShadows();
+  if (!rows.ok()) return VssStatus::FromStatus(rows.status());
+  std::vector<SnapshotProp> out;
+  for (const auto& r : *rows) {
+    if (context == VSS_CTX_ALL || (r.context & kContextBitsMask) == (context & kContextBitsMask)) {
+      out.push_back(PropFromRow(r));
+    }
+  }
+  return out;
+}
+
+VssStatusOr<SnapshotProp> SoftwareProvider::GetSnapshotProperties(const Guid& snapshot_id) {
+  Guid real;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    real = Real(snapshot_id);
+  }
+  StatusOr<std::optional<metadata::ShadowRow>> r = store_.catalog().FindShadow(real);
+  if (!r.ok()) return VssStatus::FromStatus(r.status());
+  if (!r->has_value()) {
+    return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy " + snapshot_id.ToString());
+  }
+  return PropFromRow(**r);
+}
+
+VssStatus SoftwareProvider::DeleteSnapshot(const Guid& snapshot_id) {
+  Guid real;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    real = Real(snapshot_id);
+  }
+  return VssStatus::FromStatus(store_.DeleteShadow(real));
+}
+
+VssStatusOr<std::vector<Guid>> SoftwareProvider::SnapshotsOfSet(const Guid& set_id) {
+  Guid real;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    real = Real(set_id);
+  }
+  StatusOr<std::vector<metadata::ShadowRow>> rows = store_.catalog().ListShadows();
+  if (!rows.ok()) return VssStatus::FromStatus(rows.status());
+  std::vector<Guid> out;
+  for (const auto& r : *rows) {
+    if (r.set_id == real) out.push_back(r.id);
+  }
+  if (out.empty()) return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy set " + set_id.ToString());
+  return out;
+}
+
+VssStatus SoftwareProvider::RevertToSnapshot(const Guid& snapshot_id) {
+  VssStatusOr<SnapshotProp> p = GetSnapshotProperties(snapshot_id);
+  if (!p.ok()) return p.status();
+  if ((p->snapshot_attributes & VSS_VOLSNAP_ATTR_PERSISTENT) == 0) {
+    return VssError(VSS_E_UNSUPPORTED_CONTEXT,
+                    "shadow " + p->snapshot_id.ToString() + " is not persistent; only persistent shadows can be reverted to");
+  }
+  return VssStatus::FromStatus(store_.RevertToShadow(p->snapshot_id));
+}
+
+}  // namespace vss
