@@ -102,7 +102,6 @@ VssStatus SoftwareProvider::PreCommitSnapshots(const Guid& set_id) {
 VssStatus SoftwareProvider::CommitSnapshots(const Guid& set_id,
                                             const std::function<VssStatus()>& on_hold) {
   engine::CreateSetRequest req;
-  std::vector<Guid> aliases;
   {
     std::lock_guard<std::mutex> l(mu_);
     auto it = sets_.find(set_id);
@@ -110,9 +109,11 @@ VssStatus SoftwareProvider::CommitSnapshots(const Guid& set_id,
     if (it->second.committed) return VssError(VSS_E_BAD_STATE, "set already committed");
     req.context = it->second.context & kContextBitsMask;
     req.extra_attributes = it->second.context & ~kContextBitsMask;
-    for (const auto& [alias, v] : it->second.shadows) {
+    // The shadows get the ids the requester was given at AddToSnapshotSet.
+    req.set_id = set_id;
+    for (const auto& [id, v] : it->second.shadows) {
       req.volumes.push_back(v.id);
-      aliases.push_back(alias);
+      req.shadow_ids.push_back(id);
     }
   }
   // The engine holds writes to every volume, flushes them, then calls
@@ -132,16 +133,6 @@ VssStatus SoftwareProvider::CommitSnapshots(const Guid& set_id,
   std::lock_guard<std::mutex> l(mu_);
   PendingSet& s = sets_[set_id];
   s.committed = true;
-  s.real_set_id = created->set_id;
-  aliases_[set_id] = created->set_id;
-  for (size_t i = 0; i < s.shadows.size(); ++i) {
-    for (const auto& c : created->shadows) {
-      if (c.volume_id == s.shadows[i].second.id) {
-        aliases_[aliases[i]] = c.shadow_id;
-        s.real_ids.push_back(c.shadow_id);
-      }
-    }
-  }
   return VssStatus::Ok();
 }
 
@@ -151,7 +142,7 @@ VssStatusOr<std::vector<SnapshotProp>> SoftwareProvider::PostCommitSnapshots(con
     std::lock_guard<std::mutex> l(mu_);
     auto it = sets_.find(set_id);
     if (it == sets_.end() || !it->second.committed) return NoSet(set_id);
-    ids = it->second.real_ids;
+    for (const auto& [id, v] : it->second.shadows) ids.push_back(id);
     sets_.erase(it);
   }
   std::vector<SnapshotProp> out;
@@ -170,11 +161,6 @@ VssStatus SoftwareProvider::AbortSnapshots(const Guid& set_id) {
   return VssStatus::Ok();
 }
 
-Guid SoftwareProvider::Real(const Guid& id) const {
-  auto it = aliases_.find(id);
-  return it == aliases_.end() ? id : it->second;
-}
-
 VssStatusOr<std::vector<SnapshotProp>> SoftwareProvider::Query(int32_t context) {
   StatusOr<std::vector<metadata::ShadowRow>> rows = store_.catalog().ListShadows();
   if (!rows.ok()) return VssStatus::FromStatus(rows.status());
@@ -188,12 +174,7 @@ VssStatusOr<std::vector<SnapshotProp>> SoftwareProvider::Query(int32_t context) 
 }
 
 VssStatusOr<SnapshotProp> SoftwareProvider::GetSnapshotProperties(const Guid& snapshot_id) {
-  Guid real;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    real = Real(snapshot_id);
-  }
-  StatusOr<std::optional<metadata::ShadowRow>> r = store_.catalog().FindShadow(real);
+  StatusOr<std::optional<metadata::ShadowRow>> r = store_.catalog().FindShadow(snapshot_id);
   if (!r.ok()) return VssStatus::FromStatus(r.status());
   if (!r->has_value()) {
     return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy " + snapshot_id.ToString());
@@ -202,25 +183,15 @@ VssStatusOr<SnapshotProp> SoftwareProvider::GetSnapshotProperties(const Guid& sn
 }
 
 VssStatus SoftwareProvider::DeleteSnapshot(const Guid& snapshot_id) {
-  Guid real;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    real = Real(snapshot_id);
-  }
-  return VssStatus::FromStatus(store_.DeleteShadow(real));
+  return VssStatus::FromStatus(store_.DeleteShadow(snapshot_id));
 }
 
 VssStatusOr<std::vector<Guid>> SoftwareProvider::SnapshotsOfSet(const Guid& set_id) {
-  Guid real;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    real = Real(set_id);
-  }
   StatusOr<std::vector<metadata::ShadowRow>> rows = store_.catalog().ListShadows();
   if (!rows.ok()) return VssStatus::FromStatus(rows.status());
   std::vector<Guid> out;
   for (const auto& r : *rows) {
-    if (r.set_id == real) out.push_back(r.id);
+    if (r.set_id == set_id) out.push_back(r.id);
   }
   if (out.empty()) return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy set " + set_id.ToString());
   return out;

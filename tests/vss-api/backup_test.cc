@@ -421,7 +421,7 @@ TEST_F(VssApiTest, SnapshotProperties_HaveEveryField) {
   ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
   VssStatusOr<SnapshotProp> p = bc.GetSnapshotProperties(*s1);  // by the id AddToSnapshotSet gave
   ASSERT_TRUE(p.ok()) << p.status().ToString();
-  EXPECT_FALSE(p->snapshot_id.IsNull());
+  EXPECT_EQ(p->snapshot_id, *s1);  // the committed shadow carries the id handed out
   EXPECT_FALSE(p->snapshot_set_id.IsNull());
   EXPECT_EQ(p->snapshots_count, 2);
   EXPECT_FALSE(p->snapshot_device_object.empty());

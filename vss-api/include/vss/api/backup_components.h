@@ -17,10 +17,8 @@
 // unknown volume is VSS_E_OBJECT_NOT_FOUND (the store does not know it);
 // VSS_E_VOLUME_NOT_SUPPORTED is kept for a volume no provider can take.
 //
-// Ids: StartSnapshotSet and AddToSnapshotSet give ids before the shadows
-// exist; the engine picks its own at commit. Both kinds are accepted by
-// GetSnapshotProperties and DeleteSnapshots on this object's provider; the
-// properties and the BCD carry the engine's ids.
+// Ids: StartSnapshotSet and AddToSnapshotSet give the set and shadow ids
+// before the shadows exist; the committed shadows carry exactly those ids.
 //
 // Destruction waits for a running operation, deletes the shadows of the set
 // if its context is auto-release (neither PERSISTENT nor NO_AUTO_RELEASE),

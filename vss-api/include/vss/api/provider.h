@@ -8,10 +8,8 @@
 // A second provider implements this interface; the coordinator does not
 // change.
 //
-// Ids: the engine chooses shadow and set ids at commit, so the ids a
-// requester got from StartSnapshotSet/AddToSnapshotSet are aliases the
-// provider maps to the real ones (for the provider object's lifetime); the
-// properties it returns carry the real ids.
+// Ids: the set and shadow ids a requester got from StartSnapshotSet and
+// AddToSnapshotSet are the ids the committed shadows carry.
 //
 // Thread safety: all methods may be called from any thread.
 #pragma once
@@ -63,10 +61,10 @@ class Provider {
 
   // Shadows whose context equals `context` (VSS_CTX_ALL: every one).
   virtual VssStatusOr<std::vector<SnapshotProp>> Query(int32_t context) = 0;
-  // By real or alias id; VSS_E_OBJECT_NOT_FOUND.
+  // VSS_E_OBJECT_NOT_FOUND for an unknown id.
   virtual VssStatusOr<SnapshotProp> GetSnapshotProperties(const Guid& snapshot_id) = 0;
   virtual VssStatus DeleteSnapshot(const Guid& snapshot_id) = 0;
-  // Real shadow ids of a set (real or alias id); VSS_E_OBJECT_NOT_FOUND.
+  // Shadow ids of a set; VSS_E_OBJECT_NOT_FOUND.
   virtual VssStatusOr<std::vector<Guid>> SnapshotsOfSet(const Guid& set_id) = 0;
   virtual VssStatus RevertToSnapshot(const Guid& snapshot_id) = 0;
 };
@@ -99,17 +97,13 @@ class SoftwareProvider final : public Provider {
  private:
   struct PendingSet {
     int32_t context = 0;
-    std::vector<std::pair<Guid, ResolvedVolume>> shadows;  // alias id, volume
+    std::vector<std::pair<Guid, ResolvedVolume>> shadows;  // shadow id, volume
     bool committed = false;
-    Guid real_set_id;
-    std::vector<Guid> real_ids;
   };
-  Guid Real(const Guid& id) const;  // REQUIRES: mu_ held
 
   engine::Store& store_;
   mutable std::mutex mu_;
   std::map<Guid, PendingSet> sets_;
-  std::map<Guid, Guid> aliases_;  // requester id -> engine id
 };
 
 }  // namespace vss
