@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(cmake g++ make pkg-config libzstd-dev libxxhash-dev libsqlite3-dev
-          libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev jq)
+          libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev jq
+          qemu-utils libnbd-bin)
 jobs=$(nproc 2>/dev/null || echo 2)
 
 install_missing() {

@@ -1,0 +1,728 @@
+// vssd's NBD server, end to end: the test starts the real vssd binary on a
+// temporary store and talks to it with the small client in nbd_client.h
+// (every command, structured replies, block status, read-only shadows,
+// malformed clients), then with real clients (qemu-io, qemu-img, nbdinfo,
+// nbdcopy) where they are installed.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nbd_client.h"
+#include "vss/engine/store.h"
+#include "vss/engine/volume.h"
+
+namespace vss::nbdtest {
+namespace {
+
+constexpr uint64_t kSize = 8 << 20;
+constexpr uint32_t kEPerm = 1, kEInval = 22, kENoSpc = 28;
+constexpr uint16_t kRead = 0, kWrite = 1, kDisc = 2, kFlush = 3, kTrim = 4,
+                   kWriteZeroes = 6, kBlockStatus = 7;
+
+std::vector<uint8_t> Bytes(size_t n, uint8_t v) {
+  return std::vector<uint8_t>(n, v);
+}
+
+bool HaveTool(const std::string& tool) {
+  return std::system(("command -v " + tool + " >/dev/null 2>&1").c_str()) == 0;
+}
+
+// Runs a shell command; returns its exit status and stdout+stderr.
+std::pair<int, std::string> Shell(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return {-1, ""};
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int st = ::pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+void WriteFile(const std::string& path, const std::vector<uint8_t>& data) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(reinterpret_cast<const char*>(data.data()), data.size());
+}
+
+class VssdTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char templ[] = "/tmp/vssd-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(templ), nullptr);
+    dir_ = templ;
+    store_dir_ = dir_ + "/store";
+    socket_ = dir_ + "/nbd.sock";
+    shadow_ = Bytes(kSize, 0);
+    std::fill_n(shadow_.begin(), 256 << 10, 0x11);
+    std::fill_n(shadow_.begin() + (1 << 20), 64 << 10, 0x22);
+    live_ = shadow_;
+    std::fill_n(live_.begin(), 64 << 10, 0x33);
+    {
+      auto store = engine::Store::Open({.dir = store_dir_});
+      ASSERT_TRUE(store.ok()) << store.status().ToString();
+      auto row = (*store)->CreateVolume(
+          {.path = dir_ + "/disk.img", .size = kSize, .name = "disk"});
+      ASSERT_TRUE(row.ok()) << row.status().ToString();
+      volume_id_ = row->id;
+      auto vol = (*store)->OpenVolume(row->id);
+      ASSERT_TRUE(vol.ok());
+      ASSERT_TRUE(
+          (*vol)->Write(0, std::span(shadow_).subspan(0, 256 << 10)).ok());
+      ASSERT_TRUE(
+          (*vol)
+              ->Write(1 << 20, std::span(shadow_).subspan(1 << 20, 64 << 10))
+              .ok());
+      auto set = (*store)->CreateShadowSet({.volumes = {row->id}});
+      ASSERT_TRUE(set.ok()) << set.status().ToString();
+      shadow_id_ = set->shadows[0].shadow_id.ToString();
+      ASSERT_TRUE((*vol)->Write(0, std::span(live_).subspan(0, 64 << 10)).ok());
+    }
+    pid_ = StartVssd({"--store", store_dir_, "--nbd", "unix:" + socket_});
+    ASSERT_GT(pid_, 0);
+    ASSERT_TRUE(WaitForSocket()) << "vssd did not start listening";
+  }
+
+  void TearDown() override {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      int st = 0;
+      ::waitpid(pid_, &st, 0);
+      EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0)
+          << "vssd did not exit 0 on SIGTERM (status " << st << ")";
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  static pid_t StartVssd(const std::vector<std::string>& args) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      std::vector<char*> argv{const_cast<char*>(VSSD_PATH)};
+      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      ::execv(VSSD_PATH, argv.data());
+      ::_exit(127);
+    }
+    return pid;
+  }
+
+  bool WaitForSocket() {
+    for (int i = 0; i < 500; ++i) {
+      Client c;
+      if (c.Connect(socket_)) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
+  std::string Uri(const std::string& name) const {
+    return "nbd+unix:///" + name + "?socket=" + socket_;
+  }
+
+  // Reads [offset, offset+length) over a fresh connection (structured).
+  std::vector<uint8_t> ReadExport(const std::string& name, uint64_t offset,
+                                  uint32_t length) {
+    Client c;
+    EXPECT_TRUE(c.Connect(socket_));
+    EXPECT_TRUE(c.Open(name, true).has_value());
+    EXPECT_TRUE(c.Request(0, kRead, 77, offset, length));
+    auto r = c.ReadReply();
+    EXPECT_TRUE(r && r->type == 1 && r->error == 0);
+    if (!r || r->data.size() < 8) return {};
+    return std::vector<uint8_t>(r->data.begin() + 8, r->data.end());
+  }
+
+  std::string dir_, store_dir_, socket_, shadow_id_;
+  Guid volume_id_;
+  std::vector<uint8_t> shadow_, live_;  // expected contents
+  pid_t pid_ = -1;
+};
+
+TEST_F(VssdTest, List_ShowsLiveVolumesAndShadows) {
+  Client c;
+  ASSERT_TRUE(c.Connect(socket_));
+  auto hs = c.Greet();
+  ASSERT_TRUE(hs);
+  EXPECT_EQ(*hs, 3) << "fixed newstyle and no zeroes";
+  ASSERT_TRUE(c.SendOption(3, {}));
+  std::vector<std::string> names;
+  auto replies = c.ReadOptionReplies(2);
+  ASSERT_FALSE(replies.empty());
+  EXPECT_EQ(replies.back().type, 1u);
+  for (const auto& r : replies) {
+    if (r.type != 2) continue;
+    uint32_t len = Get32(r.data.data());
+    names.emplace_back(r.data.begin() + 4, r.data.begin() + 4 + len);
+  }
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"live/disk", "shadow/" + shadow_id_}));
+}
+
+TEST_F(VssdTest, Options_UnknownIsUnsupportedInfoUnknownExportAndAbort) {
+  Client c;
+  ASSERT_TRUE(c.Connect(socket_));
+  ASSERT_TRUE(c.Greet());
+  ASSERT_TRUE(c.SendOption(4242, Bytes(10, 1)));
+  auto r = c.ReadOptionReply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->type, 0x80000001u);
+  std::vector<uint8_t> d;
+  Put32(d, 9);
+  PutStr(d, "live/nope");
+  Put16(d, 0);
+  ASSERT_TRUE(c.SendOption(6, d));
+  r = c.ReadOptionReply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->type, 0x80000006u);
+  // Malformed INFO (name length past the data).
+  d.clear();
+  Put32(d, 100);
+  ASSERT_TRUE(c.SendOption(6, d));
+  r = c.ReadOptionReply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->type, 0x80000003u);
+  // INFO on a shadow reports the size and read-only.
+  d.clear();
+  std::string name = "shadow/" + shadow_id_;
+  Put32(d, name.size());
+  PutStr(d, name);
+  Put16(d, 1);
+  Put16(d, 3);  // block size
+  ASSERT_TRUE(c.SendOption(6, d));
+  auto infos = c.ReadOptionReplies(3);
+  ASSERT_GE(infos.size(), 3u);
+  EXPECT_EQ(Get64(infos[0].data.data() + 2), kSize);
+  EXPECT_TRUE(Get16(infos[0].data.data() + 10) & 2) << "read-only flag";
+  EXPECT_EQ(Get16(infos[1].data.data()), 3);
+  EXPECT_EQ(infos.back().type, 1u);
+  ASSERT_TRUE(c.SendOption(2, {}));
+  r = c.ReadOptionReply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->type, 1u);
+  EXPECT_TRUE(c.ClosedByServer());
+}
+
+TEST_F(VssdTest, ExportNameOption_EntersTransmission) {
+  Client c;
+  ASSERT_TRUE(c.Connect(socket_));
+  ASSERT_TRUE(c.Greet(1));  // no NO_ZEROES: 124 zero bytes follow
+  ASSERT_TRUE(c.SendOption(
+      1, std::vector<uint8_t>{'l', 'i', 'v', 'e', '/', 'd', 'i', 's', 'k'}));
+  uint8_t b[10 + 124];
+  ASSERT_TRUE(c.Recv(b, sizeof b));
+  EXPECT_EQ(Get64(b), kSize);
+  ASSERT_TRUE(c.Request(0, kRead, 1, 0, 4096));
+  auto r = c.ReadReply(4096);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->error, 0u);
+  EXPECT_EQ(r->data, Bytes(4096, 0x33));
+  // An unknown export after EXPORT_NAME can only be answered by closing.
+  Client d;
+  ASSERT_TRUE(d.Connect(socket_));
+  ASSERT_TRUE(d.Greet());
+  ASSERT_TRUE(d.SendOption(1, std::vector<uint8_t>{'x'}));
+  EXPECT_TRUE(d.ClosedByServer());
+}
+
+TEST_F(VssdTest, SimpleReplies_EveryCommandOnLiveExport) {
+  Client c;
+  ASSERT_TRUE(c.Connect(socket_));
+  auto e = c.Open("live/disk", false);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->size, kSize);
+  EXPECT_EQ(e->flags & 0x16f, 0x16d) << "flush, fua, trim, zeroes, multi-conn";
+
+  ASSERT_TRUE(c.Request(0, kRead, 1, 0, 128 << 10));
+  auto r = c.ReadReply(128 << 10);
+  ASSERT_TRUE(r && r->error == 0);
+  EXPECT_EQ(r->handle, 1u);
+  EXPECT_TRUE(std::equal(r->data.begin(), r->data.end(), live_.begin()));
+
+  ASSERT_TRUE(
+      c.Request(1, kWrite, 2, 3 << 20, 5000, Bytes(5000, 0x44)));  // FUA
+  r = c.ReadReply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->error, 0u);
+  ASSERT_TRUE(c.Request(0, kWriteZeroes, 3, (3 << 20) + 1000, 1000));
+  ASSERT_TRUE(c.Request(0, kTrim, 4, 16 << 10, 16 << 10));
+  ASSERT_TRUE(c.Request(0, kFlush, 5, 0, 0));
+  for (int i = 0; i < 3; ++i) {
+    r = c.ReadReply();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->error, 0u) << "handle " << r->handle;
+  }
+  std::fill_n(live_.begin() + (3 << 20), 5000, 0x44);
+  std::fill_n(live_.begin() + (3 << 20) + 1000, 1000, 0);
+  std::fill_n(live_.begin() + (16 << 10), 16 << 10, 0);
+
+  ASSERT_TRUE(c.Request(0, kRead, 6, 0, 4 << 20));
+  r = c.ReadReply(4 << 20);
+  ASSERT_TRUE(r && r->error == 0);
+  EXPECT_TRUE(std::equal(r->data.begin(), r->data.end(), live_.begin()));
+  // BLOCK_STATUS without structured replies is invalid.
+  ASSERT_TRUE(c.Request(0, kBlockStatus, 7, 0, 4096));
+  r = c.ReadReply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->error, kEInval);
+  ASSERT_TRUE(c.Request(0, kDisc, 8, 0, 0));
+  EXPECT_TRUE(c.ClosedByServer());
+  // The shadow kept its point in time.
+  EXPECT_EQ(ReadExport("shadow/" + shadow_id_, 0, 4 << 20),
+            std::vector<uint8_t>(shadow_.begin(), shadow_.begin() + (4 << 20)));
+}
+
+TEST_F(VssdTest, StructuredReplies_ReadAndBlockStatusContexts) {
+  Client c;
+  ASSERT_TRUE(c.Connect(socket_));
+  std::string changed = "vss:changed:" + shadow_id_;
+  auto e = c.Open("live/disk", true,
+                  {"base:allocation", changed, "vss:changed:nope"});
+  ASSERT_TRUE(e);
+  ASSERT_EQ(e->contexts.size(), 2u);
+  EXPECT_EQ(e->contexts[0].second, "base:allocation");
+  EXPECT_EQ(e->contexts[1].second, changed);
+
+  ASSERT_TRUE(c.Request(4, kRead, 1, (1 << 20) - 10, 20));  // DF
+  auto r = c.ReadReply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->type, 1);
+  EXPECT_EQ(r->flags, 1) << "done";
+  ASSERT_EQ(r->data.size(), 28u);
+  EXPECT_EQ(Get64(r->data.data()), (1u << 20) - 10);
+  EXPECT_EQ(r->data[8], 0);
+  EXPECT_EQ(r->data[27], 0x22);
+
+  ASSERT_TRUE(c.Request(0, kBlockStatus, 2, 0, 2 << 20));
+  std::map<uint32_t, std::vector<std::pair<uint32_t, uint32_t>>> by_ctx;
+  for (;;) {
+    r = c.ReadReply();
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->type, 5) << "block status chunk";
+    std::vector<std::pair<uint32_t, uint32_t>> d;
+    for (size_t i = 4; i + 8 <= r->data.size(); i += 8) {
+      d.push_back({Get32(&r->data[i]), Get32(&r->data[i + 4])});
+    }
+    by_ctx[Get32(r->data.data())] = d;
+    if (r->flags & 1) break;
+  }
+  // base:allocation: data at [0,256K) and [1M,1M+64K), holes elsewhere.
+  uint64_t pos = 0;
+  EXPECT_EQ(by_ctx[e->contexts[0].first].size(), 4u);
+  for (auto [len, flags] : by_ctx[e->contexts[0].first]) {
+    bool data = (pos < (256 << 10)) ||
+                (pos >= (1 << 20) && pos < (1 << 20) + (64 << 10));
+    EXPECT_EQ(flags, data ? 0u : 3u) << "at " << pos;
+    pos += len;
+  }
+  EXPECT_EQ(pos, 2u << 20);
+  // vss:changed: only the first 64 KiB changed since the shadow.
+  auto ch = by_ctx[e->contexts[1].first];
+  ASSERT_EQ(ch.size(), 2u);
+  EXPECT_EQ(ch[0], std::make_pair(uint32_t{64 << 10}, 1u));
+  EXPECT_EQ(ch[1], std::make_pair(uint32_t{(2 << 20) - (64 << 10)}, 0u));
+
+  // REQ_ONE: one descriptor per context.
+  ASSERT_TRUE(c.Request(8, kBlockStatus, 3, 0, 2 << 20));
+  for (int i = 0; i < 2; ++i) {
+    r = c.ReadReply();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->data.size(), 12u);
+  }
+  // Errors arrive as error chunks: a read past the end.
+  ASSERT_TRUE(c.Request(0, kRead, 4, kSize - 10, 20));
+  r = c.ReadReply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->type, 0x8001);
+  EXPECT_EQ(r->error, kEInval);
+  EXPECT_EQ(r->handle, 4u);
+}
+
+TEST_F(VssdTest, ShadowExport_RefusesWritesWithEpermAndStaysUnchanged) {
+  Client c;
+  ASSERT_TRUE(c.Connect(socket_));
+  std::string name = "shadow/" + shadow_id_;
+  auto e = c.Open(name, false);
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(e->flags & 2) << "read-only";
+  ASSERT_TRUE(c.Request(0, kWrite, 1, 0, 65536, Bytes(65536, 0xee)));
+  ASSERT_TRUE(c.Request(0, kTrim, 2, 0, 65536));
+  ASSERT_TRUE(c.Request(0, kWriteZeroes, 3, 0, 65536));
+  ASSERT_TRUE(c.Request(1, kWrite, 4, 100, 10, Bytes(10, 0xee)));
+  for (int i = 0; i < 4; ++i) {
+    auto r = c.ReadReply();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->error, kEPerm) << "handle " << r->handle;
+  }
+  // The write payloads were consumed: the stream is still in step.
+  ASSERT_TRUE(c.Request(0, kFlush, 5, 0, 0));
+  auto r = c.ReadReply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->handle, 5u);
+  EXPECT_EQ(r->error, 0u);
+  ASSERT_TRUE(c.Request(0, kRead, 6, 0, 2 << 20));
+  r = c.ReadReply(2 << 20);
+  ASSERT_TRUE(r && r->error == 0);
+  EXPECT_TRUE(std::equal(r->data.begin(), r->data.end(), shadow_.begin()));
+  EXPECT_EQ(ReadExport("live/disk", 0, 128 << 10),
+            std::vector<uint8_t>(live_.begin(), live_.begin() + (128 << 10)));
+}
+
+TEST_F(VssdTest, ManyRequestsInFlightAndSeveralConnections) {
+  Client a, b;
+  ASSERT_TRUE(a.Connect(socket_));
+  ASSERT_TRUE(b.Connect(socket_));
+  auto ea = a.Open("live/disk", true);
+  auto eb = b.Open("live/disk", true);
+  ASSERT_TRUE(ea && eb);
+  EXPECT_TRUE(ea->flags & 0x100) << "multi-conn";
+  constexpr int kN = 64;
+  for (int i = 0; i < kN; ++i) {
+    ASSERT_TRUE(a.Request(0, kWrite, 1000 + i, (4 << 20) + i * 4096, 4096,
+                          Bytes(4096, static_cast<uint8_t>(i))));
+  }
+  std::set<uint64_t> seen;
+  for (int i = 0; i < kN; ++i) {
+    auto r = a.ReadReply();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->error, 0u);
+    seen.insert(r->handle);
+  }
+  EXPECT_EQ(seen.size(), size_t{kN});
+  ASSERT_TRUE(b.Request(0, kFlush, 1, 0, 0));
+  auto r = b.ReadReply();
+  ASSERT_TRUE(r && r->error == 0);
+  for (int i = 0; i < kN; ++i) {
+    ASSERT_TRUE(b.Request(0, kRead, i, (4 << 20) + i * 4096, 4096));
+  }
+  for (int i = 0; i < kN; ++i) {
+    r = b.ReadReply();
+    ASSERT_TRUE(r && r->type == 1);
+    EXPECT_EQ(r->data[8], static_cast<uint8_t>(r->handle)) << r->handle;
+  }
+}
+
+TEST_F(VssdTest, MalformedClients_AreRefusedAndServerKeepsServing) {
+  {  // Out of range and oversize requests, an unknown command and flag.
+    Client c;
+    ASSERT_TRUE(c.Connect(socket_));
+    ASSERT_TRUE(c.Open("live/disk", false));
+    ASSERT_TRUE(c.Request(0, kRead, 1, kSize, 1));
+    ASSERT_TRUE(c.Request(0, kRead, 2, ~uint64_t{0} - 2, 100));
+    ASSERT_TRUE(c.Request(0, kWrite, 3, kSize - 2, 4, Bytes(4, 0x99)));
+    ASSERT_TRUE(c.Request(0, kRead, 4, 0, (32 << 20) + 1));
+    ASSERT_TRUE(c.Request(0, 99, 5, 0, 0));
+    ASSERT_TRUE(c.Request(0x80, kRead, 6, 0, 1));
+    ASSERT_TRUE(c.Request(0, kTrim, 7, kSize, 1));
+    std::map<uint64_t, uint32_t> errors;
+    for (int i = 0; i < 7; ++i) {
+      auto r = c.ReadReply();
+      ASSERT_TRUE(r);
+      errors[r->handle] = r->error;
+    }
+    EXPECT_EQ(errors, (std::map<uint64_t, uint32_t>{{1, kEInval},
+                                                    {2, kEInval},
+                                                    {3, kENoSpc},
+                                                    {4, kEInval},
+                                                    {5, kEInval},
+                                                    {6, kEInval},
+                                                    {7, kEInval}}));
+    // An oversize write: EINVAL and the server hangs up without its payload.
+    ASSERT_TRUE(c.Request(0, kWrite, 8, 0, 0x80000000u));
+    auto r = c.ReadReply();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->error, kEInval);
+    EXPECT_TRUE(c.ClosedByServer());
+  }
+  {  // Bad request magic: the server closes.
+    Client c;
+    ASSERT_TRUE(c.Connect(socket_));
+    ASSERT_TRUE(c.Open("live/disk", false));
+    std::vector<uint8_t> junk(28, 0xab);
+    ASSERT_TRUE(c.Send(junk));
+    EXPECT_TRUE(c.ClosedByServer());
+  }
+  {  // Bad option magic and unknown client flags: closed.
+    Client c;
+    ASSERT_TRUE(c.Connect(socket_));
+    ASSERT_TRUE(c.Greet());
+    ASSERT_TRUE(c.Send(Bytes(16, 0x55)));
+    EXPECT_TRUE(c.ClosedByServer());
+    Client d;
+    ASSERT_TRUE(d.Connect(socket_));
+    ASSERT_TRUE(d.Greet(0x80));
+    EXPECT_TRUE(d.ClosedByServer());
+  }
+  {  // Abrupt disconnect in the middle of a write's payload.
+    Client c;
+    ASSERT_TRUE(c.Connect(socket_));
+    ASSERT_TRUE(c.Open("live/disk", false));
+    ASSERT_TRUE(c.Request(0, kWrite, 1, 0, 65536, Bytes(1000, 0x77)));
+    c.Close();
+  }
+  {  // ... and in the middle of a request header, and of the handshake.
+    Client c;
+    ASSERT_TRUE(c.Connect(socket_));
+    ASSERT_TRUE(c.Open("live/disk", false));
+    ASSERT_TRUE(c.Send(Bytes(10, 0x25)));
+    c.Close();
+    Client d;
+    ASSERT_TRUE(d.Connect(socket_));
+    ASSERT_TRUE(d.Greet());
+    ASSERT_TRUE(d.Send(Bytes(5, 0x49)));
+    d.Close();
+  }
+  // Another client is served and nothing changed.
+  EXPECT_EQ(ReadExport("live/disk", 0, 2 << 20),
+            std::vector<uint8_t>(live_.begin(), live_.begin() + (2 << 20)));
+  EXPECT_EQ(ReadExport("shadow/" + shadow_id_, 0, 2 << 20),
+            std::vector<uint8_t>(shadow_.begin(), shadow_.begin() + (2 << 20)));
+}
+
+TEST_F(VssdTest, ListMetaContext_OffersAllocationAndChangedSinceEachShadow) {
+  Client c;
+  ASSERT_TRUE(c.Connect(socket_));
+  ASSERT_TRUE(c.Greet());
+  auto list = [&](const std::string& name, std::vector<std::string> queries) {
+    std::vector<uint8_t> d;
+    Put32(d, name.size());
+    PutStr(d, name);
+    Put32(d, queries.size());
+    for (const auto& q : queries) {
+      Put32(d, q.size());
+      PutStr(d, q);
+    }
+    EXPECT_TRUE(c.SendOption(9, d));
+    std::vector<std::string> names;
+    for (const auto& r : c.ReadOptionReplies(4)) {
+      if (r.type == 4)
+        names.emplace_back(r.data.begin() + 4, r.data.end());
+      else
+        EXPECT_EQ(r.type, 1u);
+    }
+    return names;
+  };
+  EXPECT_EQ(list("live/disk", {}),
+            (std::vector<std::string>{"base:allocation",
+                                      "vss:changed:" + shadow_id_}));
+  EXPECT_EQ(list("live/disk", {"base:"}),
+            (std::vector<std::string>{"base:allocation"}));
+  EXPECT_EQ(list("shadow/" + shadow_id_, {}),
+            (std::vector<std::string>{"base:allocation"}));
+  EXPECT_EQ(list("live/disk", {"other:thing"}), (std::vector<std::string>{}));
+  // SET before structured replies is refused.
+  std::vector<uint8_t> d;
+  Put32(d, 9);
+  PutStr(d, "live/disk");
+  Put32(d, 0);
+  ASSERT_TRUE(c.SendOption(10, d));
+  auto r = c.ReadOptionReply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->type, 0x80000003u);
+}
+
+TEST_F(VssdTest, Sigterm_AnswersConnectedClientFlushesAndExitsZero) {
+  Client c;
+  ASSERT_TRUE(c.Connect(socket_));
+  ASSERT_TRUE(c.Open("live/disk", true));
+  ASSERT_TRUE(c.Request(0, kWrite, 1, 5 << 20, 65536, Bytes(65536, 0x7e)));
+  auto r = c.ReadReply();
+  ASSERT_TRUE(r && r->error == 0);
+  ASSERT_EQ(::kill(pid_, SIGTERM), 0);
+  EXPECT_TRUE(c.ClosedByServer());
+  int st = 0;
+  ASSERT_EQ(::waitpid(pid_, &st, 0), pid_);
+  pid_ = -1;
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+  EXPECT_FALSE(std::filesystem::exists(socket_)) << "socket file removed";
+  auto store = engine::Store::Open({.dir = store_dir_});
+  ASSERT_TRUE(store.ok());
+  auto vol = (*store)->OpenVolume(volume_id_);
+  ASSERT_TRUE(vol.ok()) << "vssd released the volume: "
+                        << vol.status().ToString();
+  std::vector<uint8_t> back(65536);
+  ASSERT_TRUE((*vol)->Read(5 << 20, back).ok());
+  EXPECT_EQ(back, Bytes(65536, 0x7e));
+}
+
+TEST_F(VssdTest, Tcp_ServesOnLoopback) {
+  Client probe;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    uint16_t port = 20000 + (::getpid() * 7 + attempt * 1009) % 30000;
+    pid_t pid = StartVssd(
+        {"--store", store_dir_, "--nbd", "tcp:" + std::to_string(port)});
+    bool up = false;
+    for (int i = 0; i < 250 && !up; ++i) {
+      Client c;
+      up = c.ConnectTcp(port);
+      if (!up) {
+        int st;
+        if (::waitpid(pid, &st, WNOHANG) == pid) break;  // port taken: retry
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
+    if (!up) continue;
+    Client c;
+    ASSERT_TRUE(c.ConnectTcp(port));
+    ASSERT_TRUE(c.Open("shadow/" + shadow_id_, false));
+    ASSERT_TRUE(c.Request(0, kRead, 1, 0, 4096));
+    auto r = c.ReadReply(4096);
+    ASSERT_TRUE(r && r->error == 0);
+    EXPECT_EQ(r->data, Bytes(4096, 0x11));
+    c.Close();
+    ::kill(pid, SIGTERM);
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    return;
+  }
+  GTEST_SKIP() << "no free TCP port found";
+}
+
+TEST_F(VssdTest, DamagedDiffArea_ShadowReadsGetEioAndServerKeepsServing) {
+  // Chunk 0 was preserved for the shadow when the live volume was written
+  // after it: its record is the first of the first segment. Flip a payload
+  // byte (offset 72) so that its checksum fails.
+  std::string segment;
+  for (const auto& e :
+       std::filesystem::recursive_directory_iterator(store_dir_)) {
+    if (e.path().filename() == "seg-000001.vsd") segment = e.path();
+  }
+  ASSERT_FALSE(segment.empty());
+  {
+    std::fstream f(segment, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(72);
+    char b = 0;
+    f.read(&b, 1);
+    b ^= 0x5a;
+    f.seekp(72);
+    f.write(&b, 1);
+  }
+  Client c;
+  ASSERT_TRUE(c.Connect(socket_));
+  ASSERT_TRUE(c.Open("shadow/" + shadow_id_, true));
+  ASSERT_TRUE(c.Request(0, kRead, 1, 0, 4096));
+  auto r = c.ReadReply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->type, 0x8001);
+  EXPECT_EQ(r->error, 5u) << "EIO";
+  // Undamaged chunks still read, on this connection and on others.
+  ASSERT_TRUE(c.Request(0, kRead, 2, 1 << 20, 4096));
+  r = c.ReadReply();
+  ASSERT_TRUE(r && r->type == 1);
+  EXPECT_EQ(r->data[8], 0x22);
+  EXPECT_EQ(ReadExport("live/disk", 0, 4096), Bytes(4096, 0x33));
+}
+
+TEST(VssdStartTest, BadArgumentsAndMissingStore_OneLineAndExit1) {
+  auto [rc, out] =
+      Shell(std::string(VSSD_PATH) + " --store /nonexistent/vss-store");
+  EXPECT_EQ(rc, 1);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+  EXPECT_NE(out.find("/nonexistent/vss-store"), std::string::npos) << out;
+  std::tie(rc, out) = Shell(std::string(VSSD_PATH) + " --nbd bogus:1");
+  EXPECT_EQ(rc, 1);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+}
+
+// ---- real clients -----------------------------------------------------------
+
+TEST_F(VssdTest, Interop_NbdinfoListsAndMapsAllocationAndChanges) {
+  if (!HaveTool("nbdinfo"))
+    GTEST_SKIP() << "nbdinfo not installed (Debian package libnbd-bin)";
+  auto [rc, out] = Shell("nbdinfo --list '" + Uri("") + "'");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("live/disk"), std::string::npos) << out;
+  EXPECT_NE(out.find("shadow/" + shadow_id_), std::string::npos) << out;
+  std::tie(rc, out) = Shell("nbdinfo --map '" + Uri("live/disk") + "'");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("0      262144    0  data"), std::string::npos) << out;
+  EXPECT_NE(out.find("hole,zero"), std::string::npos) << out;
+  std::tie(rc, out) = Shell("nbdinfo --map=vss:changed:" + shadow_id_ + " '" +
+                            Uri("live/disk") + "'");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("0       65536    1"), std::string::npos) << out;
+  std::tie(rc, out) =
+      Shell("nbdinfo --map '" + Uri("shadow/" + shadow_id_) + "'");
+  EXPECT_EQ(rc, 0) << out;
+}
+
+TEST_F(VssdTest, Interop_QemuWritesAcrossShadowAndShadowComparesEqual) {
+  if (!HaveTool("qemu-io") || !HaveTool("qemu-img")) {
+    GTEST_SKIP()
+        << "qemu-io/qemu-img not installed (Debian package qemu-utils)";
+  }
+  auto [rc, out] = Shell(
+      "qemu-io -f raw -c 'write -P 0x5a 2M 1M' -c 'write -z 0 64k' -c flush '" +
+      Uri("live/disk") + "'");
+  ASSERT_EQ(rc, 0) << out;
+  std::fill_n(live_.begin() + (2 << 20), 1 << 20, 0x5a);
+  std::fill_n(live_.begin(), 64 << 10, 0);
+  // Take a second shadow through the engine once vssd has let go of the
+  // volume (it closes it when its last client leaves).
+  Guid second;
+  for (int tries = 0;; ++tries) {
+    auto store = engine::Store::Open({.dir = store_dir_});
+    ASSERT_TRUE(store.ok());
+    auto set = (*store)->CreateShadowSet({.volumes = {volume_id_}});
+    if (set.ok()) {
+      second = set->shadows[0].shadow_id;
+      break;
+    }
+    ASSERT_EQ(set.status().code(), StatusCode::kBusy)
+        << set.status().ToString();
+    ASSERT_LT(tries, 250);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::vector<uint8_t> at_second = live_;
+  std::tie(rc, out) = Shell(
+      "qemu-io -f raw -c 'write -P 0x6b 2560k 64k' -c 'discard 1M 64k' '" +
+      Uri("live/disk") + "'");
+  ASSERT_EQ(rc, 0) << out;
+  std::fill_n(live_.begin() + (2560 << 10), 64 << 10, 0x6b);
+  std::fill_n(live_.begin() + (1 << 20), 64 << 10, 0);
+
+  WriteFile(dir_ + "/second.img", at_second);
+  WriteFile(dir_ + "/first.img", shadow_);
+  WriteFile(dir_ + "/live.img", live_);
+  std::tie(rc, out) =
+      Shell("qemu-img compare -f raw -F raw '" +
+            Uri("shadow/" + second.ToString()) + "' " + dir_ + "/second.img");
+  EXPECT_EQ(rc, 0) << out;
+  std::tie(rc, out) =
+      Shell("qemu-img compare -f raw -F raw '" + Uri("shadow/" + shadow_id_) +
+            "' " + dir_ + "/first.img");
+  EXPECT_EQ(rc, 0) << out;
+  std::tie(rc, out) = Shell("qemu-img compare -f raw -F raw '" +
+                            Uri("live/disk") + "' " + dir_ + "/live.img");
+  EXPECT_EQ(rc, 0) << out;
+  if (HaveTool("nbdinfo")) {
+    // Between the two shadows: [0,64K) zeroed and [2M,3M) written.
+    std::tie(rc, out) = Shell("nbdinfo --map=vss:changed:" + shadow_id_ + " '" +
+                              Uri("shadow/" + second.ToString()) + "'");
+    EXPECT_EQ(rc, 0) << out;
+    EXPECT_NE(out.find("2097152     1048576    1"), std::string::npos) << out;
+  }
+  if (HaveTool("nbdcopy")) {
+    std::tie(rc, out) =
+        Shell("nbdcopy '" + Uri("shadow/" + second.ToString()) + "' " + dir_ +
+              "/copy.img && cmp " + dir_ + "/copy.img " + dir_ + "/second.img");
+    EXPECT_EQ(rc, 0) << out;
+  }
+}
+
+}  // namespace
+}  // namespace vss::nbdtest

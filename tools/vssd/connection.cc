@@ -1,0 +1,593 @@
+#include "connection.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "nbd_protocol.h"
+
+namespace vss::vssd {
+namespace {
+
+constexpr int kWorkers = 4;
+constexpr size_t kMaxQueued = 16;          // requests read but not started
+constexpr size_t kMaxDescriptors = 65536;  // per block status chunk
+
+// The NBD error for a failed engine call. `write` selects ENOSPC for ranges
+// past the end, as the protocol asks for writes.
+uint32_t ErrorOf(const Status& s, bool write) {
+  switch (s.code()) {
+    case StatusCode::kOk:
+      return 0;
+    case StatusCode::kInvalidArgument:
+      return nbd::kEInval;
+    case StatusCode::kOutOfRange:
+      return write ? nbd::kENoSpc : nbd::kEInval;
+    case StatusCode::kNoSpace:
+      return nbd::kENoSpc;
+    case StatusCode::kFailedPrecondition:
+      return nbd::kEPerm;
+    default:
+      return nbd::kEIo;
+  }
+}
+
+uint16_t AllowedFlags(uint16_t type, bool structured) {
+  switch (type) {
+    case nbd::kCmdRead:
+      return structured ? nbd::kCmdFlagDf : 0;
+    case nbd::kCmdWrite:
+    case nbd::kCmdTrim:
+      return nbd::kCmdFlagFua;
+    case nbd::kCmdWriteZeroes:
+      return nbd::kCmdFlagFua | nbd::kCmdFlagNoHole;
+    case nbd::kCmdBlockStatus:
+      return nbd::kCmdFlagReqOne;
+    default:
+      return 0;
+  }
+}
+
+bool Modifies(uint16_t type) {
+  return type == nbd::kCmdWrite || type == nbd::kCmdTrim ||
+         type == nbd::kCmdWriteZeroes;
+}
+
+}  // namespace
+
+Connection::Connection(int fd, ExportRegistry* registry)
+    : fd_(fd), registry_(registry) {}
+
+Connection::~Connection() { ::close(fd_); }
+
+void Connection::Stop() { ::shutdown(fd_, SHUT_RD); }
+
+void Connection::Run() {
+  if (Handshake()) Transmission();
+  export_.reset();  // releases the volume (closed when nobody else uses it)
+  // The client sees the end now, after the volume was released; the socket
+  // itself is closed when the server reaps this connection.
+  ::shutdown(fd_, SHUT_RDWR);
+  finished_ = true;
+}
+
+// ---- socket I/O ------------------------------------------------------------
+
+bool Connection::ReadAll(void* buf, size_t n) {
+  auto* p = static_cast<uint8_t*>(buf);
+  while (n > 0) {
+    ssize_t got = ::recv(fd_, p, n, 0);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    p += got;
+    n -= static_cast<size_t>(got);
+  }
+  return true;
+}
+
+bool Connection::Discard(uint64_t n) {
+  uint8_t buf[65536];
+  while (n > 0) {
+    size_t piece = static_cast<size_t>(std::min<uint64_t>(n, sizeof buf));
+    if (!ReadAll(buf, piece)) return false;
+    n -= piece;
+  }
+  return true;
+}
+
+bool Connection::WriteAll(std::span<const uint8_t> data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data = data.subspan(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+// ---- handshake -------------------------------------------------------------
+
+bool Connection::SendOptionReply(uint32_t option, uint32_t type,
+                                 const std::vector<uint8_t>& data) {
+  std::vector<uint8_t> b;
+  nbd::Put64(b, nbd::kOptReplyMagic);
+  nbd::Put32(b, option);
+  nbd::Put32(b, type);
+  nbd::Put32(b, static_cast<uint32_t>(data.size()));
+  b.insert(b.end(), data.begin(), data.end());
+  return WriteAll(b);
+}
+
+bool Connection::SendOptionError(uint32_t option, uint32_t type,
+                                 const std::string& message) {
+  std::vector<uint8_t> b;
+  nbd::PutBytes(b, std::string_view(message).substr(0, nbd::kMaxString));
+  return SendOptionReply(option, type, b);
+}
+
+uint16_t Connection::TransmissionFlags() const {
+  uint16_t flags =
+      nbd::kFlagHasFlags | nbd::kFlagSendFlush | nbd::kFlagCanMultiConn;
+  if (structured_) flags |= nbd::kFlagSendDf;
+  if (export_ && export_->info().read_only) {
+    flags |= nbd::kFlagReadOnly;
+  } else {
+    flags |= nbd::kFlagSendFua | nbd::kFlagSendTrim | nbd::kFlagSendWriteZeroes;
+  }
+  return flags;
+}
+
+bool Connection::Handshake() {
+  std::vector<uint8_t> hello;
+  nbd::Put64(hello, nbd::kNbdMagic);
+  nbd::Put64(hello, nbd::kIHaveOpt);
+  nbd::Put16(hello, nbd::kFlagFixedNewstyle | nbd::kFlagNoZeroes);
+  if (!WriteAll(hello)) return false;
+  uint8_t client[4];
+  if (!ReadAll(client, 4)) return false;
+  uint32_t client_flags = nbd::Get32(client);
+  if (client_flags & ~nbd::kClientFlagsKnown) return false;  // MUST close
+  no_zeroes_ = client_flags & nbd::kFlagNoZeroes;
+
+  for (;;) {
+    uint8_t head[16];
+    if (!ReadAll(head, sizeof head)) return false;
+    if (nbd::Get64(head) != nbd::kIHaveOpt) return false;
+    uint32_t option = nbd::Get32(head + 8);
+    uint32_t length = nbd::Get32(head + 12);
+    if (length > nbd::kMaxOptionLength) return false;  // not a real client
+    std::vector<uint8_t> data(length);
+    if (!ReadAll(data.data(), length)) return false;
+
+    switch (option) {
+      case nbd::kOptExportName:
+        return HandleExportName(data);
+      case nbd::kOptAbort:
+        SendOptionReply(option, nbd::kRepAck);
+        return false;
+      case nbd::kOptList: {
+        if (length != 0) {
+          if (!SendOptionError(option, nbd::kRepErrInvalid,
+                               "NBD_OPT_LIST takes no data")) {
+            return false;
+          }
+          break;
+        }
+        auto exports = registry_->List();
+        if (!exports.ok()) {
+          if (!SendOptionError(option, nbd::kRepErrInvalid,
+                               exports.status().ToString())) {
+            return false;
+          }
+          break;
+        }
+        for (const ExportInfo& e : *exports) {
+          std::vector<uint8_t> b;
+          nbd::Put32(b, static_cast<uint32_t>(e.name.size()));
+          nbd::PutBytes(b, e.name);
+          nbd::PutBytes(b, e.description);
+          if (!SendOptionReply(option, nbd::kRepServer, b)) return false;
+        }
+        if (!SendOptionReply(option, nbd::kRepAck)) return false;
+        break;
+      }
+      case nbd::kOptInfo:
+      case nbd::kOptGo: {
+        bool go = false;
+        if (!HandleInfoOrGo(option, data, &go)) return false;
+        if (go) return true;
+        break;
+      }
+      case nbd::kOptStructuredReply:
+        if (length != 0) {
+          if (!SendOptionError(option, nbd::kRepErrInvalid,
+                               "NBD_OPT_STRUCTURED_REPLY takes no data")) {
+            return false;
+          }
+          break;
+        }
+        structured_ = true;
+        if (!SendOptionReply(option, nbd::kRepAck)) return false;
+        break;
+      case nbd::kOptListMetaContext:
+      case nbd::kOptSetMetaContext:
+        if (!HandleMetaContext(option, data)) return false;
+        break;
+      default:
+        if (!SendOptionError(option, nbd::kRepErrUnsup,
+                             "option " + std::to_string(option) +
+                                 " is not supported by vssd")) {
+          return false;
+        }
+    }
+  }
+}
+
+bool Connection::HandleExportName(const std::vector<uint8_t>& data) {
+  if (data.size() > nbd::kMaxString) return false;
+  std::string name(data.begin(), data.end());
+  auto info = registry_->Lookup(name);
+  if (!info.ok()) return false;  // no way to report an error: close
+  auto opened = registry_->Open(*info);
+  if (!opened.ok()) {
+    std::fprintf(stderr, "vssd: export %s: %s\n", name.c_str(),
+                 opened.status().ToString().c_str());
+    return false;
+  }
+  export_ = std::move(opened).value();
+  if (name != context_export_) contexts_.clear();
+  std::vector<uint8_t> b;
+  nbd::Put64(b, export_->device().size());
+  nbd::Put16(b, TransmissionFlags());
+  if (!no_zeroes_) b.resize(b.size() + 124, 0);
+  return WriteAll(b);
+}
+
+bool Connection::HandleInfoOrGo(uint32_t option,
+                                const std::vector<uint8_t>& data, bool* go) {
+  nbd::Cursor c(data);
+  uint32_t name_len = 0;
+  std::string name;
+  uint16_t count = 0;
+  std::vector<uint16_t> requests;
+  bool ok =
+      c.Get32(&name_len) && c.GetString(name_len, &name) && c.Get16(&count);
+  for (uint16_t i = 0; ok && i < count; ++i) {
+    uint16_t r = 0;
+    ok = c.Get16(&r);
+    requests.push_back(r);
+  }
+  if (!ok || !c.AtEnd()) {
+    return SendOptionError(option, nbd::kRepErrInvalid,
+                           "malformed NBD_OPT_INFO/GO request");
+  }
+  auto info = registry_->Lookup(name);
+  if (!info.ok()) {
+    uint32_t err = info.status().code() == StatusCode::kNotFound
+                       ? nbd::kRepErrUnknown
+                       : nbd::kRepErrInvalid;
+    return SendOptionError(option, err, info.status().ToString());
+  }
+  if (option == nbd::kOptGo) {
+    auto opened = registry_->Open(*info);
+    if (!opened.ok()) {
+      uint32_t err = opened.status().code() == StatusCode::kNotFound
+                         ? nbd::kRepErrUnknown
+                         : nbd::kRepErrPolicy;
+      return SendOptionError(option, err,
+                             name + ": " + opened.status().ToString());
+    }
+    export_ = std::move(opened).value();
+  }
+  // NBD_INFO_EXPORT always, the others when asked.
+  std::vector<uint8_t> b;
+  nbd::Put16(b, nbd::kInfoExport);
+  nbd::Put64(b, info->size);
+  bool was_open = export_ != nullptr;
+  if (!was_open) {
+    // INFO: flags as GO would give them (read-only shadows).
+    uint16_t flags =
+        nbd::kFlagHasFlags | nbd::kFlagSendFlush | nbd::kFlagCanMultiConn;
+    if (structured_) flags |= nbd::kFlagSendDf;
+    flags |= info->read_only ? nbd::kFlagReadOnly
+                             : (nbd::kFlagSendFua | nbd::kFlagSendTrim |
+                                nbd::kFlagSendWriteZeroes);
+    nbd::Put16(b, flags);
+  } else {
+    nbd::Put16(b, TransmissionFlags());
+  }
+  if (!SendOptionReply(option, nbd::kRepInfo, b)) return false;
+  for (uint16_t r : requests) {
+    b.clear();
+    nbd::Put16(b, r);
+    if (r == nbd::kInfoName) {
+      nbd::PutBytes(b, info->name);
+    } else if (r == nbd::kInfoDescription) {
+      nbd::PutBytes(b, info->description);
+    } else if (r == nbd::kInfoBlockSize) {
+      nbd::Put32(b, 1);                 // minimum: byte granular
+      nbd::Put32(b, 4096);              // preferred
+      nbd::Put32(b, nbd::kMaxPayload);  // maximum
+    } else {
+      continue;  // unknown information requests are ignored
+    }
+    if (!SendOptionReply(option, nbd::kRepInfo, b)) return false;
+  }
+  if (!SendOptionReply(option, nbd::kRepAck)) return false;
+  if (option == nbd::kOptGo) {
+    // Contexts selected for another export do not apply to this one.
+    if (name != context_export_) contexts_.clear();
+    *go = true;
+  }
+  return true;
+}
+
+bool Connection::HandleMetaContext(uint32_t option,
+                                   const std::vector<uint8_t>& data) {
+  const bool set = option == nbd::kOptSetMetaContext;
+  if (set && !structured_) {
+    return SendOptionError(option, nbd::kRepErrInvalid,
+                           "meta contexts need structured replies");
+  }
+  nbd::Cursor c(data);
+  uint32_t name_len = 0, count = 0;
+  std::string name;
+  std::vector<std::string> queries;
+  bool ok =
+      c.Get32(&name_len) && c.GetString(name_len, &name) && c.Get32(&count);
+  for (uint32_t i = 0; ok && i < count; ++i) {
+    uint32_t len = 0;
+    std::string q;
+    ok = c.Get32(&len) && c.GetString(len, &q);
+    queries.push_back(std::move(q));
+  }
+  if (!ok || !c.AtEnd()) {
+    return SendOptionError(option, nbd::kRepErrInvalid,
+                           "malformed meta context request");
+  }
+  auto info = registry_->Lookup(name);
+  if (!info.ok()) {
+    return SendOptionError(option, nbd::kRepErrUnknown,
+                           info.status().ToString());
+  }
+  if (!set && queries.empty()) queries = {"base:", "vss:"};
+  std::vector<MetaContext> selected;
+  for (const std::string& q : queries) {
+    auto matches = registry_->MatchContexts(*info, q);
+    if (!matches.ok()) {
+      return SendOptionError(option, nbd::kRepErrInvalid,
+                             matches.status().ToString());
+    }
+    for (MetaContext& m : *matches) {
+      bool dup = false;
+      for (const MetaContext& s : selected) dup = dup || s.name == m.name;
+      if (dup) continue;
+      m.id = static_cast<uint32_t>(selected.size() + 1);
+      selected.push_back(std::move(m));
+    }
+  }
+  for (const MetaContext& m : selected) {
+    std::vector<uint8_t> b;
+    nbd::Put32(b, set ? m.id : 0);
+    nbd::PutBytes(b, m.name);
+    if (!SendOptionReply(option, nbd::kRepMetaContext, b)) return false;
+  }
+  if (set) {
+    contexts_ = std::move(selected);
+    context_export_ = name;
+  }
+  return SendOptionReply(option, nbd::kRepAck);
+}
+
+// ---- transmission ----------------------------------------------------------
+
+uint32_t Connection::Check(const Request& r) const {
+  const uint64_t size = export_->device().size();
+  switch (r.type) {
+    case nbd::kCmdRead:
+    case nbd::kCmdWrite:
+    case nbd::kCmdFlush:
+    case nbd::kCmdTrim:
+    case nbd::kCmdWriteZeroes:
+    case nbd::kCmdBlockStatus:
+      break;
+    default:
+      return nbd::kEInval;
+  }
+  if (r.flags & ~AllowedFlags(r.type, structured_)) return nbd::kEInval;
+  if (Modifies(r.type) && export_->info().read_only) return nbd::kEPerm;
+  if (r.type == nbd::kCmdFlush) return 0;
+  if (r.type == nbd::kCmdRead && r.length > nbd::kMaxPayload) {
+    return nbd::kEInval;
+  }
+  if (r.offset > size || r.length > size - r.offset) {
+    return (r.type == nbd::kCmdWrite || r.type == nbd::kCmdWriteZeroes)
+               ? nbd::kENoSpc
+               : nbd::kEInval;
+  }
+  if (r.type == nbd::kCmdBlockStatus &&
+      (!structured_ || contexts_.empty() || r.length == 0)) {
+    return nbd::kEInval;
+  }
+  return 0;
+}
+
+void Connection::Transmission() {
+  for (int i = 0; i < kWorkers; ++i)
+    workers_.emplace_back([this] { Worker(); });
+  for (;;) {
+    uint8_t head[28];
+    if (!ReadAll(head, sizeof head)) break;             // EOF, error or Stop()
+    if (nbd::Get32(head) != nbd::kRequestMagic) break;  // out of sync: close
+    Request r;
+    r.flags = nbd::Get16(head + 4);
+    r.type = nbd::Get16(head + 6);
+    r.handle = nbd::Get64(head + 8);
+    r.offset = nbd::Get64(head + 16);
+    r.length = nbd::Get32(head + 24);
+    if (r.type == nbd::kCmdDisc) break;
+    if (r.type == nbd::kCmdWrite) {
+      if (r.length > nbd::kMaxPayload) {
+        // Too large to read into memory, and skipping it would keep the
+        // connection busy for up to 4 GiB: refuse it and hang up.
+        SendError(r, nbd::kEInval, "write larger than 32 MiB");
+        break;
+      }
+      r.payload.resize(r.length);
+      if (!ReadAll(r.payload.data(), r.length)) break;
+    }
+    if (uint32_t err = Check(r)) {
+      SendError(r, err,
+                err == nbd::kEPerm ? "export is read-only" : "invalid request");
+      continue;
+    }
+    std::unique_lock l(queue_mu_);
+    queue_cv_.wait(l, [&] { return queue_.size() < kMaxQueued; });
+    queue_.push_back(std::move(r));
+    queue_cv_.notify_all();
+  }
+  {
+    std::lock_guard l(queue_mu_);
+    closing_ = true;
+  }
+  queue_cv_.notify_all();
+  for (auto& t : workers_) t.join();
+  workers_.clear();
+}
+
+void Connection::Worker() {
+  for (;;) {
+    Request r;
+    {
+      std::unique_lock l(queue_mu_);
+      queue_cv_.wait(l, [&] { return closing_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // closing and drained
+      r = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    queue_cv_.notify_all();  // room for the reader
+    Execute(r);
+  }
+}
+
+void Connection::Execute(Request& r) {
+  BlockDevice& dev = export_->device();
+  const bool fua = r.flags & nbd::kCmdFlagFua;
+  Status s;
+  switch (r.type) {
+    case nbd::kCmdRead: {
+      std::vector<uint8_t> buf(r.length);
+      s = dev.Read(r.offset, buf);
+      if (!s.ok()) break;
+      if (!structured_) {
+        SendSimple(r.handle, 0, buf);
+      } else if (r.length == 0) {
+        SendChunk(r.handle, nbd::kReplyFlagDone, nbd::kReplyTypeNone, {});
+      } else {
+        std::vector<uint8_t> head;
+        nbd::Put64(head, r.offset);
+        SendChunk(r.handle, nbd::kReplyFlagDone, nbd::kReplyTypeOffsetData,
+                  head, buf);
+      }
+      return;
+    }
+    case nbd::kCmdWrite:
+      s = dev.Write(r.offset, r.payload);
+      break;
+    case nbd::kCmdTrim:
+      s = dev.Discard(r.offset, r.length);
+      break;
+    case nbd::kCmdWriteZeroes:
+      s = dev.WriteZeroes(r.offset, r.length);
+      break;
+    case nbd::kCmdFlush:
+      // The engine's flush covers every write to the volume from every
+      // connection that completed before it (multi-conn consistency).
+      if (!export_->info().read_only) s = export_->volume().Flush();
+      break;
+    case nbd::kCmdBlockStatus:
+      DoBlockStatus(r);
+      return;
+  }
+  // FUA: the data of this command is durable before the reply.
+  if (s.ok() && fua) s = export_->volume().Flush();
+  if (!s.ok()) {
+    SendError(r, ErrorOf(s, Modifies(r.type)), s.ToString());
+    return;
+  }
+  SendSimple(r.handle, 0);
+}
+
+void Connection::DoBlockStatus(const Request& r) {
+  const size_t max = (r.flags & nbd::kCmdFlagReqOne) ? 1 : kMaxDescriptors;
+  std::vector<std::vector<uint8_t>> chunks;
+  for (const MetaContext& ctx : contexts_) {
+    auto descs = export_->BlockStatus(ctx, r.offset, r.length, max);
+    if (!descs.ok()) {
+      SendError(r, ErrorOf(descs.status(), false), descs.status().ToString());
+      return;
+    }
+    std::vector<uint8_t> b;
+    nbd::Put32(b, ctx.id);
+    for (const StatusDescriptor& d : *descs) {
+      nbd::Put32(b, d.length);
+      nbd::Put32(b, d.flags);
+    }
+    chunks.push_back(std::move(b));
+  }
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    uint16_t flags = i + 1 == chunks.size() ? nbd::kReplyFlagDone : 0;
+    SendChunk(r.handle, flags, nbd::kReplyTypeBlockStatus, chunks[i]);
+  }
+}
+
+void Connection::SendError(const Request& r, uint32_t error,
+                           const std::string& message) {
+  if (!structured_) {
+    SendSimple(r.handle, error);
+    return;
+  }
+  std::string m = message.substr(0, nbd::kMaxString);
+  std::vector<uint8_t> b;
+  nbd::Put32(b, error);
+  nbd::Put16(b, static_cast<uint16_t>(m.size()));
+  nbd::PutBytes(b, m);
+  SendChunk(r.handle, nbd::kReplyFlagDone, nbd::kReplyTypeError, b);
+}
+
+void Connection::SendSimple(uint64_t handle, uint32_t error,
+                            std::span<const uint8_t> data) {
+  std::vector<uint8_t> b;
+  nbd::Put32(b, nbd::kSimpleReplyMagic);
+  nbd::Put32(b, error);
+  nbd::Put64(b, handle);
+  std::lock_guard l(write_mu_);
+  if (write_failed_) return;
+  if (!WriteAll(b) || !WriteAll(data)) {
+    write_failed_ = true;
+    ::shutdown(fd_, SHUT_RDWR);  // the client is gone: stop the reader too
+  }
+}
+
+void Connection::SendChunk(uint64_t handle, uint16_t flags, uint16_t type,
+                           const std::vector<uint8_t>& head,
+                           std::span<const uint8_t> data) {
+  std::vector<uint8_t> b;
+  nbd::Put32(b, nbd::kStructuredReplyMagic);
+  nbd::Put16(b, flags);
+  nbd::Put16(b, type);
+  nbd::Put64(b, handle);
+  nbd::Put32(b, static_cast<uint32_t>(head.size() + data.size()));
+  b.insert(b.end(), head.begin(), head.end());
+  std::lock_guard l(write_mu_);
+  if (write_failed_) return;
+  if (!WriteAll(b) || !WriteAll(data)) {
+    write_failed_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+  }
+}
+
+}  // namespace vss::vssd

@@ -1,0 +1,141 @@
+// ExportRegistry: the NBD exports of one store, by name.
+//
+//   live/<volume>     the volume (name, id or unique id prefix), read-write
+//                     through the engine: every write goes through
+//                     copy-on-write.
+//   shadow/<shadow>   a shadow (id or unique prefix), read-only.
+//
+// Names are resolved against the catalog on every lookup, so volumes and
+// shadows created by another process (vssctl) appear without a restart.
+// A volume is opened (and its image locked) when the first connection to
+// one of its exports goes into transmission, and closed (flushed, lock
+// released) when the last one leaves; while no client uses a volume,
+// vssctl may work on it.
+//
+// Meta contexts: "base:allocation" on every export; "vss:changed:<shadow>"
+// on live/<volume> for each shadow of the volume (extents changed since that
+// shadow) and on shadow/<S> for each older shadow of the same volume
+// (extents changed between it and S).
+//
+// Thread safety: all methods may be called from many threads. An
+// OpenExport must be destroyed before the registry.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "vss/block_device.h"
+#include "vss/engine/store.h"
+#include "vss/engine/volume.h"
+#include "vss/guid.h"
+#include "vss/metadata/catalog.h"
+#include "vss/status.h"
+
+namespace vss::vssd {
+
+// What the handshake needs to know about an export (catalog data only).
+struct ExportInfo {
+  std::string name;  // canonical: "live/<volume name>" or "shadow/<id>"
+  std::string description;
+  metadata::VolumeRow volume;
+  std::optional<metadata::ShadowRow> shadow;  // set for shadow exports
+  uint64_t size = 0;
+  bool read_only = false;
+};
+
+// A meta context selected on a connection.
+struct MetaContext {
+  enum class Kind { kAllocation, kChanged };
+  uint32_t id = 0;
+  std::string name;  // as the client spelled it
+  Kind kind = Kind::kAllocation;
+  Guid from;  // kChanged: extents changed since this shadow
+};
+
+// One block status descriptor: `length` bytes with `flags`.
+struct StatusDescriptor {
+  uint32_t length = 0;
+  uint32_t flags = 0;
+};
+
+class ExportRegistry;
+
+// An export in use: holds its volume open until destroyed.
+class OpenExport {
+ public:
+  ~OpenExport();
+  OpenExport(const OpenExport&) = delete;
+  OpenExport& operator=(const OpenExport&) = delete;
+
+  const ExportInfo& info() const { return info_; }
+  // The device to serve: the live volume or a read-only shadow view.
+  BlockDevice& device() { return shadow_ ? *shadow_ : *volume_; }
+  // The live volume (flushes go here for either kind of export).
+  engine::Volume& volume() { return *volume_; }
+
+  // Describes [offset, offset+length) for `context` as descriptors that
+  // cover it in order, at most `max_descriptors` of them (at least one).
+  // REQUIRES: length > 0 and the range inside the export.
+  StatusOr<std::vector<StatusDescriptor>> BlockStatus(
+      const MetaContext& context, uint64_t offset, uint32_t length,
+      size_t max_descriptors);
+
+ private:
+  friend class ExportRegistry;
+  OpenExport(ExportRegistry* registry, ExportInfo info, engine::Volume* volume,
+             std::unique_ptr<BlockDevice> shadow)
+      : registry_(registry),
+        info_(std::move(info)),
+        volume_(volume),
+        shadow_(std::move(shadow)) {}
+
+  ExportRegistry* registry_;
+  ExportInfo info_;
+  engine::Volume* volume_;
+  std::unique_ptr<BlockDevice> shadow_;
+};
+
+class ExportRegistry {
+ public:
+  explicit ExportRegistry(engine::Store* store) : store_(store) {}
+
+  // Resolves an export name. kNotFound for an unknown name or prefix
+  // (including names without "live/" or "shadow/"), kInvalidArgument for an
+  // ambiguous prefix.
+  StatusOr<ExportInfo> Lookup(const std::string& name);
+  // Every export: live ones by volume name, then shadows.
+  StatusOr<std::vector<ExportInfo>> List();
+
+  // Opens the export's volume (or takes another reference to it) and, for a
+  // shadow, a read-only view of it. kBusy if another process holds the
+  // volume; kNotFound if it or the shadow was removed meanwhile.
+  StatusOr<std::unique_ptr<OpenExport>> Open(const ExportInfo& info);
+
+  // The context names of `info` that `query` selects: "base:" or
+  // "base:allocation" -> base:allocation; "vss:" or "vss:changed:" -> every
+  // vss:changed context of the export; "vss:changed:<shadow>" -> that one
+  // if valid on this export. Empty when nothing matches. `kinds` receives,
+  // parallel to the names, the context's kind and shadow.
+  StatusOr<std::vector<MetaContext>> MatchContexts(const ExportInfo& info,
+                                                   const std::string& query);
+
+  // Closes every volume still open (at shutdown, after all connections).
+  void CloseAll();
+
+ private:
+  friend class OpenExport;
+  void Release(const Guid& volume_id);
+  StatusOr<std::vector<metadata::ShadowRow>> ChangedSources(
+      const ExportInfo& info);
+
+  engine::Store* store_;
+  std::mutex mu_;             // guards refs_ and volume open/close
+  std::map<Guid, int> refs_;  // open volumes and their users
+};
+
+}  // namespace vss::vssd
