@@ -1,5 +1,7 @@
 #include "vss/api/snapshot_mgmt.h"
 
+#include "vss/api/provider.h"
+
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
 
@@ -97,23 +99,7 @@ VssStatusOr<std::vector<SnapshotProp>> SnapshotMgmt::QuerySnapshotsByVolume(cons
   StatusOr<std::vector<metadata::ShadowRow>> rows = store_.catalog().ListShadowsOfVolume(v->id);
   if (!rows.ok()) return VssStatus::FromStatus(rows.status());
   std::vector<SnapshotProp> out;
-  for (const auto& r : *rows) {
-    SnapshotProp p;
-    p.snapshot_id = r.id;
-    p.snapshot_set_id = r.set_id;
-    p.snapshots_count = static_cast<int32_t>(r.count_in_set);
-    p.snapshot_device_object = r.device_object;
-    p.original_volume_name = r.original_volume;
-    p.originating_machine = r.originating_machine;
-    p.service_machine = r.service_machine;
-    p.exposed_name = r.exposed_name;
-    p.exposed_path = r.exposed_path;
-    p.provider_id = r.provider_id;
-    p.snapshot_attributes = r.attributes;
-    p.creation_timestamp = r.created;
-    p.status = static_cast<VSS_SNAPSHOT_STATE>(r.state);
-    out.push_back(p);
-  }
+  for (const auto& r : *rows) out.push_back(SnapshotPropFromRow(r));
   return out;
 }
 

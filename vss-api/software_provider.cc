@@ -7,7 +7,13 @@
 namespace vss {
 namespace {
 
-SnapshotProp PropFromRow(const metadata::ShadowRow& r) {
+VssStatus NoSet(const Guid& id) {
+  return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy set " + id.ToString() + " in preparation");
+}
+
+}  // namespace
+
+SnapshotProp SnapshotPropFromRow(const metadata::ShadowRow& r) {
   SnapshotProp p;
   p.snapshot_id = r.id;
   p.snapshot_set_id = r.set_id;
@@ -24,12 +30,6 @@ SnapshotProp PropFromRow(const metadata::ShadowRow& r) {
   p.status = static_cast<VSS_SNAPSHOT_STATE>(r.state);
   return p;
 }
-
-VssStatus NoSet(const Guid& id) {
-  return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy set " + id.ToString() + " in preparation");
-}
-
-}  // namespace
 
 SoftwareProvider::SoftwareProvider(engine::Store& store) : store_(store) {}
 SoftwareProvider::~SoftwareProvider() = default;
@@ -167,7 +167,7 @@ VssStatusOr<std::vector<SnapshotProp>> SoftwareProvider::Query(int32_t context) 
   std::vector<SnapshotProp> out;
   for (const auto& r : *rows) {
     if (context == VSS_CTX_ALL || (r.context & kContextBitsMask) == (context & kContextBitsMask)) {
-      out.push_back(PropFromRow(r));
+      out.push_back(SnapshotPropFromRow(r));
     }
   }
   return out;
@@ -179,7 +179,7 @@ VssStatusOr<SnapshotProp> SoftwareProvider::GetSnapshotProperties(const Guid& sn
   if (!r->has_value()) {
     return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy " + snapshot_id.ToString());
   }
-  return PropFromRow(**r);
+  return SnapshotPropFromRow(**r);
 }
 
 VssStatus SoftwareProvider::DeleteSnapshot(const Guid& snapshot_id) {

@@ -24,6 +24,7 @@
 #include "vss/api/hresult.h"
 #include "vss/api/types.h"
 #include "vss/guid.h"
+#include "vss/metadata/catalog.h"
 
 namespace vss {
 
@@ -68,6 +69,9 @@ class Provider {
   virtual VssStatusOr<std::vector<Guid>> SnapshotsOfSet(const Guid& set_id) = 0;
   virtual VssStatus RevertToSnapshot(const Guid& snapshot_id) = 0;
 };
+
+// The properties of a shadow as the catalog records them.
+SnapshotProp SnapshotPropFromRow(const metadata::ShadowRow& row);
 
 class SoftwareProvider final : public Provider {
  public:
