@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 
@@ -72,6 +73,14 @@ bool ValidChunkSize(uint32_t cs) {
 }
 
 }  // namespace
+
+std::string DefaultStoreDir() {
+  if (const char* env = std::getenv("VSS_STORE"); env && *env) return env;
+  if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg && *xdg)
+    return std::string(xdg) + "/vss";
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : ".") + "/.local/share/vss";
+}
 
 Store::Store(StoreOptions options, std::unique_ptr<metadata::Catalog> catalog)
     : options_(std::move(options)), catalog_(std::move(catalog)) {}

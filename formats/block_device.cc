@@ -7,7 +7,7 @@ namespace vss {
 // Every public entry point checks the request once here so that the Do*
 // hooks may trust offset and length: the range lies inside the device and
 // write operations only reach writable devices. Zero-length requests inside
-// (or at the end of) the device succeed without calling the hook.
+// (or at the end of) the device succeed without calling the Do* method.
 
 Status BlockDevice::CheckRange(uint64_t offset, uint64_t length) const {
   // offset + length must neither overflow nor pass the end.

@@ -27,15 +27,6 @@ std::string Lower(std::string s) {
   return s;
 }
 
-std::string DefaultStoreDir() {
-  if (const char* env = std::getenv("VSS_STORE"); env && *env) return env;
-  if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg && *xdg) {
-    return std::string(xdg) + "/vss";
-  }
-  const char* home = std::getenv("HOME");
-  return std::string(home && *home ? home : ".") + "/.local/share/vss";
-}
-
 // The multiplier of a size suffix ("", "k", "kb", "kib", ...), or 0.
 uint64_t SuffixMultiplier(const std::string& suffix) {
   static const char kUnits[] = "kmgtp";
@@ -98,7 +89,7 @@ StatusOr<engine::Store*> Cli::Store() {
 
 const std::string& Cli::resolved_store_dir() {
   if (resolved_dir_.empty()) {
-    std::string dir = store_dir.empty() ? DefaultStoreDir() : store_dir;
+    std::string dir = store_dir.empty() ? engine::DefaultStoreDir() : store_dir;
     std::error_code ec;
     auto abs = std::filesystem::absolute(dir, ec);
     resolved_dir_ = ec ? dir : abs.lexically_normal().string();

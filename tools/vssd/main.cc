@@ -36,15 +36,6 @@ void OnSignal(int) {
   errno = saved;
 }
 
-std::string DefaultStoreDir() {
-  if (const char* env = std::getenv("VSS_STORE"); env && *env) return env;
-  if (const char* xdg = std::getenv("XDG_DATA_HOME"); xdg && *xdg) {
-    return std::string(xdg) + "/vss";
-  }
-  const char* home = std::getenv("HOME");
-  return std::string(home && *home ? home : ".") + "/.local/share/vss";
-}
-
 int Fail(const std::string& message) {
   std::fprintf(stderr, "vssd: %s\n", message.c_str());
   return 1;
@@ -89,7 +80,7 @@ int main(int argc, char** argv) {
                   std::string(kUsage).substr(7, std::strlen(kUsage) - 8) + ")");
     }
   }
-  if (store_dir.empty()) store_dir = DefaultStoreDir();
+  if (store_dir.empty()) store_dir = vss::engine::DefaultStoreDir();
   std::error_code ec;
   auto abs = std::filesystem::absolute(store_dir, ec);
   if (!ec) store_dir = abs.lexically_normal().string();

@@ -111,6 +111,10 @@ struct ChangedExtent {
   uint64_t length = 0;
 };
 
+// The store used when none is given: $VSS_STORE, else $XDG_DATA_HOME/vss,
+// else ~/.local/share/vss.
+std::string DefaultStoreDir();
+
 class Store {
  public:
   // Opens the store at options.dir, creating the directory and catalog if
