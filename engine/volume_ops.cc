@@ -158,17 +158,8 @@ Status VolumeState::Revert(const Guid& id) {
   VSS_RETURN_IF_ERROR(FlushIndex());
   // Every record the revert needs must read back intact before the volume
   // is touched: a revert that started must be able to finish.
-  std::vector<uint8_t> chunk;
-  for (uint64_t c : ChunksOfEpochs(it->epoch, UINT64_MAX)) {
-    Location loc;
-    {
-      std::lock_guard l(index_mu_);
-      loc = *LookupLocked(it->epoch, c);
-    }
-    chunk.resize(ChunkLen(c));
-    Status st = ReadChunkRecord(loc, c, chunk);
-    if (!st.ok()) return IoError("cannot revert to " + ShadowLabel(id) + ": " + st.message());
-  }
+  VerifyReport check = CheckRecordsLocked(*it, /*stop_at_first_error=*/true);
+  if (!check.errors.empty()) return IoError("cannot revert to " + check.errors.front());
   VSS_RETURN_IF_ERROR(catalog_->PutJournal({row_.id, "revert", id.ToString()}));
   return RevertWorkLocked(index);
 }

@@ -597,19 +597,26 @@ StatusOr<VerifyReport> VolumeState::Verify(const Guid& id) {
   std::shared_lock s(structure_mu_);
   std::optional<ShadowInfo> info = FindShadow(id);
   if (!info) return NotFoundError(ShadowLabel(id) + " does not exist");
+  return CheckRecordsLocked(*info, /*stop_at_first_error=*/false);
+}
+
+VerifyReport VolumeState::CheckRecordsLocked(const ShadowInfo& info,
+                                             bool stop_at_first_error) {
   VerifyReport report;
   std::vector<uint8_t> chunk;
-  for (uint64_t c : ChunksOfEpochs(info->epoch, UINT64_MAX)) {
+  for (uint64_t c : ChunksOfEpochs(info.epoch, UINT64_MAX)) {
     Location loc;
     {
       std::lock_guard l(index_mu_);
-      loc = *LookupLocked(info->epoch, c);
+      loc = *LookupLocked(info.epoch, c);
     }
     chunk.resize(ChunkLen(c));
     ++report.records_checked;
     report.bytes_checked += chunk.size();
     Status st = ReadChunkRecord(loc, c, chunk);
-    if (!st.ok()) report.errors.push_back(ShadowLabel(id) + ": " + st.message());
+    if (st.ok()) continue;
+    report.errors.push_back(ShadowLabel(info.id) + ": " + st.message());
+    if (stop_at_first_error) break;
   }
   return report;
 }

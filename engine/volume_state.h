@@ -146,6 +146,9 @@ class VolumeState {
                            const std::string& event_message,
                            bool clear_journal);
   Status RevertWorkLocked(size_t index);
+  // Reads and checks every record shadow `info` depends on.
+  // REQUIRES: structure_mu_ held (either mode).
+  VerifyReport CheckRecordsLocked(const ShadowInfo& info, bool stop_at_first_error);
   Status GiveBack(std::vector<metadata::FreeRange> ranges);
   void RecountLive();
 
