@@ -27,10 +27,10 @@ std::vector<std::string> MetadataPaths(const WriterMetadataDocument& d) {
 
 }  // namespace
 
-BackupComponents::BackupComponents(Coordinator& coordinator)
+LocalBackupComponents::LocalBackupComponents(Coordinator& coordinator)
     : coordinator_(coordinator), provider_(coordinator.provider()) {}
 
-BackupComponents::~BackupComponents() {
+LocalBackupComponents::~LocalBackupComponents() {
   std::shared_ptr<Async> op;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -54,18 +54,18 @@ BackupComponents::~BackupComponents() {
   }
 }
 
-bool BackupComponents::IsBackupPhase() const {
+bool LocalBackupComponents::IsBackupPhase() const {
   return phase_ == Phase::kBackup || phase_ == Phase::kSetStarted ||
          phase_ == Phase::kSnapshotDone || phase_ == Phase::kSnapshotFailed ||
          phase_ == Phase::kBackupComplete || phase_ == Phase::kAborted;
 }
 
-VssStatus BackupComponents::Busy() const {
+VssStatus LocalBackupComponents::Busy() const {
   if (op_running_) return BadState("an asynchronous operation of this requester is running");
   return VssStatus::Ok();
 }
 
-WriterEvent BackupComponents::BaseEvent(WriterEventKind kind) {
+WriterEvent LocalBackupComponents::BaseEvent(WriterEventKind kind) {
   WriterEvent ev;
   ev.kind = kind;
   ev.session_id = session_.id;
@@ -85,7 +85,7 @@ WriterEvent BackupComponents::BaseEvent(WriterEventKind kind) {
   return ev;
 }
 
-void BackupComponents::EnsureParticipants() {
+void LocalBackupComponents::EnsureParticipants() {
   if (!session_.writers.empty()) return;
   for (const auto& ep : coordinator_.Writers()) {
     Participant p;
@@ -99,7 +99,7 @@ void BackupComponents::EnsureParticipants() {
   }
 }
 
-std::vector<size_t> BackupComponents::SnapshotWriters() {
+std::vector<size_t> LocalBackupComponents::SnapshotWriters() {
   std::vector<size_t> out;
   for (size_t i = 0; i < session_.writers.size(); ++i) {
     const Participant& p = session_.writers[i];
@@ -124,7 +124,7 @@ std::vector<size_t> BackupComponents::SnapshotWriters() {
   return out;
 }
 
-std::vector<size_t> BackupComponents::BackupWriters() {
+std::vector<size_t> LocalBackupComponents::BackupWriters() {
   std::vector<size_t> out;
   for (size_t i = 0; i < session_.writers.size(); ++i) {
     const Participant& p = session_.writers[i];
@@ -138,7 +138,7 @@ std::vector<size_t> BackupComponents::BackupWriters() {
   return out;
 }
 
-std::vector<size_t> BackupComponents::RestoreWriters() {
+std::vector<size_t> LocalBackupComponents::RestoreWriters() {
   std::vector<size_t> out;
   for (size_t i = 0; i < session_.writers.size(); ++i) {
     const Participant& p = session_.writers[i];
@@ -152,7 +152,7 @@ std::vector<size_t> BackupComponents::RestoreWriters() {
   return out;
 }
 
-Component* BackupComponents::FindComponent(const ComponentKey& key) {
+Component* LocalBackupComponents::FindComponent(const ComponentKey& key) {
   WriterComponents* wc = session_.bcd.FindWriter(key.writer_id);
   if (wc == nullptr) return nullptr;
   Component* c = wc->Find(key.logical_path, key.component_name);
@@ -160,7 +160,7 @@ Component* BackupComponents::FindComponent(const ComponentKey& key) {
   return c;
 }
 
-std::shared_ptr<Async> BackupComponents::Run(std::function<VssStatus(const CancelToken&)> op) {
+std::shared_ptr<Async> LocalBackupComponents::Run(std::function<VssStatus(const CancelToken&)> op) {
   op_running_ = true;
   op_ = Async::Start([this, op = std::move(op)](const CancelToken& cancel) {
     VssStatus s = op(cancel);
@@ -173,7 +173,7 @@ std::shared_ptr<Async> BackupComponents::Run(std::function<VssStatus(const Cance
 
 // --- Set-up ---
 
-VssStatus BackupComponents::InitializeForBackup(const std::string& bcd_json) {
+VssStatus LocalBackupComponents::InitializeForBackup(const std::string& bcd_json) {
   std::lock_guard<std::mutex> l(mu_);
   if (phase_ != Phase::kNew) return BadState("InitializeForBackup: the requester is already initialized");
   BackupComponentsDocument doc;
@@ -189,7 +189,7 @@ VssStatus BackupComponents::InitializeForBackup(const std::string& bcd_json) {
   return VssStatus::Ok();
 }
 
-VssStatus BackupComponents::InitializeForRestore(const std::string& bcd_json) {
+VssStatus LocalBackupComponents::InitializeForRestore(const std::string& bcd_json) {
   std::lock_guard<std::mutex> l(mu_);
   if (phase_ != Phase::kNew) return BadState("InitializeForRestore: the requester is already initialized");
   VssStatusOr<BackupComponentsDocument> d = BackupComponentsFromJson(bcd_json);
@@ -202,7 +202,7 @@ VssStatus BackupComponents::InitializeForRestore(const std::string& bcd_json) {
   return VssStatus::Ok();
 }
 
-VssStatus BackupComponents::SetContext(int32_t context) {
+VssStatus LocalBackupComponents::SetContext(int32_t context) {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (phase_ != Phase::kBackup) return BadState("SetContext must come after InitializeForBackup and before StartSnapshotSet");
@@ -213,7 +213,7 @@ VssStatus BackupComponents::SetContext(int32_t context) {
   return VssStatus::Ok();
 }
 
-VssStatus BackupComponents::SetBackupState(bool select_components, bool bootable_system_state,
+VssStatus LocalBackupComponents::SetBackupState(bool select_components, bool bootable_system_state,
                                            VSS_BACKUP_TYPE backup_type, bool partial_file_support) {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
@@ -231,7 +231,7 @@ VssStatus BackupComponents::SetBackupState(bool select_components, bool bootable
   return VssStatus::Ok();
 }
 
-VssStatus BackupComponents::SetRestoreState(VSS_RESTORE_TYPE restore_type) {
+VssStatus LocalBackupComponents::SetRestoreState(VSS_RESTORE_TYPE restore_type) {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (phase_ != Phase::kRestore) return BadState("SetRestoreState must come after InitializeForRestore and before PreRestore");
@@ -242,7 +242,7 @@ VssStatus BackupComponents::SetRestoreState(VSS_RESTORE_TYPE restore_type) {
 
 // --- Writers ---
 
-VssStatusOr<std::shared_ptr<Async>> BackupComponents::GatherWriterMetadata() {
+VssStatusOr<std::shared_ptr<Async>> LocalBackupComponents::GatherWriterMetadata() {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (!(phase_ == Phase::kBackup || (phase_ == Phase::kSetStarted && !prepared_) ||
@@ -266,14 +266,14 @@ VssStatusOr<std::shared_ptr<Async>> BackupComponents::GatherWriterMetadata() {
   });
 }
 
-size_t BackupComponents::GetWriterMetadataCount() const {
+size_t LocalBackupComponents::GetWriterMetadataCount() const {
   std::lock_guard<std::mutex> l(session_.mu);
   size_t n = 0;
   for (const auto& p : session_.writers) n += p.metadata.has_value() ? 1 : 0;
   return n;
 }
 
-VssStatusOr<ExamineWriterMetadata> BackupComponents::GetWriterMetadata(size_t i) const {
+VssStatusOr<ExamineWriterMetadata> LocalBackupComponents::GetWriterMetadata(size_t i) const {
   std::lock_guard<std::mutex> l(session_.mu);
   size_t n = 0;
   for (const auto& p : session_.writers) {
@@ -283,7 +283,7 @@ VssStatusOr<ExamineWriterMetadata> BackupComponents::GetWriterMetadata(size_t i)
   return VssError(E_INVALIDARG, "writer metadata index " + std::to_string(i) + " out of range");
 }
 
-VssStatusOr<std::shared_ptr<Async>> BackupComponents::GatherWriterStatus() {
+VssStatusOr<std::shared_ptr<Async>> LocalBackupComponents::GatherWriterStatus() {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (phase_ == Phase::kNew) return BadState("GatherWriterStatus before Initialize");
@@ -292,12 +292,12 @@ VssStatusOr<std::shared_ptr<Async>> BackupComponents::GatherWriterStatus() {
   return Async::Finished(VssStatus::Ok());
 }
 
-size_t BackupComponents::GetWriterStatusCount() const {
+size_t LocalBackupComponents::GetWriterStatusCount() const {
   std::lock_guard<std::mutex> l(session_.mu);
   return session_.writers.size();
 }
 
-VssStatusOr<WriterStatus> BackupComponents::GetWriterStatus(size_t i) const {
+VssStatusOr<WriterStatus> LocalBackupComponents::GetWriterStatus(size_t i) const {
   std::lock_guard<std::mutex> l(session_.mu);
   if (i >= session_.writers.size()) {
     return VssError(E_INVALIDARG, "writer status index " + std::to_string(i) + " out of range");
@@ -307,7 +307,7 @@ VssStatusOr<WriterStatus> BackupComponents::GetWriterStatus(size_t i) const {
 
 // --- Components ---
 
-VssStatus BackupComponents::AddComponent(const ComponentKey& key) {
+VssStatus LocalBackupComponents::AddComponent(const ComponentKey& key) {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (!(phase_ == Phase::kBackup || phase_ == Phase::kSetStarted) || prepared_) {
@@ -350,7 +350,7 @@ VssStatus NoComponent(const ComponentKey& key) {
 }
 }  // namespace
 
-VssStatus BackupComponents::SetBackupSucceeded(const ComponentKey& key, bool succeeded) {
+VssStatus LocalBackupComponents::SetBackupSucceeded(const ComponentKey& key, bool succeeded) {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (phase_ != Phase::kSnapshotDone) return BadState("SetBackupSucceeded must come after DoSnapshotSet and before BackupComplete");
@@ -361,7 +361,7 @@ VssStatus BackupComponents::SetBackupSucceeded(const ComponentKey& key, bool suc
   return VssStatus::Ok();
 }
 
-VssStatus BackupComponents::SetBackupOptions(const ComponentKey& key, const std::string& options) {
+VssStatus LocalBackupComponents::SetBackupOptions(const ComponentKey& key, const std::string& options) {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (!(phase_ == Phase::kBackup || phase_ == Phase::kSetStarted) || prepared_) {
@@ -374,7 +374,7 @@ VssStatus BackupComponents::SetBackupOptions(const ComponentKey& key, const std:
   return VssStatus::Ok();
 }
 
-VssStatus BackupComponents::SetPreviousBackupStamp(const ComponentKey& key, const std::string& stamp) {
+VssStatus LocalBackupComponents::SetPreviousBackupStamp(const ComponentKey& key, const std::string& stamp) {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (!(phase_ == Phase::kBackup || phase_ == Phase::kSetStarted) || prepared_) {
@@ -387,12 +387,12 @@ VssStatus BackupComponents::SetPreviousBackupStamp(const ComponentKey& key, cons
   return VssStatus::Ok();
 }
 
-size_t BackupComponents::GetWriterComponentsCount() const {
+size_t LocalBackupComponents::GetWriterComponentsCount() const {
   std::lock_guard<std::mutex> l(session_.mu);
   return session_.bcd.writers.size();
 }
 
-VssStatusOr<WriterComponents> BackupComponents::GetWriterComponents(size_t i) const {
+VssStatusOr<WriterComponents> LocalBackupComponents::GetWriterComponents(size_t i) const {
   std::lock_guard<std::mutex> l(session_.mu);
   if (i >= session_.bcd.writers.size()) {
     return VssError(E_INVALIDARG, "writer components index " + std::to_string(i) + " out of range");
@@ -400,7 +400,7 @@ VssStatusOr<WriterComponents> BackupComponents::GetWriterComponents(size_t i) co
   return session_.bcd.writers[i];
 }
 
-VssStatusOr<std::string> BackupComponents::SaveAsJson() const {
+VssStatusOr<std::string> LocalBackupComponents::SaveAsJson() const {
   std::lock_guard<std::mutex> l(mu_);
   if (phase_ == Phase::kNew) return BadState("SaveAsJson before Initialize");
   std::lock_guard<std::mutex> s(session_.mu);
@@ -409,7 +409,7 @@ VssStatusOr<std::string> BackupComponents::SaveAsJson() const {
 
 // --- Shadow copy set ---
 
-VssStatusOr<Guid> BackupComponents::StartSnapshotSet() {
+VssStatusOr<Guid> LocalBackupComponents::StartSnapshotSet() {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (phase_ == Phase::kSetStarted) {
@@ -422,7 +422,7 @@ VssStatusOr<Guid> BackupComponents::StartSnapshotSet() {
   return set_id_;
 }
 
-VssStatusOr<Guid> BackupComponents::AddToSnapshotSet(const std::string& volume, const Guid& provider_id) {
+VssStatusOr<Guid> LocalBackupComponents::AddToSnapshotSet(const std::string& volume, const Guid& provider_id) {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (phase_ != Phase::kSetStarted) return BadState("AddToSnapshotSet must come after StartSnapshotSet and before DoSnapshotSet");
@@ -445,7 +445,7 @@ VssStatusOr<Guid> BackupComponents::AddToSnapshotSet(const std::string& volume, 
   return id;
 }
 
-VssStatusOr<std::shared_ptr<Async>> BackupComponents::PrepareForBackup() {
+VssStatusOr<std::shared_ptr<Async>> LocalBackupComponents::PrepareForBackup() {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (phase_ != Phase::kSetStarted || prepared_) {
@@ -466,7 +466,7 @@ VssStatusOr<std::shared_ptr<Async>> BackupComponents::PrepareForBackup() {
   });
 }
 
-VssStatusOr<std::shared_ptr<Async>> BackupComponents::DoSnapshotSet() {
+VssStatusOr<std::shared_ptr<Async>> LocalBackupComponents::DoSnapshotSet() {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   const bool with_writers = (context_ & VSS_VOLSNAP_ATTR_NO_WRITERS) == 0;
@@ -499,7 +499,7 @@ VssStatusOr<std::shared_ptr<Async>> BackupComponents::DoSnapshotSet() {
   });
 }
 
-VssStatusOr<std::shared_ptr<Async>> BackupComponents::BackupComplete() {
+VssStatusOr<std::shared_ptr<Async>> LocalBackupComponents::BackupComplete() {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (phase_ != Phase::kSnapshotDone) return BadState("BackupComplete must come after a successful DoSnapshotSet, once");
@@ -517,7 +517,7 @@ VssStatusOr<std::shared_ptr<Async>> BackupComponents::BackupComplete() {
   });
 }
 
-VssStatus BackupComponents::AbortBackup() {
+VssStatus LocalBackupComponents::AbortBackup() {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (!IsBackupPhase() || phase_ == Phase::kBackupComplete) {
@@ -541,11 +541,11 @@ VssStatus BackupComponents::AbortBackup() {
 
 // --- Shadows ---
 
-VssStatusOr<SnapshotProp> BackupComponents::GetSnapshotProperties(const Guid& snapshot_id) {
+VssStatusOr<SnapshotProp> LocalBackupComponents::GetSnapshotProperties(const Guid& snapshot_id) {
   return provider_.GetSnapshotProperties(snapshot_id);
 }
 
-VssStatusOr<std::vector<SnapshotProp>> BackupComponents::Query() {
+VssStatusOr<std::vector<SnapshotProp>> LocalBackupComponents::Query() {
   int32_t ctx;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -554,7 +554,7 @@ VssStatusOr<std::vector<SnapshotProp>> BackupComponents::Query() {
   return provider_.Query(ctx);
 }
 
-VssStatusOr<BackupComponents::DeleteResult> BackupComponents::DeleteSnapshots(
+VssStatusOr<BackupComponents::DeleteResult> LocalBackupComponents::DeleteSnapshots(
     const Guid& source_id, VSS_OBJECT_TYPE type, bool force) {
   std::vector<Guid> ids;
   if (type == VSS_OBJECT_SNAPSHOT) {
@@ -579,7 +579,7 @@ VssStatusOr<BackupComponents::DeleteResult> BackupComponents::DeleteSnapshots(
   return r;
 }
 
-VssStatus BackupComponents::RevertToSnapshot(const Guid& snapshot_id, bool force_dismount) {
+VssStatus LocalBackupComponents::RevertToSnapshot(const Guid& snapshot_id, bool force_dismount) {
   {
     std::lock_guard<std::mutex> l(mu_);
     VSS_RETURN_IF_VSS_ERROR(Busy());
@@ -589,7 +589,7 @@ VssStatus BackupComponents::RevertToSnapshot(const Guid& snapshot_id, bool force
 
 // --- Restore ---
 
-VssStatus BackupComponents::SetSelectedForRestore(const ComponentKey& key, bool selected) {
+VssStatus LocalBackupComponents::SetSelectedForRestore(const ComponentKey& key, bool selected) {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (phase_ != Phase::kRestore) return BadState("SetSelectedForRestore must come after InitializeForRestore and before PreRestore");
@@ -600,7 +600,7 @@ VssStatus BackupComponents::SetSelectedForRestore(const ComponentKey& key, bool 
   return VssStatus::Ok();
 }
 
-VssStatusOr<std::shared_ptr<Async>> BackupComponents::PreRestore() {
+VssStatusOr<std::shared_ptr<Async>> LocalBackupComponents::PreRestore() {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (phase_ != Phase::kRestore) return BadState("PreRestore must come after InitializeForRestore, once");
@@ -618,7 +618,7 @@ VssStatusOr<std::shared_ptr<Async>> BackupComponents::PreRestore() {
   });
 }
 
-VssStatus BackupComponents::SetFileRestoreStatus(const ComponentKey& key,
+VssStatus LocalBackupComponents::SetFileRestoreStatus(const ComponentKey& key,
                                                  VSS_FILE_RESTORE_STATUS status) {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
@@ -633,7 +633,7 @@ VssStatus BackupComponents::SetFileRestoreStatus(const ComponentKey& key,
   return VssStatus::Ok();
 }
 
-VssStatusOr<std::shared_ptr<Async>> BackupComponents::PostRestore() {
+VssStatusOr<std::shared_ptr<Async>> LocalBackupComponents::PostRestore() {
   std::lock_guard<std::mutex> l(mu_);
   VSS_RETURN_IF_VSS_ERROR(Busy());
   if (phase_ != Phase::kPreRestored) return BadState("PostRestore must come after PreRestore, once");

@@ -94,6 +94,7 @@ VssStatus Coordinator::Unsubscribe(const Guid& instance_id) {
   for (auto it = writers_.begin(); it != writers_.end(); ++it) {
     if ((*it)->registration().identity.instance_id == instance_id) {
       writers_.erase(it);
+      last_status_.erase(instance_id);
       return VssStatus::Ok();
     }
   }
@@ -118,9 +119,9 @@ struct Pending {
 
 // Shared by Dispatch and FreezeLevel: `window_ms` (if set) bounds the wait
 // for each writer and its expiry is reported as `window_code`.
-static VssStatus DispatchImpl(Session& s, const std::vector<size_t>& which,
-                              const WriterEvent& base, const CoordinatorOptions& o,
-                              bool freeze) {
+VssStatus Coordinator::DispatchImpl(Session& s, const std::vector<size_t>& which,
+                                    const WriterEvent& base, bool freeze) {
+  const CoordinatorOptions& o = options_;
   std::vector<Pending> pending;
   {
     std::lock_guard<std::mutex> l(s.mu);
@@ -156,11 +157,18 @@ static VssStatus DispatchImpl(Session& s, const std::vector<size_t>& which,
   }
   EventStates st = StatesFor(base.kind);
   VssStatus first_failure;
-  std::lock_guard<std::mutex> l(s.mu);
+  std::vector<WriterStatus> touched;
+  std::unique_lock<std::mutex> l(s.mu);
   for (size_t k = 0; k < pending.size(); ++k) {
-    if (!pending[k].wait) continue;
     Participant& p = s.writers[pending[k].index];
     WriterStatus& ws = p.status;
+    ws.last_event = WriterEventName(base.kind);
+    struct Note {  // records the status as it ends up after this event
+      std::vector<WriterStatus>& to;
+      const WriterStatus& ws;
+      ~Note() { to.push_back(ws); }
+    } note{touched, ws};
+    if (!pending[k].wait) continue;
     const std::string who = "writer '" + ws.name + "' at " + WriterEventName(base.kind);
     if (!answers[k].has_value()) {
       p.unresponsive = true;
@@ -195,12 +203,35 @@ static VssStatus DispatchImpl(Session& s, const std::vector<size_t>& which,
       ws.state = st.ok;
     }
   }
+  l.unlock();
+  std::lock_guard<std::mutex> cl(mu_);
+  for (WriterStatus& t : touched) last_status_[t.instance_id] = std::move(t);
   return first_failure;
+}
+
+std::vector<WriterStatus> Coordinator::ListWriters() const {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<WriterStatus> out;
+  for (const auto& w : writers_) {
+    const WriterIdentity& id = w->registration().identity;
+    auto it = last_status_.find(id.instance_id);
+    if (it != last_status_.end()) {
+      out.push_back(it->second);
+      continue;
+    }
+    WriterStatus ws;
+    ws.instance_id = id.instance_id;
+    ws.writer_id = id.writer_id;
+    ws.name = id.name;
+    ws.instance_name = id.instance_name;
+    out.push_back(ws);
+  }
+  return out;
 }
 
 VssStatus Coordinator::Dispatch(Session& session, const std::vector<size_t>& which,
                                 WriterEvent event) {
-  return DispatchImpl(session, which, event, options_, /*freeze=*/false);
+  return DispatchImpl(session, which, event, /*freeze=*/false);
 }
 
 VssStatus Coordinator::FreezeLevel(Session& session, const std::vector<size_t>& which,
@@ -213,7 +244,7 @@ VssStatus Coordinator::FreezeLevel(Session& session, const std::vector<size_t>& 
   WriterEvent ev = base;
   ev.kind = WriterEventKind::kFreeze;
   ev.level = level;
-  return DispatchImpl(session, at_level, ev, options_, /*freeze=*/true);
+  return DispatchImpl(session, at_level, ev, /*freeze=*/true);
 }
 
 void Coordinator::AbortWriters(Session& session, const std::vector<size_t>& which,
@@ -227,7 +258,7 @@ void Coordinator::AbortWriters(Session& session, const std::vector<size_t>& whic
   }
   WriterEvent ev = base;
   ev.kind = WriterEventKind::kAbort;
-  DispatchImpl(session, to, ev, options_, false).IgnoreError();
+  DispatchImpl(session, to, ev, /*freeze=*/false).IgnoreError();
 }
 
 VssStatus Coordinator::AbortSet(Session& session, SnapshotSetJob& job, const WriterEvent& base,

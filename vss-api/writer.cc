@@ -5,7 +5,7 @@
 #include <mutex>
 #include <thread>
 
-#include "vss/api/coordinator.h"
+#include "vss/api/writer_event.h"
 
 namespace vss {
 
@@ -107,7 +107,7 @@ VssStatus Writer::Initialize(const Guid& writer_class_id, const std::string& nam
                              VSS_USAGE_TYPE usage, VSS_SOURCE_TYPE source,
                              VSS_APPLICATION_LEVEL level, uint32_t freeze_timeout_ms,
                              const std::string& instance_name) {
-  if (coordinator_ != nullptr) return VssError(VSS_E_BAD_STATE, "writer " + name + " is subscribed");
+  if (registry_ != nullptr) return VssError(VSS_E_BAD_STATE, "writer " + name + " is subscribed");
   if (writer_class_id.IsNull() || name.empty()) {
     return VssError(E_INVALIDARG, "a writer needs a class id and a name");
   }
@@ -126,30 +126,30 @@ VssStatus Writer::Initialize(const Guid& writer_class_id, const std::string& nam
   return VssStatus::Ok();
 }
 
-VssStatus Writer::Subscribe(Coordinator& coordinator, int32_t event_flags) {
+VssStatus Writer::Subscribe(WriterRegistry& registry, int32_t event_flags) {
   if (!initialized_) return VssError(VSS_E_BAD_STATE, "Subscribe before Initialize");
-  if (coordinator_ != nullptr) {
+  if (registry_ != nullptr) {
     return VssError(VSS_E_WRITER_ALREADY_SUBSCRIBED,
                     "writer " + registration_.identity.name + " is already subscribed");
   }
   registration_.event_flags = event_flags;
   auto ep = std::make_shared<LocalWriterEndpoint>(this, registration_);
-  VssStatus s = coordinator.Subscribe(ep);
+  VssStatus s = registry.Subscribe(ep);
   if (!s.ok()) {
     ep->Stop();
     return s;
   }
   endpoint_ = std::move(ep);
-  coordinator_ = &coordinator;
+  registry_ = &registry;
   return VssStatus::Ok();
 }
 
 VssStatus Writer::Unsubscribe() {
-  if (coordinator_ == nullptr) return VssStatus::Ok();
-  coordinator_->Unsubscribe(registration_.identity.instance_id).IgnoreError();
+  if (registry_ == nullptr) return VssStatus::Ok();
+  registry_->Unsubscribe(registration_.identity.instance_id).IgnoreError();
   endpoint_->Stop();
   endpoint_.reset();
-  coordinator_ = nullptr;
+  registry_ = nullptr;
   return VssStatus::Ok();
 }
 

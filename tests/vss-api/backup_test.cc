@@ -58,7 +58,7 @@ TEST_F(VssApiTest, FullBackup_TwoWriters_EventsInVssOrderWithStates) {
   Start(b, "B", *coordinator_, VSS_APP_BACK_END);
   Guid set_id;
   {
-    BackupComponents bc(*coordinator_);
+    LocalBackupComponents bc(*coordinator_);
     PrepareBackup(bc, VSS_CTX_BACKUP, {"vol1", "vol2"}, {KeyOf(a, "A"), KeyOf(b, "B")});
     ASSERT_EQ(bc.GetWriterMetadataCount(), 2u);
     EXPECT_EQ(StatusOf(bc, "A").state, VSS_WS_STABLE);
@@ -125,7 +125,7 @@ TEST_F(VssApiTest, WriterWithDataElsewhere_GetsNoSnapshotEvents) {
   Start(a, "A", *coordinator_);
   Start(b, "B", *coordinator_);
   {
-    BackupComponents bc(*coordinator_);
+    LocalBackupComponents bc(*coordinator_);
     PrepareBackup(bc, VSS_CTX_BACKUP, {"vol1"});
     ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
   }
@@ -152,7 +152,7 @@ TEST_F(VssApiTest, VetoAtPrepareSnapshot_AbortsSetAndTellsEveryWriter) {
                FailAt(WriterEventKind::kPrepareSnapshot, VSS_E_WRITERERROR_RETRYABLE));
   Start(a, "A", *coordinator_, VSS_APP_FRONT_END);
   Start(b, "B", *coordinator_, VSS_APP_BACK_END);
-  BackupComponents bc(*coordinator_);
+  LocalBackupComponents bc(*coordinator_);
   PrepareBackup(bc, VSS_CTX_APP_ROLLBACK, {"vol1", "vol2"});
   ExpectVetoAborts(this, log_, bc, VSS_E_WRITERERROR_RETRYABLE, VSS_WS_FAILED_AT_PREPARE_SNAPSHOT);
   EXPECT_EQ(ShadowCount(), 0u);
@@ -172,7 +172,7 @@ TEST_F(VssApiTest, VetoAtFreeze_AbortsFrozenWritersToo) {
   TestWriter b(&log_, "B", "vol2/db", FailAt(WriterEventKind::kFreeze));
   Start(a, "A", *coordinator_, VSS_APP_FRONT_END);
   Start(b, "B", *coordinator_, VSS_APP_BACK_END);
-  BackupComponents bc(*coordinator_);
+  LocalBackupComponents bc(*coordinator_);
   PrepareBackup(bc, VSS_CTX_APP_ROLLBACK, {"vol1", "vol2"});
   // A bare false (no SetWriterFailure) is reported as NONRETRYABLE.
   ExpectVetoAborts(this, log_, bc, VSS_E_WRITERERROR_NONRETRYABLE, VSS_WS_FAILED_AT_FREEZE);
@@ -187,7 +187,7 @@ TEST_F(VssApiTest, WriterStallingInFreezePastItsWindow_TimesOutWithNoShadow) {
   TestWriter a(&log_, "A", "vol1/app",
                StallAt(WriterEventKind::kFreeze, 700));
   Start(a, "A", *coordinator_, VSS_APP_FRONT_END, /*freeze_ms=*/200);
-  BackupComponents bc(*coordinator_);
+  LocalBackupComponents bc(*coordinator_);
   PrepareBackup(bc, VSS_CTX_APP_ROLLBACK, {"vol1"});
   auto t0 = steady_clock::now();
   auto snap = bc.DoSnapshotSet();
@@ -209,7 +209,7 @@ TEST_F(VssApiTest, FreezeWindowRunningOutBeforeCommit_AbortsTheSet) {
   TestWriter b(&log_, "B", "vol2/db", StallAt(WriterEventKind::kFreeze, 500));
   Start(a, "A", *coordinator_, VSS_APP_FRONT_END, 200);
   Start(b, "B", *coordinator_, VSS_APP_BACK_END);
-  BackupComponents bc(*coordinator_);
+  LocalBackupComponents bc(*coordinator_);
   PrepareBackup(bc, VSS_CTX_APP_ROLLBACK, {"vol1", "vol2"});
   auto snap = bc.DoSnapshotSet();
   ASSERT_TRUE(snap.ok());
@@ -228,7 +228,7 @@ TEST_F(VssApiTest, HoldingWritesTooLong_FailsWithHoldWritesTimeout) {
   Open(o);
   TestWriter a(&log_, "A", "vol1/app");
   Start(a, "A", *coordinator_);
-  BackupComponents bc(*coordinator_);
+  LocalBackupComponents bc(*coordinator_);
   PrepareBackup(bc, VSS_CTX_APP_ROLLBACK, {"vol1"});
   EXPECT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_E_HOLD_WRITES_TIMEOUT);
   EXPECT_EQ(ShadowCount(), 0u);
@@ -242,7 +242,7 @@ TEST_F(VssApiTest, WriterNotAnswering_IsMarkedAndDoesNotBlock) {
   TestWriter a(&log_, "A", "vol1/app",
                StallAt(WriterEventKind::kPrepareSnapshot, 800));
   Start(a, "A", *coordinator_);
-  BackupComponents bc(*coordinator_);
+  LocalBackupComponents bc(*coordinator_);
   PrepareBackup(bc, VSS_CTX_APP_ROLLBACK, {"vol1"});
   auto t0 = steady_clock::now();
   EXPECT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_E_WRITER_NOT_RESPONDING);
@@ -254,7 +254,7 @@ TEST_F(VssApiTest, WriterNotAnswering_IsMarkedAndDoesNotBlock) {
 }
 
 TEST_F(VssApiTest, OutOfOrderCalls_AreBadStateAndChangeNothing) {
-  BackupComponents bc(*coordinator_);
+  LocalBackupComponents bc(*coordinator_);
   EXPECT_EQ(bc.DoSnapshotSet().code(), VSS_E_BAD_STATE);
   EXPECT_EQ(bc.StartSnapshotSet().code(), VSS_E_BAD_STATE);
   EXPECT_EQ(bc.SaveAsJson().code(), VSS_E_BAD_STATE);
@@ -289,7 +289,7 @@ TEST_F(VssApiTest, OutOfOrderCalls_AreBadStateAndChangeNothing) {
 }
 
 TEST_F(VssApiTest, AddToSnapshotSet_DuplicatesUnknownsAndSecondSet) {
-  BackupComponents bc(*coordinator_);
+  LocalBackupComponents bc(*coordinator_);
   ASSERT_TRUE(bc.InitializeForBackup().ok());
   VssStatusOr<Guid> set = bc.StartSnapshotSet();
   ASSERT_TRUE(set.ok());
@@ -304,7 +304,7 @@ TEST_F(VssApiTest, AddToSnapshotSet_DuplicatesUnknownsAndSecondSet) {
 }
 
 TEST_F(VssApiTest, AddToSnapshotSet_AtMost64Volumes) {
-  BackupComponents bc(*coordinator_);
+  LocalBackupComponents bc(*coordinator_);
   ASSERT_TRUE(bc.InitializeForBackup().ok());
   ASSERT_TRUE(bc.StartSnapshotSet().ok());
   for (int i = 0; i < 65; ++i) {
@@ -326,14 +326,14 @@ TEST_F(VssApiTest, SecondSetWhileOneIsInCreation_IsInProgress) {
   Gate gate;
   TestWriter a(&log_, "A", "vol1/app", BlockAtPrepareSnapshot(&gate));
   Start(a, "A", *coordinator_);
-  BackupComponents first(*coordinator_);
+  LocalBackupComponents first(*coordinator_);
   PrepareBackup(first, VSS_CTX_APP_ROLLBACK, {"vol1"});
   auto snap1 = first.DoSnapshotSet();
   ASSERT_TRUE(snap1.ok());
   ASSERT_TRUE(log_.WaitFor("A:PrepareForSnapshot"));
   EXPECT_EQ(first.AbortBackup().code(), VSS_E_BAD_STATE);  // its own operation runs
 
-  BackupComponents second(*coordinator_);
+  LocalBackupComponents second(*coordinator_);
   PrepareBackup(second, VSS_CTX_NAS_ROLLBACK, {"vol2"});
   EXPECT_EQ(WaitOn(second.DoSnapshotSet()), VSS_E_SNAPSHOT_SET_IN_PROGRESS);
   gate.Open();
@@ -348,7 +348,7 @@ TEST_F(VssApiTest, CancelBeforeCommit_LeavesNoShadow) {
   Gate gate;
   TestWriter a(&log_, "A", "vol1/app", BlockAtPrepareSnapshot(&gate));
   Start(a, "A", *coordinator_);
-  BackupComponents bc(*coordinator_);
+  LocalBackupComponents bc(*coordinator_);
   PrepareBackup(bc, VSS_CTX_APP_ROLLBACK, {"vol1"});
   auto snap = bc.DoSnapshotSet();
   ASSERT_TRUE(snap.ok());
@@ -365,7 +365,7 @@ TEST_F(VssApiTest, NoWritersContext_SendsNoEvents) {
   TestWriter a(&log_, "A", "vol1/app");
   Start(a, "A", *coordinator_);
   {
-    BackupComponents bc(*coordinator_);
+    LocalBackupComponents bc(*coordinator_);
     PrepareBackup(bc, VSS_CTX_FILE_SHARE_BACKUP, {"vol1", "vol2"});
     ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
     EXPECT_EQ(ShadowCount(), 2u);
@@ -378,13 +378,13 @@ TEST_F(VssApiTest, NoWritersContext_SendsNoEvents) {
 TEST_F(VssApiTest, AutoRelease_DeletesOnlyNonPersistentAutoReleaseShadows) {
   for (int32_t ctx : {VSS_CTX_NAS_ROLLBACK, VSS_CTX_BACKUP | VSS_VOLSNAP_ATTR_NO_AUTO_RELEASE |
                                                 VSS_VOLSNAP_ATTR_NO_WRITERS}) {
-    BackupComponents bc(*coordinator_);
+    LocalBackupComponents bc(*coordinator_);
     PrepareBackup(bc, ctx, {"vol1"});
     ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
   }
   EXPECT_EQ(ShadowCount(), 2u);
   {
-    BackupComponents bc(*coordinator_);
+    LocalBackupComponents bc(*coordinator_);
     PrepareBackup(bc, VSS_CTX_FILE_SHARE_BACKUP, {"vol1", "vol2"});
     ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
     EXPECT_EQ(ShadowCount(), 4u);
@@ -401,7 +401,7 @@ TEST_F(VssApiTest, AbortBackupAfterPostSnapshot_SendsNoAbort) {
   TestWriter a(&log_, "A", "vol1/app");
   Start(a, "A", *coordinator_);
   {
-    BackupComponents bc(*coordinator_);
+    LocalBackupComponents bc(*coordinator_);
     PrepareBackup(bc, VSS_CTX_BACKUP, {"vol1"});
     ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
     ASSERT_TRUE(bc.AbortBackup().ok());
@@ -411,7 +411,7 @@ TEST_F(VssApiTest, AbortBackupAfterPostSnapshot_SendsNoAbort) {
 }
 
 TEST_F(VssApiTest, SnapshotProperties_HaveEveryField) {
-  BackupComponents bc(*coordinator_);
+  LocalBackupComponents bc(*coordinator_);
   PrepareBackup(bc, VSS_CTX_APP_ROLLBACK, {});
   VssStatusOr<Guid> s1 = bc.AddToSnapshotSet("vol1");
   // The set is already started by PrepareBackup; add the second volume.
@@ -454,7 +454,7 @@ TEST_F(VssApiTest, SnapshotProperties_HaveEveryField) {
 TEST_F(VssApiTest, RevertToSnapshot_PersistentOnly) {
   Guid persistent_shadow, volatile_shadow;
   {
-    BackupComponents bc(*coordinator_);
+    LocalBackupComponents bc(*coordinator_);
     PrepareBackup(bc, VSS_CTX_NAS_ROLLBACK, {"vol1"});
     ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
     persistent_shadow = (*bc.Query())[0].snapshot_id;
@@ -465,7 +465,7 @@ TEST_F(VssApiTest, RevertToSnapshot_PersistentOnly) {
   ASSERT_TRUE(vol.ok());
   std::vector<uint8_t> data(4096, 0xab), back(4096);
   ASSERT_TRUE((*vol)->Write(0, data).ok());
-  BackupComponents bc(*coordinator_);
+  LocalBackupComponents bc(*coordinator_);
   PrepareBackup(bc, VSS_CTX_FILE_SHARE_BACKUP, {"vol2"});
   ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
   volatile_shadow = (*bc.Query())[0].snapshot_id;
@@ -483,7 +483,7 @@ TEST_F(VssApiTest, Restore_SendsPreAndPostRestoreToSelectedWriters) {
   Start(b, "B", *coordinator_);
   std::string bcd;
   {
-    BackupComponents bc(*coordinator_);
+    LocalBackupComponents bc(*coordinator_);
     PrepareBackup(bc, VSS_CTX_BACKUP, {"vol1", "vol2"}, {KeyOf(a, "A"), KeyOf(b, "B")});
     ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
     ASSERT_TRUE(bc.SetBackupSucceeded(KeyOf(a, "A"), true).ok());
@@ -493,7 +493,7 @@ TEST_F(VssApiTest, Restore_SendsPreAndPostRestoreToSelectedWriters) {
   // The saved document round-trips byte for byte.
   EXPECT_EQ(BackupComponentsToJson(*BackupComponentsFromJson(bcd)), bcd);
   {
-    BackupComponents rc(*coordinator_);
+    LocalBackupComponents rc(*coordinator_);
     EXPECT_EQ(rc.InitializeForRestore("{garbage").code(), VSS_E_CORRUPT_XML_DOCUMENT);
     ASSERT_TRUE(rc.InitializeForRestore(bcd).ok());
     EXPECT_EQ(*rc.SaveAsJson(), bcd);
@@ -531,7 +531,7 @@ TEST_F(VssApiTest, WriterFailingIdentify_IsLeftOutAndReported) {
   Start(a, "A", *coordinator_);
   Start(b, "B", *coordinator_);
   {
-    BackupComponents bc(*coordinator_);
+    LocalBackupComponents bc(*coordinator_);
     PrepareBackup(bc, VSS_CTX_APP_ROLLBACK, {"vol1"});
     EXPECT_EQ(bc.GetWriterMetadataCount(), 1u);  // only A
     EXPECT_EQ(StatusOf(bc, "B").state, VSS_WS_FAILED_AT_IDENTIFY);
@@ -548,7 +548,7 @@ TEST_F(VssApiTest, RestoreOnlyWriter_GetsNoBackupEvents) {
   ASSERT_TRUE(a.Initialize(a.class_id, "A", VSS_UT_USERDATA, VSS_ST_OTHER).ok());
   ASSERT_TRUE(a.Subscribe(*coordinator_, VSS_SM_RESTORE_EVENTS_FLAG).ok());
   {
-    BackupComponents bc(*coordinator_);
+    LocalBackupComponents bc(*coordinator_);
     PrepareBackup(bc, VSS_CTX_BACKUP, {"vol1"});
     ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
   }
@@ -583,7 +583,7 @@ TEST_F(VssApiTest, DiffAreaManagement) {
   EXPECT_EQ(on->size(), 1u);
   EXPECT_EQ(mgmt.QueryVolumesSupportedForSnapshots(VSS_CTX_ALL)->size(), 2u);
 
-  BackupComponents bc(*coordinator_);
+  LocalBackupComponents bc(*coordinator_);
   PrepareBackup(bc, VSS_CTX_NAS_ROLLBACK, {"vol1"});
   ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
   VssStatusOr<std::vector<SnapshotProp>> shadows = mgmt.QuerySnapshotsByVolume("vol1");

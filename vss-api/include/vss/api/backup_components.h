@@ -24,6 +24,12 @@
 // if its context is auto-release (neither PERSISTENT nor NO_AUTO_RELEASE),
 // then sends BackupShutdown(set id) to the writers of the set.
 //
+// Two implementations: LocalBackupComponents runs the coordinator's
+// sequence in this process; the one CreateVssBackupComponents (service.h)
+// returns when vssd serves the store forwards every call to the daemon,
+// which runs a LocalBackupComponents for this requester and destroys it
+// (with the auto-release above) when the requester's connection closes.
+//
 // Thread safety: calls on one object must not overlap (as in VSS); the
 // Async objects may be waited on from any thread.
 #pragma once
@@ -52,93 +58,136 @@ struct ComponentKey {
 
 class BackupComponents {
  public:
-  // `coordinator` must outlive the object.
-  explicit BackupComponents(Coordinator& coordinator);
-  ~BackupComponents();
+  BackupComponents() = default;
+  virtual ~BackupComponents() = default;
   BackupComponents(const BackupComponents&) = delete;
   BackupComponents& operator=(const BackupComponents&) = delete;
 
   // --- Set-up ---
   // First call of a backup; a saved BCD resumes it (errors of
   // BackupComponentsFromJson). VSS_E_BAD_STATE if already initialized.
-  VssStatus InitializeForBackup(const std::string& bcd_json = "");
+  virtual VssStatus InitializeForBackup(const std::string& bcd_json = "") = 0;
   // First call of a restore, from the BCD saved by the backup.
-  VssStatus InitializeForRestore(const std::string& bcd_json);
+  virtual VssStatus InitializeForRestore(const std::string& bcd_json) = 0;
   // Before StartSnapshotSet. A VSS_CTX_* value, optionally with
   // NO_AUTORECOVERY / DIFFERENTIAL bits; VSS_CTX_ALL only for Query.
   // VSS_E_UNSUPPORTED_CONTEXT for others.
-  VssStatus SetContext(int32_t context);
-  VssStatus SetBackupState(bool select_components, bool bootable_system_state,
-                           VSS_BACKUP_TYPE backup_type, bool partial_file_support = false);
-  VssStatus SetRestoreState(VSS_RESTORE_TYPE restore_type);
-  Guid GetSessionId() const { return session_.id; }
+  virtual VssStatus SetContext(int32_t context) = 0;
+  virtual VssStatus SetBackupState(bool select_components, bool bootable_system_state,
+                           VSS_BACKUP_TYPE backup_type, bool partial_file_support = false) = 0;
+  virtual VssStatus SetRestoreState(VSS_RESTORE_TYPE restore_type) = 0;
+  virtual Guid GetSessionId() const = 0;
 
   // --- Writers ---
   // Sends Identify to every subscribed writer; the answers are read with
   // GetWriterMetadata. A writer that fails or does not answer is left out
   // and reported by GetWriterStatus.
-  VssStatusOr<std::shared_ptr<Async>> GatherWriterMetadata();
-  size_t GetWriterMetadataCount() const;
+  virtual VssStatusOr<std::shared_ptr<Async>> GatherWriterMetadata() = 0;
+  virtual size_t GetWriterMetadataCount() const = 0;
   // E_INVALIDARG if i is out of range.
-  VssStatusOr<ExamineWriterMetadata> GetWriterMetadata(size_t i) const;
+  virtual VssStatusOr<ExamineWriterMetadata> GetWriterMetadata(size_t i) const = 0;
   // Refreshes nothing (states are kept live); an Async for VSS symmetry.
-  VssStatusOr<std::shared_ptr<Async>> GatherWriterStatus();
-  size_t GetWriterStatusCount() const;
-  VssStatusOr<WriterStatus> GetWriterStatus(size_t i) const;
+  virtual VssStatusOr<std::shared_ptr<Async>> GatherWriterStatus() = 0;
+  virtual size_t GetWriterStatusCount() const = 0;
+  virtual VssStatusOr<WriterStatus> GetWriterStatus(size_t i) const = 0;
 
   // --- Components (the BCD) ---
   // Before PrepareForBackup. VSS_E_OBJECT_ALREADY_EXISTS if added twice;
   // VSS_E_OBJECT_NOT_FOUND if the writer's gathered metadata lacks it.
-  VssStatus AddComponent(const ComponentKey& key);
+  virtual VssStatus AddComponent(const ComponentKey& key) = 0;
   // After DoSnapshotSet.
-  VssStatus SetBackupSucceeded(const ComponentKey& key, bool succeeded);
-  VssStatus SetBackupOptions(const ComponentKey& key, const std::string& options);
-  VssStatus SetPreviousBackupStamp(const ComponentKey& key, const std::string& stamp);
-  size_t GetWriterComponentsCount() const;
-  VssStatusOr<WriterComponents> GetWriterComponents(size_t i) const;
+  virtual VssStatus SetBackupSucceeded(const ComponentKey& key, bool succeeded) = 0;
+  virtual VssStatus SetBackupOptions(const ComponentKey& key, const std::string& options) = 0;
+  virtual VssStatus SetPreviousBackupStamp(const ComponentKey& key, const std::string& stamp) = 0;
+  virtual size_t GetWriterComponentsCount() const = 0;
+  virtual VssStatusOr<WriterComponents> GetWriterComponents(size_t i) const = 0;
   // The BCD as JSON (see components.h). VSS_E_BAD_STATE before Initialize.
-  VssStatusOr<std::string> SaveAsJson() const;
+  virtual VssStatusOr<std::string> SaveAsJson() const = 0;
 
   // --- Shadow copy set ---
   // VSS_E_SNAPSHOT_SET_IN_PROGRESS if this object already has a set started.
-  VssStatusOr<Guid> StartSnapshotSet();
+  virtual VssStatusOr<Guid> StartSnapshotSet() = 0;
   // Adds a volume to the started set. VSS_E_OBJECT_ALREADY_EXISTS (already
   // in the set), VSS_E_OBJECT_NOT_FOUND (unknown volume),
   // VSS_E_MAXIMUM_NUMBER_OF_VOLUMES_REACHED (64), VSS_E_PROVIDER_NOT_REGISTERED
   // (a provider id that is not ours).
-  VssStatusOr<Guid> AddToSnapshotSet(const std::string& volume, const Guid& provider_id = Guid());
+  virtual VssStatusOr<Guid> AddToSnapshotSet(const std::string& volume, const Guid& provider_id = Guid()) = 0;
   // Sends PrepareForBackup; after StartSnapshotSet, once.
-  VssStatusOr<std::shared_ptr<Async>> PrepareForBackup();
+  virtual VssStatusOr<std::shared_ptr<Async>> PrepareForBackup() = 0;
   // Creates the set (see Coordinator::CreateSnapshotSet); its failure code
   // is the Async's status. After VSS_E_SNAPSHOT_SET_IN_PROGRESS (another
   // requester's set is being created) nothing changed and it may be called
   // again; after any other failure the set is aborted (AbortBackup next).
-  VssStatusOr<std::shared_ptr<Async>> DoSnapshotSet();
+  virtual VssStatusOr<std::shared_ptr<Async>> DoSnapshotSet() = 0;
   // Sends BackupComplete; after a successful DoSnapshotSet.
-  VssStatusOr<std::shared_ptr<Async>> BackupComplete();
+  virtual VssStatusOr<std::shared_ptr<Async>> BackupComplete() = 0;
   // Sends Abort to the writers of the set that have not had PostSnapshot.
-  VssStatus AbortBackup();
+  virtual VssStatus AbortBackup() = 0;
 
   // --- Shadows (any time after Initialize) ---
-  VssStatusOr<SnapshotProp> GetSnapshotProperties(const Guid& snapshot_id);
+  virtual VssStatusOr<SnapshotProp> GetSnapshotProperties(const Guid& snapshot_id) = 0;
   // Shadows of the current context (VSS_CTX_ALL: all).
-  VssStatusOr<std::vector<SnapshotProp>> Query();
+  virtual VssStatusOr<std::vector<SnapshotProp>> Query() = 0;
   struct DeleteResult {
     int32_t deleted = 0;
     Guid non_deleted;  // the first shadow that could not be deleted
   };
   // VSS_OBJECT_SNAPSHOT or VSS_OBJECT_SNAPSHOT_SET; E_INVALIDARG otherwise.
-  VssStatusOr<DeleteResult> DeleteSnapshots(const Guid& source_id, VSS_OBJECT_TYPE type,
-                                            bool force);
+  virtual VssStatusOr<DeleteResult> DeleteSnapshots(const Guid& source_id, VSS_OBJECT_TYPE type,
+                                            bool force) = 0;
   // Persistent shadows only (VSS_E_UNSUPPORTED_CONTEXT otherwise).
-  VssStatus RevertToSnapshot(const Guid& snapshot_id, bool force_dismount);
+  virtual VssStatus RevertToSnapshot(const Guid& snapshot_id, bool force_dismount) = 0;
 
   // --- Restore ---
-  VssStatus SetSelectedForRestore(const ComponentKey& key, bool selected);
-  VssStatusOr<std::shared_ptr<Async>> PreRestore();
+  virtual VssStatus SetSelectedForRestore(const ComponentKey& key, bool selected) = 0;
+  virtual VssStatusOr<std::shared_ptr<Async>> PreRestore() = 0;
   // After PreRestore.
-  VssStatus SetFileRestoreStatus(const ComponentKey& key, VSS_FILE_RESTORE_STATUS status);
-  VssStatusOr<std::shared_ptr<Async>> PostRestore();
+  virtual VssStatus SetFileRestoreStatus(const ComponentKey& key, VSS_FILE_RESTORE_STATUS status) = 0;
+  virtual VssStatusOr<std::shared_ptr<Async>> PostRestore() = 0;
+};
+
+// The requester in this process, over a Coordinator (CreateVssBackupComponents
+// in service.h picks it when no daemon serves the store).
+class LocalBackupComponents final : public BackupComponents {
+ public:
+  // `coordinator` must outlive the object.
+  explicit LocalBackupComponents(Coordinator& coordinator);
+  ~LocalBackupComponents() override;
+  VssStatus InitializeForBackup(const std::string& bcd_json = "") override;
+  VssStatus InitializeForRestore(const std::string& bcd_json) override;
+  VssStatus SetContext(int32_t context) override;
+  VssStatus SetBackupState(bool select_components, bool bootable_system_state,
+                           VSS_BACKUP_TYPE backup_type, bool partial_file_support = false) override;
+  VssStatus SetRestoreState(VSS_RESTORE_TYPE restore_type) override;
+  Guid GetSessionId() const override { return session_.id; }
+  VssStatusOr<std::shared_ptr<Async>> GatherWriterMetadata() override;
+  size_t GetWriterMetadataCount() const override;
+  VssStatusOr<ExamineWriterMetadata> GetWriterMetadata(size_t i) const override;
+  VssStatusOr<std::shared_ptr<Async>> GatherWriterStatus() override;
+  size_t GetWriterStatusCount() const override;
+  VssStatusOr<WriterStatus> GetWriterStatus(size_t i) const override;
+  VssStatus AddComponent(const ComponentKey& key) override;
+  VssStatus SetBackupSucceeded(const ComponentKey& key, bool succeeded) override;
+  VssStatus SetBackupOptions(const ComponentKey& key, const std::string& options) override;
+  VssStatus SetPreviousBackupStamp(const ComponentKey& key, const std::string& stamp) override;
+  size_t GetWriterComponentsCount() const override;
+  VssStatusOr<WriterComponents> GetWriterComponents(size_t i) const override;
+  VssStatusOr<std::string> SaveAsJson() const override;
+  VssStatusOr<Guid> StartSnapshotSet() override;
+  VssStatusOr<Guid> AddToSnapshotSet(const std::string& volume, const Guid& provider_id = Guid()) override;
+  VssStatusOr<std::shared_ptr<Async>> PrepareForBackup() override;
+  VssStatusOr<std::shared_ptr<Async>> DoSnapshotSet() override;
+  VssStatusOr<std::shared_ptr<Async>> BackupComplete() override;
+  VssStatus AbortBackup() override;
+  VssStatusOr<SnapshotProp> GetSnapshotProperties(const Guid& snapshot_id) override;
+  VssStatusOr<std::vector<SnapshotProp>> Query() override;
+  VssStatusOr<DeleteResult> DeleteSnapshots(const Guid& source_id, VSS_OBJECT_TYPE type,
+                                            bool force) override;
+  VssStatus RevertToSnapshot(const Guid& snapshot_id, bool force_dismount) override;
+  VssStatus SetSelectedForRestore(const ComponentKey& key, bool selected) override;
+  VssStatusOr<std::shared_ptr<Async>> PreRestore() override;
+  VssStatus SetFileRestoreStatus(const ComponentKey& key, VSS_FILE_RESTORE_STATUS status) override;
+  VssStatusOr<std::shared_ptr<Async>> PostRestore() override;
 
  private:
   enum class Phase {

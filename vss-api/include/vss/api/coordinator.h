@@ -32,6 +32,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -70,6 +71,7 @@ struct WriterStatus {
   HResult failure = S_OK;
   HResult application_hr = S_OK;
   std::string message;
+  std::string last_event;  // the last event sent ("Freeze", ...), "" if none
 };
 
 // A writer taking part in one session.
@@ -106,10 +108,10 @@ struct SnapshotSetJob {
   std::vector<SnapshotProp> created;
 };
 
-class Coordinator {
+class Coordinator final : public WriterRegistry {
  public:
   explicit Coordinator(Provider& provider, CoordinatorOptions options = {});
-  ~Coordinator();
+  ~Coordinator() override;
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
 
@@ -118,9 +120,12 @@ class Coordinator {
 
   // Registry. Subscribe: VSS_E_WRITER_ALREADY_SUBSCRIBED if an endpoint with
   // the same instance id is there. Unsubscribe: VSS_E_OBJECT_NOT_FOUND if not.
-  VssStatus Subscribe(std::shared_ptr<WriterEndpoint> endpoint);
-  VssStatus Unsubscribe(const Guid& instance_id);
+  VssStatus Subscribe(std::shared_ptr<WriterEndpoint> endpoint) override;
+  VssStatus Unsubscribe(const Guid& instance_id) override;
   std::vector<std::shared_ptr<WriterEndpoint>> Writers() const;
+  // Every subscribed writer with its status after the last event it got in
+  // any session (STABLE with no event before the first).
+  std::vector<WriterStatus> ListWriters() const;
 
   // Sends `event` (its components filled per writer from the session's BCD)
   // to session writers `which` at once, waits for the answers, updates their
@@ -150,12 +155,17 @@ class Coordinator {
                         const WriterEvent& base, VSS_APPLICATION_LEVEL level);
   VssStatus AbortSet(Session& session, SnapshotSetJob& job, const WriterEvent& base,
                      VssStatus cause);
+  // Sends one event and waits; see Dispatch. `freeze` applies the
+  // freeze-to-thaw window.
+  VssStatus DispatchImpl(Session& s, const std::vector<size_t>& which, const WriterEvent& base,
+                         bool freeze);
 
   Provider& provider_;
   CoordinatorOptions options_;
-  mutable std::mutex mu_;  // guards writers_, set_in_progress_
+  mutable std::mutex mu_;  // guards writers_, set_in_progress_, last_status_
   std::vector<std::shared_ptr<WriterEndpoint>> writers_;
   bool set_in_progress_ = false;
+  std::map<Guid, WriterStatus> last_status_;  // by instance id
 };
 
 }  // namespace vss

@@ -1,6 +1,7 @@
 // Writer: the base class of an application that holds data on volumes
 // (CVssWriter). Derive from it, override the handlers, Initialize, then
-// Subscribe to a Coordinator; the coordinator sends events in VSS order.
+// Subscribe to a WriterRegistry (a Coordinator, or a Service reaching vssd);
+// the coordinator sends events in VSS order, the same way in both cases.
 //
 // Handlers run on the writer's own event thread (one per subscribed
 // writer), one at a time. They return true for success; false is a fatal
@@ -28,7 +29,6 @@
 
 namespace vss {
 
-class Coordinator;
 class LocalWriterEndpoint;
 
 class Writer {
@@ -45,9 +45,11 @@ class Writer {
                        VSS_APPLICATION_LEVEL level = VSS_APP_FRONT_END,
                        uint32_t freeze_timeout_ms = 60000,
                        const std::string& instance_name = "");
-  // Starts receiving events from `coordinator`. VSS_E_BAD_STATE before
-  // Initialize; VSS_E_WRITER_ALREADY_SUBSCRIBED when subscribed.
-  VssStatus Subscribe(Coordinator& coordinator,
+  // Starts receiving events from `registry`: a Coordinator in this process,
+  // or a Service (vssd or in-process, see service.h). VSS_E_BAD_STATE before
+  // Initialize; VSS_E_WRITER_ALREADY_SUBSCRIBED when subscribed. The
+  // registry must outlive the subscription.
+  VssStatus Subscribe(WriterRegistry& registry,
                       int32_t event_flags = VSS_SM_BACKUP_EVENTS_FLAG |
                                             VSS_SM_RESTORE_EVENTS_FLAG);
   // Stops receiving events; waits for a running handler. OK if not
@@ -104,7 +106,7 @@ class Writer {
 
   WriterRegistration registration_;
   bool initialized_ = false;
-  Coordinator* coordinator_ = nullptr;
+  WriterRegistry* registry_ = nullptr;
   std::shared_ptr<LocalWriterEndpoint> endpoint_;
   // Set only on the event thread while a handler runs.
   const WriterEvent* current_ = nullptr;

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <future>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -92,6 +93,18 @@ class WriterEndpoint {
   // writer's answer. A writer that is gone answers success=false,
   // failure=VSS_E_WRITER_INFRASTRUCTURE. Never throws.
   virtual std::shared_future<WriterEventResult> Send(WriterEvent event) = 0;
+};
+
+// Where a writer subscribes: the Coordinator in this process, or vssd
+// through a Service connection (service.h), which forwards the events.
+class WriterRegistry {
+ public:
+  virtual ~WriterRegistry() = default;
+  // VSS_E_WRITER_ALREADY_SUBSCRIBED if an endpoint with the same instance id
+  // is there.
+  virtual VssStatus Subscribe(std::shared_ptr<WriterEndpoint> endpoint) = 0;
+  // VSS_E_OBJECT_NOT_FOUND if not subscribed.
+  virtual VssStatus Unsubscribe(const Guid& instance_id) = 0;
 };
 
 }  // namespace vss
