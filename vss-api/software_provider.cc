@@ -99,6 +99,44 @@ VssStatus SoftwareProvider::PreCommitSnapshots(const Guid& set_id) {
   return VssStatus::Ok();
 }
 
+class SoftwareProvider::Borrow {
+ public:
+  Borrow(VolumeUsers* users) : users_(users) {}
+  ~Borrow() {
+    for (const Guid& id : held_) users_->Release(id);
+  }
+  Status Add(const Guid& id) {
+    if (users_ == nullptr) return OkStatus();
+    VSS_RETURN_IF_ERROR(users_->Acquire(id));
+    held_.push_back(id);
+    return OkStatus();
+  }
+
+ private:
+  VolumeUsers* users_;
+  std::vector<Guid> held_;
+};
+
+VssStatusOr<std::unique_ptr<SoftwareProvider::Borrow>> SoftwareProvider::BorrowVolumes(
+    const std::vector<Guid>& volumes) {
+  auto b = std::make_unique<Borrow>(users_);
+  for (const Guid& id : volumes) {
+    Status s = b->Add(id);
+    if (!s.ok()) return VssStatus::FromStatus(s);
+  }
+  return b;
+}
+
+VssStatusOr<std::unique_ptr<SoftwareProvider::Borrow>> SoftwareProvider::BorrowVolumeOf(
+    const Guid& snapshot_id) {
+  StatusOr<std::optional<metadata::ShadowRow>> r = store_.catalog().FindShadow(snapshot_id);
+  if (!r.ok()) return VssStatus::FromStatus(r.status());
+  if (!r->has_value()) {
+    return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy " + snapshot_id.ToString());
+  }
+  return BorrowVolumes({(*r)->volume_id});
+}
+
 VssStatus SoftwareProvider::CommitSnapshots(const Guid& set_id,
                                             const std::function<VssStatus()>& on_hold) {
   engine::CreateSetRequest req;
@@ -124,6 +162,8 @@ VssStatus SoftwareProvider::CommitSnapshots(const Guid& set_id,
     if (!hold_verdict.ok()) return FailedPreconditionError("commit refused: " + hold_verdict.message());
     return OkStatus();
   };
+  VssStatusOr<std::unique_ptr<Borrow>> borrowed = BorrowVolumes(req.volumes);
+  if (!borrowed.ok()) return borrowed.status();
   StatusOr<engine::CreatedSet> created = store_.CreateShadowSet(req);
   if (!hold_verdict.ok()) return hold_verdict;
   if (!created.ok()) {
@@ -183,6 +223,8 @@ VssStatusOr<SnapshotProp> SoftwareProvider::GetSnapshotProperties(const Guid& sn
 }
 
 VssStatus SoftwareProvider::DeleteSnapshot(const Guid& snapshot_id) {
+  VssStatusOr<std::unique_ptr<Borrow>> borrowed = BorrowVolumeOf(snapshot_id);
+  if (!borrowed.ok()) return borrowed.status();
   return VssStatus::FromStatus(store_.DeleteShadow(snapshot_id));
 }
 
@@ -204,6 +246,8 @@ VssStatus SoftwareProvider::RevertToSnapshot(const Guid& snapshot_id) {
     return VssError(VSS_E_UNSUPPORTED_CONTEXT,
                     "shadow " + p->snapshot_id.ToString() + " is not persistent; only persistent shadows can be reverted to");
   }
+  VssStatusOr<std::unique_ptr<Borrow>> borrowed = BorrowVolumeOf(snapshot_id);
+  if (!borrowed.ok()) return borrowed.status();
   return VssStatus::FromStatus(store_.RevertToShadow(p->snapshot_id));
 }
 

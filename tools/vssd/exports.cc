@@ -156,11 +156,24 @@ StatusOr<std::unique_ptr<OpenExport>> ExportRegistry::Open(
       new OpenExport(this, info, volume, std::move(shadow)));
 }
 
+Status ExportRegistry::Acquire(const Guid& volume_id) {
+  std::lock_guard l(mu_);
+  VSS_RETURN_IF_ERROR(store_->OpenVolume(volume_id).status());
+  ++refs_[volume_id];
+  return OkStatus();
+}
+
 void ExportRegistry::Release(const Guid& volume_id) {
   std::lock_guard l(mu_);
   auto it = refs_.find(volume_id);
   if (it == refs_.end() || --it->second > 0) return;
   refs_.erase(it);
+  // Non-persistent shadows live only while their volume stays open here.
+  auto shadows = store_->catalog().ListShadowsOfVolume(volume_id);
+  if (shadows.ok() && std::any_of(shadows->begin(), shadows->end(),
+                                  [](const auto& s) { return !s.persistent; })) {
+    return;
+  }
   // Closing flushes the volume (index to the catalog, image to disk) and
   // releases its lock, so other processes may use it while no client does.
   Status s = store_->CloseVolume(volume_id);
@@ -172,14 +185,9 @@ void ExportRegistry::Release(const Guid& volume_id) {
 
 void ExportRegistry::CloseAll() {
   std::lock_guard l(mu_);
-  for (const auto& [id, refs] : refs_) {
-    Status s = store_->CloseVolume(id);
-    if (!s.ok()) {
-      std::fprintf(stderr, "vssd: closing volume %s: %s\n",
-                   id.ToString().c_str(), s.ToString().c_str());
-    }
-  }
   refs_.clear();
+  // The store closes every volume it still has open (including those kept
+  // for their non-persistent shadows) when it is destroyed.
 }
 
 StatusOr<std::vector<metadata::ShadowRow>> ExportRegistry::ChangedSources(

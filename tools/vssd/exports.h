@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "vss/block_device.h"
+#include "vss/api/provider.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
 #include "vss/guid.h"
@@ -100,9 +101,16 @@ class OpenExport {
   std::unique_ptr<BlockDevice> shadow_;
 };
 
-class ExportRegistry {
+// Also the VolumeUsers of vssd's software provider: a volume is open while
+// an NBD client or a provider operation uses it, or while it has
+// non-persistent shadows (closing would drop them, see Volume recovery).
+class ExportRegistry final : public VolumeUsers {
  public:
   explicit ExportRegistry(engine::Store* store) : store_(store) {}
+
+  // VolumeUsers.
+  Status Acquire(const Guid& volume_id) override;
+  void Release(const Guid& volume_id) override;
 
   // Resolves an export name. kNotFound for an unknown name or prefix
   // (including names without "live/" or "shadow/"), kInvalidArgument for an
@@ -124,12 +132,12 @@ class ExportRegistry {
   StatusOr<std::vector<MetaContext>> MatchContexts(const ExportInfo& info,
                                                    const std::string& query);
 
-  // Closes every volume still open (at shutdown, after all connections).
+  // Forgets every user (at shutdown, after all connections); the store
+  // flushes and closes the volumes still open when it is destroyed.
   void CloseAll();
 
  private:
   friend class OpenExport;
-  void Release(const Guid& volume_id);
   StatusOr<std::vector<metadata::ShadowRow>> ChangedSources(
       const ExportInfo& info);
 

@@ -1,18 +1,30 @@
-// vssd: the vss daemon. For now it serves the NBD exports of one store
-// (see exports.h for the names); the VSS coordinator joins it later.
+// vssd: the vss daemon of one store. It runs the VSS coordinator with the
+// software provider (requesters and writers in other processes reach it on
+// the control socket, vss-api/PROTOCOL.md) and serves the NBD exports of
+// the store's volumes and shadows (exports.h).
 //
-//   vssd [--store DIR] [--nbd unix:PATH | tcp:[HOST:]PORT]...
+//   vssd [--store DIR] [--socket PATH] [--nbd unix:PATH | tcp:[HOST:]PORT]...
+//        [--event-timeout-ms N] [--freeze-timeout-ms N] [--hold-timeout-ms N]
 //
 // The store is --store, else $VSS_STORE, else $XDG_DATA_HOME/vss, else
-// ~/.local/share/vss (as vssctl finds it); it must exist. Without --nbd it
-// listens on unix:STORE/nbd.sock. SIGTERM or SIGINT: stop accepting, answer
-// the requests already read, flush and close the volumes, exit 0. Errors at
-// start: one line on stderr, exit 1.
+// ~/.local/share/vss (as vssctl finds it); it must exist. The control socket
+// is --socket, else $VSS_SOCKET, else STORE/vssd.sock (mode 0660; root and
+// the store's owner may change things, others may only list). Without --nbd
+// it serves NBD on unix:STORE/nbd.sock. The timeouts are the coordinator's
+// (coordinator.h): writer answers (default 180000), the freeze-to-thaw
+// window (60000), the hold of writes during commit (10000).
+//
+// At start, non-persistent shadows left by a previous run are removed (with
+// a shadow-removed-at-recovery event); persistent ones are kept.
+// SIGTERM or SIGINT: stop accepting, answer the requests already read,
+// release the requesters' auto-release shadows, flush and close the
+// volumes, exit 0. Errors at start: one line on stderr, exit 1.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -21,8 +33,13 @@
 #include <string>
 #include <vector>
 
+#include "control.h"
 #include "exports.h"
 #include "server.h"
+#include "vss/api/coordinator.h"
+#include "vss/api/provider.h"
+#include "vss/api/service.h"
+#include "vss/api/service_host.h"
 #include "vss/engine/store.h"
 
 namespace {
@@ -42,13 +59,49 @@ int Fail(const std::string& message) {
 }
 
 constexpr const char* kUsage =
-    "usage: vssd [--store DIR] [--nbd unix:PATH | tcp:[HOST:]PORT]...\n";
+    "usage: vssd [--store DIR] [--socket PATH] [--nbd unix:PATH | "
+    "tcp:[HOST:]PORT]... [--event-timeout-ms N] [--freeze-timeout-ms N] "
+    "[--hold-timeout-ms N]\n";
+
+// Parses a positive millisecond count.
+bool ParseMs(const std::string& v, uint32_t* out) {
+  if (v.empty() || v.size() > 9 ||
+      v.find_first_not_of("0123456789") != std::string::npos) {
+    return false;
+  }
+  *out = static_cast<uint32_t>(std::stoul(v));
+  return *out > 0;
+}
+
+// Opens each volume with non-persistent shadows once: opening removes the
+// shadows a previous owner left (engine recovery records the event).
+void DropStaleShadows(vss::engine::Store& store) {
+  auto shadows = store.catalog().ListShadows();
+  if (!shadows.ok()) return;
+  std::vector<vss::Guid> volumes;
+  for (const auto& s : *shadows) {
+    if (!s.persistent &&
+        std::find(volumes.begin(), volumes.end(), s.volume_id) == volumes.end()) {
+      volumes.push_back(s.volume_id);
+    }
+  }
+  for (const vss::Guid& id : volumes) {
+    vss::Status s = store.OpenVolume(id).status();
+    if (s.ok()) s = store.CloseVolume(id);
+    if (!s.ok()) {
+      std::fprintf(stderr, "vssd: volume %s: %s\n", id.ToString().c_str(),
+                   s.ToString().c_str());
+    }
+  }
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string store_dir;
+  std::string socket_path;
   std::vector<std::string> addresses;
+  vss::CoordinatorOptions coordinator_options;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&](const std::string& opt, std::string* out) {
@@ -75,6 +128,25 @@ int main(int argc, char** argv) {
         return Fail("--nbd " + v + ": expected unix:PATH or tcp:[HOST:]PORT");
       }
       addresses.push_back(v);
+    } else if (arg == "--socket" || arg.rfind("--socket=", 0) == 0) {
+      if (!value("--socket", &v) || v.empty())
+        return Fail("--socket needs a path");
+      socket_path = v;
+    } else if (arg.rfind("--event-timeout-ms", 0) == 0 ||
+               arg.rfind("--freeze-timeout-ms", 0) == 0 ||
+               arg.rfind("--hold-timeout-ms", 0) == 0) {
+      std::string opt = arg.substr(0, arg.find('='));
+      uint32_t* field = opt == "--event-timeout-ms"
+                            ? &coordinator_options.event_timeout_ms
+                        : opt == "--freeze-timeout-ms"
+                            ? &coordinator_options.freeze_timeout_ms
+                        : opt == "--hold-timeout-ms"
+                            ? &coordinator_options.hold_writes_timeout_ms
+                            : nullptr;
+      if (field == nullptr) return Fail("unknown argument '" + arg + "'");
+      if (!value(opt, &v) || !ParseMs(v, field)) {
+        return Fail(opt + " needs a positive number of milliseconds");
+      }
     } else {
       return Fail("unknown argument '" + arg + "' (" +
                   std::string(kUsage).substr(7, std::strlen(kUsage) - 8) + ")");
@@ -92,6 +164,7 @@ int main(int argc, char** argv) {
                 " does not exist (create it with vssctl, or pass --store)");
   }
   if (addresses.empty()) addresses.push_back("unix:" + store_dir + "/nbd.sock");
+  if (socket_path.empty()) socket_path = vss::DefaultSocketPath(store_dir);
 
   vss::engine::StoreOptions options;
   options.dir = store_dir;
@@ -109,19 +182,34 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
 
   int rc = 0;
+  DropStaleShadows(**store);
   {
     vss::vssd::ExportRegistry registry(store->get());
+    vss::SoftwareProvider provider(**store);
+    provider.SetVolumeUsers(&registry);
+    vss::Coordinator coordinator(provider, coordinator_options);
     {
+      // Destroyed before the coordinator: closing the requesters'
+      // connections releases their auto-release shadows.
+      vss::ServiceHost host(coordinator, store_dir);
+      vss::vssd::ControlServer control(&host, st.st_uid);
       vss::vssd::Server server(&registry);
+      if (vss::Status s = control.Listen(socket_path); !s.ok()) {
+        return Fail("control socket: " + s.ToString());
+      }
       for (const auto& a : addresses) {
         vss::Status s = server.Listen(a);
         if (!s.ok()) return Fail(s.ToString());
       }
+      control.Start();
+      std::fprintf(stderr, "vssd: %s: control socket %s\n", store_dir.c_str(),
+                   socket_path.c_str());
       for (const auto& a : addresses) {
         std::fprintf(stderr, "vssd: serving %s on %s\n", store_dir.c_str(),
                      a.c_str());
       }
       server.Run(g_stop_pipe[0]);
+      control.Stop();
     }
     registry.CloseAll();
   }

@@ -14,7 +14,6 @@
 #include <cstring>
 
 namespace vss::vssd {
-namespace {
 
 Status ListenUnix(const std::string& path, std::vector<int>* fds) {
   sockaddr_un addr{};
@@ -53,6 +52,8 @@ Status ListenUnix(const std::string& path, std::vector<int>* fds) {
   fds->push_back(fd);
   return OkStatus();
 }
+
+namespace {
 
 Status ListenTcp(const std::string& spec, std::vector<int>* fds) {
   // spec is "HOST:PORT", ":PORT" or "PORT"; "[v6]:PORT" for IPv6.

@@ -21,6 +21,10 @@
 
 namespace vss::vssd {
 
+// Binds and listens on the Unix socket `path` (removing a socket file left
+// by a dead server; kAlreadyExists if one answers there). Appends the fd.
+Status ListenUnix(const std::string& path, std::vector<int>* fds);
+
 class Server {
  public:
   explicit Server(ExportRegistry* registry) : registry_(registry) {}

@@ -73,6 +73,18 @@ class Provider {
 // The properties of a shadow as the catalog records them.
 SnapshotProp SnapshotPropFromRow(const metadata::ShadowRow& row);
 
+// How the software provider borrows the volumes it works on. vssd counts
+// users (its NBD clients and the provider) and closes a volume no one uses,
+// which releases its image lock for other processes. Without one, volumes
+// the provider opens stay open until the store is closed.
+class VolumeUsers {
+ public:
+  virtual ~VolumeUsers() = default;
+  // Opens the volume if needed and counts one more user.
+  virtual Status Acquire(const Guid& volume_id) = 0;
+  virtual void Release(const Guid& volume_id) = 0;
+};
+
 class SoftwareProvider final : public Provider {
  public:
   // `store` must outlive the provider.
@@ -80,6 +92,8 @@ class SoftwareProvider final : public Provider {
   ~SoftwareProvider() override;
 
   engine::Store& store() { return store_; }
+  // Before any other call; `users` must outlive the provider.
+  void SetVolumeUsers(VolumeUsers* users) { users_ = users; }
 
   ProviderProp GetProviderProperties() const override;
   VssStatusOr<ResolvedVolume> ResolveVolume(const std::string& volume) override;
@@ -105,7 +119,13 @@ class SoftwareProvider final : public Provider {
     bool committed = false;
   };
 
+  // Acquires `volumes` from users_ (if any) for the life of the result.
+  class Borrow;
+  VssStatusOr<std::unique_ptr<Borrow>> BorrowVolumes(const std::vector<Guid>& volumes);
+  VssStatusOr<std::unique_ptr<Borrow>> BorrowVolumeOf(const Guid& snapshot_id);
+
   engine::Store& store_;
+  VolumeUsers* users_ = nullptr;
   mutable std::mutex mu_;
   std::map<Guid, PendingSet> sets_;
 };

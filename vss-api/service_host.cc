@@ -1,0 +1,479 @@
+#include "vss/api/service_host.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <future>
+#include <functional>
+#include <list>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "ipc.h"
+#include "vss/api/backup_components.h"
+#include "wire.h"
+
+namespace vss {
+namespace {
+
+using internal::Channel;
+using internal::Json;
+
+// A writer in the peer's process, as the coordinator sees it: each event is
+// a "WriterEvent" call on the connection.
+class SocketWriterEndpoint final : public WriterEndpoint {
+ public:
+  SocketWriterEndpoint(WriterRegistration reg, Channel* channel)
+      : reg_(std::move(reg)), channel_(channel) {}
+
+  const WriterRegistration& registration() const override { return reg_; }
+
+  std::shared_future<WriterEventResult> Send(WriterEvent event) override {
+    auto p = std::make_shared<std::promise<WriterEventResult>>();
+    std::shared_future<WriterEventResult> f = p->get_future().share();
+    Json args{{"instance_id", reg_.identity.instance_id.ToString()},
+              {"event", internal::ToJson(event)}};
+    channel_->CallAsync("WriterEvent", std::move(args), [p](const VssStatus& s, Json result) {
+      WriterEventResult r;
+      if (s.ok()) {
+        try {
+          r = internal::EventResultFromJson(result);
+          p->set_value(std::move(r));
+          return;
+        } catch (const std::exception& e) {
+          r.message = std::string("the writer answered wrongly: ") + e.what();
+        }
+      } else {
+        r.message = "the writer's process is gone: " + s.message();
+      }
+      r.success = false;
+      r.failure = VSS_E_WRITER_INFRASTRUCTURE;
+      p->set_value(std::move(r));
+    });
+    return f;
+  }
+
+ private:
+  WriterRegistration reg_;
+  Channel* channel_;  // outlives the endpoint's use: unsubscribed at close
+};
+
+VssStatus AccessDenied(const std::string& peer, const std::string& method) {
+  return VssError(E_ACCESSDENIED, peer + " may not call " + method +
+                                      " (only root and the store's owner may change it)");
+}
+
+Json StatusJson(const VssStatus& s) { return Json{{"hr", s.code()}, {"message", s.message()}}; }
+
+// A requester object of the peer, and its running asynchronous operation.
+struct Requester {
+  LocalBackupComponents bc;
+  std::mutex mu;
+  std::shared_ptr<Async> op;  // the last asynchronous operation started
+  explicit Requester(Coordinator& c) : bc(c) {}
+};
+
+using SyncCall = std::function<VssStatusOr<Json>(BackupComponents&, const Json&)>;
+using AsyncCall = std::function<VssStatusOr<std::shared_ptr<Async>>(BackupComponents&)>;
+
+template <typename T>
+VssStatusOr<Json> Wrap(const VssStatusOr<T>& v, const std::function<Json(const T&)>& f) {
+  if (!v.ok()) return v.status();
+  return f(*v);
+}
+
+VssStatusOr<Json> Done(const VssStatus& s) {
+  if (!s.ok()) return s;
+  return Json();
+}
+
+const std::map<std::string, SyncCall>& SyncCalls() {
+  using internal::ComponentKeyFromJson;
+  static const std::map<std::string, SyncCall> calls = {
+      {"InitializeForBackup",
+       [](BackupComponents& b, const Json& a) {
+         return Done(b.InitializeForBackup(a.at("bcd").get<std::string>()));
+       }},
+      {"InitializeForRestore",
+       [](BackupComponents& b, const Json& a) {
+         return Done(b.InitializeForRestore(a.at("bcd").get<std::string>()));
+       }},
+      {"SetContext",
+       [](BackupComponents& b, const Json& a) {
+         return Done(b.SetContext(a.at("context").get<int32_t>()));
+       }},
+      {"SetBackupState",
+       [](BackupComponents& b, const Json& a) {
+         return Done(b.SetBackupState(a.at("select_components").get<bool>(),
+                                      a.at("bootable_system_state").get<bool>(),
+                                      static_cast<VSS_BACKUP_TYPE>(a.at("backup_type").get<int>()),
+                                      a.at("partial_file_support").get<bool>()));
+       }},
+      {"SetRestoreState",
+       [](BackupComponents& b, const Json& a) {
+         return Done(
+             b.SetRestoreState(static_cast<VSS_RESTORE_TYPE>(a.at("restore_type").get<int>())));
+       }},
+      {"GetWriterMetadataCount",
+       [](BackupComponents& b, const Json&) -> VssStatusOr<Json> {
+         return Json(b.GetWriterMetadataCount());
+       }},
+      {"GetWriterMetadata",
+       [](BackupComponents& b, const Json& a) {
+         return Wrap<ExamineWriterMetadata>(
+             b.GetWriterMetadata(a.at("index").get<size_t>()),
+             [](const ExamineWriterMetadata& m) { return internal::ToJson(m.document()); });
+       }},
+      {"GetWriterStatusCount",
+       [](BackupComponents& b, const Json&) -> VssStatusOr<Json> {
+         return Json(b.GetWriterStatusCount());
+       }},
+      {"GetWriterStatus",
+       [](BackupComponents& b, const Json& a) {
+         return Wrap<WriterStatus>(b.GetWriterStatus(a.at("index").get<size_t>()),
+                                   [](const WriterStatus& s) { return internal::ToJson(s); });
+       }},
+      {"AddComponent",
+       [](BackupComponents& b, const Json& a) {
+         return Done(b.AddComponent(ComponentKeyFromJson(a.at("key"))));
+       }},
+      {"SetBackupSucceeded",
+       [](BackupComponents& b, const Json& a) {
+         return Done(b.SetBackupSucceeded(ComponentKeyFromJson(a.at("key")),
+                                          a.at("succeeded").get<bool>()));
+       }},
+      {"SetBackupOptions",
+       [](BackupComponents& b, const Json& a) {
+         return Done(b.SetBackupOptions(ComponentKeyFromJson(a.at("key")),
+                                        a.at("options").get<std::string>()));
+       }},
+      {"SetPreviousBackupStamp",
+       [](BackupComponents& b, const Json& a) {
+         return Done(b.SetPreviousBackupStamp(ComponentKeyFromJson(a.at("key")),
+                                              a.at("stamp").get<std::string>()));
+       }},
+      {"GetWriterComponentsCount",
+       [](BackupComponents& b, const Json&) -> VssStatusOr<Json> {
+         return Json(b.GetWriterComponentsCount());
+       }},
+      {"GetWriterComponents",
+       [](BackupComponents& b, const Json& a) {
+         return Wrap<WriterComponents>(b.GetWriterComponents(a.at("index").get<size_t>()),
+                                       [](const WriterComponents& c) { return internal::ToJson(c); });
+       }},
+      {"SaveAsJson",
+       [](BackupComponents& b, const Json&) {
+         return Wrap<std::string>(b.SaveAsJson(), [](const std::string& s) { return Json(s); });
+       }},
+      {"StartSnapshotSet",
+       [](BackupComponents& b, const Json&) {
+         return Wrap<Guid>(b.StartSnapshotSet(), [](const Guid& g) { return Json(g.ToString()); });
+       }},
+      {"AddToSnapshotSet",
+       [](BackupComponents& b, const Json& a) {
+         std::string provider = a.at("provider_id").get<std::string>();
+         return Wrap<Guid>(
+             b.AddToSnapshotSet(a.at("volume").get<std::string>(),
+                                provider.empty() ? Guid() : internal::GuidFromJson(provider)),
+             [](const Guid& g) { return Json(g.ToString()); });
+       }},
+      {"AbortBackup", [](BackupComponents& b, const Json&) { return Done(b.AbortBackup()); }},
+      {"GetSnapshotProperties",
+       [](BackupComponents& b, const Json& a) {
+         return Wrap<SnapshotProp>(
+             b.GetSnapshotProperties(internal::GuidFromJson(a.at("snapshot_id"))),
+             [](const SnapshotProp& p) { return internal::ToJson(p); });
+       }},
+      {"Query",
+       [](BackupComponents& b, const Json&) {
+         return Wrap<std::vector<SnapshotProp>>(b.Query(), [](const std::vector<SnapshotProp>& v) {
+           Json out = Json::array();
+           for (const auto& p : v) out.push_back(internal::ToJson(p));
+           return out;
+         });
+       }},
+      {"DeleteSnapshots",
+       [](BackupComponents& b, const Json& a) {
+         return Wrap<BackupComponents::DeleteResult>(
+             b.DeleteSnapshots(internal::GuidFromJson(a.at("source_id")),
+                               static_cast<VSS_OBJECT_TYPE>(a.at("type").get<int>()),
+                               a.at("force").get<bool>()),
+             [](const BackupComponents::DeleteResult& r) {
+               return Json{{"deleted", r.deleted},
+                           {"non_deleted", r.non_deleted.IsNull() ? "" : r.non_deleted.ToString()}};
+             });
+       }},
+      {"RevertToSnapshot",
+       [](BackupComponents& b, const Json& a) {
+         return Done(b.RevertToSnapshot(internal::GuidFromJson(a.at("snapshot_id")),
+                                        a.at("force_dismount").get<bool>()));
+       }},
+      {"SetSelectedForRestore",
+       [](BackupComponents& b, const Json& a) {
+         return Done(b.SetSelectedForRestore(ComponentKeyFromJson(a.at("key")),
+                                             a.at("selected").get<bool>()));
+       }},
+      {"SetFileRestoreStatus",
+       [](BackupComponents& b, const Json& a) {
+         return Done(b.SetFileRestoreStatus(
+             ComponentKeyFromJson(a.at("key")),
+             static_cast<VSS_FILE_RESTORE_STATUS>(a.at("status").get<int>())));
+       }},
+  };
+  return calls;
+}
+
+const std::map<std::string, AsyncCall>& AsyncCalls() {
+  static const std::map<std::string, AsyncCall> calls = {
+      {"GatherWriterMetadata", [](BackupComponents& b) { return b.GatherWriterMetadata(); }},
+      {"GatherWriterStatus", [](BackupComponents& b) { return b.GatherWriterStatus(); }},
+      {"PrepareForBackup", [](BackupComponents& b) { return b.PrepareForBackup(); }},
+      {"DoSnapshotSet", [](BackupComponents& b) { return b.DoSnapshotSet(); }},
+      {"BackupComplete", [](BackupComponents& b) { return b.BackupComplete(); }},
+      {"PreRestore", [](BackupComponents& b) { return b.PreRestore(); }},
+      {"PostRestore", [](BackupComponents& b) { return b.PostRestore(); }},
+  };
+  return calls;
+}
+
+}  // namespace
+
+// One peer.
+class HostConnection {
+ public:
+  HostConnection(Coordinator& coordinator, const std::string& store_dir, int fd, bool privileged,
+                 std::string peer, std::function<void()> on_closed)
+      : coordinator_(coordinator),
+        store_dir_(store_dir),
+        privileged_(privileged),
+        peer_(std::move(peer)),
+        on_closed_(std::move(on_closed)),
+        channel_(
+            fd,
+            [this](const std::string& m, Json a, Channel::Reply r) {
+              OnCall(m, std::move(a), std::move(r));
+            },
+            [this] { OnClose(); }) {}
+
+  // Before Start: runs once after the connection closed.
+  void SetOnClosed(std::function<void()> f) { on_closed_ = std::move(f); }
+  void Start() { channel_.Start(); }
+  void Close() { channel_.Close(); }
+  bool closed() const { return closed_.load(); }
+
+ private:
+  void OnCall(const std::string& method, Json args, Channel::Reply reply) {
+    if (method == "Hello") {
+      reply(VssStatus::Ok(), Json{{"version", internal::kProtocolVersion},
+                                  {"store", store_dir_},
+                                  {"privileged", privileged_},
+                                  {"pid", static_cast<int64_t>(::getpid())}});
+      return;
+    }
+    if (method == "ListWriters") {
+      Json out = Json::array();
+      for (const WriterStatus& s : coordinator_.ListWriters()) out.push_back(internal::ToJson(s));
+      reply(VssStatus::Ok(), out);
+      return;
+    }
+    if (method == "ListProviders") {
+      reply(VssStatus::Ok(),
+            Json::array({internal::ToJson(coordinator_.provider().GetProviderProperties())}));
+      return;
+    }
+    if (!privileged_) {
+      reply(AccessDenied(peer_, method), nullptr);
+      return;
+    }
+    // The rest may block (a requester's call can wait for writers, which
+    // may answer on this very connection): each runs on a thread of its
+    // own. A peer's calls on one requester object do not overlap.
+    channel_.Spawn([this, method, args = std::move(args), reply = std::move(reply)] {
+      VssStatusOr<Json> r = VssError(E_INVALIDARG, "unknown method " + method);
+      try {
+        r = Handle(method, args);
+      } catch (const std::exception& e) {
+        r = VssError(E_INVALIDARG, "bad arguments to " + method + ": " + e.what());
+      }
+      if (r.ok()) {
+        reply(VssStatus::Ok(), std::move(*r));
+      } else {
+        reply(r.status(), nullptr);
+      }
+    });
+  }
+
+  VssStatusOr<Json> Handle(const std::string& method, const Json& args) {
+    if (method == "Subscribe") {
+      WriterRegistration reg = internal::RegistrationFromJson(args.at("registration"));
+      auto ep = std::make_shared<SocketWriterEndpoint>(reg, &channel_);
+      std::lock_guard<std::mutex> l(mu_);
+      if (closed_) return VssError(E_UNEXPECTED, "connection closing");
+      VssStatus s = coordinator_.Subscribe(ep);
+      if (!s.ok()) return s;
+      writers_.push_back(reg.identity.instance_id);
+      return Json();
+    }
+    if (method == "Unsubscribe") {
+      Guid id = internal::GuidFromJson(args.at("instance_id"));
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = std::find(writers_.begin(), writers_.end(), id);
+      if (it == writers_.end()) {
+        return VssError(VSS_E_OBJECT_NOT_FOUND, "no writer instance " + id.ToString() +
+                                                    " subscribed on this connection");
+      }
+      writers_.erase(it);
+      return Done(coordinator_.Unsubscribe(id));
+    }
+    if (method == "CreateBackupComponents") {
+      auto r = std::make_shared<Requester>(coordinator_);
+      std::lock_guard<std::mutex> l(mu_);
+      if (closed_) return VssError(E_UNEXPECTED, "connection closing");
+      int64_t h = next_handle_++;
+      requesters_[h] = r;
+      return Json{{"handle", h}, {"session_id", r->bc.GetSessionId().ToString()}};
+    }
+    int64_t h = args.at("handle").get<int64_t>();
+    std::shared_ptr<Requester> r;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = requesters_.find(h);
+      if (it == requesters_.end()) {
+        return VssError(E_INVALIDARG, "no requester " + std::to_string(h) + " on this connection");
+      }
+      r = it->second;
+      if (method == "DestroyBackupComponents") requesters_.erase(it);
+    }
+    if (method == "DestroyBackupComponents") return Json();  // the last holder destroys it
+    if (auto it = SyncCalls().find(method); it != SyncCalls().end()) {
+      return it->second(r->bc, args);
+    }
+    if (auto it = AsyncCalls().find(method); it != AsyncCalls().end()) {
+      VssStatusOr<std::shared_ptr<Async>> a = it->second(r->bc);
+      if (!a.ok()) return a.status();
+      std::lock_guard<std::mutex> l(r->mu);
+      r->op = *a;
+      return Json();
+    }
+    if (method == "Wait" || method == "Cancel") {
+      std::shared_ptr<Async> op;
+      {
+        std::lock_guard<std::mutex> l(r->mu);
+        op = r->op;
+      }
+      if (!op) return VssError(VSS_E_BAD_STATE, "no asynchronous operation was started");
+      if (method == "Cancel") return Json(op->Cancel());
+      op->Wait();
+      return StatusJson(op->Result());
+    }
+    return VssError(E_INVALIDARG, "unknown method " + method);
+  }
+
+  // On the reader thread, once, after the peer is gone: its writers leave
+  // the coordinator and its requesters are destroyed (each when its last
+  // call ends), which releases their auto-release shadows.
+  void OnClose() {
+    std::vector<Guid> writers;
+    std::map<int64_t, std::shared_ptr<Requester>> requesters;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      closed_.store(true);
+      writers.swap(writers_);
+      requesters.swap(requesters_);
+    }
+    for (const Guid& id : writers) coordinator_.Unsubscribe(id).IgnoreError();
+    requesters.clear();
+    on_closed_();
+  }
+
+  Coordinator& coordinator_;
+  const std::string& store_dir_;
+  const bool privileged_;
+  const std::string peer_;
+  std::function<void()> on_closed_;
+  std::mutex mu_;  // guards the fields below
+  std::atomic<bool> closed_{false};
+  std::vector<Guid> writers_;
+  std::map<int64_t, std::shared_ptr<Requester>> requesters_;
+  int64_t next_handle_ = 1;
+  Channel channel_;  // last: its threads use the fields above
+};
+
+struct ServiceHost::Impl {
+  Coordinator& coordinator;
+  std::string store_dir;
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::list<std::unique_ptr<HostConnection>> live;
+  std::list<std::unique_ptr<HostConnection>> dead;  // closed, to be destroyed
+  bool stopping = false;
+  std::thread reaper;
+
+  Impl(Coordinator& c, std::string dir) : coordinator(c), store_dir(std::move(dir)) {
+    reaper = std::thread([this] { Reap(); });
+  }
+
+  // Destroys closed connections off the reader threads (a connection's
+  // destructor joins its own threads).
+  void Reap() {
+    std::unique_lock<std::mutex> l(mu);
+    for (;;) {
+      cv.wait(l, [&] { return !dead.empty() || (stopping && live.empty()); });
+      std::list<std::unique_ptr<HostConnection>> batch;
+      batch.swap(dead);
+      l.unlock();
+      batch.clear();
+      l.lock();
+      if (stopping && dead.empty() && live.empty()) return;
+    }
+  }
+
+  void Closed(HostConnection* c) {
+    std::lock_guard<std::mutex> l(mu);
+    for (auto it = live.begin(); it != live.end(); ++it) {
+      if (it->get() == c) {
+        dead.splice(dead.end(), live, it);
+        break;
+      }
+    }
+    cv.notify_all();
+  }
+};
+
+ServiceHost::ServiceHost(Coordinator& coordinator, std::string store_dir)
+    : impl_(std::make_unique<Impl>(coordinator, std::move(store_dir))) {}
+
+ServiceHost::~ServiceHost() {
+  {
+    std::lock_guard<std::mutex> l(impl_->mu);
+    impl_->stopping = true;
+    for (auto& c : impl_->live) c->Close();
+    impl_->cv.notify_all();
+  }
+  impl_->reaper.join();
+}
+
+void ServiceHost::Serve(int fd, bool privileged, const std::string& peer) {
+  Impl* impl = impl_.get();
+  std::lock_guard<std::mutex> l(impl->mu);
+  if (impl->stopping) {
+    ::close(fd);
+    return;
+  }
+  auto c = std::make_unique<HostConnection>(impl->coordinator, impl->store_dir, fd, privileged,
+                                            peer, nullptr);
+  HostConnection* raw = c.get();
+  impl->live.push_back(std::move(c));
+  raw->SetOnClosed([impl, raw] { impl->Closed(raw); });
+  raw->Start();
+}
+
+size_t ServiceHost::connections() const {
+  std::lock_guard<std::mutex> l(impl_->mu);
+  return impl_->live.size();
+}
+
+}  // namespace vss
