@@ -182,7 +182,6 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
 
   int rc = 0;
-  DropStaleShadows(**store);
   {
     vss::vssd::ExportRegistry registry(store->get());
     vss::SoftwareProvider provider(**store);
@@ -194,9 +193,11 @@ int main(int argc, char** argv) {
       vss::ServiceHost host(coordinator, store_dir);
       vss::vssd::ControlServer control(&host, st.st_uid);
       vss::vssd::Server server(&registry);
+      // First, so that a second vssd on the store stops here.
       if (vss::Status s = control.Listen(socket_path); !s.ok()) {
         return Fail("control socket: " + s.ToString());
       }
+      DropStaleShadows(**store);
       for (const auto& a : addresses) {
         vss::Status s = server.Listen(a);
         if (!s.ok()) return Fail(s.ToString());

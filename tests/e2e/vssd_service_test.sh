@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# vssd as the VSS service, driven as users would: a requester process that
+# is killed loses its auto-release shadows; a NO_AUTO_RELEASE one keeps
+# them while vssd runs; restarting vssd keeps persistent shadows and drops
+# non-persistent ones with an event; a second vssd on the same store is
+# refused; the control socket is mode 0660.
+#
+# usage: vssd_service_test.sh VSSCTL VSSD HOLD_REQUESTER
+set -uo pipefail
+
+VSSCTL=$(realpath "$1")
+VSSD=$(realpath "$2")
+HOLD=$(realpath "$3")
+command -v jq >/dev/null || { echo "vssd_service_test: jq is required"; exit 1; }
+work=$(mktemp -d "${TMPDIR:-/tmp}/vssd-e2e.XXXXXX")
+daemon=
+holder=
+cleanup() {
+  [[ -n $holder ]] && kill -9 "$holder" 2>/dev/null
+  [[ -n $daemon ]] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work" || exit 1
+S=$work/store
+failures=0
+checks=0
+check() {  # check DESCRIPTION COMMAND...
+  local what=$1; shift
+  checks=$((checks + 1))
+  if "$@"; then :; else failures=$((failures + 1)); echo "FAIL: $what"; fi
+}
+v() { "$VSSCTL" --store "$S" "$@"; }
+shadow_count() { v shadow list --json | jq length; }
+has_shadow() { v shadow list --json | jq -e --arg id "$1" 'map(.shadow_id) | index($id) != null' >/dev/null; }
+lacks_shadow() { ! has_shadow "$1"; }
+# wait_until COMMAND...: up to 10 s.
+wait_until() {
+  for _ in $(seq 100); do "$@" && return 0; sleep 0.1; done
+  return 1
+}
+start_daemon() {
+  "$VSSD" --store "$S" 2>>"$work/vssd.log" &
+  daemon=$!
+  wait_until test -S "$S/vssd.sock"
+}
+stop_daemon() {
+  kill "$daemon" && wait "$daemon"
+  local rc=$?
+  daemon=
+  return $rc
+}
+
+v volume create "$work/v.img" --size 64M --name v >/dev/null || exit 1
+check "vssd starts and makes its control socket" start_daemon
+check "control socket is mode 0660" test "$(stat -c %a "$S/vssd.sock")" = 660
+check "a second vssd on the same store is refused" \
+  bash -c "! '$VSSD' --store '$S' 2>'$work/second.err'"
+check "the refusal is one line naming the socket" \
+  bash -c "[[ \$(wc -l <'$work/second.err') == 1 ]] && grep -q vssd.sock '$work/second.err'"
+
+# A requester killed while it holds an auto-release (VSS_CTX_BACKUP) set.
+coproc HOLDER { "$HOLD" "$S" v 0; }
+holder=$HOLDER_PID
+read -r -t 20 id <&"${HOLDER[0]}"
+check "the requester created a shadow through vssd" has_shadow "${id:-none}"
+kill -9 "$holder"; wait "$holder" 2>/dev/null; holder=
+check "killing the requester releases its shadow" wait_until lacks_shadow "$id"
+
+# A persistent one (vssadmin's default) made in-process by vssctl: vssd
+# closed the volume when the killed requester's shadow went.
+per=$(v shadow create v --json | jq -r '.shadows[0].shadow_id')
+check "a persistent shadow was created" has_shadow "$per"
+# NO_AUTO_RELEASE (0x8) without PERSISTENT: kept after its requester exits
+# (vssd keeps the volume open for it).
+nar=$("$HOLD" "$S" v 8 </dev/null)
+check "a NO_AUTO_RELEASE shadow outlives its requester" has_shadow "$nar"
+
+check "vssd stops cleanly on SIGTERM" stop_daemon
+check "vssd starts again" start_daemon
+check "after the restart the non-persistent shadow is gone" lacks_shadow "$nar"
+check "after the restart the persistent shadow is kept" has_shadow "$per"
+check "the removal is an event" bash -c "'$VSSCTL' --store '$S' events --json | jq -e 'map(select(.kind == \"shadow-removed-at-recovery\")) | length >= 1' >/dev/null"
+stop_daemon
+
+echo "vssd_service_test: $checks checks, $failures failed"
+((failures == 0))
