@@ -199,7 +199,9 @@ VssStatus Coordinator::DispatchImpl(Session& s, const std::vector<size_t>& which
       if (!r.success && first_failure.ok()) {
         first_failure = VssError(code, who + (r.message.empty() ? "" : ": " + r.message));
       }
-    } else if (st.ok != VSS_WS_UNKNOWN) {
+    } else if (st.ok != VSS_WS_UNKNOWN && !IsFailedState(ws.state)) {
+      // A failure sticks for the rest of the session, as in VSS: a writer
+      // that failed at Thaw still shows FAILED_AT_THAW after PostSnapshot.
       ws.state = st.ok;
     }
   }
