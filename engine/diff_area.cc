@@ -137,23 +137,48 @@ StatusOr<std::pair<uint32_t, uint64_t>> DiffArea::Append(
   std::lock_guard l(mu_);
   segments_[seq].end = at + records.size();
   dirty_.insert(seq);
+  ++change_gen_;
   return std::make_pair(seq, at);
 }
 
+// Group commit: a caller needs every change made before it called
+// (generation `want`) to be durable. One caller at a time syncs the dirty
+// segments; callers arriving meanwhile wait and are covered by the next
+// sync, which takes everything dirty by then. A caller never returns before
+// a sync that started after its own change has finished: returning while
+// another thread's fdatasync is still in flight would let an overwrite of
+// the image reach the disk before its preserved record (rule 1).
 Status DiffArea::Sync() {
-  std::set<uint32_t> dirty;
-  {
-    std::lock_guard l(mu_);
-    dirty.swap(dirty_);
-  }
-  for (uint32_t seq : dirty) {
-    std::shared_ptr<File> f = FileOf(seq);
-    Status s = f ? f->Sync() : OkStatus();
-    if (!s.ok()) {
-      std::lock_guard l(mu_);
-      dirty_.insert(dirty.begin(), dirty.end());
-      return s.WithContext(PathOf(seq));
+  std::unique_lock l(mu_);
+  const uint64_t want = change_gen_;
+  while (synced_gen_ < want) {
+    if (syncing_) {
+      sync_cv_.wait(l);
+      continue;
     }
+    syncing_ = true;
+    std::set<uint32_t> dirty;
+    dirty.swap(dirty_);
+    const uint64_t covers = change_gen_;
+    l.unlock();
+    Status s;
+    uint32_t failed = 0;
+    for (uint32_t seq : dirty) {
+      std::shared_ptr<File> f = FileOf(seq);
+      s = f ? f->Sync() : OkStatus();
+      if (!s.ok()) {
+        failed = seq;
+        break;
+      }
+    }
+    l.lock();
+    syncing_ = false;
+    sync_cv_.notify_all();
+    if (!s.ok()) {
+      dirty_.insert(dirty.begin(), dirty.end());
+      return s.WithContext(PathOf(failed));
+    }
+    synced_gen_ = std::max(synced_gen_, covers);
   }
   return OkStatus();
 }
@@ -193,6 +218,7 @@ Status DiffArea::PunchHole(uint32_t segment, uint64_t offset, uint64_t length) {
   if (!f) return OkStatus();
   std::lock_guard l(mu_);
   dirty_.insert(segment);
+  ++change_gen_;
   return f->PunchHole(offset, length).WithContext(PathOf(segment));
 }
 

@@ -15,6 +15,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <condition_variable>
 #include <mutex>
 #include <set>
 #include <string>
@@ -64,7 +65,8 @@ class DiffArea {
   // until Sync(). kNoSpace when the file system is full (nothing counted).
   StatusOr<std::pair<uint32_t, uint64_t>> Append(std::span<const uint8_t> records);
 
-  // Makes every append so far durable (fdatasync of the segments written).
+  // Makes every append and hole punch made before the call durable
+  // (fdatasync of the segments written). Concurrent callers share syncs.
   Status Sync();
 
   // Reads the record at `loc` that must preserve chunk `chunk` of this
@@ -102,9 +104,15 @@ class DiffArea {
   std::shared_ptr<File> FileOf(uint32_t seq);
 
   Options opt_;
-  std::mutex mu_;  // guards segments_ and dirty_
+  std::mutex mu_;  // guards the fields below
   std::map<uint32_t, Segment> segments_;
   std::set<uint32_t> dirty_;
+  // Sync generations: change_gen_ counts changes, synced_gen_ is the last
+  // one known durable; syncing_ while one caller runs the fdatasyncs.
+  uint64_t change_gen_ = 0;
+  uint64_t synced_gen_ = 0;
+  bool syncing_ = false;
+  std::condition_variable sync_cv_;
 };
 
 }  // namespace vss::engine
