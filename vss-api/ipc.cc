@@ -84,15 +84,23 @@ Channel::Channel(int fd, CallHandler on_call, std::function<void()> on_close)
 }
 
 Channel::~Channel() {
+  Shutdown();
+  ::close(core_->fd);
+}
+
+void Channel::Shutdown() {
   Close();
   if (reader_.joinable()) reader_.join();
-  std::list<Worker> workers;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    workers.swap(workers_);
+  for (;;) {
+    std::list<Worker> workers;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      shut_down_ = true;
+      workers.swap(workers_);
+    }
+    if (workers.empty()) return;
+    for (Worker& w : workers) w.thread.join();
   }
-  for (Worker& w : workers) w.thread.join();
-  ::close(core_->fd);
 }
 
 void Channel::Start() { reader_ = std::thread([this] { ReadLoop(); }); }
@@ -104,6 +112,7 @@ void Channel::Close() {
 
 void Channel::Spawn(std::function<void()> fn) {
   std::lock_guard<std::mutex> l(mu_);
+  if (shut_down_) return;  // the peer is gone: nobody waits for this work
   // Reap the workers that finished.
   for (auto it = workers_.begin(); it != workers_.end();) {
     if (it->done->load()) {

@@ -17,8 +17,9 @@
 // waiting for a reply completes with E_UNEXPECTED, then on_close runs once
 // on the reader thread.
 //
-// Lifetime: the destructor closes the socket, joins the reader and every
-// spawned thread; callbacks must not destroy their Channel.
+// Lifetime: Shutdown() (and the destructor) close the socket, join the
+// reader and every spawned thread; callbacks must not destroy their Channel.
+// A closed channel may still be called: calls fail with E_UNEXPECTED.
 #pragma once
 
 #include <atomic>
@@ -64,6 +65,9 @@ class Channel {
   VssStatusOr<Json> Call(const std::string& method, Json args);
   // Shuts the socket down; the reader ends and fails what is pending.
   void Close();
+  // Close(), then waits for the reader and every spawned thread; later
+  // Spawn() calls are dropped. Not from one of this channel's threads.
+  void Shutdown();
   bool closed() const { return core_->closed.load(); }
   // Runs `fn` on a thread that the destructor joins.
   void Spawn(std::function<void()> fn);
@@ -86,7 +90,8 @@ class Channel {
   std::shared_ptr<Core> core_;
   CallHandler on_call_;
   std::function<void()> on_close_;
-  std::mutex mu_;  // guards next_id_, pending_, workers_
+  std::mutex mu_;  // guards next_id_, pending_, workers_, shut_down_
+  bool shut_down_ = false;
   uint64_t next_id_ = 1;
   std::map<uint64_t, Reply> pending_;
   std::list<Worker> workers_;

@@ -26,8 +26,8 @@ using internal::Json;
 // a "WriterEvent" call on the connection.
 class SocketWriterEndpoint final : public WriterEndpoint {
  public:
-  SocketWriterEndpoint(WriterRegistration reg, Channel* channel)
-      : reg_(std::move(reg)), channel_(channel) {}
+  SocketWriterEndpoint(WriterRegistration reg, std::weak_ptr<Channel> channel)
+      : reg_(std::move(reg)), channel_(std::move(channel)) {}
 
   const WriterRegistration& registration() const override { return reg_; }
 
@@ -36,7 +36,18 @@ class SocketWriterEndpoint final : public WriterEndpoint {
     std::shared_future<WriterEventResult> f = p->get_future().share();
     Json args{{"instance_id", reg_.identity.instance_id.ToString()},
               {"event", internal::ToJson(event)}};
-    channel_->CallAsync("WriterEvent", std::move(args), [p](const VssStatus& s, Json result) {
+    // Sessions keep their writers' endpoints after the connection is gone
+    // (an Abort or BackupShutdown may still be sent): then it answers gone.
+    std::shared_ptr<Channel> channel = channel_.lock();
+    if (!channel) {
+      WriterEventResult r;
+      r.success = false;
+      r.failure = VSS_E_WRITER_INFRASTRUCTURE;
+      r.message = "the writer's process is gone";
+      p->set_value(std::move(r));
+      return f;
+    }
+    channel->CallAsync("WriterEvent", std::move(args), [p](const VssStatus& s, Json result) {
       WriterEventResult r;
       if (s.ok()) {
         try {
@@ -58,7 +69,7 @@ class SocketWriterEndpoint final : public WriterEndpoint {
 
  private:
   WriterRegistration reg_;
-  Channel* channel_;  // outlives the endpoint's use: unsubscribed at close
+  std::weak_ptr<Channel> channel_;
 };
 
 VssStatus AccessDenied(const std::string& peer, const std::string& method) {
@@ -251,17 +262,19 @@ class HostConnection {
         privileged_(privileged),
         peer_(std::move(peer)),
         on_closed_(std::move(on_closed)),
-        channel_(
+        channel_(std::make_shared<Channel>(
             fd,
             [this](const std::string& m, Json a, Channel::Reply r) {
               OnCall(m, std::move(a), std::move(r));
             },
-            [this] { OnClose(); }) {}
+            [this] { OnClose(); })) {}
+  // Waits for the connection's threads, which use this object.
+  ~HostConnection() { channel_->Shutdown(); }
 
   // Before Start: runs once after the connection closed.
   void SetOnClosed(std::function<void()> f) { on_closed_ = std::move(f); }
-  void Start() { channel_.Start(); }
-  void Close() { channel_.Close(); }
+  void Start() { channel_->Start(); }
+  void Close() { channel_->Close(); }
   bool closed() const { return closed_.load(); }
 
  private:
@@ -291,7 +304,7 @@ class HostConnection {
     // The rest may block (a requester's call can wait for writers, which
     // may answer on this very connection): each runs on a thread of its
     // own. A peer's calls on one requester object do not overlap.
-    channel_.Spawn([this, method, args = std::move(args), reply = std::move(reply)] {
+    channel_->Spawn([this, method, args = std::move(args), reply = std::move(reply)] {
       VssStatusOr<Json> r = VssError(E_INVALIDARG, "unknown method " + method);
       try {
         r = Handle(method, args);
@@ -309,7 +322,7 @@ class HostConnection {
   VssStatusOr<Json> Handle(const std::string& method, const Json& args) {
     if (method == "Subscribe") {
       WriterRegistration reg = internal::RegistrationFromJson(args.at("registration"));
-      auto ep = std::make_shared<SocketWriterEndpoint>(reg, &channel_);
+      auto ep = std::make_shared<SocketWriterEndpoint>(reg, channel_);
       std::lock_guard<std::mutex> l(mu_);
       if (closed_) return VssError(E_UNEXPECTED, "connection closing");
       VssStatus s = coordinator_.Subscribe(ep);
@@ -399,7 +412,9 @@ class HostConnection {
   std::vector<Guid> writers_;
   std::map<int64_t, std::shared_ptr<Requester>> requesters_;
   int64_t next_handle_ = 1;
-  Channel channel_;  // last: its threads use the fields above
+  // Last: its threads use the fields above. Shared with the writer
+  // endpoints, which may outlive the connection.
+  std::shared_ptr<Channel> channel_;
 };
 
 struct ServiceHost::Impl {
