@@ -205,6 +205,10 @@ std::vector<std::string> Writer::GetCurrentVolumeArray() const {
 
 size_t Writer::GetCurrentVolumeCount() const { return current_ ? current_->volumes.size() : 0; }
 
+std::vector<EventVolume> Writer::GetCurrentVolumes() const {
+  return current_ ? current_->volumes : std::vector<EventVolume>{};
+}
+
 VssStatusOr<std::string> Writer::GetSnapshotDeviceName(const std::string& original_volume) const {
   if (current_ != nullptr) {
     for (const auto& e : current_->volumes) {

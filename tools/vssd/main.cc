@@ -5,6 +5,7 @@
 //
 //   vssd [--store DIR] [--socket PATH] [--nbd unix:PATH | tcp:[HOST:]PORT]...
 //        [--event-timeout-ms N] [--freeze-timeout-ms N] [--hold-timeout-ms N]
+//        [--no-fsfreeze]
 //
 // The store is --store, else $VSS_STORE, else $XDG_DATA_HOME/vss, else
 // ~/.local/share/vss (as vssctl finds it); it must exist. The control socket
@@ -13,6 +14,11 @@
 // it serves NBD on unix:STORE/nbd.sock. The timeouts are the coordinator's
 // (coordinator.h): writer answers (default 180000), the freeze-to-thaw
 // window (60000), the hold of writes during commit (10000).
+//
+// The built-in fsfreeze writer (vss/api/fsfreeze_writer.h) is subscribed
+// unless --no-fsfreeze: filesystems mounted on this host from a volume of a
+// set (through a loop device) are frozen at the set's Freeze and thawed at
+// Thaw or Abort, or when the freeze window runs out.
 //
 // At start, non-persistent shadows left by a previous run are removed (with
 // a shadow-removed-at-recovery event); persistent ones are kept.
@@ -37,6 +43,7 @@
 #include "exports.h"
 #include "server.h"
 #include "vss/api/coordinator.h"
+#include "vss/api/fsfreeze_writer.h"
 #include "vss/api/provider.h"
 #include "vss/api/service.h"
 #include "vss/api/service_host.h"
@@ -61,7 +68,7 @@ int Fail(const std::string& message) {
 constexpr const char* kUsage =
     "usage: vssd [--store DIR] [--socket PATH] [--nbd unix:PATH | "
     "tcp:[HOST:]PORT]... [--event-timeout-ms N] [--freeze-timeout-ms N] "
-    "[--hold-timeout-ms N]\n";
+    "[--hold-timeout-ms N] [--no-fsfreeze]\n";
 
 // Parses a positive millisecond count.
 bool ParseMs(const std::string& v, uint32_t* out) {
@@ -102,6 +109,7 @@ int main(int argc, char** argv) {
   std::string socket_path;
   std::vector<std::string> addresses;
   vss::CoordinatorOptions coordinator_options;
+  bool fsfreeze = true;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&](const std::string& opt, std::string* out) {
@@ -117,6 +125,8 @@ int main(int argc, char** argv) {
     if (arg == "-h" || arg == "--help") {
       std::fputs(kUsage, stdout);
       return 0;
+    } else if (arg == "--no-fsfreeze") {
+      fsfreeze = false;
     } else if (arg == "--store" || arg.rfind("--store=", 0) == 0) {
       if (!value("--store", &v) || v.empty())
         return Fail("--store needs a directory");
@@ -187,6 +197,14 @@ int main(int argc, char** argv) {
     vss::SoftwareProvider provider(**store);
     provider.SetVolumeUsers(&registry);
     vss::Coordinator coordinator(provider, coordinator_options);
+    // After the coordinator, so it unsubscribes (and thaws) before it goes.
+    // Its watchdog uses the daemon's freeze window.
+    vss::FsFreezeWriter fsfreeze_writer(coordinator_options.freeze_timeout_ms);
+    if (fsfreeze) {
+      vss::VssStatus s = fsfreeze_writer.Initialize();
+      if (s.ok()) s = fsfreeze_writer.Subscribe(coordinator);
+      if (!s.ok()) return Fail("fsfreeze writer: " + s.ToString());
+    }
     {
       // Destroyed before the coordinator: closing the requesters'
       // connections releases their auto-release shadows.

@@ -77,6 +77,8 @@ class Writer {
   // The original volumes of the set (store volume names).
   std::vector<std::string> GetCurrentVolumeArray() const;
   size_t GetCurrentVolumeCount() const;
+  // The volumes of the set with their ids and image files.
+  std::vector<EventVolume> GetCurrentVolumes() const;
   // The shadow's device for an original volume (name, id or image path);
   // VSS_E_OBJECT_NOT_FOUND if the volume is not in the set or has no shadow
   // yet (before PostSnapshot).
