@@ -293,6 +293,22 @@ Status Store::RevertToShadow(const Guid& shadow_id) {
   return v->state().Revert(shadow_id);
 }
 
+Status Store::SetShadowExposure(const Guid& shadow_id, const std::string& name,
+                                const std::string& path) {
+  VSS_ASSIGN_OR_RETURN(metadata::Transaction tx, catalog_->Begin());
+  VSS_ASSIGN_OR_RETURN(auto row, catalog_->FindShadow(shadow_id));
+  if (!row) return NotFoundError("shadow " + shadow_id.ToString() + " does not exist");
+  row->exposed_name = name;
+  row->exposed_path = path;
+  if (path.empty() && name.empty()) {
+    row->attributes &= ~kAttrExposedLocally;
+  } else {
+    row->attributes |= kAttrExposedLocally;
+  }
+  VSS_RETURN_IF_ERROR(catalog_->UpdateShadow(*row));
+  return tx.Commit();
+}
+
 StatusOr<metadata::DiffAreaRow> Store::DiffAreaOf(const Guid& volume_id) {
   VSS_ASSIGN_OR_RETURN(auto row, catalog_->FindDiffArea(volume_id));
   if (row) return *row;

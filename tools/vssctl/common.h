@@ -25,6 +25,10 @@ namespace CLI {
 class App;
 }
 
+namespace vss {
+class VssStatus;
+}
+
 namespace vss::tools {
 
 using Json = nlohmann::json;
@@ -51,6 +55,32 @@ void AddVolumeCommands(CLI::App& app, Cli& cli);
 void AddShadowCommands(CLI::App& app, Cli& cli);
 void AddStorageCommands(CLI::App& app, Cli& cli);
 void AddEventsCommand(CLI::App& app, Cli& cli);
+void AddMountCommands(CLI::App& app, Cli& cli);  // mount, unmount, attach
+// writers list, providers list, backup, restore (vss_cmd.cc).
+void AddVssCommands(CLI::App& app, Cli& cli);
+// writer simulate (writer_cmd.cc).
+void AddWriterCommands(CLI::App& app, Cli& cli);
+
+// --- The VSS layer (vss_cmd.cc) ---
+
+// The contexts `--context` takes, as vssctl names them ("backup",
+// "file-share-backup", "app-rollback", "nas-rollback", "client-accessible",
+// "client-accessible-writers").
+std::vector<std::string> VssContextNames();
+
+// `shadow create VOLUME... --context ...`: the VSS requester sequence
+// through vss::Service (vssd when it serves the store, else in-process).
+struct RequesterCreateOptions {
+  std::vector<std::string> volumes;
+  std::string context;           // one of VssContextNames()
+  bool no_writers = false;       // + VSS_VOLSNAP_ATTR_NO_WRITERS
+  bool no_auto_release = false;  // + VSS_VOLSNAP_ATTR_NO_AUTO_RELEASE
+};
+Status CreateShadowSetWithRequester(Cli& cli, const RequesterCreateOptions& o);
+
+// A VSS error as a vssctl Status whose message carries the VSS name
+// ("what: VSS_E_BAD_STATE (0x80042301): ..."); OK stays OK.
+Status FromVss(const VssStatus& s, const std::string& what = "");
 
 // Throws CLI::ValidationError: for checks of option combinations made in a
 // parse callback, so they are usage errors (exit 2) like CLI11's own.

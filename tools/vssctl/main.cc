@@ -47,6 +47,9 @@ int Run(int argc, char** argv) {
   AddShadowCommands(app, cli);
   AddStorageCommands(app, cli);
   AddEventsCommand(app, cli);
+  AddMountCommands(app, cli);
+  AddVssCommands(app, cli);
+  AddWriterCommands(app, cli);
 
   try {
     app.parse(argc, argv);

@@ -18,15 +18,13 @@ namespace {
 
 constexpr uint64_t kPiece = uint64_t{1} << 20;
 
-const std::map<std::string, int32_t> kContexts = {
-    {"client-accessible", engine::kCtxClientAccessible},
-    {"app-rollback", engine::kCtxAppRollback},
-    {"nas-rollback", engine::kCtxNasRollback},
-};
-
+// Without --context: persistent client-accessible shadows straight from the
+// engine, as vssadmin makes them. With it: the VSS requester sequence.
 struct CreateOptions {
   std::vector<std::string> volumes;
-  std::string context = "client-accessible";
+  std::string context;
+  bool no_writers = false;
+  bool no_auto_release = false;
 };
 
 struct ListOptions {
@@ -112,14 +110,22 @@ void PrintShadowBlocks(Cli& cli, std::vector<metadata::ShadowRow> shadows,
                 StateName(s.state).c_str(),
                 static_cast<unsigned long long>(s.epoch),
                 s.persistent ? "persistent" : "non-persistent");
+    if (!s.exposed_path.empty()) {  // vssctl mount
+      std::printf("         Exposed: %s/%s\n", s.exposed_path.c_str(),
+                  s.exposed_name.c_str());
+    }
     std::printf("\n");
   }
 }
 
 Status RunCreate(Cli& cli, const CreateOptions& o) {
+  if (!o.context.empty()) {
+    return CreateShadowSetWithRequester(
+        cli, {o.volumes, o.context, o.no_writers, o.no_auto_release});
+  }
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
   engine::CreateSetRequest req;
-  req.context = kContexts.at(o.context);
+  req.context = engine::kCtxClientAccessible;
   std::map<Guid, std::string> names;
   for (const auto& text : o.volumes) {
     VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, store->ResolveVolume(text));
@@ -145,7 +151,8 @@ Status RunCreate(Cli& cli, const CreateOptions& o) {
     return OkStatus();
   }
   std::printf("Created shadow copy set %s at %s (%s)\n",
-              Braced(set.set_id).c_str(), created.c_str(), o.context.c_str());
+              Braced(set.set_id).c_str(), created.c_str(),
+              ContextName(req.context).c_str());
   for (const auto& s : set.shadows) {
     std::printf("   Shadow Copy ID: %s  Volume: %s\n",
                 Braced(s.shadow_id).c_str(), names[s.volume_id].c_str());
@@ -435,14 +442,27 @@ void AddCreateList(CLI::App& noun, Cli& cli) {
   create->add_option("VOLUME", co->volumes, "Volume names or ids")->required();
   create
       ->add_option("--context", co->context,
-                   "client-accessible (default), app-rollback or nas-rollback")
-      ->check(
-          CLI::IsMember({"client-accessible", "app-rollback", "nas-rollback"}));
+                   "Run the VSS requester sequence (writers take part) in this "
+                   "context: backup, file-share-backup, app-rollback, "
+                   "nas-rollback, client-accessible, client-accessible-writers")
+      ->check(CLI::IsMember(VssContextNames()));
+  create->add_flag("--no-writers", co->no_writers,
+                   "With --context: add VSS_VOLSNAP_ATTR_NO_WRITERS");
+  create->add_flag("--no-auto-release", co->no_auto_release,
+                   "With --context: add VSS_VOLSNAP_ATTR_NO_AUTO_RELEASE");
   create->footer(
+      "Without --context: persistent client-accessible shadows (as vssadmin).\n"
+      "backup and file-share-backup are non-persistent and auto-release: they\n"
+      "are refused unless vssd holds them or --no-auto-release is given.\n"
       "Examples:\n  vssctl shadow create disk\n"
-      "  vssctl shadow create disk data --context app-rollback --json");
-  create->callback(
-      [&cli, co] { cli.run = [&cli, co] { return RunCreate(cli, *co); }; });
+      "  vssctl shadow create disk data --context app-rollback --json\n"
+      "  vssctl shadow create disk --context backup --no-auto-release");
+  create->callback([&cli, co] {
+    if (co->context.empty() && (co->no_writers || co->no_auto_release)) {
+      UsageError("shadow create: --no-writers and --no-auto-release go with --context");
+    }
+    cli.run = [&cli, co] { return RunCreate(cli, *co); };
+  });
 
   auto lo = std::make_shared<ListOptions>();
   CLI::App* list = noun.add_subcommand(

@@ -38,6 +38,7 @@ inline constexpr int32_t kAttrPersistent = 0x1;
 inline constexpr int32_t kAttrClientAccessible = 0x4;
 inline constexpr int32_t kAttrNoAutoRelease = 0x8;
 inline constexpr int32_t kAttrNoWriters = 0x10;
+inline constexpr int32_t kAttrExposedLocally = 0x100000;
 inline constexpr int32_t kAttrDifferential = 0x20000;
 inline constexpr int32_t kCtxBackup = 0x0;
 inline constexpr int32_t kCtxFileShareBackup = 0x10;
@@ -156,6 +157,12 @@ class Store {
   Status DeleteShadow(const Guid& shadow_id);
   // Reverts the shadow's volume to it; it and newer shadows are removed.
   Status RevertToShadow(const Guid& shadow_id);
+  // Records where a shadow is exposed (as VSS's ExposeSnapshot): sets its
+  // exposed_name and exposed_path and the EXPOSED_LOCALLY attribute; empty
+  // strings clear all three. Catalog only; the volume need not be open.
+  // kNotFound if the shadow does not exist.
+  Status SetShadowExposure(const Guid& shadow_id, const std::string& name,
+                           const std::string& path);
 
   // Diff areas: where a volume's records go and how big they may grow.
   // AddDiffArea fails with kAlreadyExists if the volume already has records

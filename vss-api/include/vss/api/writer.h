@@ -59,17 +59,17 @@ class Writer {
   const WriterRegistration& registration() const { return registration_; }
 
   // --- Event handlers ---
-  virtual bool OnIdentify(CreateWriterMetadata& metadata) { return true; }
-  virtual bool OnPrepareBackup(WriterComponents& components) { return true; }
+  virtual bool OnIdentify(CreateWriterMetadata& /*metadata*/) { return true; }
+  virtual bool OnPrepareBackup(WriterComponents& /*components*/) { return true; }
   virtual bool OnPrepareSnapshot() = 0;
   virtual bool OnFreeze() = 0;
   virtual bool OnThaw() = 0;
-  virtual bool OnPostSnapshot(WriterComponents& components) { return true; }
+  virtual bool OnPostSnapshot(WriterComponents& /*components*/) { return true; }
   virtual bool OnAbort() = 0;
-  virtual bool OnBackupComplete(WriterComponents& components) { return true; }
-  virtual bool OnBackupShutdown(const Guid& snapshot_set_id) { return true; }
-  virtual bool OnPreRestore(WriterComponents& components) { return true; }
-  virtual bool OnPostRestore(WriterComponents& components) { return true; }
+  virtual bool OnBackupComplete(WriterComponents& /*components*/) { return true; }
+  virtual bool OnBackupShutdown(const Guid& /*snapshot_set_id*/) { return true; }
+  virtual bool OnPreRestore(WriterComponents& /*components*/) { return true; }
+  virtual bool OnPostRestore(WriterComponents& /*components*/) { return true; }
 
  protected:
   // --- Helpers, only from inside a handler ---

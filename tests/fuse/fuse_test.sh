@@ -1,0 +1,351 @@
+#!/usr/bin/env bash
+# End-to-end test of vssctl mount / attach / unmount (FUSE), in-process and
+# through vssd: exposed images equal `shadow export`, SEEK_HOLE works, every
+# change gets EROFS, partitions, --filesystem for ext4, XFS and vfat with the
+# origin's filesystem mounted read-write at the same time, live writes
+# through attach leave shadows exact, a damaged diff area gives EIO while
+# the mount keeps serving, bad input fails cleanly.
+#
+# usage: fuse_test.sh VSSCTL VSSD FUSE_PROBE
+# Exits 77 (skipped) when not root, without /dev/fuse or a needed tool.
+# Not -e: a failed check is counted and the run goes on; the trap undoes
+# every mount, loop device and process the test made, even on failure.
+# shellcheck disable=SC2016  # eval strings
+set -uo pipefail
+
+VSSCTL=$(realpath "$1")
+VSSD=$(realpath "$2")
+PROBE=$(realpath "$3")
+skip() { echo "SKIP: $*"; exit 77; }
+[[ $(id -u) -eq 0 ]] || skip "needs root (FUSE, loop devices, mount)"
+[[ -c /dev/fuse ]] || skip "no /dev/fuse"
+for tool in jq losetup blkid sfdisk mkfs.ext4 mkfs.xfs mkfs.vfat sha256sum cmp; do
+  command -v "$tool" >/dev/null || skip "$tool is not installed"
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/vss-fuse-test.XXXXXX")
+export VSS_STORE=$work/store
+unset XDG_DATA_HOME
+vssd_pid=
+
+# "MOUNT_POINT TYPE" of every mount beneath $1.
+mounts_beneath() {
+  awk -v w="$1" 'index($5, w) == 1 {
+    for (i = 7; i <= NF; i++) if ($i == "-") { print $5, $(i + 1); break }
+  }' /proc/self/mountinfo
+}
+# Undo everything beneath $work: filesystems (deepest first), loop devices,
+# FUSE mounts, vssd.
+cleanup() {
+  local m l
+  for m in $(mounts_beneath "$work" | awk '$2 != "fuse.vss" {print $1}' | sort -r); do
+    umount "$m" 2>/dev/null || umount -l "$m"
+  done
+  for l in $(losetup -n -l -O NAME,BACK-FILE | awk -v w="$work" 'index($2, w) == 1 {print $1}'); do
+    losetup -d "$l"
+  done
+  for m in $(mounts_beneath "$work" | awk '{print $1}' | sort -r); do
+    "$VSSCTL" unmount "$m" >/dev/null 2>&1 || umount -l "$m"
+  done
+  [[ -n $vssd_pid ]] && kill "$vssd_pid" 2>/dev/null && wait "$vssd_pid"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work" || exit 1
+
+failures=0
+checks=0
+fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "FAIL: $*"; }
+ok() {  # ok DESCRIPTION COMMAND...
+  local what=$1; shift
+  if "$@"; then checks=$((checks + 1)); else fail "$what"; fi
+}
+v() { "$VSSCTL" "$@"; }
+eq() { [[ $1 == "$2" ]]; }
+# expect_ok DESCRIPTION ARGS...: vssctl succeeds; stdout in $out.
+expect_ok() {
+  local what=$1; shift
+  if out=$(v "$@" 2>err); then checks=$((checks + 1)); else fail "$what: exit $? ($(cat err))"; fi
+}
+# expect_fail CODE DESCRIPTION ARGS...: exit CODE, one line "vssctl: ..."
+# on stderr, mounts unchanged. The line is left in $errline.
+expect_fail() {
+  local code=$1 what=$2; shift 2
+  local before rc
+  before=$(grep -c "$work" /proc/self/mountinfo)
+  v "$@" >/dev/null 2>err
+  rc=$?
+  errline=$(cat err)
+  ok "$what: exit $rc, want $code" eq "$rc" "$code"
+  ok "$what: one line on stderr, got: $errline" \
+    eval '[[ $(wc -l <err) -eq 1 && $errline == vssctl:\ * ]]'
+  ok "$what: nothing mounted" eq "$(grep -c "$work" /proc/self/mountinfo)" "$before"
+}
+is_vss_mount() { mounts_beneath "$1" | grep -qx "$1 fuse.vss"; }
+json_file() {  # json_file PARTITION: the name of that file in $out
+  jq -r --argjson p "$1" '[.files[] | select(.partition == $p)][0].name' <<<"$out"
+}
+# Files with their checksums, relative to a directory.
+manifest() { (cd "$1" && find . -type f ! -path './lost+found/*' -print0 | sort -z | xargs -0 sha256sum); }
+
+# Fills the filesystem on loop device $1 (mounted on $2) with files.
+fill_fs() {
+  mkdir -p "$2/dir"
+  head -c 300K /dev/urandom >"$2/one.bin"
+  head -c 1M /dev/urandom >"$2/dir/two.bin"
+  echo "hello from $3" >"$2/dir/three.txt"
+  sync -f "$2"
+}
+# Changes them: delete, overwrite, add.
+change_fs() {
+  rm "$1/one.bin"
+  head -c 1M /dev/urandom >"$1/dir/two.bin"
+  head -c 200K /dev/urandom >"$1/new.bin"
+  sync -f "$1"
+}
+
+# ------------------------------------------------------------------ setup
+v volume create ext.img --size 64M --name ext >/dev/null
+v volume create xfs.img --size 320M --name xfs >/dev/null
+v volume create part.img --size 64M --name part >/dev/null
+mkdir -p m1 m2 m3 o1 o2 o3
+
+probe_fuse() {
+  v attach ext probe.raw >/dev/null 2>err && v unmount probe.raw >/dev/null && return
+  grep -q "without FUSE" err && skip "vssctl was built without FUSE"
+  fail "attach: $(cat err)"
+}
+probe_fuse
+
+# ------------------------------------------- attach in-process, ext4 on it
+test_attach_in_process() {
+  expect_ok "attach ext" attach ext ext.raw --json
+  ok "attach: in-process" eq "$(jq -r .via <<<"$out")" in-process
+  ok "attach: exact size" eq "$(stat -c %s ext.raw)" 67108864
+  ok "attach: a vssctl mount" is_vss_mount "$work/ext.raw"
+  ok "attach: the file names its volume (user.vss.volume)" eq \
+    "$(python3 -c 'import os,sys; print(os.getxattr(sys.argv[1], "user.vss.volume").decode())' ext.raw)" \
+    "$(v volume show ext --json | jq -r '.id // .volume_id')"
+  local loop
+  loop=$(losetup -f --show ext.raw)
+  ok "attach: mkfs.ext4 on its loop device" mkfs.ext4 -q "$loop"
+  ok "attach: mount ext4" mount "$loop" o1
+  fill_fs "$loop" o1 ext
+  manifest o1 >ext.manifest
+  umount o1
+  losetup -d "$loop"
+  expect_ok "unmount the attached file" unmount ext.raw
+  ok "unmount: the file made by attach is gone" test ! -e ext.raw
+  ok "unmount: the server released the volume" v volume read ext --offset 0 --length 4K --output /dev/null
+  ok "attach wrote through the engine" eq "$(blkid -p -o value -s TYPE ext.img)" ext4
+}
+
+# --------------------------------------------- mount in-process, read-only
+test_mount_in_process() {
+  expect_ok "shadow create ext" shadow create ext --json
+  s1=$(jq -r '.shadows[0].shadow_id' <<<"$out")
+  expect_ok "export s1" shadow export "$s1" s1.img
+  expect_ok "mount s1" mount "$s1" m1 --json
+  ok "mount: in-process" eq "$(jq -r .via <<<"$out")" in-process
+  local name
+  name=$(json_file 0)
+  ok "mount: name is <volume>@<time>.img, got $name" \
+    eval '[[ $name =~ ^ext@[0-9]{8}T[0-9]{6}Z\.img$ ]]'
+  ok "mount: one file (no partition table)" eq "$(ls m1)" "$name"
+  ok "mount: exact size" eq "$(stat -c %s "m1/$name")" 67108864
+  ok "mount: equals shadow export" cmp "m1/$name" s1.img
+  local probe rc
+  probe=$("$PROBE" erofs "m1/$name" m1)
+  rc=$?
+  ok "mount: every change is EROFS ($(tr '\n' ';' <<<"$probe"))" eq "$rc" 0
+  local holes
+  holes=$("$PROBE" holes "m1/$name")
+  ok "mount: SEEK_DATA/SEEK_HOLE walk ($holes)" eval '[[ $holes == data\ [1-9]*\ hole\ [1-9]* ]]'
+  expect_ok "shadow show" shadow show "$s1" --json
+  ok "mount: exposed_path recorded" eq "$(jq -r .exposed_path <<<"$out")" "$work/m1"
+  ok "mount: exposed_name is the image" eq "$(jq -r .exposed_name <<<"$out")" "$name"
+  expect_ok "shadow list" shadow list
+  ok "shadow list shows the exposure" grep -q "Exposed: $work/m1/$name" <<<"$out"
+  # The volume is held by the mount's server.
+  expect_fail 1 "attach while mounted in-process" attach ext busy.raw
+  ok "attach busy: names the holder, got: $errline" grep -q "in use" <<<"$errline"
+  ok "attach busy: no file left" test ! -e busy.raw
+  expect_fail 1 "mount the same shadow twice" mount "$s1" m2
+  expect_ok "unmount m1" unmount m1
+  ok "unmount: gone" eval '! is_vss_mount "$work/m1"'
+  expect_ok "shadow show after unmount" shadow show "$s1" --json
+  ok "unmount: exposed_path cleared" eq "$(jq -r .exposed_path <<<"$out")" ""
+}
+
+# ----------------------- partitions (GPT), ext4 + vfat, --filesystem, --volume
+test_partitions_filesystem() {
+  v attach part part.raw >/dev/null || fail "attach part"
+  printf 'label: gpt\n,20MiB,L\n,,L\n' | sfdisk -q part.raw >/dev/null || fail "sfdisk on the attached file"
+  local p1 p2 start size
+  read -r start size < <(sfdisk -d part.raw | sed -n 's/.*part.raw1 : start= *\([0-9]*\), size= *\([0-9]*\).*/\1 \2/p')
+  p1=$(losetup -f --show -o $((start * 512)) --sizelimit $((size * 512)) part.raw)
+  read -r start size < <(sfdisk -d part.raw | sed -n 's/.*part.raw2 : start= *\([0-9]*\), size= *\([0-9]*\).*/\1 \2/p')
+  p2=$(losetup -f --show -o $((start * 512)) --sizelimit $((size * 512)) part.raw)
+  mkfs.ext4 -q "$p1" && mkfs.vfat "$p2" >/dev/null || fail "mkfs on the partitions"
+  # Not every kernel has vfat: then p2 is found but not mounted.
+  local vfat=
+  grep -qw vfat /proc/filesystems && vfat=1
+  [[ -n $vfat ]] || echo "note: this kernel has no vfat driver; vfat is probed, not mounted"
+  mount "$p1" o1 && fill_fs "$p1" o1 p1 && manifest o1 >p1.manifest
+  umount o1
+  if [[ -n $vfat ]]; then
+    mount "$p2" o2 && fill_fs "$p2" o2 p2 && manifest o2 >p2.manifest
+    umount o2
+  fi
+  losetup -d "$p1" "$p2"
+  v unmount part.raw >/dev/null || fail "unmount part.raw"
+  v shadow create part >/dev/null || fail "shadow create part"
+  expect_ok "mount --volume part --filesystem" mount --volume part m1 --filesystem --json
+  local whole
+  whole=$(json_file 0)
+  ok "partitions: whole + p1 + p2" eq "$(jq '.files | length' <<<"$out")" 3
+  ok "partitions: -p1 name" eq "$(json_file 1)" "${whole%.img}-p1.img"
+  ok "partitions: p1 is ext4" eq "$(jq -r '.files[1].filesystem' <<<"$out")" ext4
+  ok "partitions: p2 is vfat" eq "$(jq -r '.files[2].filesystem' <<<"$out")" vfat
+  ok "partitions: p1 files equal" eq "$(manifest "m1/${whole%.img}-p1")" "$(cat p1.manifest)"
+  if [[ -n $vfat ]]; then
+    ok "partitions: p2 files equal" eq "$(manifest "m1/${whole%.img}-p2")" "$(cat p2.manifest)"
+  else
+    ok "partitions: p2 says why it is not mounted" \
+      eq "$(jq -r '.files[2].not_mounted' <<<"$out")" "this kernel has no vfat driver"
+  fi
+  ok "partitions: p1 image has the ext4 bytes" \
+    eval 'cmp -n 1M "m1/${whole%.img}-p1.img" <(tail -c +$((2048 * 512 + 1)) part.img)'
+  expect_ok "unmount --filesystem mount" unmount m1
+  ok "unmount: nothing left beneath m1" eq "$(grep -c "$work/m1" /proc/self/mountinfo)" 0
+  ok "unmount: loop devices detached" eq "$(losetup -n -l -O BACK-FILE | grep -c "$work/m1")" 0
+}
+
+# ------------------------------------------------------- through vssd
+start_vssd() {
+  "$VSSD" --store "$VSS_STORE" 2>vssd.log &
+  vssd_pid=$!
+  for _ in $(seq 100); do [[ -S $VSS_STORE/nbd.sock ]] && return; sleep 0.05; done
+  fail "vssd did not start: $(cat vssd.log)"
+}
+stop_vssd() {
+  kill "$vssd_pid" && wait "$vssd_pid"
+  vssd_pid=
+}
+
+test_vssd_origin_and_shadows_mounted() {
+  start_vssd
+  # XFS made through vssd, then a shadow set of ext and xfs (taken while
+  # no client holds the volumes: shadow creation inside vssd comes with
+  # the VSS daemon).
+  expect_ok "attach xfs through vssd" attach xfs xfs.raw --json
+  ok "attach: through vssd" eq "$(jq -r .via <<<"$out")" vssd
+  local lx le
+  lx=$(losetup -f --show xfs.raw)
+  ok "mkfs.xfs through vssd" mkfs.xfs -q "$lx"
+  mount "$lx" o3 && fill_fs "$lx" o3 xfs
+  manifest o3 >xfs.manifest
+  umount o3
+  losetup -d "$lx"
+  v unmount xfs.raw >/dev/null || fail "unmount xfs.raw"
+  expect_ok "shadow create ext xfs" shadow create ext xfs --json
+  local set
+  set=$(jq -r .set_id <<<"$out")
+  s_ext=$(jq -r '.shadows[] | select(.volume == "ext") | .shadow_id' <<<"$out")
+  v shadow export "$s_ext" s_ext.img >/dev/null || fail "export s_ext"
+
+  # The origins mounted read-write and changed ...
+  v attach ext ext.raw >/dev/null && v attach xfs xfs.raw >/dev/null || fail "attach origins"
+  le=$(losetup -f --show ext.raw)
+  lx=$(losetup -f --show xfs.raw)
+  mount "$le" o1 && mount "$lx" o3 || fail "mount origins rw"
+  change_fs o1
+  change_fs o3
+  # ... while the shadows are mounted with their filesystems.
+  expect_ok "mount --set --filesystem through vssd" mount --set "$set" m2 --filesystem --json
+  ok "set mount: through vssd" eq "$(jq -r .via <<<"$out")" vssd
+  local ext_name xfs_name
+  ext_name=$(jq -r '.files[] | select(.volume == "ext") | .name' <<<"$out")
+  xfs_name=$(jq -r '.files[] | select(.volume == "xfs") | .name' <<<"$out")
+  ok "set mount: ext4 mounted" eq "$(jq -r '.files[] | select(.volume == "ext") | .filesystem' <<<"$out")" ext4
+  ok "set mount: xfs mounted" eq "$(jq -r '.files[] | select(.volume == "xfs") | .filesystem' <<<"$out")" xfs
+  ok "ext4 shadow: old files while the origin is mounted rw" \
+    eq "$(manifest "m2/${ext_name%.img}")" "$(cat ext.manifest)"
+  ok "xfs shadow (nouuid, norecovery): old files" \
+    eq "$(manifest "m2/${xfs_name%.img}")" "$(cat xfs.manifest)"
+  ok "origin really changed" test ! -e o1/one.bin
+  ok "shadow image equals its export after live writes" cmp "m2/$ext_name" s_ext.img
+  expect_ok "unmount m2" unmount m2
+  # Both shadows of ext through vssd: the older one is exact too.
+  expect_ok "mount --volume ext through vssd" mount --volume ext m3 --json
+  ok "--volume: both shadows of ext" eq "$(ls m3 | wc -l)" 2
+  ok "older shadow exact after live writes" \
+    cmp "m3/$(jq -r --arg s "$s1" '.files[] | select(.shadow_id == $s) | .name' <<<"$out")" s1.img
+  expect_ok "unmount m3" unmount m3
+  umount o1 o3
+  losetup -d "$le" "$lx"
+  expect_ok "unmount attached ext" unmount ext.raw
+  expect_ok "unmount attached xfs" unmount xfs.raw
+  stop_vssd
+}
+
+# ------------------------------------------------------- damaged diff area
+test_damaged_diff_area() {
+  local vid seg
+  vid=$(v volume show ext --json | jq -r .id)
+  for seg in "$VSS_STORE/diff/$vid"/seg-*.vsd; do
+    # One byte in every 4 KiB block: every record's checksum fails.
+    "$PROBE" damage "$seg" || fail "damage $seg"
+  done
+  local name result
+  expect_ok "mount damaged s1" mount "$s1" m1 --json
+  name=$(json_file 0)
+  ok "damaged: the mount warns about the partition table" grep -q "partitions of" err
+  result=$("$PROBE" eio "m1/$name" 65536)
+  ok "damaged: EIO for preserved chunks, data for the rest ($result)" \
+    eval '[[ $result == eio\ [1-9]*\ ok\ [1-9]*\ other\ 0 ]]'
+  ok "damaged: the mount keeps serving" eq "$(stat -c %s "m1/$name")" 67108864
+  ok "damaged: unchanged ranges still read" \
+    eval 'dd if="m1/$name" of=/dev/null bs=64K skip=1000 count=1 status=none'
+  expect_ok "unmount damaged" unmount m1
+  start_vssd
+  expect_ok "mount damaged s1 through vssd" mount "$s1" m1
+  result=$("$PROBE" eio "m1/$name" 65536)
+  ok "damaged via vssd: EIO and data ($result)" \
+    eval '[[ $result == eio\ [1-9]*\ ok\ [1-9]*\ other\ 0 ]]'
+  expect_ok "unmount damaged via vssd" unmount m1
+  stop_vssd
+}
+
+# ---------------------------------------------------------------- bad input
+test_bad_input() {
+  expect_fail 1 "mount unknown shadow" mount 00000000-dead m1
+  ok "unknown shadow: named, got: $errline" grep -q "00000000-dead" <<<"$errline"
+  expect_fail 1 "mount on a missing directory" mount "$s1" nowhere
+  ok "missing dir: named, got: $errline" grep -q "nowhere" <<<"$errline"
+  expect_fail 1 "mount --volume without shadows" mount --volume "$(v volume create none.img --size 1M --name none --json | jq -r .name)" m1
+  expect_fail 2 "mount SHADOW with --volume" mount "$s1" m1 --volume ext
+  expect_fail 2 "mount without DIR" mount "$s1"
+  expect_fail 1 "unmount a plain directory" unmount m1
+  mount -t tmpfs none m3
+  expect_fail 1 "unmount a mount that is not vssctl's" unmount m3
+  ok "not ours: says so, got: $errline" grep -q "not a vssctl mount" <<<"$errline"
+  umount m3
+  v mount "$s1" m1 >/dev/null || fail "mount s1 for the stacking check"
+  expect_fail 1 "mount on a directory that is a vssctl mount" mount --volume part m1
+  ok "stacking: says so, got: $errline" grep -q "already a vssctl mount" <<<"$errline"
+  v unmount m1 >/dev/null || fail "unmount m1"
+  expect_fail 1 "attach unknown volume" attach nosuch x.raw
+  ok "attach unknown: no file left" test ! -e x.raw
+  expect_fail 1 "attach on a directory" attach ext m1
+}
+
+SECONDS=0
+for t in test_attach_in_process test_mount_in_process test_partitions_filesystem \
+         test_vssd_origin_and_shadows_mounted test_bad_input test_damaged_diff_area; do
+  echo "== $t (at ${SECONDS}s)"
+  "$t"
+done
+
+echo "$checks checks, $failures failed"
+[[ $failures -eq 0 ]]

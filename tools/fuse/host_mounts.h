@@ -1,0 +1,66 @@
+// Host mounts around vssctl's FUSE file systems: the mount table, finding
+// and mounting the filesystem inside an exposed image read-only through a
+// read-only loop device, and taking all of it down again.
+//
+// A vssctl FUSE mount is recognised in /proc/self/mountinfo by its type
+// "fuse.vss"; its source is "vssctl:<pid>", the pid of the server process.
+//
+// Filesystems are found with blkid (util-linux), loop devices are set up
+// with `losetup -r` and filesystems mounted with mount(2), never replaying
+// a journal (the image is read-only and may be a crash-consistent copy of
+// a mounted filesystem):
+//   ext3, ext4  ro,noload        xfs  ro,norecovery,nouuid
+//   ext2        ro               vfat ro
+// all with nosuid,nodev.
+//
+// Thread safety: plain functions; they run external programs.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "vss/status.h"
+
+namespace vss::fuse {
+
+struct MountEntry {
+  std::string source;       // device or fsname ("vssctl:1234", "/dev/loop3")
+  std::string mount_point;  // absolute, unescaped
+  std::string fs_type;      // "fuse.vss", "ext4", ...
+};
+
+// The mounts of this process's namespace, in mount order.
+StatusOr<std::vector<MountEntry>> ReadMountTable();
+
+// The filesystem type blkid finds in `path` ("ext4", "xfs", "vfat", ...),
+// or "" when it recognises none. kUnsupported when blkid is missing.
+StatusOr<std::string> ProbeFilesystem(const std::string& path);
+
+// Why `fs_type` cannot be mounted by MountReadOnly ("" when it can): a type
+// it does not know how to mount without journal replay, or one the running
+// kernel has no driver for (/proc/filesystems).
+std::string WhyNotMountable(const std::string& fs_type);
+
+// Attaches `image` to a read-only loop device and mounts its `fs_type`
+// filesystem on `mount_point` (see above). Returns the loop device. On
+// failure the loop device is detached again; the error names the image.
+StatusOr<std::string> MountReadOnly(const std::string& image,
+                                    const std::string& fs_type,
+                                    const std::string& mount_point);
+
+// Takes down the vssctl FUSE mount at `target` (a directory or an attached
+// file): unmounts every filesystem mounted beneath it (deepest first),
+// detaches the loop devices whose backing file lies in it, unmounts it and
+// waits up to 10 s for its server to exit. kNotFound if nothing is mounted
+// there, kInvalidArgument if it is not a vssctl mount, kBusy when a mount
+// or the file system is still in use (what was already undone stays so).
+// Returns the server's pid.
+StatusOr<pid_t> UnmountTree(const std::string& target);
+
+// The absolute, normalised form of `path` without following symlinks or
+// touching the file system (a dead FUSE mount cannot be stat'ed).
+std::string AbsolutePath(const std::string& path);
+
+}  // namespace vss::fuse
