@@ -59,6 +59,20 @@ check "a second vssd on the same store is refused" \
 check "the refusal is one line naming the socket" \
   bash -c "[[ \$(wc -l <'$work/second.err') == 1 ]] && grep -q vssd.sock '$work/second.err'"
 
+# Another user who can reach the socket (group root, mode 0660) is
+# refused by its uid (SO_PEERCRED): it may not create a requester.
+if ((EUID == 0)) && command -v setpriv >/dev/null && setpriv --reuid=65534 --regid=0 --clear-groups true 2>/dev/null \
+   && setpriv --reuid=65534 --regid=0 --clear-groups test -x "$HOLD"; then
+  chmod 755 "$work" "$S"
+  setpriv --reuid=65534 --regid=0 --clear-groups "$HOLD" "$S" v 0 </dev/null >/dev/null 2>"$work/nobody.err"
+  check "an unprivileged user is refused" grep -q E_ACCESSDENIED "$work/nobody.err"
+  check "the refusal names the user" grep -q "uid 65534" "$work/nobody.err"
+  check "the refused user created nothing" test "$(shadow_count)" = 0
+  chmod 700 "$work"
+else
+  echo "vssd_service_test: SKIP unprivileged peer check (needs root, setpriv and a binary nobody may run)"
+fi
+
 # A requester killed while it holds an auto-release (VSS_CTX_BACKUP) set.
 coproc HOLDER { "$HOLD" "$S" v 0; }
 holder=$HOLDER_PID
