@@ -229,7 +229,7 @@ TEST_F(SqliteWriterTest, Freeze_CheckpointsWalAndHoldsInsertsUntilThaw) {
 
 TEST_F(SqliteWriterTest, Abort_ReleasesHeldInserts) {
   bool held = false;
-  // The hook outlasts the hold limit: the set fails and the writers get Abort.
+  // The on_hold callback outlasts the hold limit: the set fails and the writers get Abort.
   Connect({.hold_writes_timeout_ms = 50, .on_hold_for_test = [&] {
              held = writer_->writes_held();
              std::this_thread::sleep_for(milliseconds(150));

@@ -380,4 +380,38 @@ Status ReadToOutput(BlockDevice& dev, uint64_t offset, uint64_t length,
   return s;
 }
 
+namespace {
+
+bool AllZero(std::span<const uint8_t> data) {
+  return std::all_of(data.begin(), data.end(), [](uint8_t b) { return b == 0; });
+}
+
+}  // namespace
+
+StatusOr<uint64_t> CopySparse(BlockDevice& src, BlockDevice& dst, const std::string& what) {
+  constexpr uint64_t kPiece = uint64_t{1} << 20;
+  VSS_ASSIGN_OR_RETURN(auto extents, src.Extents(0, src.size()));
+  uint64_t allocated = 0;
+  for (const Extent& e : extents) allocated += e.allocated ? e.length : 0;
+  Progress progress(what, allocated);
+  std::vector<uint8_t> buf(std::min(src.size(), kPiece));
+  uint64_t written = 0;
+  for (const Extent& e : extents) {
+    if (!e.allocated) continue;
+    for (uint64_t done = 0; done < e.length;) {
+      size_t n = static_cast<size_t>(std::min(e.length - done, kPiece));
+      std::span<uint8_t> piece(buf.data(), n);
+      VSS_RETURN_IF_ERROR(src.Read(e.offset + done, piece));
+      if (!AllZero(piece)) {
+        VSS_RETURN_IF_ERROR(dst.Write(e.offset + done, piece));
+        written += n;
+      }
+      done += n;
+      progress.Add(n);
+    }
+  }
+  VSS_RETURN_IF_ERROR(dst.Flush());
+  return written;
+}
+
 }  // namespace vss::tools

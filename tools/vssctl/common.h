@@ -123,6 +123,11 @@ void PrintJson(const Json& j);
 
 // Shows "what: 42% (1.2 GiB of 3 GiB)" on stderr while long work runs, when
 // stderr is a terminal and the work is at least 64 MiB; clears it at the end.
+// Copies the allocated, non-zero parts of `src` into `dst` (a new sparse
+// image or a volume), 1 MiB at a time with a progress line named `what`;
+// flushes `dst` and returns the bytes written.
+StatusOr<uint64_t> CopySparse(BlockDevice& src, BlockDevice& dst, const std::string& what);
+
 class Progress {
  public:
   Progress(std::string what, uint64_t total);
