@@ -11,46 +11,6 @@ namespace {
 
 using std::chrono::steady_clock;
 
-ComponentKey KeyOf(const TestWriter& w, const std::string& name) {
-  return {w.class_id, VSS_CT_FILEGROUP, "apps", name + "-files"};
-}
-
-// Writers must be initialized with their class id and subscribed.
-void Start(TestWriter& w, const std::string& name, Coordinator& c,
-           VSS_APPLICATION_LEVEL level = VSS_APP_FRONT_END, uint32_t freeze_ms = 60000) {
-  ASSERT_TRUE(w.Initialize(w.class_id, name, VSS_UT_USERDATA, VSS_ST_OTHER, level, freeze_ms).ok());
-  ASSERT_TRUE(w.Subscribe(c).ok());
-}
-
-// InitializeForBackup, SetContext, SetBackupState, GatherWriterMetadata,
-// StartSnapshotSet, AddToSnapshotSet(vols), PrepareForBackup.
-void PrepareBackup(BackupComponents& bc, int32_t context, const std::vector<std::string>& vols,
-                   const std::vector<ComponentKey>& components = {}) {
-  ASSERT_TRUE(bc.InitializeForBackup().ok());
-  ASSERT_TRUE(bc.SetContext(context).ok());
-  ASSERT_TRUE(bc.SetBackupState(!components.empty(), false, VSS_BT_FULL).ok());
-  if ((context & VSS_VOLSNAP_ATTR_NO_WRITERS) == 0) {
-    auto a = bc.GatherWriterMetadata();
-    ASSERT_TRUE(a.ok());
-    ASSERT_EQ((*a)->Wait(), VSS_S_ASYNC_FINISHED);
-  }
-  for (const auto& k : components) ASSERT_TRUE(bc.AddComponent(k).ok());
-  ASSERT_TRUE(bc.StartSnapshotSet().ok());
-  for (const auto& v : vols) ASSERT_TRUE(bc.AddToSnapshotSet(v).ok()) << v;
-  auto p = bc.PrepareForBackup();
-  ASSERT_TRUE(p.ok());
-  ASSERT_EQ((*p)->Wait(), VSS_S_ASYNC_FINISHED) << (*p)->Result().ToString();
-}
-
-WriterStatus StatusOf(BackupComponents& bc, const std::string& name) {
-  for (size_t i = 0; i < bc.GetWriterStatusCount(); ++i) {
-    WriterStatus s = *bc.GetWriterStatus(i);
-    if (s.name == name) return s;
-  }
-  ADD_FAILURE() << "no writer " << name;
-  return {};
-}
-
 TEST_F(VssApiTest, FullBackup_TwoWriters_EventsInVssOrderWithStates) {
   TestWriter a(&log_, "A", "vol1/app");
   TestWriter b(&log_, "B", "vol2/db");

@@ -93,42 +93,6 @@ class RemoteTest : public VssApiTest {
   std::thread acceptor_;
 };
 
-ComponentKey KeyOf(const TestWriter& w, const std::string& name) {
-  return {w.class_id, VSS_CT_FILEGROUP, "apps", name + "-files"};
-}
-
-void Start(TestWriter& w, const std::string& name, WriterRegistry& r,
-           VSS_APPLICATION_LEVEL level = VSS_APP_FRONT_END, uint32_t freeze_ms = 60000) {
-  ASSERT_TRUE(w.Initialize(w.class_id, name, VSS_UT_USERDATA, VSS_ST_OTHER, level, freeze_ms).ok());
-  VssStatus s = w.Subscribe(r);
-  ASSERT_TRUE(s.ok()) << s.ToString();
-}
-
-void PrepareBackup(BackupComponents& bc, int32_t context, const std::vector<std::string>& vols,
-                   const std::vector<ComponentKey>& components = {}) {
-  ASSERT_TRUE(bc.InitializeForBackup().ok());
-  ASSERT_TRUE(bc.SetContext(context).ok());
-  ASSERT_TRUE(bc.SetBackupState(!components.empty(), false, VSS_BT_FULL).ok());
-  auto a = bc.GatherWriterMetadata();
-  ASSERT_TRUE(a.ok()) << a.status().ToString();
-  ASSERT_EQ((*a)->Wait(), VSS_S_ASYNC_FINISHED);
-  for (const auto& k : components) ASSERT_TRUE(bc.AddComponent(k).ok());
-  ASSERT_TRUE(bc.StartSnapshotSet().ok());
-  for (const auto& v : vols) ASSERT_TRUE(bc.AddToSnapshotSet(v).ok()) << v;
-  auto p = bc.PrepareForBackup();
-  ASSERT_TRUE(p.ok());
-  ASSERT_EQ((*p)->Wait(), VSS_S_ASYNC_FINISHED) << (*p)->Result().ToString();
-}
-
-WriterStatus StatusOf(BackupComponents& bc, const std::string& name) {
-  for (size_t i = 0; i < bc.GetWriterStatusCount(); ++i) {
-    WriterStatus s = *bc.GetWriterStatus(i);
-    if (s.name == name) return s;
-  }
-  ADD_FAILURE() << "no writer " << name;
-  return {};
-}
-
 TEST_F(RemoteTest, FullBackup_WritersAndRequesterOverTheSocket_SameSequenceAsInProcess) {
   auto wa = Connect();
   auto wb = Connect();
