@@ -34,7 +34,9 @@ fi
 VSSD=$(dirname "$VSSCTL")/vssd/vssd
 vssd_pid=
 cleanup() {
-  # Part two's mounts, loop devices and daemon, whatever state it stopped in.
+  # Part two's mounts, loop devices and daemon, whatever state it stopped
+  # in; each step may find nothing to undo.
+  set +e
   [[ -d $work/then ]] && "$VSSCTL" unmount "$work/then" >/dev/null 2>&1
   if [[ -d $work/live ]] && mountpoint -q "$work/live"; then umount "$work/live"; fi
   if [[ -e $work/fs.raw ]]; then
@@ -42,8 +44,8 @@ cleanup() {
     "$VSSCTL" unmount "$work/fs.raw" >/dev/null 2>&1
   fi
   [[ -n $vssd_pid ]] && kill "$vssd_pid" 2>/dev/null && wait "$vssd_pid" 2>/dev/null
-  "$VSSCTL" volume remove "$vol" --force >/dev/null 2>&1 || true
-  "$VSSCTL" volume remove "$vol-fs" --force >/dev/null 2>&1 || true
+  "$VSSCTL" volume remove "$vol" --force >/dev/null 2>&1
+  "$VSSCTL" volume remove "$vol-fs" --force >/dev/null 2>&1
   rm -rf "$work"
 }
 trap cleanup EXIT
