@@ -40,7 +40,8 @@ Status VolumeState::FlushImageIfDirty() {
 
 Status VolumeState::FlushForCommit() {
   // The shadow will read unchanged chunks from the image: everything
-  // written before the instant must be on the medium first.
+  // written before the instant must be in it and on the medium first.
+  VSS_RETURN_IF_ERROR(DrainPending());
   VSS_RETURN_IF_ERROR(FlushImageIfDirty());
   return diff_->Sync();
 }
@@ -56,6 +57,8 @@ void VolumeState::AddShadowLocked(const metadata::ShadowRow& row) {
 
 Status VolumeState::DeleteShadow(const Guid& id) {
   std::unique_lock s(structure_mu_);
+  // Structural changes see every completed write in the image.
+  VSS_RETURN_IF_ERROR(DrainPending());
   auto it = std::find_if(shadows_.begin(), shadows_.end(),
                          [&](const ShadowInfo& i) { return i.id == id; });
   if (it == shadows_.end()) return NotFoundError(ShadowLabel(id) + " does not exist");
@@ -150,7 +153,8 @@ Status VolumeState::GiveBack(std::vector<metadata::FreeRange> ranges) {
 
 Status VolumeState::Revert(const Guid& id) {
   std::unique_lock s(structure_mu_);
-  if (!sticky_.ok()) return sticky_;
+  VSS_RETURN_IF_ERROR(DrainPending());
+  VSS_RETURN_IF_ERROR(Sticky());
   auto it = std::find_if(shadows_.begin(), shadows_.end(),
                          [&](const ShadowInfo& i) { return i.id == id; });
   if (it == shadows_.end()) return NotFoundError(ShadowLabel(id) + " does not exist");
@@ -199,6 +203,7 @@ Status VolumeState::RevertWorkLocked(size_t index) {
 
 Status VolumeState::SetMaxBytes(int64_t max_bytes) {
   std::unique_lock s(structure_mu_);
+  VSS_RETURN_IF_ERROR(DrainPending());
   diff_row_.max_bytes = max_bytes;
   metadata::DiffAreaRow d = diff_row_;
   d.used_bytes = used_bytes_;

@@ -60,9 +60,16 @@ class VolumeState::StripeGuard {
 VolumeState::VolumeState(Store* store, const metadata::VolumeRow& row,
                          std::unique_ptr<BlockDevice> image)
     : store_(store), catalog_(&store->catalog()), row_(row),
-      image_(std::move(image)) {}
+      image_(std::move(image)), pending_writes_(row.chunk_size) {}
 
-VolumeState::~VolumeState() = default;
+VolumeState::~VolumeState() {
+  {
+    std::lock_guard l(defer_mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  if (applier_.joinable()) applier_.join();
+}
 
 StatusOr<std::unique_ptr<VolumeState>> VolumeState::Open(
     Store* store, const metadata::VolumeRow& row,
@@ -203,25 +210,40 @@ Status VolumeState::ReadChunkRecord(const Location& loc, uint64_t chunk,
 Status VolumeState::Modify(uint64_t offset, uint64_t length, ModKind kind,
                            std::span<const uint8_t> data) {
   if (length == 0) return OkStatus();
+  VSS_RETURN_IF_ERROR(WaitForRoom());
   uint64_t first = offset / row_.chunk_size;
   uint64_t last = (offset + length - 1) / row_.chunk_size;
   for (;;) {
     uint64_t generation;
     {
       std::shared_lock s(structure_mu_);
-      if (!sticky_.ok()) return sticky_;
+      VSS_RETURN_IF_ERROR(Sticky());
       generation = generation_.load();
       StripeGuard g(this, first, last, true);
-      Status st = shadows_.empty() ? OkStatus() : Preserve(first, last, kind);
+      bool appended = false;
+      Status st = shadows_.empty() ? OkStatus() : Preserve(first, last, kind, &appended);
       if (st.ok()) {
-        // The preserved records are durable (or need not be): now overwrite.
-        switch (kind) {
-          case ModKind::kWrite: st = image_->Write(offset, data); break;
-          case ModKind::kZeroes: st = image_->WriteZeroes(offset, length); break;
-          case ModKind::kDiscard: st = image_->Discard(offset, length); break;
+        bool pending;
+        {
+          std::lock_guard l(defer_mu_);
+          // Rule 1: records not yet durable, so the overwrite must wait for
+          // the applier's sync. While any write is pending, later ones queue
+          // behind it, so the image always holds a prefix of the completed
+          // writes (a killed process leaves the volume as of one instant).
+          pending = (appended && any_persistent_) || !pending_writes_.empty();
+          if (pending) {
+            pending_writes_.Add(offset, length, kind, data);
+            pending_count_.store(pending_writes_.count(), std::memory_order_release);
+            if (!applier_.joinable()) applier_ = std::thread([this] { ApplierLoop(); });
+          }
         }
-        image_dirty_ = true;
-        VSS_RETURN_IF_ERROR(st);
+        if (pending) {
+          work_cv_.notify_one();
+        } else {
+          // Nothing preserved, or only for non-persistent shadows (which
+          // need no sync): overwrite now.
+          VSS_RETURN_IF_ERROR(IssueToImage(offset, length, kind, data));
+        }
         bool flush;
         {
           std::lock_guard l(index_mu_);
@@ -235,6 +257,118 @@ Status VolumeState::Modify(uint64_t offset, uint64_t length, ModKind kind,
     // shadow goes instead, then the write is tried again.
     VSS_RETURN_IF_ERROR(EvictOldest(generation));
   }
+}
+
+Status VolumeState::IssueToImage(uint64_t offset, uint64_t length, ModKind kind,
+                                 std::span<const uint8_t> data) {
+  Status st;
+  switch (kind) {
+    case ModKind::kWrite: st = image_->Write(offset, data); break;
+    case ModKind::kZeroes: st = image_->WriteZeroes(offset, length); break;
+    case ModKind::kDiscard: st = image_->Discard(offset, length); break;
+  }
+  image_dirty_ = true;
+  return st;
+}
+
+// ---------------------------------------------------------------------------
+// Write-behind.
+
+namespace {
+// Bytes of write data pending before writers wait for the applier.
+constexpr uint64_t kMaxPendingBytes = 64 << 20;
+}  // namespace
+
+Status VolumeState::Sticky() {
+  std::lock_guard l(defer_mu_);
+  return sticky_;
+}
+
+void VolumeState::SetSticky(Status s) {
+  {
+    std::lock_guard l(defer_mu_);
+    if (sticky_.ok()) sticky_ = std::move(s);
+  }
+  progress_cv_.notify_all();
+}
+
+Status VolumeState::WaitForRoom() {
+  std::unique_lock l(defer_mu_);
+  progress_cv_.wait(l, [&] {
+    return !sticky_.ok() || pending_writes_.bytes() < kMaxPendingBytes;
+  });
+  return sticky_;
+}
+
+void VolumeState::ApplierLoop() {
+  for (;;) {
+    uint64_t upto;
+    {
+      std::unique_lock l(defer_mu_);
+      work_cv_.wait(l, [&] {
+        return stop_ || (sticky_.ok() && pending_writes_.last_seq() > applied_seq_);
+      });
+      if (stop_) return;
+      upto = pending_writes_.last_seq();
+    }
+    ApplyPending(upto).IgnoreError();  // a failure is sticky_, reported by callers
+  }
+}
+
+Status VolumeState::DrainPending() {
+  uint64_t upto;
+  {
+    std::lock_guard l(defer_mu_);
+    if (!sticky_.ok()) return sticky_;
+    if (pending_writes_.empty()) return OkStatus();
+    upto = pending_writes_.last_seq();
+  }
+  return ApplyPending(upto);
+}
+
+Status VolumeState::ApplyPending(uint64_t upto) {
+  std::lock_guard a(apply_mu_);
+  uint64_t target;
+  {
+    std::lock_guard l(defer_mu_);
+    if (!sticky_.ok()) return sticky_;
+    if (applied_seq_ >= upto || pending_writes_.empty()) return OkStatus();
+    target = pending_writes_.last_seq();
+  }
+  // Rule 1: every write up to `target` was added after the records that
+  // preserve its chunks were appended, so this one sync makes all those
+  // records durable before any of the writes is issued to the image.
+  Status s = diff_->Sync();
+  if (!s.ok()) {
+    // The index says these chunks are preserved, which is not known to be
+    // true: no write may rely on it any more.
+    SetSticky(s.WithContext("diff area of volume " + row_.name + " failed; reopen the volume"));
+    return Sticky();
+  }
+  for (;;) {
+    const PendingWrites::Entry* e;
+    {
+      std::lock_guard l(defer_mu_);
+      e = pending_writes_.Oldest();
+      if (!e || e->seq > target) break;
+    }
+    // Entries are immutable and only this thread (holding apply_mu_) pops.
+    {
+      StripeGuard g(this, e->first_chunk, e->last_chunk, true);
+      Status st = IssueToImage(e->offset, e->length, e->kind, e->data);
+      if (!st.ok()) {
+        SetSticky(st.WithContext("volume " + row_.name + ": a completed write could not be "
+                                 "issued to the image; reopen the volume"));
+        return Sticky();
+      }
+      std::lock_guard l(defer_mu_);
+      applied_seq_ = e->seq;
+      pending_writes_.Pop();
+      pending_count_.store(pending_writes_.count(), std::memory_order_release);
+    }
+    progress_cv_.notify_all();
+  }
+  return OkStatus();
 }
 
 namespace {
@@ -263,7 +397,8 @@ Scratch& ThreadScratch() {
 
 }  // namespace
 
-Status VolumeState::Preserve(uint64_t first, uint64_t last, ModKind kind) {
+Status VolumeState::Preserve(uint64_t first, uint64_t last, ModKind kind,
+                             bool* appended) {
   const uint64_t epoch = shadows_.back().epoch;
   const uint64_t cs = row_.chunk_size;
   std::vector<uint64_t> need;
@@ -324,16 +459,8 @@ Status VolumeState::Preserve(uint64_t first, uint64_t last, ModKind kind) {
     VSS_RETURN_IF_ERROR(AppendBatch(
         epoch, std::span<const uint8_t>(scratch.records.get(), packed), headers));
   }
-  if (todo.empty() || !any_persistent_) return OkStatus();
-  // Rule 1: the preserved records are durable before the overwrite is
-  // issued. One sync covers the whole volume write.
-  Status s = diff_->Sync();
-  if (!s.ok()) {
-    // The index already says these chunks are preserved; without the sync
-    // that is not known to be true, so no further write may rely on it.
-    sticky_ = s.WithContext("diff area of volume " + row_.name + " failed; reopen the volume");
-    return sticky_;
-  }
+  // Not synced here: the caller makes the overwrite wait for a sync (rule 1).
+  *appended = !todo.empty();
   return OkStatus();
 }
 
@@ -368,6 +495,7 @@ Status VolumeState::AppendBatch(uint64_t epoch, std::span<const uint8_t> records
 Status VolumeState::EvictOldest(uint64_t generation) {
   std::unique_lock s(structure_mu_);
   if (generation_.load() != generation || shadows_.empty()) return OkStatus();
+  VSS_RETURN_IF_ERROR(DrainPending());
   std::string max = diff_row_.max_bytes < 0 ? "unbounded"
                                             : std::to_string(diff_row_.max_bytes) + " bytes";
   return DropShadowsLocked(
@@ -379,19 +507,33 @@ Status VolumeState::EvictOldest(uint64_t generation) {
 
 Status VolumeState::ReadLive(uint64_t offset, std::span<uint8_t> buf) {
   std::shared_lock s(structure_mu_);
-  return image_->Read(offset, buf);
+  // No pending write: the image has every completed write. (One that is
+  // added meanwhile is concurrent with this read, which may miss it.)
+  if (buf.empty() || pending_count_.load(std::memory_order_acquire) == 0)
+    return image_->Read(offset, buf);
+  // The stripes keep the applier from moving a write from pending_writes_
+  // to the image between the image read and the overlay.
+  StripeGuard g(this, offset / row_.chunk_size, (offset + buf.size() - 1) / row_.chunk_size,
+                false);
+  VSS_RETURN_IF_ERROR(image_->Read(offset, buf));
+  std::lock_guard l(defer_mu_);
+  pending_writes_.Overlay(offset, buf);
+  return OkStatus();
 }
 
 StatusOr<std::vector<Extent>> VolumeState::LiveExtents(uint64_t offset,
                                                        uint64_t length) {
+  // Allocation is the image's: issue the pending writes first.
+  VSS_RETURN_IF_ERROR(DrainPending());
   std::shared_lock s(structure_mu_);
   return image_->Extents(offset, length);
 }
 
 Status VolumeState::Flush() {
+  VSS_RETURN_IF_ERROR(DrainPending());
   {
     std::shared_lock s(structure_mu_);
-    if (!sticky_.ok()) return sticky_;
+    VSS_RETURN_IF_ERROR(Sticky());
     VSS_RETURN_IF_ERROR(FlushImageIfDirty());
   }
   return FlushIndex();

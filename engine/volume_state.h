@@ -16,13 +16,28 @@
 //                  preserves and overwrites the chunk, shared for a shadow
 //                  read of it, so a shadow read never sees a half-preserved
 //                  chunk.
+//   apply_mu_      one thread at a time syncs the diff area for pending
+//                  writes and issues them to the image (the applier, or a
+//                  caller draining them). Taken before stripes.
 //   flush_mu_      one index flush at a time.
 //   append_mu_     appends to the diff area.
 //   index_mu_      contents of the ChunkMaps, pending_.
+//   defer_mu_      pending_writes_, applier state, sticky_. Taken after
+//                  stripes, never together with index_mu_.
+//
+// Write-behind: a write that had to preserve chunks while a persistent
+// shadow exists completes once its records are appended (not yet synced);
+// it is kept in pending_writes_ (reads see it) and the applier thread syncs
+// the diff area once for every write pending at that moment and then issues
+// them to the image, oldest first. So the sync that rule 1 requires before
+// each overwrite is shared by all writes in flight, and it is not on the
+// write's own path. Flush(), a shadow-set commit and every structural
+// operation drain the pending writes first.
 #pragma once
 
 #include <array>
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -30,10 +45,12 @@
 #include <shared_mutex>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "chunk_map.h"
 #include "diff_area.h"
+#include "pending_writes.h"
 #include "vss/block_device.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
@@ -82,13 +99,18 @@ class VolumeState {
   uint64_t size() const { return row_.size; }
 
   // Live volume I/O (Volume's Do* hooks).
-  enum class ModKind { kWrite, kZeroes, kDiscard };
+  using ModKind = engine::ModKind;
+  // Completes when the image holds the modification or it is pending (see
+  // write-behind above); either way later reads see it.
   Status Modify(uint64_t offset, uint64_t length, ModKind kind,
                 std::span<const uint8_t> data);
   Status ReadLive(uint64_t offset, std::span<uint8_t> buf);
   StatusOr<std::vector<Extent>> LiveExtents(uint64_t offset, uint64_t length);
+  // Issues every pending write, syncs the image and the diff area and writes
+  // the index to the catalog.
   Status Flush();
-  // Flush on close unless crash-testing; releases nothing else.
+  // Flush on close unless crash-testing (then pending writes are dropped,
+  // as a crash would); releases nothing else.
   Status Close();
 
   // Shadow reads (ShadowDevice).
@@ -124,9 +146,25 @@ class VolumeState {
 
   uint64_t ChunkLen(uint64_t chunk) const;
   // Preserves the chunks of [first, last] not yet preserved in the newest
-  // epoch. kNoSpace when the diff area is full. REQUIRES: structure shared,
+  // epoch by appending records (not synced); sets *appended when it did.
+  // kNoSpace when the diff area is full. REQUIRES: structure shared,
   // stripes of the range exclusive, shadows_ not empty.
-  Status Preserve(uint64_t first, uint64_t last, ModKind kind);
+  Status Preserve(uint64_t first, uint64_t last, ModKind kind, bool* appended);
+  // Issues a modification to the image. REQUIRES: stripes exclusive.
+  Status IssueToImage(uint64_t offset, uint64_t length, ModKind kind,
+                      std::span<const uint8_t> data);
+
+  // Write-behind. WaitForRoom blocks a writer while the pending writes hold
+  // more than kMaxPendingBytes (before any lock is taken). ApplyPending
+  // syncs the diff area and issues every pending write up to at least
+  // sequence `upto`; DrainPending does it for all writes pending now.
+  // Both return sticky_ when the volume has failed.
+  Status WaitForRoom();
+  Status ApplyPending(uint64_t upto);
+  Status DrainPending();
+  void ApplierLoop();
+  Status Sticky();
+  void SetSticky(Status s);
   // Appends packed records and indexes them; kNoSpace past the maximum.
   Status AppendBatch(uint64_t epoch, std::span<const uint8_t> records,
                      const std::vector<RecordHeader>& headers);
@@ -181,7 +219,17 @@ class VolumeState {
   std::atomic<uint64_t> generation_{0};   // bumped by structural changes
   bool any_persistent_ = false;
   std::atomic<bool> image_dirty_{true};   // written since the last image flush
-  Status sticky_;                         // set when durability is unknown
+
+  std::mutex apply_mu_;
+  std::mutex defer_mu_;
+  std::condition_variable work_cv_;       // applier: writes pending, or stop
+  std::condition_variable progress_cv_;   // writers and drainers: applied
+  PendingWrites pending_writes_;          // guarded by defer_mu_
+  std::atomic<size_t> pending_count_{0};  // pending_writes_.count()
+  uint64_t applied_seq_ = 0;              // guarded by defer_mu_
+  bool stop_ = false;                     // guarded by defer_mu_
+  std::thread applier_;                   // started at the first pending write
+  Status sticky_;  // guarded by defer_mu_; set when durability is unknown
 };
 
 }  // namespace vss::engine

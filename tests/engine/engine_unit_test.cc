@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "../../engine/chunk_map.h"
+#include "../../engine/pending_writes.h"
 #include "../../engine/record.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
@@ -169,6 +170,48 @@ TEST(ChunkMapTest, FindsEveryInsertedChunkAcrossGrowth) {
   }
   EXPECT_EQ(m.Find(1), nullptr);
   EXPECT_LT(m.memory_bytes() / m.size(), 64u);
+}
+
+TEST(PendingWritesTest, OverlayAppliesOverlappingWritesOldestFirst) {
+  PendingWrites p(4096);
+  std::vector<uint8_t> a(6000, 0xA), b(10, 0xB);
+  EXPECT_EQ(p.Add(1000, a.size(), ModKind::kWrite, a), 1u);
+  EXPECT_EQ(p.Add(5000, b.size(), ModKind::kWrite, b), 2u);
+  EXPECT_EQ(p.Add(6990, 20, ModKind::kDiscard, {}), 3u);
+  EXPECT_EQ(p.bytes(), 6010u);
+  std::vector<uint8_t> buf(8192, 0x1), want(8192, 0x1);
+  std::fill(want.begin() + 1000, want.begin() + 7000, 0xA);
+  std::fill(want.begin() + 5000, want.begin() + 5010, 0xB);
+  std::fill(want.begin() + 6990, want.begin() + 7010, 0);
+  p.Overlay(0, buf);
+  EXPECT_EQ(buf, want);
+  // A window that cuts every entry.
+  std::vector<uint8_t> part(20, 0x1);
+  p.Overlay(4995, part);
+  EXPECT_TRUE(std::equal(part.begin(), part.end(), want.begin() + 4995));
+}
+
+TEST(PendingWritesTest, PopRemovesTheOldestFromEveryChunkItCovers) {
+  PendingWrites p(4096);
+  std::vector<uint8_t> a(4098, 1);
+  p.Add(4095, a.size(), ModKind::kWrite, a);  // chunks 0..2
+  p.Add(3 * 4096, 4096, ModKind::kZeroes, {});  // chunk 3
+  ASSERT_NE(p.Oldest(), nullptr);
+  EXPECT_EQ(p.Oldest()->seq, 1u);
+  EXPECT_EQ(p.Oldest()->first_chunk, 0u);
+  EXPECT_EQ(p.Oldest()->last_chunk, 2u);
+  p.Pop();
+  EXPECT_EQ(p.bytes(), 0u);
+  EXPECT_EQ(p.count(), 1u);
+  // Chunks 0..2 no longer overlay; chunk 3 still reads as zeroes.
+  std::vector<uint8_t> buf(4 * 4096, 7), want(4 * 4096, 7);
+  std::fill(want.begin() + 3 * 4096, want.end(), 0);
+  p.Overlay(0, buf);
+  EXPECT_EQ(buf, want);
+  p.Pop();
+  EXPECT_TRUE(p.empty());
+  EXPECT_EQ(p.Oldest(), nullptr);
+  EXPECT_EQ(p.last_seq(), 2u);
 }
 
 TEST_F(VolumeTest, ShadowRead_ReturnsPreimageAfterOverwrite) {
@@ -487,19 +530,53 @@ TEST_F(MemFsVolumeTest, FullFileSystemDeletesOldestShadowAndWriteSucceeds) {
   EXPECT_EQ(b, Bytes(8192, 2));
 }
 
-TEST_F(MemFsVolumeTest, FailedSyncFailsTheWriteAndLeavesTheImageUntouched) {
+TEST_F(MemFsVolumeTest, FailedSyncFailsTheFlushAndLeavesTheImageUntouched) {
   ASSERT_OK(vol_->Write(0, Bytes(1024 * 1024, 3)));
   auto set = store_->CreateShadowSet({.volumes = {id_}});
   ASSERT_OK(set);
   fs_.SetFaultRule({.ops = static_cast<uint32_t>(FileOp::kSync), .nth = 1,
                     .persistent = false, .error = IoError("sync failed")});
-  EXPECT_FALSE(vol_->Write(0, Bytes(4096, 4)).ok());
+  // The write completes with its record appended; its overwrite waits for
+  // the diff-area sync, which fails.
+  ASSERT_OK(vol_->Write(0, Bytes(4096, 4)));
+  EXPECT_FALSE(vol_->Flush().ok());
+  // Rule 1: without a durable record the image was never overwritten.
   std::vector<uint8_t> b(4096);
-  ASSERT_OK(vol_->Read(0, b));
-  std::vector<uint8_t> want = Bytes(1024 * 1024, 3);
-  EXPECT_TRUE(std::equal(b.begin(), b.end(), want.begin()));
-  // Durability is unknown from now on: further writes fail until reopened.
+  ASSERT_OK(image_->Read(0, b));
+  EXPECT_EQ(b, Bytes(4096, 3));
+  // The shadow still reads the old bytes.
+  auto shadow = vol_->OpenShadow(set->shadows[0].shadow_id);
+  ASSERT_OK(shadow);
+  ASSERT_OK((*shadow)->Read(0, b));
+  EXPECT_EQ(b, Bytes(4096, 3));
+  // Durability is unknown from now on: writes and flushes fail until reopened.
   EXPECT_FALSE(vol_->Write(8192, Bytes(4096, 5)).ok());
+  EXPECT_FALSE(vol_->Flush().ok());
+}
+
+TEST_F(MemFsVolumeTest, PendingWriteReadsBackAtOnceAndReachesTheImageAtFlush) {
+  ASSERT_OK(vol_->Write(0, Bytes(1024 * 1024, 1)));
+  auto set = store_->CreateShadowSet({.volumes = {id_}});
+  ASSERT_OK(set);
+  // Overlapping writes, the second over a chunk the first still has pending.
+  const std::vector<uint8_t> two = Bytes(8192, 2), three = Bytes(100, 3);
+  ASSERT_OK(vol_->Write(4096, two));
+  ASSERT_OK(vol_->Write(8192, three));
+  ASSERT_OK(vol_->WriteZeroes(12288, 4096));
+  std::vector<uint8_t> want = Bytes(1024 * 1024, 1);
+  std::copy(two.begin(), two.end(), want.begin() + 4096);
+  std::copy(three.begin(), three.end(), want.begin() + 8192);
+  std::fill(want.begin() + 12288, want.begin() + 16384, 0);
+  std::vector<uint8_t> b(1024 * 1024);
+  ASSERT_OK(vol_->Read(0, b));
+  EXPECT_TRUE(b == want);
+  auto shadow = vol_->OpenShadow(set->shadows[0].shadow_id);
+  ASSERT_OK(shadow);
+  ASSERT_OK((*shadow)->Read(0, b));
+  EXPECT_TRUE(b == Bytes(1024 * 1024, 1));
+  ASSERT_OK(vol_->Flush());
+  ASSERT_OK(image_->Read(0, b));
+  EXPECT_TRUE(b == want);
 }
 
 TEST_F(MemFsVolumeTest, FailedRecordWriteFailsTheVolumeWrite) {

@@ -1,8 +1,10 @@
 #include "connection.h"
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -12,8 +14,14 @@
 namespace vss::vssd {
 namespace {
 
-constexpr int kWorkers = 4;
+// Workers per connection: enough for a client's usual queue depth (8 to 16)
+// to be in flight at once, so that writes under a shadow share diff-area
+// syncs and reads overlap their decompression.
+constexpr int kWorkers = 12;
 constexpr size_t kMaxQueued = 16;          // requests read but not started
+// Buffers kept for reuse: how many, and the largest one kept.
+constexpr size_t kPoolBuffers = kWorkers + kMaxQueued + 2;
+constexpr size_t kPoolMaxBytes = 4u << 20;
 constexpr size_t kMaxDescriptors = 65536;  // per block status chunk
 
 // The NBD error for a failed engine call. `write` selects ENOSPC for ranges
@@ -98,14 +106,45 @@ bool Connection::Discard(uint64_t n) {
   return true;
 }
 
-bool Connection::WriteAll(std::span<const uint8_t> data) {
-  while (!data.empty()) {
-    ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+bool Connection::WriteAll(std::span<const uint8_t> head,
+                          std::span<const uint8_t> data) {
+  while (!head.empty() || !data.empty()) {
+    iovec iov[2];
+    int count = 0;
+    if (!head.empty()) iov[count++] = {const_cast<uint8_t*>(head.data()), head.size()};
+    if (!data.empty()) iov[count++] = {const_cast<uint8_t*>(data.data()), data.size()};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = count;
+    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
-    data = data.subspan(static_cast<size_t>(n));
+    size_t sent = static_cast<size_t>(n);
+    size_t from_head = std::min(sent, head.size());
+    head = head.subspan(from_head);
+    data = data.subspan(sent - from_head);
   }
   return true;
+}
+
+Connection::Buffer Connection::TakeBuffer(size_t n) {
+  {
+    std::lock_guard l(pool_mu_);
+    for (size_t i = 0; i < pool_.size(); ++i) {
+      if (pool_[i].capacity < n) continue;
+      Buffer b = std::move(pool_[i]);
+      pool_[i] = std::move(pool_.back());
+      pool_.pop_back();
+      return b;
+    }
+  }
+  return Buffer{std::unique_ptr<uint8_t[]>(new uint8_t[std::max<size_t>(n, 1)]), n};
+}
+
+void Connection::ReturnBuffer(Buffer b) {
+  if (!b.bytes || b.capacity > kPoolMaxBytes) return;
+  std::lock_guard l(pool_mu_);
+  if (pool_.size() < kPoolBuffers) pool_.push_back(std::move(b));
 }
 
 // ---- handshake -------------------------------------------------------------
@@ -436,12 +475,13 @@ void Connection::Transmission() {
         SendError(r, nbd::kEInval, "write larger than 32 MiB");
         break;
       }
-      r.payload.resize(r.length);
-      if (!ReadAll(r.payload.data(), r.length)) break;
+      r.payload = TakeBuffer(r.length);
+      if (!ReadAll(r.payload.bytes.get(), r.length)) break;
     }
     if (uint32_t err = Check(r)) {
       SendError(r, err,
                 err == nbd::kEPerm ? "export is read-only" : "invalid request");
+      ReturnBuffer(std::move(r.payload));
       continue;
     }
     std::unique_lock l(queue_mu_);
@@ -470,6 +510,7 @@ void Connection::Worker() {
     }
     queue_cv_.notify_all();  // room for the reader
     Execute(r);
+    ReturnBuffer(std::move(r.payload));
   }
 }
 
@@ -479,7 +520,9 @@ void Connection::Execute(Request& r) {
   Status s;
   switch (r.type) {
     case nbd::kCmdRead: {
-      std::vector<uint8_t> buf(r.length);
+      // The reply goes out of the request's own buffer, recycled after.
+      r.payload = TakeBuffer(r.length);
+      std::span<uint8_t> buf(r.payload.bytes.get(), r.length);
       s = dev.Read(r.offset, buf);
       if (!s.ok()) break;
       if (!structured_) {
@@ -495,7 +538,7 @@ void Connection::Execute(Request& r) {
       return;
     }
     case nbd::kCmdWrite:
-      s = dev.Write(r.offset, r.payload);
+      s = dev.Write(r.offset, std::span<const uint8_t>(r.payload.bytes.get(), r.length));
       break;
     case nbd::kCmdTrim:
       s = dev.Discard(r.offset, r.length);
@@ -566,7 +609,7 @@ void Connection::SendSimple(uint64_t handle, uint32_t error,
   nbd::Put64(b, handle);
   std::lock_guard l(write_mu_);
   if (write_failed_) return;
-  if (!WriteAll(b) || !WriteAll(data)) {
+  if (!WriteAll(b, data)) {
     write_failed_ = true;
     ::shutdown(fd_, SHUT_RDWR);  // the client is gone: stop the reader too
   }
@@ -584,7 +627,7 @@ void Connection::SendChunk(uint64_t handle, uint16_t flags, uint16_t type,
   b.insert(b.end(), head.begin(), head.end());
   std::lock_guard l(write_mu_);
   if (write_failed_) return;
-  if (!WriteAll(b) || !WriteAll(data)) {
+  if (!WriteAll(b, data)) {
     write_failed_ = true;
     ::shutdown(fd_, SHUT_RDWR);
   }

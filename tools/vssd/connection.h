@@ -45,13 +45,20 @@ class Connection {
   bool finished() const { return finished_.load(); }
 
  private:
+  // A request's data (write payload, read result): not zero-filled, and
+  // recycled through the connection's pool so that a 1 MiB request does not
+  // cost a fresh allocation and its page faults.
+  struct Buffer {
+    std::unique_ptr<uint8_t[]> bytes;
+    size_t capacity = 0;
+  };
   struct Request {
     uint16_t flags = 0;
     uint16_t type = 0;
     uint64_t handle = 0;
     uint64_t offset = 0;
     uint32_t length = 0;
-    std::vector<uint8_t> payload;  // WRITE data
+    Buffer payload;  // WRITE data, `length` bytes
   };
 
   // Handshake; true when transmission should begin with export_ set.
@@ -73,6 +80,9 @@ class Connection {
   void Execute(Request& r);
   void DoBlockStatus(const Request& r);
 
+  Buffer TakeBuffer(size_t n);
+  void ReturnBuffer(Buffer b);
+
   void SendSimple(uint64_t handle, uint32_t error,
                   std::span<const uint8_t> data = {});
   void SendChunk(uint64_t handle, uint16_t flags, uint16_t type,
@@ -81,7 +91,8 @@ class Connection {
   // The error reply for a request: an error chunk when structured replies
   // are on, else a simple reply.
   void SendError(const Request& r, uint32_t error, const std::string& message);
-  bool WriteAll(std::span<const uint8_t> data);
+  // Sends `head` then `data` (one sendmsg when it takes them whole).
+  bool WriteAll(std::span<const uint8_t> head, std::span<const uint8_t> data = {});
   bool ReadAll(void* buf, size_t n);
   bool Discard(uint64_t n);
 
@@ -104,6 +115,9 @@ class Connection {
   std::deque<Request> queue_;  // guarded by queue_mu_
   bool closing_ = false;       // guarded by queue_mu_: no more requests
   std::vector<std::thread> workers_;
+
+  std::mutex pool_mu_;
+  std::vector<Buffer> pool_;  // guarded by pool_mu_
 };
 
 }  // namespace vss::vssd
