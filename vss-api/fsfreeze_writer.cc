@@ -15,6 +15,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <utility>
 
 namespace vss {
 namespace {
@@ -147,8 +148,8 @@ std::vector<FsMount> FindMountedFilesystems(const std::vector<EventVolume>& volu
 
 // ---------------------------------------------------------------------------
 
-FsFreezer::FsFreezer(std::chrono::milliseconds window)
-    : window_(window), watchdog_([this] { Watchdog(); }) {}
+FsFreezer::FsFreezer(std::chrono::milliseconds window, std::vector<std::string> guard_command)
+    : window_(window), guard_command_(std::move(guard_command)), watchdog_([this] { Watchdog(); }) {}
 
 FsFreezer::~FsFreezer() {
   {
@@ -158,11 +159,35 @@ FsFreezer::~FsFreezer() {
     cv_.notify_all();
   }
   watchdog_.join();
+  // Nothing is listed with the guard any more: its helper exits quietly.
+  guard_.reset();
+}
+
+VssStatus FsFreezer::StartGuard() {
+  std::lock_guard<std::mutex> l(mu_);
+  return StartGuardLocked();
+}
+
+VssStatus FsFreezer::StartGuardLocked() {
+  if (guard_command_.empty()) return VssStatus::Ok();
+  if (guard_ != nullptr && !guard_->broken()) return VssStatus::Ok();
+  // A broken guard's helper is gone or stuck; nothing of ours is frozen
+  // under it (every failure thaws first), so it is replaced.
+  guard_.reset();
+  StatusOr<std::unique_ptr<ThawGuard>> g = ThawGuard::Start(guard_command_);
+  if (!g.ok()) {
+    events_.push_back("guard failed: " + g.status().message());
+    return VssError(VSS_E_WRITERERROR_NONRETRYABLE,
+                    "cannot freeze without the thaw guard: " + g.status().message());
+  }
+  guard_ = std::move(g).value();
+  return VssStatus::Ok();
 }
 
 VssStatus FsFreezer::Freeze(const std::vector<std::string>& mountpoints) {
   std::lock_guard<std::mutex> l(mu_);
   if (!frozen_.empty()) return VssError(VSS_E_BAD_STATE, "filesystems are already frozen");
+  if (VssStatus s = StartGuardLocked(); !s.ok()) return s;
   fired_ = false;
   // Armed before the first FIFREEZE: the window counts from the Freeze
   // event, as the coordinator's does.
@@ -172,7 +197,29 @@ VssStatus FsFreezer::Freeze(const std::vector<std::string>& mountpoints) {
   for (const std::string& mp : mountpoints) {
     int fd = ::open(mp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int err = fd < 0 ? errno : 0;
+    if (fd >= 0 && guard_ != nullptr) {
+      // The helper holds its own descriptor of the filesystem before the
+      // FIFREEZE: if this process dies from here on, the helper thaws it.
+      Status g = guard_->WillFreeze(mp, fd);
+      if (!g.ok() && frozen_.empty()) {
+        // The helper died since the last set (nothing of ours is under it
+        // yet): a new one, once.
+        if (StartGuardLocked().ok()) g = guard_->WillFreeze(mp, fd);
+      }
+      if (!g.ok()) {
+        ::close(fd);
+        ThawLocked("thaw").IgnoreError();
+        events_.push_back("freeze failed " + mp + ": " + g.message());
+        return VssError(VSS_E_WRITERERROR_NONRETRYABLE,
+                        "cannot freeze " + mp + " under the thaw guard: " + g.message());
+      }
+    }
     if (fd >= 0 && ::ioctl(fd, FIFREEZE, 0) != 0) err = errno;
+    if (err != 0 && fd >= 0 && guard_ != nullptr) {
+      // Not frozen by us (not even on EBUSY: that freeze is someone
+      // else's): the helper must not thaw it.
+      guard_->Thawed(mp).IgnoreError();  // a broken guard is replaced at the next Freeze
+    }
     if (err == EOPNOTSUPP) {
       // This filesystem type cannot freeze (vfat, ...): flushing it is the
       // best that can be done, as fsfreeze-less VSS writers do.
@@ -216,6 +263,10 @@ VssStatus FsFreezer::ThawLocked(const char* why) {
       events_.push_back("thaw failed " + it->mountpoint + ": " + err);
       failed += (failed.empty() ? "" : ", ") + it->mountpoint + " (" + err + ")";
     }
+    // After the FITHAW: until then the helper must still be able to thaw.
+    // Forgotten on failure too, as here. A broken guard is replaced at the
+    // next Freeze.
+    if (guard_ != nullptr) guard_->Thawed(it->mountpoint).IgnoreError();
     ::close(it->fd);
   }
   frozen_.clear();
@@ -254,11 +305,16 @@ std::vector<std::string> FsFreezer::events() const {
   return events_;
 }
 
+pid_t FsFreezer::guard_pid() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return guard_ != nullptr && !guard_->broken() ? guard_->pid() : -1;
+}
+
 // ---------------------------------------------------------------------------
 
-FsFreezeWriter::FsFreezeWriter(uint32_t freeze_timeout_ms)
+FsFreezeWriter::FsFreezeWriter(uint32_t freeze_timeout_ms, std::vector<std::string> guard_command)
     : freeze_timeout_ms_(freeze_timeout_ms),
-      freezer_(std::chrono::milliseconds(freeze_timeout_ms)) {}
+      freezer_(std::chrono::milliseconds(freeze_timeout_ms), std::move(guard_command)) {}
 
 FsFreezeWriter::~FsFreezeWriter() {
   // No handler may run while the freezer goes; then thaw whatever is left.
@@ -267,6 +323,7 @@ FsFreezeWriter::~FsFreezeWriter() {
 }
 
 VssStatus FsFreezeWriter::Initialize() {
+  if (VssStatus s = freezer_.StartGuard(); !s.ok()) return s;
   return Writer::Initialize(FsFreezeWriterClassId(), "fsfreeze", VSS_UT_SYSTEMSERVICE,
                             VSS_ST_OTHER, VSS_APP_SYSTEM, freeze_timeout_ms_);
 }

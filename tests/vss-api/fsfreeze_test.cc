@@ -7,6 +7,11 @@
 // The loop device reads the image file directly (not through the engine as
 // `vssctl attach` does), which is enough to test freezing; the shadows'
 // contents are not checked here.
+//
+// The thaw guard's helper is vssd's `--thaw-guard` mode (VSSD_PATH, built
+// with this test). Closing a ThawGuard while something is listed is, to
+// the helper, the same end of file as its parent's death; the death of
+// vssd itself is tests/e2e/vssd_fsfreeze_kill_test.sh.
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -14,13 +19,18 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <dirent.h>
+#include <signal.h>
+
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <future>
+#include <set>
 
 #include "test_util.h"
 #include "vss/api/fsfreeze_writer.h"
+#include "vss/api/thaw_guard.h"
 
 namespace vss::testing {
 namespace {
@@ -145,6 +155,46 @@ class OrderProbe final : public Writer {
  private:
   const LoopMount& mount_;
 };
+
+// The command that runs the thaw guard's helper.
+std::vector<std::string> GuardCommand() { return {VSSD_PATH, "--thaw-guard"}; }
+
+// The descriptor numbers open in process `pid`.
+std::set<int> OpenFds(pid_t pid) {
+  std::set<int> out;
+  for (const std::string& name : [&] {
+         std::vector<std::string> names;
+         DIR* d = ::opendir(("/proc/" + std::to_string(pid) + "/fd").c_str());
+         if (d == nullptr) return names;
+         while (dirent* e = ::readdir(d)) names.push_back(e->d_name);
+         ::closedir(d);
+         return names;
+       }()) {
+    if (name != "." && name != "..") out.insert(std::stoi(name));
+  }
+  return out;
+}
+
+// What descriptor `fd` of process `pid` points at.
+std::string FdTarget(pid_t pid, int fd) {
+  char buf[4096];
+  std::string link = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
+  ssize_t n = ::readlink(link.c_str(), buf, sizeof buf);
+  return n < 0 ? "" : std::string(buf, static_cast<size_t>(n));
+}
+
+// True once process `pid` is gone (or a zombie) within `ms`.
+bool ExitsWithin(pid_t pid, int ms) {
+  for (int waited = 0; waited <= ms; waited += 20) {
+    std::string stat = Capture("cat /proc/" + std::to_string(pid) + "/stat");
+    size_t paren = stat.rfind(')');
+    if (stat.empty() || (paren != std::string::npos && stat.compare(paren, 4, ") Z ") == 0)) {
+      return true;
+    }
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  return false;
+}
 
 WriterStatus StatusOf(BackupComponents& bc, const std::string& name) {
   for (size_t i = 0; i < bc.GetWriterStatusCount(); ++i) {
@@ -378,6 +428,121 @@ TEST_F(FsFreezeTest, WriterDestroyedWhileFrozen_Thaws) {
   EXPECT_FALSE(w.DoneWithin(200)) << "not frozen";
   f.reset();
   EXPECT_TRUE(w.DoneWithin(2000)) << "the destructor did not thaw";
+}
+
+// ---------------------------------------------------------------- thaw guard
+
+TEST_F(FsFreezeTest, ThawGuard_ClosedWhileFrozen_HelperThawsAndExits) {
+  StatusOr<std::unique_ptr<ThawGuard>> guard = ThawGuard::Start(GuardCommand());
+  ASSERT_TRUE(guard.ok()) << guard.status().ToString();
+  const pid_t pid = (*guard)->pid();
+  int fd = ::open(mount_->mountpoint().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE((*guard)->WillFreeze(mount_->mountpoint(), fd).ok());
+  ASSERT_EQ(::ioctl(fd, FIFREEZE, 0), 0);
+  BackgroundWrite w(*mount_, "blocked");
+  EXPECT_FALSE(w.DoneWithin(200)) << "not frozen";
+  // End of file, as when this process dies: the helper thaws.
+  guard.value().reset();
+  EXPECT_TRUE(w.DoneWithin(3000)) << "the helper did not thaw";
+  EXPECT_TRUE(ExitsWithin(pid, 3000)) << "the helper is still running";
+  // It was thawed by the helper, not by someone else: ours is not frozen.
+  EXPECT_NE(::ioctl(fd, FITHAW, 0), 0);
+  ::close(fd);
+}
+
+TEST_F(FsFreezeTest, ThawGuard_ToldThawed_LeavesALaterFreezeAlone) {
+  StatusOr<std::unique_ptr<ThawGuard>> guard = ThawGuard::Start(GuardCommand());
+  ASSERT_TRUE(guard.ok()) << guard.status().ToString();
+  int fd = ::open(mount_->mountpoint().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE((*guard)->WillFreeze(mount_->mountpoint(), fd).ok());
+  ASSERT_EQ(::ioctl(fd, FIFREEZE, 0), 0);
+  ASSERT_EQ(::ioctl(fd, FITHAW, 0), 0);
+  ASSERT_TRUE((*guard)->Thawed(mount_->mountpoint()).ok());
+  // Someone else's freeze, after ours ended: the helper must not undo it.
+  ASSERT_EQ(::ioctl(fd, FIFREEZE, 0), 0);
+  const pid_t pid = (*guard)->pid();
+  guard.value().reset();
+  EXPECT_TRUE(ExitsWithin(pid, 3000));
+  EXPECT_EQ(::ioctl(fd, FITHAW, 0), 0) << "the helper thawed a freeze it was told had ended";
+  ::close(fd);
+}
+
+TEST_F(FsFreezeTest, ThawGuard_HelperHoldsOnlyDevNullItsSocketAndTheFrozenFs) {
+  // Descriptors this process leaks on purpose (no O_CLOEXEC) must not reach
+  // the helper either.
+  int leaked = ::open("/dev/zero", O_RDONLY);
+  ASSERT_GE(leaked, 0);
+  StatusOr<std::unique_ptr<ThawGuard>> guard = ThawGuard::Start(GuardCommand());
+  ::close(leaked);
+  ASSERT_TRUE(guard.ok()) << guard.status().ToString();
+  const pid_t pid = (*guard)->pid();
+  EXPECT_EQ(OpenFds(pid), (std::set<int>{0, 1, 2, 3}));
+  EXPECT_EQ(FdTarget(pid, 0), "/dev/null");
+  EXPECT_EQ(FdTarget(pid, 1), "/dev/null");
+  EXPECT_EQ(FdTarget(pid, 3).rfind("socket:", 0), 0u) << FdTarget(pid, 3);
+  EXPECT_EQ(Capture("cat /proc/" + std::to_string(pid) + "/comm"), "vss-thaw-guard");
+
+  int fd = ::open(mount_->mountpoint().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE((*guard)->WillFreeze(mount_->mountpoint(), fd).ok());
+  std::set<int> fds = OpenFds(pid);
+  EXPECT_EQ(fds.size(), 5u);
+  bool holds_mount = false;
+  for (int f : fds) holds_mount |= FdTarget(pid, f) == mount_->mountpoint();
+  EXPECT_TRUE(holds_mount) << "the helper holds no descriptor of the mountpoint";
+  ASSERT_TRUE((*guard)->Thawed(mount_->mountpoint()).ok());
+  ::close(fd);
+}
+
+TEST_F(FsFreezeTest, FreezerWithGuard_ProgramIsNoGuard_RefusesToFreeze) {
+  for (const std::vector<std::string>& command :
+       {std::vector<std::string>{dir_.path() + "/no-such-program"},
+        std::vector<std::string>{"/bin/true"}}) {
+    SCOPED_TRACE(command[0]);
+    FsFreezer f(milliseconds(60000), command);
+    VssStatus s = f.StartGuard();
+    EXPECT_EQ(s.code(), VSS_E_WRITERERROR_NONRETRYABLE) << s.ToString();
+    EXPECT_NE(s.message().find("thaw guard"), std::string::npos) << s.message();
+    s = f.Freeze({mount_->mountpoint()});
+    EXPECT_EQ(s.code(), VSS_E_WRITERERROR_NONRETRYABLE) << s.ToString();
+    EXPECT_TRUE(f.frozen().empty());
+    EXPECT_EQ(f.guard_pid(), -1);
+    BackgroundWrite w(*mount_, "after");
+    EXPECT_TRUE(w.DoneWithin(2000)) << "frozen without a guard";
+  }
+}
+
+TEST_F(FsFreezeTest, FreezerWithGuard_HelperKilledBetweenSets_NextFreezeStartsANewOne) {
+  FsFreezer f(milliseconds(60000), GuardCommand());
+  ASSERT_TRUE(f.StartGuard().ok());
+  const pid_t first = f.guard_pid();
+  ASSERT_GT(first, 0);
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  ASSERT_TRUE(ExitsWithin(first, 3000));
+  VssStatus s = f.Freeze({mount_->mountpoint()});
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_GT(f.guard_pid(), 0);
+  EXPECT_NE(f.guard_pid(), first);
+  BackgroundWrite w(*mount_, "blocked");
+  EXPECT_FALSE(w.DoneWithin(200)) << "not frozen";
+  EXPECT_TRUE(f.ThawAll().ok());
+  EXPECT_TRUE(w.DoneWithin(2000));
+  EXPECT_EQ(f.events(), FreezeThaw());
+}
+
+TEST_F(FsFreezeTest, FreezerWithGuard_Destroyed_HelperExits) {
+  pid_t pid;
+  {
+    FsFreezer f(milliseconds(60000), GuardCommand());
+    ASSERT_TRUE(f.Freeze({mount_->mountpoint()}).ok());
+    pid = f.guard_pid();
+    ASSERT_GT(pid, 0);
+  }
+  EXPECT_TRUE(ExitsWithin(pid, 3000));
+  BackgroundWrite w(*mount_, "after");
+  EXPECT_TRUE(w.DoneWithin(2000));
 }
 
 }  // namespace

@@ -18,7 +18,14 @@
 // The built-in fsfreeze writer (vss/api/fsfreeze_writer.h) is subscribed
 // unless --no-fsfreeze: filesystems mounted on this host from a volume of a
 // set (through a loop device) are frozen at the set's Freeze and thawed at
-// Thaw or Abort, or when the freeze window runs out.
+// Thaw or Abort, or when the freeze window runs out. So that a vssd killed
+// while they are frozen does not leave them frozen, vssd runs a copy of
+// itself as the writer's thaw guard (vss/api/thaw_guard.h):
+//
+//   vssd --thaw-guard FD
+//
+// is that helper (FD: its end of the socket to vssd), not meant to be run
+// by hand. It thaws what vssd froze if vssd dies, and exits with vssd.
 //
 // At start, non-persistent shadows left by a previous run are removed (with
 // a shadow-removed-at-recovery event); persistent ones are kept.
@@ -47,6 +54,7 @@
 #include "vss/api/provider.h"
 #include "vss/api/service.h"
 #include "vss/api/service_host.h"
+#include "vss/api/thaw_guard.h"
 #include "vss/engine/store.h"
 
 namespace {
@@ -105,6 +113,16 @@ void DropStaleShadows(vss::engine::Store& store) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 3 && std::strcmp(argv[1], "--thaw-guard") == 0) {
+    // The fsfreeze writer's helper (see the top of the file), run by vssd
+    // itself through /proc/self/exe; nothing else of vssd runs here.
+    char* end = nullptr;
+    long fd = std::strtol(argv[2], &end, 10);
+    if (end == argv[2] || *end != '\0' || fd < 0 || fd > 1 << 20) {
+      return Fail("--thaw-guard needs a descriptor number");
+    }
+    return vss::RunThawGuard(static_cast<int>(fd));
+  }
   std::string store_dir;
   std::string socket_path;
   std::vector<std::string> addresses;
@@ -198,8 +216,12 @@ int main(int argc, char** argv) {
     provider.SetVolumeUsers(&registry);
     vss::Coordinator coordinator(provider, coordinator_options);
     // After the coordinator, so it unsubscribes (and thaws) before it goes.
-    // Its watchdog uses the daemon's freeze window.
-    vss::FsFreezeWriter fsfreeze_writer(coordinator_options.freeze_timeout_ms);
+    // Its watchdog uses the daemon's freeze window; its thaw guard is this
+    // very program (the same build, even if the file was replaced since).
+    vss::FsFreezeWriter fsfreeze_writer(
+        coordinator_options.freeze_timeout_ms,
+        fsfreeze ? std::vector<std::string>{"/proc/self/exe", "--thaw-guard"}
+                 : std::vector<std::string>{});
     if (fsfreeze) {
       vss::VssStatus s = fsfreeze_writer.Initialize();
       if (s.ok()) s = fsfreeze_writer.Subscribe(coordinator);

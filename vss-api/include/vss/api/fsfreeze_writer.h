@@ -20,10 +20,14 @@
 //
 // Never left frozen: a watchdog thaws everything when the writer's freeze
 // window (the freeze timeout it registered with) runs out without Thaw or
-// Abort, and the destructor thaws. A filesystem whose type cannot freeze
-// (EOPNOTSUPP, e.g. vfat) is synced instead. Not covered: if this process
-// dies while a filesystem is frozen, the kernel does not thaw it (closing
-// the descriptor does not); `fsfreeze -u MOUNTPOINT` does.
+// Abort, and the destructor thaws. If this process dies while a filesystem
+// is frozen (SIGKILL, a crash), the kernel does not thaw it (closing the
+// descriptor does not); given a thaw guard command, the freezer keeps a
+// helper process (vss/api/thaw_guard.h) that is told of each freeze before
+// the FIFREEZE and thaws what is still frozen when this process dies. vssd
+// gives it one; without one, such a death leaves the filesystem frozen
+// until `fsfreeze -u MOUNTPOINT`. A filesystem whose type cannot freeze
+// (EOPNOTSUPP, e.g. vfat) is synced instead.
 //
 // Thread safety: FsFreezer's methods may be called from any thread.
 #pragma once
@@ -31,12 +35,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "vss/api/hresult.h"
+#include "vss/api/thaw_guard.h"
 #include "vss/api/writer.h"
 #include "vss/api/writer_event.h"
 #include "vss/guid.h"
@@ -59,19 +65,33 @@ struct FsMount {
 std::vector<FsMount> FindMountedFilesystems(const std::vector<EventVolume>& volumes);
 
 // Freezes mountpoints and guarantees they are thawed: by ThawAll, by the
-// watchdog `window` after Freeze, or by the destructor.
+// watchdog `window` after Freeze, or by the destructor; and, with a
+// `guard_command` (ThawGuard::Start), by the guard's helper process if this
+// process dies first.
 class FsFreezer {
  public:
-  explicit FsFreezer(std::chrono::milliseconds window);
+  // `guard_command` empty: no thaw guard (a death of this process while
+  // frozen leaves the filesystems frozen).
+  explicit FsFreezer(std::chrono::milliseconds window,
+                     std::vector<std::string> guard_command = {});
   ~FsFreezer();
   FsFreezer(const FsFreezer&) = delete;
   FsFreezer& operator=(const FsFreezer&) = delete;
 
-  // Freezes each mountpoint in order and arms the watchdog. On the first
-  // failure, thaws the ones it froze and returns VSS_E_WRITERERROR_RETRYABLE
-  // (EBUSY: already frozen by someone else) or
-  // VSS_E_WRITERERROR_NONRETRYABLE, with a message. VSS_E_BAD_STATE if
-  // something is still frozen.
+  // Starts the thaw guard's helper now (Freeze would at its first call), so
+  // that a helper that cannot run is reported early. OK without a guard
+  // command or when the helper runs; VSS_E_WRITERERROR_NONRETRYABLE with
+  // the reason otherwise.
+  VssStatus StartGuard();
+
+  // Freezes each mountpoint in order and arms the watchdog. With a guard
+  // command, the guard's helper is (re)started if it is not running and is
+  // told of each mountpoint before its FIFREEZE; a mountpoint the helper
+  // was not told of is never frozen. On the first failure (a helper that
+  // cannot run or does not answer included), thaws the ones it froze and
+  // returns VSS_E_WRITERERROR_RETRYABLE (EBUSY: already frozen by someone
+  // else) or VSS_E_WRITERERROR_NONRETRYABLE, with a message.
+  // VSS_E_BAD_STATE if something is still frozen.
   VssStatus Freeze(const std::vector<std::string>& mountpoints);
   // Thaws what is frozen and disarms the watchdog. The error names the
   // mountpoints that could not be thawed (they are forgotten anyway: a
@@ -85,16 +105,21 @@ class FsFreezer {
   // "thaw /mnt", "watchdog thaw /mnt", "thaw failed /mnt: ...". For tests
   // and diagnostics; never printed.
   std::vector<std::string> events() const;
+  // The process id of the thaw guard's helper; -1 when none runs.
+  pid_t guard_pid() const;
 
  private:
   struct Frozen {
     std::string mountpoint;
     int fd;  // kept open: FITHAW goes to the same superblock
   };
+  VssStatus StartGuardLocked();
   VssStatus ThawLocked(const char* why);
   void Watchdog();
 
   const std::chrono::milliseconds window_;
+  const std::vector<std::string> guard_command_;
+  std::unique_ptr<ThawGuard> guard_;  // null until started, or once broken
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<Frozen> frozen_;
@@ -109,12 +134,15 @@ class FsFreezer {
 class FsFreezeWriter final : public Writer {
  public:
   // `freeze_timeout_ms`: the freeze window registered with the coordinator
-  // and the watchdog's delay.
-  explicit FsFreezeWriter(uint32_t freeze_timeout_ms = 60000);
+  // and the watchdog's delay. `guard_command`: the freezer's thaw guard
+  // (FsFreezer above); vssd passes {"/proc/self/exe", "--thaw-guard"}.
+  explicit FsFreezeWriter(uint32_t freeze_timeout_ms = 60000,
+                          std::vector<std::string> guard_command = {});
   ~FsFreezeWriter() override;
 
   // Writer::Initialize with this writer's identity ("fsfreeze", SYSTEM
-  // level, the class id above).
+  // level, the class id above), after starting the thaw guard (its failure
+  // is returned, VSS_E_WRITERERROR_NONRETRYABLE).
   VssStatus Initialize();
 
   // Identify is the default: no components and no files, so the writer

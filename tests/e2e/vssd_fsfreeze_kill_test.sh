@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# vssd killed while its fsfreeze writer holds a filesystem frozen: the
+# thaw guard (vss/api/thaw_guard.h, `vssd --thaw-guard`) thaws it.
+#
+# A store volume's raw image is formatted ext4, attached to a loop device
+# and mounted (the fsfreeze writer finds it through the loop device's
+# backing file). vssd runs with the fsfreeze writer; a simulated writer at
+# the SYSTEM level (frozen together with the filesystem) sleeps in its
+# Freeze, so a `shadow create --context backup` stays in the freeze window.
+# While a write to the filesystem is seen blocked, vssd is SIGKILLed; then
+# within a few seconds the blocked write must finish, a new write must
+# work, the guard must have said what it thawed and be gone, and the
+# requester must have exited. Also: the guard holds nothing of vssd but
+# /dev/null, stderr and its socket; it exits quietly when vssd stops
+# normally or is killed with nothing frozen.
+#
+# usage: vssd_fsfreeze_kill_test.sh VSSCTL VSSD
+# Exits 77 (skipped) when not root, without loop devices or a needed tool.
+# Not -e: a failed check is counted and the run goes on; the trap thaws,
+# unmounts, detaches and stops everything the test made, even on failure.
+# shellcheck disable=SC2016  # eval strings
+set -uo pipefail
+
+VSSCTL=$(realpath "$1")
+VSSD=$(realpath "$2")
+skip() { echo "SKIP: $*"; exit 77; }
+[[ $(id -u) -eq 0 ]] || skip "needs root (loop devices, mount, FIFREEZE)"
+[[ -e /dev/loop-control ]] || skip "no loop devices (/dev/loop-control)"
+for tool in losetup mkfs.ext4 mount umount fsfreeze jq; do
+  command -v "$tool" >/dev/null || skip "$tool is not installed"
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/vss-fsfreeze-kill.XXXXXX")
+export VSS_STORE=$work/store
+unset XDG_DATA_HOME VSS_SOCKET
+mnt=$work/mnt
+loopdev=
+vssd_pid=
+writer_pid=
+create_pid=
+probe_pid=
+guard_pids=()
+
+# Running and not a zombie.
+alive() { [[ -e /proc/$1 ]] && ! grep -q '^[0-9]* (.*) Z ' "/proc/$1/stat" 2>/dev/null; }
+cleanup() {
+  local p
+  # Thaw first: nothing below may block on the frozen filesystem.
+  mountpoint -q "$mnt" 2>/dev/null && fsfreeze -u "$mnt" 2>/dev/null
+  for p in "$writer_pid" "$create_pid" "$vssd_pid" "$probe_pid"; do
+    [[ -n $p ]] && kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null
+  done
+  for p in "${guard_pids[@]}"; do alive "$p" && kill -KILL "$p" 2>/dev/null; done
+  if mountpoint -q "$mnt" 2>/dev/null; then umount "$mnt" 2>/dev/null || umount -l "$mnt"; fi
+  [[ -n $loopdev ]] && losetup -d "$loopdev" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work" || exit 1
+
+failures=0
+checks=0
+pass() { checks=$((checks + 1)); }
+fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "FAIL: $*"; }
+ok() {  # ok DESCRIPTION COMMAND...
+  local what=$1; shift
+  if "$@"; then pass; else fail "$what"; fi
+}
+v() { "$VSSCTL" "$@"; }
+eq() { [[ $1 == "$2" ]]; }
+# waits_for SECONDS COMMAND...: true once COMMAND succeeds, polling.
+waits_for() {
+  local secs=$1 i; shift
+  for ((i = 0; i < secs * 20; i++)); do
+    "$@" && return 0
+    sleep 0.05
+  done
+  return 1
+}
+gone() { ! alive "$1"; }
+lines_of() { grep -c "$1" "$2" 2>/dev/null; }
+
+started() { [[ $(lines_of ': control socket ' vssd.err) -gt $1 ]]; }
+start_vssd() {
+  # A killed vssd leaves its socket file: wait for the new one's line.
+  local before
+  before=$(lines_of ': control socket ' vssd.err)
+  "$VSSD" --store "$VSS_STORE" --freeze-timeout-ms 60000 --event-timeout-ms 60000 2>>vssd.err &
+  vssd_pid=$!
+  if ! waits_for 10 started "$before"; then
+    echo "vssd did not start: $(tail -3 vssd.err)"
+    exit 1
+  fi
+  # The guard is vssd's only child, started before the control socket.
+  guard=$(pgrep -P "$vssd_pid")
+  ok "vssd runs one thaw guard (children: ${guard:-none})" eq "$(wc -w <<<"$guard")" 1
+  guard_pids+=("$guard")
+}
+# The targets of process $1's descriptors, "N -> TARGET" per line.
+fds_of() {
+  local f
+  for f in /proc/"$1"/fd/*; do echo "${f##*/} -> $(readlink "$f")"; done
+}
+# A write to the filesystem (a new file, synced) in the background.
+start_probe() {
+  bash -c 'echo data >"$1" && sync -f "$1"' probe "$mnt/$1" &
+  probe_pid=$!
+}
+
+# ------------------------------------------------------------------ setup
+v volume create fs.img --size 64M --name fs >/dev/null || { echo "volume create failed"; exit 1; }
+mkfs.ext4 -q -F fs.img || { echo "mkfs.ext4 failed"; exit 1; }
+loopdev=$(losetup --find --show "$work/fs.img") || skip "no free loop device"
+mkdir -p "$mnt"
+: >vssd.err
+mount "$loopdev" "$mnt" || { echo "mount $loopdev failed"; exit 1; }
+echo before >"$mnt/before" && sync -f "$mnt/before"
+
+# -------------------------------------------- the guard keeps nothing alive
+start_vssd
+ok "the guard is named vss-thaw-guard" eq "$(cat "/proc/$guard/comm")" vss-thaw-guard
+fds=$(fds_of "$guard")
+ok "the guard holds /dev/null, stderr and its socket only: $fds" \
+  eval '[[ $(wc -l <<<"$fds") -eq 4 && $(grep -c "^[01] -> /dev/null$" <<<"$fds") -eq 2 &&
+          $(grep -c "^3 -> socket:" <<<"$fds") -eq 1 ]]'
+ok "the guard holds nothing of the store" eval '! grep -q "$VSS_STORE" <<<"$fds"'
+
+# ------------------------------------------------ vssd dies while frozen
+"$VSSCTL" writer simulate --name slow --level system --delay-at freeze=30 \
+  --log slow.log 2>slow.err &
+writer_pid=$!
+waits_for 10 grep -q '^ready' slow.err || fail "the simulated writer did not get ready: $(cat slow.err)"
+v shadow create fs --context backup >create.out 2>create.err &
+create_pid=$!
+# The guard holds a descriptor of the mountpoint from just before the
+# FIFREEZE; a write must block soon after.
+guard_holds_mount() { fds_of "$guard" | grep -q " -> $mnt\$"; }
+waits_for 20 guard_holds_mount || fail "the guard was never told of a freeze: $(cat create.err)"
+sleep 0.5
+start_probe during
+sleep 1.5
+if alive "$probe_pid"; then
+  pass
+  ok "the simulated writer is in its Freeze" eval '! grep -q "\"Thaw\"\|\"Abort\"" slow.log'
+  kill -KILL "$vssd_pid"
+  wait "$vssd_pid" 2>/dev/null
+  vssd_pid=
+  ok "after SIGKILL of vssd, the blocked write finishes within 5 s" waits_for 5 gone "$probe_pid"
+  if gone "$probe_pid"; then
+    wait "$probe_pid"
+    ok "the blocked write succeeded" eq "$?" 0
+    probe_pid=
+    ok "the file written while frozen is there" eq "$(cat "$mnt/during")" data
+    timeout 5 bash -c 'echo after >"$1" && sync -f "$1"' _ "$mnt/after"
+    ok "a new write works" eq "$?" 0
+  fi
+  ok "the guard exits" waits_for 5 gone "$guard"
+  ok "the guard says what it thawed: $(cat vssd.err)" grep -q "vss-thaw-guard: .* thawed $mnt\$" vssd.err
+  ok "the requester exits once vssd is gone" waits_for 10 gone "$create_pid"
+  ok "no shadow was made" eq "$(v shadow list --json | jq length)" 0
+else
+  fail "the filesystem was not frozen during the freeze window (writer log: $(cat slow.log))"
+fi
+kill -TERM "$writer_pid" 2>/dev/null
+ok "the simulated writer exits" waits_for 10 gone "$writer_pid"
+wait "$writer_pid" 2>/dev/null
+writer_pid=
+[[ -n $create_pid ]] && wait "$create_pid" 2>/dev/null
+create_pid=
+fsfreeze -u "$mnt" 2>/dev/null  # nothing to undo if the guard did its work
+
+# --------------------------- a normal stop: the guard exits and says nothing
+before=$(lines_of vss-thaw-guard vssd.err)
+start_vssd
+kill -TERM "$vssd_pid"
+wait "$vssd_pid"
+ok "vssd stops with exit 0" eq "$?" 0
+vssd_pid=
+ok "after a normal stop the guard exits" waits_for 5 gone "$guard"
+ok "after a normal stop the guard says nothing" eq "$(lines_of vss-thaw-guard vssd.err)" "$before"
+
+# --------------------- vssd killed with nothing frozen: the guard exits quietly
+start_vssd
+kill -KILL "$vssd_pid"
+wait "$vssd_pid" 2>/dev/null
+vssd_pid=
+ok "after SIGKILL with nothing frozen the guard exits" waits_for 5 gone "$guard"
+ok "after SIGKILL with nothing frozen the guard says nothing" \
+  eq "$(lines_of vss-thaw-guard vssd.err)" "$before"
+start_probe end
+ok "the filesystem takes writes at the end" waits_for 5 gone "$probe_pid"
+probe_pid=
+
+for p in "${guard_pids[@]}"; do ok "no guard is left running (pid $p)" gone "$p"; done
+
+echo "vssd_fsfreeze_kill_test: $checks checks, $failures failures"
+[[ $failures -eq 0 ]]
