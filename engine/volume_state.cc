@@ -648,16 +648,27 @@ StatusOr<std::vector<Extent>> VolumeState::ShadowExtents(const Guid& shadow,
   if (it == shadows_.end()) return NotFoundError(ShadowLabel(shadow) + " was deleted");
   VSS_ASSIGN_OR_RETURN(std::vector<Extent> live, image_->Extents(offset, length));
   // Preserved chunks in range: allocated unless they are zero records.
+  // Found by probing each chunk of the range or by walking the index,
+  // whichever is smaller, so the cost is bounded by both.
   std::map<uint64_t, bool> preserved;  // chunk -> allocated
-  {
+  if (length > 0) {
+    const uint64_t first = offset / row_.chunk_size;
+    const uint64_t last = (offset + length - 1) / row_.chunk_size;
+    const uint8_t zero = static_cast<uint8_t>(Codec::kZero);
     std::lock_guard l(index_mu_);
-    for (auto e = epochs_.lower_bound(it->epoch); e != epochs_.end(); ++e) {
-      e->second.ForEach([&](uint64_t c, const Location&) {
-        if (c * row_.chunk_size >= offset + length ||
-            c * row_.chunk_size + ChunkLen(c) <= offset || preserved.count(c))
-          return;
-        preserved[c] = LookupLocked(it->epoch, c)->codec != static_cast<uint8_t>(Codec::kZero);
-      });
+    uint64_t indexed = 0;
+    for (auto e = epochs_.lower_bound(it->epoch); e != epochs_.end(); ++e)
+      indexed += e->second.size();
+    if (last - first < indexed) {
+      for (uint64_t c = first; c <= last; ++c)
+        if (const Location* loc = LookupLocked(it->epoch, c)) preserved[c] = loc->codec != zero;
+    } else {
+      for (auto e = epochs_.lower_bound(it->epoch); e != epochs_.end(); ++e) {
+        e->second.ForEach([&](uint64_t c, const Location&) {
+          if (c < first || c > last || preserved.count(c)) return;
+          preserved[c] = LookupLocked(it->epoch, c)->codec != zero;
+        });
+      }
     }
   }
   // Overlay: split live extents at preserved chunks.
