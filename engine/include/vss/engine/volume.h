@@ -2,7 +2,11 @@
 // every write, write-zeroes and discard goes through copy-on-write, so that
 // before a chunk is first modified after the newest shadow was taken its old
 // contents are preserved in the diff area (durably, when any shadow of the
-// volume is persistent, before the modification reaches the image).
+// volume is persistent, before the modification reaches the image). Under
+// a persistent shadow a write may complete before it reaches the image: it
+// is then pending in memory, visible to reads, issued to the image after one
+// diff-area sync shared with other writes, and durable once Flush() returns.
+// Pending writes reach the image in the order they completed.
 //
 // Shadows of the volume are read through read-only BlockDevices made by
 // OpenShadow(). Structural operations (shadow create, delete, revert) go
