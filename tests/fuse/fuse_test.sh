@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end test of vssctl mount / attach / unmount (FUSE), in-process and
-# through vssd: exposed images equal `shadow export`, SEEK_HOLE works, every
-# change gets EROFS, partitions, --filesystem for ext4, XFS and vfat with the
-# origin's filesystem mounted read-write at the same time, live writes
-# through attach leave shadows exact, a damaged diff area gives EIO while
-# the mount keeps serving, bad input fails cleanly.
+# through vssd: exposed images equal `shadow export`, SEEK_DATA/SEEK_HOLE
+# find the same holes in-process and through vssd, every change gets EROFS,
+# partitions, --filesystem for ext4, XFS and vfat with the origin's
+# filesystem mounted read-write at the same time, live writes through
+# attach leave shadows exact, a damaged diff area gives EIO
+# while the mount keeps serving, bad input fails cleanly.
 #
 # usage: fuse_test.sh VSSCTL VSSD FUSE_PROBE
 # Exits 77 (skipped) when not root, without /dev/fuse or a needed tool.
@@ -222,8 +223,8 @@ test_partitions_filesystem() {
 }
 
 # ------------------------------------------------------- through vssd
-start_vssd() {
-  "$VSSD" --store "$VSS_STORE" 2>vssd.log &
+start_vssd() {  # start_vssd [VSSD OPTIONS...]
+  "$VSSD" --store "$VSS_STORE" "$@" 2>vssd.log &
   vssd_pid=$!
   for _ in $(seq 100); do [[ -S $VSS_STORE/nbd.sock ]] && return; sleep 0.05; done
   fail "vssd did not start: $(cat vssd.log)"
@@ -279,13 +280,83 @@ test_vssd_origin_and_shadows_mounted() {
   # Both shadows of ext through vssd: the older one is exact too.
   expect_ok "mount --volume ext through vssd" mount --volume ext m3 --json
   ok "--volume: both shadows of ext" eq "$(ls m3 | wc -l)" 2
-  ok "older shadow exact after live writes" \
-    cmp "m3/$(jq -r --arg s "$s1" '.files[] | select(.shadow_id == $s) | .name' <<<"$out")" s1.img
+  local s1_name
+  s1_name=$(jq -r --arg s "$s1" '.files[] | select(.shadow_id == $s) | .name' <<<"$out")
+  ok "older shadow exact after live writes" cmp "m3/$s1_name" s1.img
   expect_ok "unmount m3" unmount m3
   umount o1 o3
   losetup -d "$le" "$lx"
   expect_ok "unmount attached ext" unmount ext.raw
   expect_ok "unmount attached xfs" unmount xfs.raw
+  # SEEK_DATA/SEEK_HOLE on s1 through vssd, then in-process with the
+  # volume in the same state.
+  local s1_vssd_map
+  expect_ok "mount s1 through vssd" mount "$s1" m3
+  s1_vssd_map=$("$PROBE" map "m3/$s1_name")
+  expect_ok "unmount s1 through vssd" unmount m3
+  stop_vssd
+  expect_ok "mount s1 in-process again" mount "$s1" m3
+  ok "ext4 shadow through vssd: SEEK_DATA/SEEK_HOLE found what they find in-process" \
+    eq "$s1_vssd_map" "$("$PROBE" map "m3/$s1_name")"
+  ok "ext4 shadow: a real map ($(wc -l <<<"$s1_vssd_map") data segments)" \
+    eval '[[ $(wc -l <<<"$s1_vssd_map") -gt 1 ]]'
+  expect_ok "unmount s1" unmount m3
+}
+
+# -------------------------------- SEEK_DATA / SEEK_HOLE in-process and via vssd
+# covers MAP START LENGTH: [START, START+LENGTH) lies in one data segment.
+covers() {
+  awk -v s="$2" -v e="$(($2 + $3))" '$1 <= s && $2 >= e {found = 1} END {exit !found}' <<<"$1"
+}
+# hole_at MAP OFFSET: OFFSET lies in no data segment.
+hole_at() {
+  awk -v o="$2" '$1 <= o && o < $2 {found = 1} END {exit found}' <<<"$1"
+}
+test_seek_holes_through_vssd() {
+  v volume create sparse.img --size 64M --name sparse >/dev/null
+  v volume write sparse --offset 1M --pattern 0x41 --length 100K >/dev/null
+  v volume write sparse --offset 10M --pattern 0x42 --length 1M >/dev/null
+  v volume write sparse --offset 60M --pattern 0x43 --length 5000 >/dev/null
+  expect_ok "shadow create sparse" shadow create sparse --json
+  local sp
+  sp=$(jq -r '.shadows[0].shadow_id' <<<"$out")
+  # The live volume moves on: data overwritten, data where the shadow has
+  # a hole.
+  v volume write sparse --offset 10M --pattern 0x44 --length 64K >/dev/null
+  v volume write sparse --offset 30M --pattern 0x45 --length 1M >/dev/null
+  v shadow export "$sp" sparse-shadow.img >/dev/null || fail "export the sparse shadow"
+
+  local name local_map local_live vssd_map vssd_live holes
+  expect_ok "mount the sparse shadow in-process" mount "$sp" m1 --json
+  name=$(json_file 0)
+  local_map=$("$PROBE" map "m1/$name")
+  v unmount m1 >/dev/null || fail "unmount m1"
+  ok "in-process: three data segments, got: $(tr '\n' ';' <<<"$local_map")" \
+    eq "$(wc -l <<<"$local_map")" 3
+  ok "in-process: data at 1M" covers "$local_map" $((1 << 20)) 102400
+  ok "in-process: data at 10M" covers "$local_map" $((10 << 20)) $((1 << 20))
+  ok "in-process: data at 60M" covers "$local_map" $((60 << 20)) 5000
+  ok "in-process: the shadow's hole at 30M" hole_at "$local_map" $((30 << 20))
+  v attach sparse sparse.raw >/dev/null || fail "attach sparse in-process"
+  local_live=$("$PROBE" map sparse.raw)
+  v unmount sparse.raw >/dev/null || fail "unmount sparse.raw"
+  ok "in-process: the live volume has data at 30M" covers "$local_live" $((30 << 20)) $((1 << 20))
+
+  start_vssd
+  expect_ok "mount the sparse shadow through vssd" mount "$sp" m1 --json
+  ok "sparse shadow: through vssd" eq "$(jq -r .via <<<"$out")" vssd
+  vssd_map=$("$PROBE" map "m1/$name")
+  ok "through vssd: SEEK_DATA/SEEK_HOLE find the holes found in-process, got: $(tr '\n' ';' <<<"$vssd_map")" \
+    eq "$vssd_map" "$local_map"
+  holes=$("$PROBE" holes "m1/$name")
+  ok "through vssd: the holes read as zeroes ($holes)" eval '[[ $holes == data\ [1-9]*\ hole\ [1-9]*\ segments\ 3 ]]'
+  ok "through vssd: the image equals its export" cmp "m1/$name" sparse-shadow.img
+  expect_ok "unmount the sparse shadow" unmount m1
+  expect_ok "attach sparse through vssd" attach sparse sparse.raw --json
+  ok "attach sparse: through vssd" eq "$(jq -r .via <<<"$out")" vssd
+  vssd_live=$("$PROBE" map sparse.raw)
+  ok "live volume through vssd: the same data segments as in-process" eq "$vssd_live" "$local_live"
+  expect_ok "unmount sparse.raw" unmount sparse.raw
   stop_vssd
 }
 
@@ -342,7 +413,8 @@ test_bad_input() {
 
 SECONDS=0
 for t in test_attach_in_process test_mount_in_process test_partitions_filesystem \
-         test_vssd_origin_and_shadows_mounted test_bad_input test_damaged_diff_area; do
+         test_seek_holes_through_vssd test_vssd_origin_and_shadows_mounted \
+         test_bad_input test_damaged_diff_area; do
   echo "== $t (at ${SECONDS}s)"
   "$t"
 done
