@@ -65,15 +65,15 @@ std::vector<uint8_t> Simple(uint32_t error, uint64_t handle) {
   nbd::Put64(b, handle);
   return b;
 }
-std::vector<uint8_t> DataChunk(uint16_t flags, uint64_t handle,
-                               uint64_t offset, size_t n, uint8_t byte) {
+std::vector<uint8_t> DataChunk(uint16_t flags, uint64_t handle, uint64_t offset,
+                               size_t n, uint8_t byte) {
   std::vector<uint8_t> p;
   nbd::Put64(p, offset);
   p.resize(8 + n, byte);
   return Chunk(flags, nbd::kReplyTypeOffsetData, handle, p);
 }
-std::vector<uint8_t> HoleChunk(uint16_t flags, uint64_t handle,
-                               uint64_t offset, uint32_t n) {
+std::vector<uint8_t> HoleChunk(uint16_t flags, uint64_t handle, uint64_t offset,
+                               uint32_t n) {
   std::vector<uint8_t> p;
   nbd::Put64(p, offset);
   nbd::Put32(p, n);
@@ -140,7 +140,8 @@ class FakeServer {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path_.c_str());
-    EXPECT_EQ(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(
+        ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
     EXPECT_EQ(::listen(listen_fd_, 1), 0);
     thread_ = std::thread([this] { Serve(); });
   }
@@ -209,8 +210,8 @@ class FakeServer {
         std::vector<uint8_t> b;
         nbd::Put16(b, nbd::kInfoExport);
         nbd::Put64(b, kSize);
-        nbd::Put16(b, nbd::kFlagHasFlags | nbd::kFlagReadOnly |
-                          nbd::kFlagSendFlush);
+        nbd::Put16(
+            b, nbd::kFlagHasFlags | nbd::kFlagReadOnly | nbd::kFlagSendFlush);
         OptionReply(option, nbd::kRepInfo, b);
         return OptionReply(option, nbd::kRepAck);
       } else {
@@ -253,12 +254,12 @@ class FakeServer {
         if (from >= to) continue;
         std::vector<uint8_t> p;
         nbd::Put64(p, from);
-        out = out + (e.allocated
-                         ? Chunk(0, nbd::kReplyTypeOffsetData, r.handle,
-                                 p + Contents(from, to - from))
-                         : HoleChunk(0, r.handle, from, to - from));
+        out = out + (e.allocated ? Chunk(0, nbd::kReplyTypeOffsetData, r.handle,
+                                         p + Contents(from, to - from))
+                                 : HoleChunk(0, r.handle, from, to - from));
       }
-      return out + Chunk(nbd::kReplyFlagDone, nbd::kReplyTypeNone, r.handle, {});
+      return out +
+             Chunk(nbd::kReplyFlagDone, nbd::kReplyTypeNone, r.handle, {});
     }
     if (r.type == nbd::kCmdBlockStatus) {
       // Whole extents: the last one may end past the request.
@@ -266,8 +267,8 @@ class FakeServer {
       nbd::Put32(p, kContextId);
       size_t n = 0;
       for (const Extent& e : AllExtents()) {
-        if (e.offset + e.length <= r.offset || e.offset >= r.offset + r.length ||
-            n == o_.max_descriptors) {
+        if (e.offset + e.length <= r.offset ||
+            e.offset >= r.offset + r.length || n == o_.max_descriptors) {
           continue;
         }
         uint64_t from = std::max(e.offset, r.offset);
@@ -275,7 +276,8 @@ class FakeServer {
         nbd::Put32(p, e.allocated ? 0 : nbd::kStateHole | nbd::kStateZero);
         ++n;
       }
-      return Chunk(nbd::kReplyFlagDone, nbd::kReplyTypeBlockStatus, r.handle, p);
+      return Chunk(nbd::kReplyFlagDone, nbd::kReplyTypeBlockStatus, r.handle,
+                   p);
     }
     return Simple(0, r.handle);  // flush
   }
@@ -335,8 +337,8 @@ TEST(NbdDevice, Extents_AllAllocatedWhenStructuredRepliesAreRefused) {
   FakeServer server({.structured = false});
   auto dev = Connect(server);
   ASSERT_NE(dev, nullptr);
-  EXPECT_EQ(server.options(), (std::vector<uint32_t>{nbd::kOptStructuredReply,
-                                                     nbd::kOptGo}));
+  EXPECT_EQ(server.options(),
+            (std::vector<uint32_t>{nbd::kOptStructuredReply, nbd::kOptGo}));
   auto all = dev->Extents(0, kSize);
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(*all, (std::vector<Extent>{{0, kSize, true}}));
@@ -469,9 +471,10 @@ class NbdDeviceMalformed : public ::testing::TestWithParam<Malformed> {};
 TEST_P(NbdDeviceMalformed, IsIoErrorAndBreaksTheConnection) {
   const Malformed& m = GetParam();
   int calls = 0;
-  FakeServer server({.structured = m.structured, .reply = [&](const Request& r) {
-                       return calls++ == 0 ? m.reply(r) : std::vector<uint8_t>();
-                     }});
+  FakeServer server(
+      {.structured = m.structured, .reply = [&](const Request& r) {
+         return calls++ == 0 ? m.reply(r) : std::vector<uint8_t>();
+       }});
   auto dev = Connect(server);
   ASSERT_NE(dev, nullptr);
   std::vector<uint8_t> buf(4096);
@@ -547,12 +550,12 @@ INSTANTIATE_TEST_SUITE_P(
                     nbd::Put32(p, kContextId);
                     nbd::Put32(p, 4096);
                     nbd::Put32(p, 0);
-                    return Chunk(kDone, nbd::kReplyTypeBlockStatus, r.handle, p);
+                    return Chunk(kDone, nbd::kReplyTypeBlockStatus, r.handle,
+                                 p);
                   }},
-        Malformed{"UnknownChunkType", nbd::kCmdRead,
-                  [](const Request& r) {
-                    return Chunk(kDone, 42, r.handle, {});
-                  }},
+        Malformed{
+            "UnknownChunkType", nbd::kCmdRead,
+            [](const Request& r) { return Chunk(kDone, 42, r.handle, {}); }},
         Malformed{"ErrorMessageLongerThanItsChunk", nbd::kCmdRead,
                   [](const Request& r) {
                     auto b = ErrorChunk(nbd::kReplyTypeError, r.handle,
@@ -576,7 +579,8 @@ INSTANTIATE_TEST_SUITE_P(
                     nbd::Put32(p, kContextId + 1);
                     nbd::Put32(p, kSize);
                     nbd::Put32(p, 0);
-                    return Chunk(kDone, nbd::kReplyTypeBlockStatus, r.handle, p);
+                    return Chunk(kDone, nbd::kReplyTypeBlockStatus, r.handle,
+                                 p);
                   }},
         Malformed{"BlockStatusEmptyDescriptor", nbd::kCmdBlockStatus,
                   [](const Request& r) {
@@ -584,7 +588,8 @@ INSTANTIATE_TEST_SUITE_P(
                     nbd::Put32(p, kContextId);
                     nbd::Put32(p, 0);
                     nbd::Put32(p, 0);
-                    return Chunk(kDone, nbd::kReplyTypeBlockStatus, r.handle, p);
+                    return Chunk(kDone, nbd::kReplyTypeBlockStatus, r.handle,
+                                 p);
                   }},
         Malformed{"BlockStatusPastTheRequest", nbd::kCmdBlockStatus,
                   [](const Request& r) {
@@ -594,7 +599,8 @@ INSTANTIATE_TEST_SUITE_P(
                       nbd::Put32(p, kSize);
                       nbd::Put32(p, i);
                     }
-                    return Chunk(kDone, nbd::kReplyTypeBlockStatus, r.handle, p);
+                    return Chunk(kDone, nbd::kReplyTypeBlockStatus, r.handle,
+                                 p);
                   }},
         Malformed{"BlockStatusWithoutStatusChunk", nbd::kCmdBlockStatus,
                   [](const Request& r) {
@@ -607,7 +613,8 @@ INSTANTIATE_TEST_SUITE_P(
                     nbd::Put32(p, 4096);
                     nbd::Put32(p, 0);
                     return Chunk(0, nbd::kReplyTypeBlockStatus, r.handle, p) +
-                           Chunk(kDone, nbd::kReplyTypeBlockStatus, r.handle, p);
+                           Chunk(kDone, nbd::kReplyTypeBlockStatus, r.handle,
+                                 p);
                   }}),
     [](const ::testing::TestParamInfo<Malformed>& info) {
       return std::string(info.param.name);

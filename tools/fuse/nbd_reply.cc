@@ -84,8 +84,8 @@ Status NbdReply::OnChunkHeader(const NbdChunkHeader& h) {
       fits = h.length >= 14 && h.length <= kMaxErrorPayload;
       break;
     default:  // ERROR, and error types not known here
-      fits = (h.type & kErrorBit) && h.length >= 6 &&
-             h.length <= kMaxErrorPayload;
+      fits =
+          (h.type & kErrorBit) && h.length >= 6 && h.length <= kMaxErrorPayload;
   }
   if (!fits) {
     return Malformed("unexpected " + TypeName(h.type) + " chunk of " +
@@ -168,8 +168,7 @@ Status NbdReply::OnError(const NbdChunkHeader& h,
   }
   if (error_ == 0) {
     error_ = error;
-    error_message_.assign(reinterpret_cast<const char*>(p + 6),
-                          message_length);
+    error_message_.assign(reinterpret_cast<const char*>(p + 6), message_length);
   }
   return OkStatus();
 }
