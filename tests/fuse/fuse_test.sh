@@ -3,8 +3,9 @@
 # through vssd: exposed images equal `shadow export`, SEEK_DATA/SEEK_HOLE
 # find the same holes in-process and through vssd, every change gets EROFS,
 # partitions, --filesystem for ext4, XFS and vfat with the origin's
-# filesystem mounted read-write at the same time, live writes through
-# attach leave shadows exact, a damaged diff area gives EIO
+# filesystem mounted read-write at the same time, and for shadows whose
+# journal is dirty (taken of a mounted filesystem without a freeze), live
+# writes through attach leave shadows exact, a damaged diff area gives EIO
 # while the mount keeps serving, bad input fails cleanly.
 #
 # usage: fuse_test.sh VSSCTL VSSD FUSE_PROBE
@@ -20,7 +21,8 @@ PROBE=$(realpath "$3")
 skip() { echo "SKIP: $*"; exit 77; }
 [[ $(id -u) -eq 0 ]] || skip "needs root (FUSE, loop devices, mount)"
 [[ -c /dev/fuse ]] || skip "no /dev/fuse"
-for tool in jq losetup blkid sfdisk mkfs.ext4 mkfs.xfs mkfs.vfat sha256sum cmp; do
+for tool in jq losetup blkid sfdisk mkfs.ext4 mkfs.xfs mkfs.vfat sha256sum cmp \
+            dumpe2fs xfs_logprint; do
   command -v "$tool" >/dev/null || skip "$tool is not installed"
 done
 
@@ -272,7 +274,7 @@ test_vssd_origin_and_shadows_mounted() {
   ok "set mount: xfs mounted" eq "$(jq -r '.files[] | select(.volume == "xfs") | .filesystem' <<<"$out")" xfs
   ok "ext4 shadow: old files while the origin is mounted rw" \
     eq "$(manifest "m2/${ext_name%.img}")" "$(cat ext.manifest)"
-  ok "xfs shadow (nouuid, norecovery): old files" \
+  ok "xfs shadow (nouuid): old files" \
     eq "$(manifest "m2/${xfs_name%.img}")" "$(cat xfs.manifest)"
   ok "origin really changed" test ! -e o1/one.bin
   ok "shadow image equals its export after live writes" cmp "m2/$ext_name" s_ext.img
@@ -360,6 +362,98 @@ test_seek_holes_through_vssd() {
   stop_vssd
 }
 
+# ------------------- --filesystem on shadows whose journal is dirty (ext4, XFS)
+# Shadows of filesystems mounted read-write, taken through vssd without a
+# freeze (vssd --no-fsfreeze, a context without writers): crash-consistent
+# images whose journal still holds transactions. Files synced before the
+# shadow must read back; the shadow itself must stay as it was taken.
+ext4_journal_dirty() {  # IMAGE: needs_recovery, and transactions in the log
+  local h
+  h=$(dumpe2fs -h "$1" 2>/dev/null)
+  grep -q '^Filesystem features:.*needs_recovery' <<<"$h" &&
+    [[ $(awk -F: '/^Journal start:/ {print $2 + 0}' <<<"$h") -ne 0 ]]
+}
+# IMAGE: xfs_logprint finds the log dirty. It opens its argument read-write,
+# so it is given a read-only loop device of the image.
+xfs_log_state() {
+  local l
+  l=$(losetup -r -f --show "$1") || return
+  xfs_logprint -t "$l" 2>&1 | grep -o 'state: <[A-Z]*>'
+  losetup -d "$l"
+}
+xfs_log_dirty() { [[ $(xfs_log_state "$1") == "state: <DIRTY>" ]]; }
+# Metadata-heavy work after the last sync: files created, renamed, removed.
+churn() {
+  mkdir -p "$1/churn"
+  local i
+  for i in $(seq 400); do echo "$i" >"$1/churn/f$i"; done
+  for i in $(seq 1 2 400); do mv "$1/churn/f$i" "$1/churn/g$i"; done
+  rm -f "$1"/churn/f1*
+}
+test_dirty_journal_filesystem() {
+  v volume create dext.img --size 64M --name dext >/dev/null
+  v volume create dxfs.img --size 320M --name dxfs >/dev/null
+  start_vssd --no-fsfreeze
+  v attach dext dext.raw >/dev/null && v attach dxfs dxfs.raw >/dev/null || fail "attach dext, dxfs through vssd"
+  local le lx
+  le=$(losetup -f --show dext.raw)
+  lx=$(losetup -f --show dxfs.raw)
+  mkfs.ext4 -q "$le" && mkfs.xfs -q "$lx" || fail "mkfs on dext, dxfs"
+  mount "$le" o1 && mount "$lx" o3 || fail "mount dext, dxfs read-write"
+  fill_fs "$le" o1 dext
+  fill_fs "$lx" o3 dxfs
+  manifest o1 >dext.manifest
+  manifest o3 >dxfs.manifest
+  churn o1
+  churn o3
+  expect_ok "shadow create of mounted filesystems, no writers" \
+    shadow create dext dxfs --context client-accessible --json
+  local set e_name x_name
+  set=$(jq -r .set_id <<<"$out")
+  ok "no freeze: no writer took part" eq "$(jq '[.writers[]?] | length' <<<"$out")" 0
+
+  expect_ok "mount the dirty set through vssd" mount --set "$set" m1 --json
+  e_name=$(jq -r '.files[] | select(.volume == "dext") | .name' <<<"$out")
+  x_name=$(jq -r '.files[] | select(.volume == "dxfs") | .name' <<<"$out")
+  ok "ext4 shadow: the journal needs recovery ($(dumpe2fs -h "m1/$e_name" 2>/dev/null | grep -E '^Journal start'))" \
+    ext4_journal_dirty "m1/$e_name"
+  ok "xfs shadow: the log is dirty ($(xfs_log_state "m1/$x_name"))" \
+    xfs_log_dirty "m1/$x_name"
+  sha256sum "m1/$e_name" "m1/$x_name" | cut -c1-64 >dirty.sums
+  expect_ok "unmount the dirty set" unmount m1
+
+  expect_ok "mount --filesystem of the dirty set through vssd" mount --set "$set" m2 --filesystem --json
+  ok "dirty ext4 mounted" eq "$(jq -r '.files[] | select(.volume == "dext") | .filesystem' <<<"$out")" ext4
+  ok "dirty xfs mounted" eq "$(jq -r '.files[] | select(.volume == "dxfs") | .filesystem' <<<"$out")" xfs
+  ok "dirty xfs: its log replayed into memory" \
+    eq "$(jq -r '.files[] | select(.volume == "dxfs") | .log_replayed' <<<"$out")" true
+  ok "dirty ext4: mounted from the image (noload)" \
+    eq "$(jq -r '.files[] | select(.volume == "dext") | .log_replayed' <<<"$out")" null
+  ok "dirty set: the replay file is not listed" eq "$(ls -A m2 | grep -c replay)" 0
+  ok "dirty ext4: files synced before the shadow, byte for byte" \
+    eq "$(manifest "m2/${e_name%.img}" | grep -v ' ./churn/')" "$(cat dext.manifest)"
+  ok "dirty xfs: files synced before the shadow, byte for byte" \
+    eq "$(manifest "m2/${x_name%.img}" | grep -v ' ./churn/')" "$(cat dxfs.manifest)"
+  ok "dirty set: the shadow images did not change" \
+    eq "$(sha256sum "m2/$e_name" "m2/$x_name" | cut -c1-64)" "$(cat dirty.sums)"
+  ok "dirty xfs: the shadow's log is still dirty" xfs_log_dirty "m2/$x_name"
+  expect_ok "unmount the dirty --filesystem mount" unmount m2
+  ok "dirty set: no loop device left" eq "$(losetup -n -l -O BACK-FILE | grep -c "$work/m2")" 0
+
+  umount o1 o3
+  losetup -d "$le" "$lx"
+  v unmount dext.raw >/dev/null && v unmount dxfs.raw >/dev/null || fail "unmount dext.raw, dxfs.raw"
+  stop_vssd
+  # In-process, the same shadows mount the same way.
+  expect_ok "mount --filesystem of the dirty set in-process" mount --set "$set" m2 --filesystem --json
+  ok "dirty set in-process" eq "$(jq -r .via <<<"$out")" in-process
+  ok "dirty ext4 in-process: synced files" \
+    eq "$(manifest "m2/${e_name%.img}" | grep -v ' ./churn/')" "$(cat dext.manifest)"
+  ok "dirty xfs in-process: synced files" \
+    eq "$(manifest "m2/${x_name%.img}" | grep -v ' ./churn/')" "$(cat dxfs.manifest)"
+  expect_ok "unmount the dirty in-process mount" unmount m2
+}
+
 # ------------------------------------------------------- damaged diff area
 test_damaged_diff_area() {
   local vid seg
@@ -414,7 +508,7 @@ test_bad_input() {
 SECONDS=0
 for t in test_attach_in_process test_mount_in_process test_partitions_filesystem \
          test_seek_holes_through_vssd test_vssd_origin_and_shadows_mounted \
-         test_bad_input test_damaged_diff_area; do
+         test_dirty_journal_filesystem test_bad_input test_damaged_diff_area; do
   echo "== $t (at ${SECONDS}s)"
   "$t"
 done
