@@ -430,6 +430,12 @@ test_dirty_journal_filesystem() {
   ok "dirty ext4: mounted from the image (noload)" \
     eq "$(jq -r '.files[] | select(.volume == "dext") | .log_replayed' <<<"$out")" null
   ok "dirty set: the replay file is not listed" eq "$(ls -A m2 | grep -c replay)" 0
+  # With a replay file the FUSE mount is not "ro" for the kernel: the image
+  # must still refuse every change by itself.
+  local probe rc
+  probe=$("$PROBE" erofs "m2/$x_name" m2)
+  rc=$?
+  ok "dirty set: every change to the image is EROFS ($(tr '\n' ';' <<<"$probe"))" eq "$rc" 0
   ok "dirty ext4: files synced before the shadow, byte for byte" \
     eq "$(manifest "m2/${e_name%.img}" | grep -v ' ./churn/')" "$(cat dext.manifest)"
   ok "dirty xfs: files synced before the shadow, byte for byte" \
