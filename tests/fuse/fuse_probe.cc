@@ -6,6 +6,8 @@
 //   fuse_probe holes FILE       walks FILE with SEEK_DATA/SEEK_HOLE, checks
 //                               that the holes read as zeroes; prints
 //                               "data D hole H segments N", exits 1 on error
+//   fuse_probe map FILE         prints each data segment SEEK_DATA and
+//                               SEEK_HOLE find as "START END", one a line
 //   fuse_probe eio FILE CHUNK   reads FILE in CHUNK-byte pieces; prints
 //                               "eio E ok K other O"
 //   fuse_probe damage FILE      flips byte 100 of every 4 KiB block of FILE
@@ -87,6 +89,24 @@ int Holes(const std::string& file) {
   return 0;
 }
 
+int Map(const std::string& file) {
+  int fd = ::open(file.c_str(), O_RDONLY);
+  if (fd < 0) return std::perror(file.c_str()), 1;
+  off_t size = ::lseek(fd, 0, SEEK_END);
+  for (off_t pos = 0; pos < size;) {
+    off_t data = ::lseek(fd, pos, SEEK_DATA);
+    if (data < 0 && errno == ENXIO) break;
+    if (data < 0) return std::perror("SEEK_DATA"), 1;
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    if (hole <= data) return std::perror("SEEK_HOLE"), 1;
+    std::printf("%lld %lld\n", static_cast<long long>(data),
+                static_cast<long long>(hole));
+    pos = hole;
+  }
+  ::close(fd);
+  return 0;
+}
+
 int Eio(const std::string& file, size_t chunk) {
   struct stat st;
   if (::stat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || chunk == 0) {
@@ -133,11 +153,13 @@ int main(int argc, char** argv) {
   std::string cmd = argc > 1 ? argv[1] : "";
   if (cmd == "erofs" && argc == 4) return Erofs(argv[2], argv[3]);
   if (cmd == "holes" && argc == 3) return Holes(argv[2]);
+  if (cmd == "map" && argc == 3) return Map(argv[2]);
   if (cmd == "eio" && argc == 4)
     return Eio(argv[2], std::strtoul(argv[3], nullptr, 0));
   if (cmd == "damage" && argc == 3) return Damage(argv[2]);
   std::fprintf(stderr,
-               "usage: fuse_probe erofs FILE DIR | holes FILE | eio FILE CHUNK"
+               "usage: fuse_probe erofs FILE DIR | holes FILE | map FILE"
+               " | eio FILE CHUNK"
                " | damage FILE\n");
   return 2;
 }

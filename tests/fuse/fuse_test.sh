@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end test of vssctl mount / attach / unmount (FUSE), in-process and
-# through vssd: exposed images equal `shadow export`, SEEK_HOLE works, every
-# change gets EROFS, partitions, --filesystem for ext4, XFS and vfat with the
-# origin's filesystem mounted read-write at the same time, live writes
-# through attach leave shadows exact, a damaged diff area gives EIO while
-# the mount keeps serving, bad input fails cleanly.
+# through vssd: exposed images equal `shadow export`, SEEK_DATA/SEEK_HOLE
+# find the same holes in-process and through vssd, every change gets EROFS,
+# partitions, --filesystem for ext4, XFS and vfat with the origin's
+# filesystem mounted read-write at the same time, and for shadows whose
+# journal is dirty (taken of a mounted filesystem without a freeze), live
+# writes through attach leave shadows exact, a damaged diff area gives EIO
+# while the mount keeps serving, bad input fails cleanly.
 #
 # usage: fuse_test.sh VSSCTL VSSD FUSE_PROBE
 # Exits 77 (skipped) when not root, without /dev/fuse or a needed tool.
@@ -19,7 +21,8 @@ PROBE=$(realpath "$3")
 skip() { echo "SKIP: $*"; exit 77; }
 [[ $(id -u) -eq 0 ]] || skip "needs root (FUSE, loop devices, mount)"
 [[ -c /dev/fuse ]] || skip "no /dev/fuse"
-for tool in jq losetup blkid sfdisk mkfs.ext4 mkfs.xfs mkfs.vfat sha256sum cmp; do
+for tool in jq losetup blkid sfdisk mkfs.ext4 mkfs.xfs mkfs.vfat sha256sum cmp \
+            dumpe2fs xfs_logprint; do
   command -v "$tool" >/dev/null || skip "$tool is not installed"
 done
 
@@ -222,8 +225,8 @@ test_partitions_filesystem() {
 }
 
 # ------------------------------------------------------- through vssd
-start_vssd() {
-  "$VSSD" --store "$VSS_STORE" 2>vssd.log &
+start_vssd() {  # start_vssd [VSSD OPTIONS...]
+  "$VSSD" --store "$VSS_STORE" "$@" 2>vssd.log &
   vssd_pid=$!
   for _ in $(seq 100); do [[ -S $VSS_STORE/nbd.sock ]] && return; sleep 0.05; done
   fail "vssd did not start: $(cat vssd.log)"
@@ -271,7 +274,7 @@ test_vssd_origin_and_shadows_mounted() {
   ok "set mount: xfs mounted" eq "$(jq -r '.files[] | select(.volume == "xfs") | .filesystem' <<<"$out")" xfs
   ok "ext4 shadow: old files while the origin is mounted rw" \
     eq "$(manifest "m2/${ext_name%.img}")" "$(cat ext.manifest)"
-  ok "xfs shadow (nouuid, norecovery): old files" \
+  ok "xfs shadow (nouuid): old files" \
     eq "$(manifest "m2/${xfs_name%.img}")" "$(cat xfs.manifest)"
   ok "origin really changed" test ! -e o1/one.bin
   ok "shadow image equals its export after live writes" cmp "m2/$ext_name" s_ext.img
@@ -279,14 +282,182 @@ test_vssd_origin_and_shadows_mounted() {
   # Both shadows of ext through vssd: the older one is exact too.
   expect_ok "mount --volume ext through vssd" mount --volume ext m3 --json
   ok "--volume: both shadows of ext" eq "$(ls m3 | wc -l)" 2
-  ok "older shadow exact after live writes" \
-    cmp "m3/$(jq -r --arg s "$s1" '.files[] | select(.shadow_id == $s) | .name' <<<"$out")" s1.img
+  local s1_name
+  s1_name=$(jq -r --arg s "$s1" '.files[] | select(.shadow_id == $s) | .name' <<<"$out")
+  ok "older shadow exact after live writes" cmp "m3/$s1_name" s1.img
   expect_ok "unmount m3" unmount m3
   umount o1 o3
   losetup -d "$le" "$lx"
   expect_ok "unmount attached ext" unmount ext.raw
   expect_ok "unmount attached xfs" unmount xfs.raw
+  # SEEK_DATA/SEEK_HOLE on s1 through vssd, then in-process with the
+  # volume in the same state.
+  local s1_vssd_map
+  expect_ok "mount s1 through vssd" mount "$s1" m3
+  s1_vssd_map=$("$PROBE" map "m3/$s1_name")
+  expect_ok "unmount s1 through vssd" unmount m3
   stop_vssd
+  expect_ok "mount s1 in-process again" mount "$s1" m3
+  ok "ext4 shadow through vssd: SEEK_DATA/SEEK_HOLE found what they find in-process" \
+    eq "$s1_vssd_map" "$("$PROBE" map "m3/$s1_name")"
+  ok "ext4 shadow: a real map ($(wc -l <<<"$s1_vssd_map") data segments)" \
+    eval '[[ $(wc -l <<<"$s1_vssd_map") -gt 1 ]]'
+  expect_ok "unmount s1" unmount m3
+}
+
+# -------------------------------- SEEK_DATA / SEEK_HOLE in-process and via vssd
+# covers MAP START LENGTH: [START, START+LENGTH) lies in one data segment.
+covers() {
+  awk -v s="$2" -v e="$(($2 + $3))" '$1 <= s && $2 >= e {found = 1} END {exit !found}' <<<"$1"
+}
+# hole_at MAP OFFSET: OFFSET lies in no data segment.
+hole_at() {
+  awk -v o="$2" '$1 <= o && o < $2 {found = 1} END {exit found}' <<<"$1"
+}
+test_seek_holes_through_vssd() {
+  v volume create sparse.img --size 64M --name sparse >/dev/null
+  v volume write sparse --offset 1M --pattern 0x41 --length 100K >/dev/null
+  v volume write sparse --offset 10M --pattern 0x42 --length 1M >/dev/null
+  v volume write sparse --offset 60M --pattern 0x43 --length 5000 >/dev/null
+  expect_ok "shadow create sparse" shadow create sparse --json
+  local sp
+  sp=$(jq -r '.shadows[0].shadow_id' <<<"$out")
+  # The live volume moves on: data overwritten, data where the shadow has
+  # a hole.
+  v volume write sparse --offset 10M --pattern 0x44 --length 64K >/dev/null
+  v volume write sparse --offset 30M --pattern 0x45 --length 1M >/dev/null
+  v shadow export "$sp" sparse-shadow.img >/dev/null || fail "export the sparse shadow"
+
+  local name local_map local_live vssd_map vssd_live holes
+  expect_ok "mount the sparse shadow in-process" mount "$sp" m1 --json
+  name=$(json_file 0)
+  local_map=$("$PROBE" map "m1/$name")
+  v unmount m1 >/dev/null || fail "unmount m1"
+  ok "in-process: three data segments, got: $(tr '\n' ';' <<<"$local_map")" \
+    eq "$(wc -l <<<"$local_map")" 3
+  ok "in-process: data at 1M" covers "$local_map" $((1 << 20)) 102400
+  ok "in-process: data at 10M" covers "$local_map" $((10 << 20)) $((1 << 20))
+  ok "in-process: data at 60M" covers "$local_map" $((60 << 20)) 5000
+  ok "in-process: the shadow's hole at 30M" hole_at "$local_map" $((30 << 20))
+  v attach sparse sparse.raw >/dev/null || fail "attach sparse in-process"
+  local_live=$("$PROBE" map sparse.raw)
+  v unmount sparse.raw >/dev/null || fail "unmount sparse.raw"
+  ok "in-process: the live volume has data at 30M" covers "$local_live" $((30 << 20)) $((1 << 20))
+
+  start_vssd
+  expect_ok "mount the sparse shadow through vssd" mount "$sp" m1 --json
+  ok "sparse shadow: through vssd" eq "$(jq -r .via <<<"$out")" vssd
+  vssd_map=$("$PROBE" map "m1/$name")
+  ok "through vssd: SEEK_DATA/SEEK_HOLE find the holes found in-process, got: $(tr '\n' ';' <<<"$vssd_map")" \
+    eq "$vssd_map" "$local_map"
+  holes=$("$PROBE" holes "m1/$name")
+  ok "through vssd: the holes read as zeroes ($holes)" eval '[[ $holes == data\ [1-9]*\ hole\ [1-9]*\ segments\ 3 ]]'
+  ok "through vssd: the image equals its export" cmp "m1/$name" sparse-shadow.img
+  expect_ok "unmount the sparse shadow" unmount m1
+  expect_ok "attach sparse through vssd" attach sparse sparse.raw --json
+  ok "attach sparse: through vssd" eq "$(jq -r .via <<<"$out")" vssd
+  vssd_live=$("$PROBE" map sparse.raw)
+  ok "live volume through vssd: the same data segments as in-process" eq "$vssd_live" "$local_live"
+  expect_ok "unmount sparse.raw" unmount sparse.raw
+  stop_vssd
+}
+
+# ------------------- --filesystem on shadows whose journal is dirty (ext4, XFS)
+# Shadows of filesystems mounted read-write, taken through vssd without a
+# freeze (vssd --no-fsfreeze, a context without writers): crash-consistent
+# images whose journal still holds transactions. Files synced before the
+# shadow must read back; the shadow itself must stay as it was taken.
+ext4_journal_dirty() {  # IMAGE: needs_recovery, and transactions in the log
+  local h
+  h=$(dumpe2fs -h "$1" 2>/dev/null)
+  grep -q '^Filesystem features:.*needs_recovery' <<<"$h" &&
+    [[ $(awk -F: '/^Journal start:/ {print $2 + 0}' <<<"$h") -ne 0 ]]
+}
+# IMAGE: xfs_logprint finds the log dirty. It opens its argument read-write,
+# so it is given a read-only loop device of the image.
+xfs_log_state() {
+  local l
+  l=$(losetup -r -f --show "$1") || return
+  xfs_logprint -t "$l" 2>&1 | grep -o 'state: <[A-Z]*>'
+  losetup -d "$l"
+}
+xfs_log_dirty() { [[ $(xfs_log_state "$1") == "state: <DIRTY>" ]]; }
+# Metadata-heavy work after the last sync: files created, renamed, removed.
+churn() {
+  mkdir -p "$1/churn"
+  local i
+  for i in $(seq 400); do echo "$i" >"$1/churn/f$i"; done
+  for i in $(seq 1 2 400); do mv "$1/churn/f$i" "$1/churn/g$i"; done
+  rm -f "$1"/churn/f1*
+}
+test_dirty_journal_filesystem() {
+  v volume create dext.img --size 64M --name dext >/dev/null
+  v volume create dxfs.img --size 320M --name dxfs >/dev/null
+  start_vssd --no-fsfreeze
+  v attach dext dext.raw >/dev/null && v attach dxfs dxfs.raw >/dev/null || fail "attach dext, dxfs through vssd"
+  local le lx
+  le=$(losetup -f --show dext.raw)
+  lx=$(losetup -f --show dxfs.raw)
+  mkfs.ext4 -q "$le" && mkfs.xfs -q "$lx" || fail "mkfs on dext, dxfs"
+  mount "$le" o1 && mount "$lx" o3 || fail "mount dext, dxfs read-write"
+  fill_fs "$le" o1 dext
+  fill_fs "$lx" o3 dxfs
+  manifest o1 >dext.manifest
+  manifest o3 >dxfs.manifest
+  churn o1
+  churn o3
+  expect_ok "shadow create of mounted filesystems, no writers" \
+    shadow create dext dxfs --context client-accessible --json
+  local set e_name x_name
+  set=$(jq -r .set_id <<<"$out")
+  ok "no freeze: no writer took part" eq "$(jq '[.writers[]?] | length' <<<"$out")" 0
+
+  expect_ok "mount the dirty set through vssd" mount --set "$set" m1 --json
+  e_name=$(jq -r '.files[] | select(.volume == "dext") | .name' <<<"$out")
+  x_name=$(jq -r '.files[] | select(.volume == "dxfs") | .name' <<<"$out")
+  ok "ext4 shadow: the journal needs recovery ($(dumpe2fs -h "m1/$e_name" 2>/dev/null | grep -E '^Journal start'))" \
+    ext4_journal_dirty "m1/$e_name"
+  ok "xfs shadow: the log is dirty ($(xfs_log_state "m1/$x_name"))" \
+    xfs_log_dirty "m1/$x_name"
+  sha256sum "m1/$e_name" "m1/$x_name" | cut -c1-64 >dirty.sums
+  expect_ok "unmount the dirty set" unmount m1
+
+  expect_ok "mount --filesystem of the dirty set through vssd" mount --set "$set" m2 --filesystem --json
+  ok "dirty ext4 mounted" eq "$(jq -r '.files[] | select(.volume == "dext") | .filesystem' <<<"$out")" ext4
+  ok "dirty xfs mounted" eq "$(jq -r '.files[] | select(.volume == "dxfs") | .filesystem' <<<"$out")" xfs
+  ok "dirty xfs: its log replayed into memory" \
+    eq "$(jq -r '.files[] | select(.volume == "dxfs") | .log_replayed' <<<"$out")" true
+  ok "dirty ext4: mounted from the image (noload)" \
+    eq "$(jq -r '.files[] | select(.volume == "dext") | .log_replayed' <<<"$out")" null
+  ok "dirty set: the replay file is not listed" eq "$(ls -A m2 | grep -c replay)" 0
+  # With a replay file the FUSE mount is not "ro" for the kernel: the image
+  # must still refuse every change by itself.
+  local probe rc
+  probe=$("$PROBE" erofs "m2/$x_name" m2)
+  rc=$?
+  ok "dirty set: every change to the image is EROFS ($(tr '\n' ';' <<<"$probe"))" eq "$rc" 0
+  ok "dirty ext4: files synced before the shadow, byte for byte" \
+    eq "$(manifest "m2/${e_name%.img}" | grep -v ' ./churn/')" "$(cat dext.manifest)"
+  ok "dirty xfs: files synced before the shadow, byte for byte" \
+    eq "$(manifest "m2/${x_name%.img}" | grep -v ' ./churn/')" "$(cat dxfs.manifest)"
+  ok "dirty set: the shadow images did not change" \
+    eq "$(sha256sum "m2/$e_name" "m2/$x_name" | cut -c1-64)" "$(cat dirty.sums)"
+  ok "dirty xfs: the shadow's log is still dirty" xfs_log_dirty "m2/$x_name"
+  expect_ok "unmount the dirty --filesystem mount" unmount m2
+  ok "dirty set: no loop device left" eq "$(losetup -n -l -O BACK-FILE | grep -c "$work/m2")" 0
+
+  umount o1 o3
+  losetup -d "$le" "$lx"
+  v unmount dext.raw >/dev/null && v unmount dxfs.raw >/dev/null || fail "unmount dext.raw, dxfs.raw"
+  stop_vssd
+  # In-process, the same shadows mount the same way.
+  expect_ok "mount --filesystem of the dirty set in-process" mount --set "$set" m2 --filesystem --json
+  ok "dirty set in-process" eq "$(jq -r .via <<<"$out")" in-process
+  ok "dirty ext4 in-process: synced files" \
+    eq "$(manifest "m2/${e_name%.img}" | grep -v ' ./churn/')" "$(cat dext.manifest)"
+  ok "dirty xfs in-process: synced files" \
+    eq "$(manifest "m2/${x_name%.img}" | grep -v ' ./churn/')" "$(cat dxfs.manifest)"
+  expect_ok "unmount the dirty in-process mount" unmount m2
 }
 
 # ------------------------------------------------------- damaged diff area
@@ -342,7 +513,8 @@ test_bad_input() {
 
 SECONDS=0
 for t in test_attach_in_process test_mount_in_process test_partitions_filesystem \
-         test_vssd_origin_and_shadows_mounted test_bad_input test_damaged_diff_area; do
+         test_seek_holes_through_vssd test_vssd_origin_and_shadows_mounted \
+         test_dirty_journal_filesystem test_bad_input test_damaged_diff_area; do
   echo "== $t (at ${SECONDS}s)"
   "$t"
 done

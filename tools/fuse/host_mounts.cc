@@ -113,6 +113,30 @@ std::string MountOptions(const std::string& fs_type) {
   return "";
 }
 
+// Sets up a loop device on `file` (read-only unless `writable`) and mounts
+// its `fs_type` filesystem read-only on `mount_point` with `options`.
+// Returns the loop device; on failure it is detached again.
+StatusOr<std::string> MountThroughLoop(const std::string& file, bool writable,
+                                       const std::string& fs_type,
+                                       const std::string& mount_point,
+                                       const std::string& options) {
+  std::vector<std::string> losetup = {"losetup", "-f", "--show", file};
+  if (!writable) losetup.insert(losetup.begin() + 1, "-r");
+  VSS_ASSIGN_OR_RETURN(CommandResult r, Run(losetup));
+  if (r.exit_code != 0) {
+    return IoError("losetup " + file + ": " + FirstLine(r.err));
+  }
+  std::string loop = r.out.substr(0, r.out.find('\n'));
+  if (::mount(loop.c_str(), mount_point.c_str(), fs_type.c_str(),
+              MS_RDONLY | MS_NOSUID | MS_NODEV, options.c_str()) != 0) {
+    Status s = ErrnoError(errno, "mounting the " + fs_type + " filesystem of " +
+                                     file + " (" + loop + ") on " + mount_point);
+    Run({"losetup", "-d", loop}).status().IgnoreError();
+    return s;
+  }
+  return loop;
+}
+
 // Loop devices ("/dev/loop3") whose backing file is `target` or beneath it.
 std::vector<std::string> LoopDevicesOn(const std::string& target) {
   std::vector<std::string> out;
@@ -208,28 +232,24 @@ std::string WhyNotMountable(const std::string& fs_type) {
   return "this kernel has no " + fs_type + " driver";
 }
 
-StatusOr<std::string> MountReadOnly(const std::string& image,
-                                    const std::string& fs_type,
-                                    const std::string& mount_point) {
-  if (std::string why = WhyNotMountable(fs_type); !why.empty()) {
-    return UnsupportedError(image + ": cannot mount " + fs_type + ": " + why);
+StatusOr<MountedFilesystem> MountReadOnly(const FilesystemMount& m) {
+  if (std::string why = WhyNotMountable(m.fs_type); !why.empty()) {
+    return UnsupportedError(m.image + ": cannot mount " + m.fs_type + ": " +
+                            why);
   }
-  VSS_ASSIGN_OR_RETURN(CommandResult r,
-                       Run({"losetup", "-r", "-f", "--show", image}));
-  if (r.exit_code != 0) {
-    return IoError("losetup -r " + image + ": " + FirstLine(r.err));
+  if (m.fs_type == "xfs" && !m.replay_file.empty()) {
+    // ro on a writable device: the kernel replays a dirty log into the
+    // overlay behind the replay file, never into the image.
+    StatusOr<std::string> loop = MountThroughLoop(
+        m.replay_file, /*writable=*/true, m.fs_type, m.mount_point, "nouuid");
+    if (loop.ok()) return MountedFilesystem{*loop, true};
+    // A log that cannot be replayed: mount without it, below.
   }
-  std::string loop = r.out.substr(0, r.out.find('\n'));
-  std::string options = MountOptions(fs_type);
-  if (::mount(loop.c_str(), mount_point.c_str(), fs_type.c_str(),
-              MS_RDONLY | MS_NOSUID | MS_NODEV, options.c_str()) != 0) {
-    Status s =
-        ErrnoError(errno, "mounting the " + fs_type + " filesystem of " +
-                              image + " (" + loop + ") on " + mount_point);
-    Run({"losetup", "-d", loop}).status().IgnoreError();
-    return s;
-  }
-  return loop;
+  VSS_ASSIGN_OR_RETURN(
+      std::string loop,
+      MountThroughLoop(m.image, /*writable=*/false, m.fs_type, m.mount_point,
+                       MountOptions(m.fs_type)));
+  return MountedFilesystem{loop, false};
 }
 
 StatusOr<pid_t> UnmountTree(const std::string& target_path) {

@@ -6,12 +6,18 @@
 // "fuse.vss"; its source is "vssctl:<pid>", the pid of the server process.
 //
 // Filesystems are found with blkid (util-linux), loop devices are set up
-// with `losetup -r` and filesystems mounted with mount(2), never replaying
-// a journal (the image is read-only and may be a crash-consistent copy of
-// a mounted filesystem):
+// with losetup and filesystems mounted with mount(2) read-only, never
+// writing to the image (it is a shadow, often a crash-consistent copy of a
+// mounted filesystem whose journal is dirty):
 //   ext3, ext4  ro,noload        xfs  ro,norecovery,nouuid
 //   ext2        ro               vfat ro
-// all with nosuid,nodev.
+// all with nosuid,nodev, on a read-only loop device of the image. XFS is
+// the exception when the caller offers a replay file (a writable overlay of
+// the image, see overlay_device.h): XFS keeps recent metadata in its log
+// until it checkpoints, so without replay the files written shortly before
+// the shadow are missing. The filesystem is then mounted ro,nouuid from a
+// read-write loop device of the replay file, and the kernel replays the log
+// into the overlay; if that mount fails, the image is mounted as above.
 //
 // Thread safety: plain functions; they run external programs.
 #pragma once
@@ -43,12 +49,22 @@ StatusOr<std::string> ProbeFilesystem(const std::string& path);
 // kernel has no driver for (/proc/filesystems).
 std::string WhyNotMountable(const std::string& fs_type);
 
-// Attaches `image` to a read-only loop device and mounts its `fs_type`
-// filesystem on `mount_point` (see above). Returns the loop device. On
-// failure the loop device is detached again; the error names the image.
-StatusOr<std::string> MountReadOnly(const std::string& image,
-                                    const std::string& fs_type,
-                                    const std::string& mount_point);
+struct FilesystemMount {
+  std::string image;        // the image file holding the filesystem
+  std::string fs_type;      // from ProbeFilesystem
+  std::string mount_point;  // an existing directory
+  // Optional: a writable overlay of `image` to replay an XFS log into.
+  std::string replay_file;
+};
+struct MountedFilesystem {
+  std::string loop_device;  // "/dev/loop3"
+  bool log_replayed = false;  // mounted from the replay file
+};
+
+// Mounts the filesystem of `m.image` on `m.mount_point` read-only through a
+// loop device (see above). On failure every loop device set up is detached
+// again; the error names the image.
+StatusOr<MountedFilesystem> MountReadOnly(const FilesystemMount& m);
 
 // Takes down the vssctl FUSE mount at `target` (a directory or an attached
 // file): unmounts every filesystem mounted beneath it (deepest first),

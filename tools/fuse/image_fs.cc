@@ -41,6 +41,7 @@ bool IsDir(const char* path) {
 }
 
 bool Writable() { return Fs().config().writable; }
+bool Writable(const ImageFile& f) { return Writable() || f.scratch; }
 
 // EROFS on the read-only shape, `rw_error` on the writable file.
 int Refuse(int rw_error = EPERM) { return -(Writable() ? rw_error : EROFS); }
@@ -53,7 +54,9 @@ int GetAttr(const char* path, struct stat* st, fuse_file_info*) {
   st->st_atime = st->st_mtime = st->st_ctime = c.mtime;
   st->st_blksize = 4096;
   if (int i = FileIndex(path); i >= 0) {
-    st->st_mode = S_IFREG | (c.writable ? 0644 : 0444);
+    st->st_mode = S_IFREG | (c.files[i].scratch ? 0600
+                             : c.writable       ? 0644
+                                                : 0444);
     st->st_nlink = 1;
     st->st_size = static_cast<off_t>(c.files[i].size);
     st->st_blocks = static_cast<blkcnt_t>((c.files[i].size + 511) / 512);
@@ -76,7 +79,7 @@ int ReadDir(const char* path, void* buf, fuse_fill_dir_t fill, off_t,
   fill(buf, ".", nullptr, 0, kNoFill);
   fill(buf, "..", nullptr, 0, kNoFill);
   for (const ImageFile& f : c.files) {
-    fill(buf, f.name.c_str(), nullptr, 0, kNoFill);
+    if (!f.scratch) fill(buf, f.name.c_str(), nullptr, 0, kNoFill);
   }
   for (const std::string& d : c.dirs) {
     fill(buf, d.c_str(), nullptr, 0, kNoFill);
@@ -87,10 +90,11 @@ int ReadDir(const char* path, void* buf, fuse_fill_dir_t fill, off_t,
 int Open(const char* path, fuse_file_info* fi) {
   int i = FileIndex(path);
   if (i < 0) return IsDir(path) ? -EISDIR : -ENOENT;
-  if ((fi->flags & O_ACCMODE) != O_RDONLY && !Writable()) return -EROFS;
+  const ImageFile& f = Fs().config().files[i];
+  if ((fi->flags & O_ACCMODE) != O_RDONLY && !Writable(f)) return -EROFS;
   fi->fh = static_cast<uint64_t>(i);
-  fi->direct_io = Writable();  // see the header: coherent with the device
-  fi->keep_cache = !Writable();
+  fi->direct_io = Writable(f);  // see the header: coherent with the device
+  fi->keep_cache = !Writable(f);
   return 0;
 }
 
@@ -106,8 +110,8 @@ int Read(const char*, char* buf, size_t size, off_t off, fuse_file_info* fi) {
 
 int Write(const char*, const char* buf, size_t size, off_t off,
           fuse_file_info* fi) {
-  if (!Writable()) return -EROFS;
   const ImageFile& f = Fs().config().files[fi->fh];
+  if (!Writable(f)) return -EROFS;
   uint64_t offset = static_cast<uint64_t>(off);
   if (offset >= f.size) return size == 0 ? 0 : -ENOSPC;  // fixed size
   size_t n = static_cast<size_t>(std::min<uint64_t>(size, f.size - offset));
@@ -166,8 +170,8 @@ int Truncate(const char* path, off_t size, fuse_file_info*) {
 }
 
 int Fallocate(const char*, int mode, off_t off, off_t len, fuse_file_info* fi) {
-  if (!Writable()) return -EROFS;
   const ImageFile& f = Fs().config().files[fi->fh];
+  if (!Writable(f)) return -EROFS;
   uint64_t offset = static_cast<uint64_t>(off),
            length = static_cast<uint64_t>(len);
   if (off < 0 || len <= 0) return -EINVAL;
@@ -287,15 +291,22 @@ StatusOr<std::unique_ptr<ImageFs>> ImageFs::Mount(
     return InvalidArgumentError("bad FUSE file system layout for " +
                                 mountpoint);
   }
+  bool scratch = false;
   for (const ImageFile& f : config.files) {
     if (f.device == nullptr || f.offset > f.device->size() ||
         f.size > f.device->size() - f.offset) {
       return InvalidArgumentError(f.name + ": range outside its device");
     }
+    if (f.scratch && (config.single_file || f.device->read_only())) {
+      return InvalidArgumentError(f.name +
+                                  ": a scratch file needs a directory mount "
+                                  "and a writable overlay device");
+    }
+    scratch = scratch || f.scratch;
   }
   std::unique_ptr<ImageFs> fs(new ImageFs(std::move(config)));
   std::string options = "fsname=" + fs->config_.fsname + ",subtype=vss";
-  if (!fs->config_.writable) options += ",ro";
+  if (!fs->config_.writable && !scratch) options += ",ro";
   const char* argv[] = {"vssctl", "-o", options.c_str()};
   fuse_args args = FUSE_ARGS_INIT(3, const_cast<char**>(argv));
   static const fuse_operations kOps = Operations();

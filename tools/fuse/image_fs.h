@@ -3,9 +3,14 @@
 //
 // Two shapes:
 //   - a directory (vssctl mount): one read-only file per ImageFile, plus
-//     empty directories to mount filesystems on. The mount is "ro": every
-//     open for writing, write, create, truncate, setattr, link, rename and
-//     removal is refused with EROFS (by the kernel, and again here).
+//     empty directories to mount filesystems on. Every open for writing,
+//     write, create, truncate, setattr, link, rename and removal is refused
+//     with EROFS: by the kernel (the mount is "ro") and again here. The one
+//     exception is a scratch file (ImageFile::scratch, for journal replay):
+//     it takes writes, which its device keeps to itself (an
+//     OverlayDevice), is not listed by readdir and is mode 0600; a mount
+//     with scratch files is not "ro" for the kernel, so the refusals of
+//     everything else come from here alone.
 //   - a single file (vssctl attach): the mount point is a regular file and
 //     the root of the file system is files[0] itself, read-write when
 //     `writable`. Its size is fixed (truncate to another size: EPERM);
@@ -43,6 +48,9 @@ struct ImageFile {
   BlockDevice* device = nullptr;
   uint64_t offset = 0;
   uint64_t size = 0;
+  // Directory shape only: a hidden writable file whose device keeps every
+  // write to itself (see the header comment).
+  bool scratch = false;
 };
 
 struct ImageFsConfig {

@@ -8,8 +8,10 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <string_view>
 #include <vector>
 
+#include "nbd_reply.h"
 #include "vssd/nbd_protocol.h"  // the wire constants vssd itself uses
 
 namespace vss::fuse {
@@ -18,10 +20,15 @@ namespace {
 constexpr uint64_t kPiece = 8u << 20;            // largest read or write sent
 constexpr uint64_t kZeroPiece = 1u << 30;        // largest write-zeroes sent
 constexpr uint32_t kMaxOptionReply = 64u << 10;  // longer: not a sane server
+// Largest range one NBD_CMD_BLOCK_STATUS asks about (a 32-bit length).
+constexpr uint64_t kStatusPiece = 0xFFFFF000u;
+constexpr std::string_view kAllocationContext = "base:allocation";
 
-// The Status for an NBD error number from the server.
-Status ErrorOf(uint32_t error, const std::string& what) {
+// The Status for an NBD error number from the server, with its message.
+Status ErrorOf(uint32_t error, const std::string& message,
+               const std::string& what) {
   std::string text = what + ": " + std::strerror(static_cast<int>(error));
+  if (!message.empty()) text += " (" + message + ")";
   switch (error) {
     case nbd::kEPerm:
       return FailedPreconditionError(text);
@@ -73,16 +80,134 @@ StatusOr<int> ConnectUnix(const std::string& path) {
   return fd;
 }
 
-// Handshake up to transmission: returns the export's size and flags.
+// What the handshake settled.
 struct Opened {
   uint64_t size = 0;
   uint16_t flags = 0;
+  bool structured = false;                     // structured replies on
+  std::optional<uint32_t> allocation_context;  // id of base:allocation
 };
+
+// One option reply: its type and data.
+struct OptionReply {
+  uint32_t type = 0;
+  std::vector<uint8_t> data;
+};
+
+// Sends option `option` with `data`.
+bool SendOption(int fd, uint32_t option, std::span<const uint8_t> data) {
+  std::vector<uint8_t> msg;
+  nbd::Put64(msg, nbd::kIHaveOpt);
+  nbd::Put32(msg, option);
+  nbd::Put32(msg, static_cast<uint32_t>(data.size()));
+  msg.insert(msg.end(), data.begin(), data.end());
+  return SendAll(fd, msg);
+}
+
+// Reads the next reply to `option`; kIoError if it is not one.
+StatusOr<OptionReply> ReadOptionReply(int fd, uint32_t option,
+                                      const std::string& what) {
+  uint8_t head[20];
+  if (!RecvAll(fd, head, sizeof head)) {
+    return IoError(what + ": NBD handshake failed");
+  }
+  OptionReply r;
+  r.type = nbd::Get32(head + 12);
+  uint32_t length = nbd::Get32(head + 16);
+  if (nbd::Get64(head) != nbd::kOptReplyMagic ||
+      nbd::Get32(head + 8) != option || length > kMaxOptionReply) {
+    return IoError(what + ": bad NBD option reply");
+  }
+  r.data.resize(length);
+  if (!RecvAll(fd, r.data.data(), length)) {
+    return IoError(what + ": NBD handshake failed");
+  }
+  return r;
+}
+
+bool IsOptionError(uint32_t type) { return type & 0x80000000u; }
+
+// NBD_OPT_STRUCTURED_REPLY: true if the server agrees, false if it refuses.
+StatusOr<bool> NegotiateStructuredReplies(int fd, const std::string& what) {
+  if (!SendOption(fd, nbd::kOptStructuredReply, {})) {
+    return IoError(what + ": NBD handshake failed");
+  }
+  VSS_ASSIGN_OR_RETURN(OptionReply r,
+                       ReadOptionReply(fd, nbd::kOptStructuredReply, what));
+  if (r.type == nbd::kRepAck && r.data.empty()) return true;
+  if (IsOptionError(r.type)) return false;
+  return IoError(what + ": bad NBD option reply");
+}
+
+// NBD_OPT_SET_META_CONTEXT for base:allocation: the id the server gives it,
+// or nullopt if the server does not offer it. REQUIRES: structured replies.
+StatusOr<std::optional<uint32_t>> NegotiateAllocationContext(
+    int fd, const std::string& name, const std::string& what) {
+  std::vector<uint8_t> msg;
+  nbd::Put32(msg, static_cast<uint32_t>(name.size()));
+  nbd::PutBytes(msg, name);
+  nbd::Put32(msg, 1);  // one query
+  nbd::Put32(msg, static_cast<uint32_t>(kAllocationContext.size()));
+  nbd::PutBytes(msg, kAllocationContext);
+  if (!SendOption(fd, nbd::kOptSetMetaContext, msg)) {
+    return IoError(what + ": NBD handshake failed");
+  }
+  std::optional<uint32_t> id;
+  for (;;) {
+    VSS_ASSIGN_OR_RETURN(OptionReply r,
+                         ReadOptionReply(fd, nbd::kOptSetMetaContext, what));
+    if (r.type == nbd::kRepAck && r.data.empty()) return id;
+    if (IsOptionError(r.type)) return std::optional<uint32_t>();
+    // Only the context asked for, once.
+    if (r.type != nbd::kRepMetaContext || r.data.size() < 4 || id ||
+        std::string_view(reinterpret_cast<const char*>(r.data.data()) + 4,
+                         r.data.size() - 4) != kAllocationContext) {
+      return IoError(what + ": bad NBD meta context reply");
+    }
+    id = nbd::Get32(r.data.data());
+  }
+}
+
+// NBD_OPT_GO: the export's size and transmission flags.
+StatusOr<Opened> Go(int fd, const std::string& name, const std::string& what) {
+  std::vector<uint8_t> msg;
+  nbd::Put32(msg, static_cast<uint32_t>(name.size()));
+  nbd::PutBytes(msg, name);
+  nbd::Put16(msg, 0);  // no information requests
+  if (!SendOption(fd, nbd::kOptGo, msg)) {
+    return IoError(what + ": NBD handshake failed");
+  }
+  std::optional<Opened> info;
+  for (;;) {
+    VSS_ASSIGN_OR_RETURN(OptionReply r, ReadOptionReply(fd, nbd::kOptGo, what));
+    if (r.type == nbd::kRepAck) break;
+    if (IsOptionError(r.type)) {
+      std::string message(r.data.begin(), r.data.end());
+      if (r.type == nbd::kRepErrUnknown) {
+        return NotFoundError(what + ": no such export (" + message + ")");
+      }
+      return IoError(what + ": refused: " + message);
+    }
+    if (r.type == nbd::kRepInfo && r.data.size() >= 12 &&
+        nbd::Get16(r.data.data()) == nbd::kInfoExport) {
+      info = Opened{nbd::Get64(r.data.data() + 2),
+                    nbd::Get16(r.data.data() + 10)};
+    }
+  }
+  if (!info || info->size == 0) {
+    return IoError(what + ": the server sent no export size");
+  }
+  return *info;
+}
+
+// The handshake up to transmission: fixed newstyle, structured replies and
+// base:allocation when the server has them, then NBD_OPT_GO.
 StatusOr<Opened> Handshake(int fd, const std::string& name,
                            const std::string& what) {
-  auto lost = [&] { return IoError(what + ": NBD handshake failed"); };
   uint8_t hello[18];
-  if (!RecvAll(fd, hello, sizeof hello)) return lost();
+  if (!RecvAll(fd, hello, sizeof hello)) {
+    return IoError(what + ": NBD handshake failed");
+  }
   if (nbd::Get64(hello) != nbd::kNbdMagic ||
       nbd::Get64(hello + 8) != nbd::kIHaveOpt ||
       !(nbd::Get16(hello + 16) & nbd::kFlagFixedNewstyle)) {
@@ -92,43 +217,17 @@ StatusOr<Opened> Handshake(int fd, const std::string& name,
       nbd::kFlagFixedNewstyle | (nbd::Get16(hello + 16) & nbd::kFlagNoZeroes);
   std::vector<uint8_t> msg;
   nbd::Put32(msg, client_flags);
-  nbd::Put64(msg, nbd::kIHaveOpt);
-  nbd::Put32(msg, nbd::kOptGo);
-  nbd::Put32(msg, static_cast<uint32_t>(4 + name.size() + 2));
-  nbd::Put32(msg, static_cast<uint32_t>(name.size()));
-  nbd::PutBytes(msg, name);
-  nbd::Put16(msg, 0);  // no information requests
-  if (!SendAll(fd, msg)) return lost();
+  if (!SendAll(fd, msg)) return IoError(what + ": NBD handshake failed");
 
-  std::optional<Opened> info;
-  for (;;) {
-    uint8_t head[20];
-    if (!RecvAll(fd, head, sizeof head)) return lost();
-    uint32_t type = nbd::Get32(head + 12);
-    uint32_t length = nbd::Get32(head + 16);
-    if (nbd::Get64(head) != nbd::kOptReplyMagic ||
-        nbd::Get32(head + 8) != nbd::kOptGo || length > kMaxOptionReply) {
-      return IoError(what + ": bad NBD option reply");
-    }
-    std::vector<uint8_t> data(length);
-    if (!RecvAll(fd, data.data(), length)) return lost();
-    if (type == nbd::kRepAck) break;
-    if (type & 0x80000000u) {
-      std::string message(data.begin(), data.end());
-      if (type == nbd::kRepErrUnknown) {
-        return NotFoundError(what + ": no such export (" + message + ")");
-      }
-      return IoError(what + ": refused: " + message);
-    }
-    if (type == nbd::kRepInfo && length >= 12 &&
-        nbd::Get16(data.data()) == nbd::kInfoExport) {
-      info = Opened{nbd::Get64(data.data() + 2), nbd::Get16(data.data() + 10)};
-    }
+  VSS_ASSIGN_OR_RETURN(bool structured, NegotiateStructuredReplies(fd, what));
+  std::optional<uint32_t> context;
+  if (structured) {
+    VSS_ASSIGN_OR_RETURN(context, NegotiateAllocationContext(fd, name, what));
   }
-  if (!info || info->size == 0) {
-    return IoError(what + ": the server sent no export size");
-  }
-  return *info;
+  VSS_ASSIGN_OR_RETURN(Opened opened, Go(fd, name, what));
+  opened.structured = structured;
+  opened.allocation_context = context;
+  return opened;
 }
 
 }  // namespace
@@ -142,8 +241,9 @@ StatusOr<std::unique_ptr<NbdDevice>> NbdDevice::Connect(
     ::close(fd);
     return opened.status();
   }
-  return std::unique_ptr<NbdDevice>(
-      new NbdDevice(export_name, fd, opened->size, opened->flags));
+  return std::unique_ptr<NbdDevice>(new NbdDevice(
+      export_name, fd, opened->size, opened->flags, opened->structured,
+      opened->allocation_context));
 }
 
 bool NbdDevice::ServerListening(const std::string& socket_path) {
@@ -153,24 +253,30 @@ bool NbdDevice::ServerListening(const std::string& socket_path) {
   return true;
 }
 
-NbdDevice::NbdDevice(std::string name, int fd, uint64_t size, uint16_t flags)
+NbdDevice::NbdDevice(std::string name, int fd, uint64_t size, uint16_t flags,
+                     bool structured,
+                     std::optional<uint32_t> allocation_context)
     : BlockDevice(std::move(name), size, flags & nbd::kFlagReadOnly),
       fd_(fd),
-      flags_(flags) {}
+      flags_(flags),
+      structured_(structured),
+      allocation_context_(allocation_context) {}
 
 NbdDevice::~NbdDevice() {
   std::lock_guard lock(mu_);
-  if (!broken_) {
-    std::vector<uint8_t> b;
-    nbd::Put32(b, nbd::kRequestMagic);
-    nbd::Put16(b, 0);
-    nbd::Put16(b, nbd::kCmdDisc);
-    nbd::Put64(b, next_handle_);
-    nbd::Put64(b, 0);
-    nbd::Put32(b, 0);
-    SendAll(fd_, b);
-  }
+  if (!broken_) SendDisconnect();
   ::close(fd_);
+}
+
+void NbdDevice::SendDisconnect() {
+  std::vector<uint8_t> b;
+  nbd::Put32(b, nbd::kRequestMagic);
+  nbd::Put16(b, 0);
+  nbd::Put16(b, nbd::kCmdDisc);
+  nbd::Put64(b, next_handle_++);
+  nbd::Put64(b, 0);
+  nbd::Put32(b, 0);
+  SendAll(fd_, b);
 }
 
 Status NbdDevice::Broken(const std::string& what) {
@@ -179,37 +285,66 @@ Status NbdDevice::Broken(const std::string& what) {
   return IoError(name() + ": " + what);
 }
 
-Status NbdDevice::Exchange(uint16_t type, uint64_t offset, uint32_t length,
-                           std::span<const uint8_t> out,
-                           std::span<uint8_t> in) {
+Status NbdDevice::Exchange(const Command& c) {
   if (broken_)
     return IoError(name() + ": the connection to the server was lost");
-  uint64_t handle = next_handle_++;
+  const NbdRequest request{c.type, next_handle_++, c.offset, c.length};
   std::vector<uint8_t> b;
-  b.reserve(28 + out.size());
+  b.reserve(28 + c.payload.size());
   nbd::Put32(b, nbd::kRequestMagic);
   nbd::Put16(b, 0);
-  nbd::Put16(b, type);
-  nbd::Put64(b, handle);
-  nbd::Put64(b, offset);
-  nbd::Put32(b, length);
-  b.insert(b.end(), out.begin(), out.end());
+  nbd::Put16(b, request.type);
+  nbd::Put64(b, request.handle);
+  nbd::Put64(b, request.offset);
+  nbd::Put32(b, request.length);
+  b.insert(b.end(), c.payload.begin(), c.payload.end());
   if (!SendAll(fd_, b)) return Broken("the connection to the server was lost");
-  uint8_t reply[16];
-  if (!RecvAll(fd_, reply, sizeof reply)) {
-    return Broken("the connection to the server was lost");
+
+  NbdReply reply(request, structured_, c.read_into,
+                 allocation_context_.value_or(0));
+  while (!reply.done()) {
+    VSS_RETURN_IF_ERROR(ReceiveMessage(reply, c.read_into));
   }
-  if (nbd::Get32(reply) != nbd::kSimpleReplyMagic ||
-      nbd::Get64(reply + 8) != handle) {
-    return Broken("bad reply from the server");
+  if (reply.error() != 0) {
+    if (reply.error() == nbd::kEShutdown) {
+      // The server is going away: the protocol asks for a soft disconnect.
+      SendDisconnect();
+      Broken("the server is shutting down").IgnoreError();
+    }
+    return ErrorOf(reply.error(), reply.error_message(),
+                   name() + " at offset " + std::to_string(c.offset));
   }
-  uint32_t error = nbd::Get32(reply + 4);
-  if (error != 0) {
-    return ErrorOf(error, name() + " at offset " + std::to_string(offset));
+  if (c.extents) *c.extents = reply.extents();
+  return OkStatus();
+}
+
+Status NbdDevice::ReceiveMessage(NbdReply& reply, std::span<uint8_t> read_into) {
+  const char* lost = "the connection to the server was lost";
+  uint8_t head[20];
+  if (!RecvAll(fd_, head, 4)) return Broken(lost);
+  const uint32_t magic = nbd::Get32(head);
+  if (magic == nbd::kSimpleReplyMagic) {
+    if (!RecvAll(fd_, head + 4, 12)) return Broken(lost);
+    Status s = reply.OnSimpleReply(nbd::Get32(head + 4), nbd::Get64(head + 8));
+    if (!s.ok()) return Broken(s.message());
+    if (reply.simple_data_follows() &&
+        !RecvAll(fd_, read_into.data(), read_into.size())) {
+      return Broken(lost);
+    }
+    return OkStatus();
   }
-  if (!in.empty() && !RecvAll(fd_, in.data(), in.size())) {
-    return Broken("the connection to the server was lost");
+  if (magic != nbd::kStructuredReplyMagic) {
+    return Broken("bad reply magic from the server");
   }
+  if (!RecvAll(fd_, head + 4, 16)) return Broken(lost);
+  NbdChunkHeader h{nbd::Get16(head + 4), nbd::Get16(head + 6),
+                   nbd::Get64(head + 8), nbd::Get32(head + 16)};
+  Status s = reply.OnChunkHeader(h);
+  if (!s.ok()) return Broken(s.message());
+  scratch_.resize(h.length);
+  if (!RecvAll(fd_, scratch_.data(), h.length)) return Broken(lost);
+  s = reply.OnChunkPayload(h, scratch_);
+  if (!s.ok()) return Broken(s.message());
   return OkStatus();
 }
 
@@ -218,9 +353,9 @@ Status NbdDevice::DoRead(uint64_t offset, std::span<uint8_t> buf) {
   for (uint64_t done = 0; done < buf.size();) {
     size_t n =
         static_cast<size_t>(std::min<uint64_t>(buf.size() - done, kPiece));
-    VSS_RETURN_IF_ERROR(Exchange(nbd::kCmdRead, offset + done,
-                                 static_cast<uint32_t>(n), {},
-                                 buf.subspan(done, n)));
+    Command c{nbd::kCmdRead, offset + done, static_cast<uint32_t>(n)};
+    c.read_into = buf.subspan(done, n);
+    VSS_RETURN_IF_ERROR(Exchange(c));
     done += n;
   }
   return OkStatus();
@@ -231,9 +366,9 @@ Status NbdDevice::DoWrite(uint64_t offset, std::span<const uint8_t> buf) {
   for (uint64_t done = 0; done < buf.size();) {
     size_t n =
         static_cast<size_t>(std::min<uint64_t>(buf.size() - done, kPiece));
-    VSS_RETURN_IF_ERROR(Exchange(nbd::kCmdWrite, offset + done,
-                                 static_cast<uint32_t>(n), buf.subspan(done, n),
-                                 {}));
+    Command c{nbd::kCmdWrite, offset + done, static_cast<uint32_t>(n)};
+    c.payload = buf.subspan(done, n);
+    VSS_RETURN_IF_ERROR(Exchange(c));
     done += n;
   }
   return OkStatus();
@@ -252,8 +387,8 @@ Status NbdDevice::DoWriteZeroes(uint64_t offset, uint64_t length) {
   std::lock_guard lock(mu_);
   for (uint64_t done = 0; done < length;) {
     uint64_t n = std::min(length - done, kZeroPiece);
-    VSS_RETURN_IF_ERROR(Exchange(nbd::kCmdWriteZeroes, offset + done,
-                                 static_cast<uint32_t>(n), {}, {}));
+    VSS_RETURN_IF_ERROR(Exchange(
+        {nbd::kCmdWriteZeroes, offset + done, static_cast<uint32_t>(n)}));
     done += n;
   }
   return OkStatus();
@@ -266,12 +401,33 @@ Status NbdDevice::DoDiscard(uint64_t offset, uint64_t length) {
 Status NbdDevice::DoFlush() {
   if (!(flags_ & nbd::kFlagSendFlush)) return OkStatus();
   std::lock_guard lock(mu_);
-  return Exchange(nbd::kCmdFlush, 0, 0, {}, {});
+  return Exchange({nbd::kCmdFlush, 0, 0});
 }
 
 StatusOr<std::vector<Extent>> NbdDevice::DoExtents(uint64_t offset,
                                                    uint64_t length) {
-  return std::vector<Extent>{{offset, length, true}};
+  if (!allocation_context_) return std::vector<Extent>{{offset, length, true}};
+  std::lock_guard lock(mu_);
+  std::vector<Extent> out;
+  const uint64_t end = offset + length;
+  for (uint64_t pos = offset; pos < end;) {
+    // The server may describe less than asked: ask again from where it
+    // stopped (each reply covers at least one byte).
+    std::vector<Extent> got;
+    Command c{nbd::kCmdBlockStatus, pos,
+              static_cast<uint32_t>(std::min(end - pos, kStatusPiece))};
+    c.extents = &got;
+    VSS_RETURN_IF_ERROR(Exchange(c));
+    for (const Extent& e : got) {
+      if (!out.empty() && out.back().allocated == e.allocated) {
+        out.back().length += e.length;
+      } else {
+        out.push_back(e);
+      }
+      pos += e.length;
+    }
+  }
+  return out;
 }
 
 }  // namespace vss::fuse

@@ -41,8 +41,8 @@ void PrintWarnings(const Json& report) {
 }
 
 // Mounts the filesystems found in the candidate images of a mount; adds
-// "filesystem" and either "mounted_on" and "loop_device", or "not_mounted"
-// (why) to their entries.
+// "filesystem" and either "mounted_on", "loop_device" and, for a file with
+// a replay file, "log_replayed", or "not_mounted" (why) to their entries.
 Status MountFilesystems(const std::string& dir, Json& files) {
   for (Json& f : files) {
     if (!f.contains("mount_dir")) continue;
@@ -57,11 +57,16 @@ Status MountFilesystems(const std::string& dir, Json& files) {
       f["not_mounted"] = why;
       continue;
     }
-    std::string target = dir + "/" + f["mount_dir"].get<std::string>();
-    VSS_ASSIGN_OR_RETURN(std::string loop,
-                         fuse::MountReadOnly(image, type, target));
-    f["mounted_on"] = target;
-    f["loop_device"] = loop;
+    fuse::FilesystemMount m{image, type,
+                            dir + "/" + f["mount_dir"].get<std::string>()};
+    if (f.contains("replay_file")) {
+      m.replay_file = dir + "/" + f["replay_file"].get<std::string>();
+    }
+    VSS_ASSIGN_OR_RETURN(fuse::MountedFilesystem mounted,
+                         fuse::MountReadOnly(m));
+    f["mounted_on"] = m.mount_point;
+    f["loop_device"] = mounted.loop_device;
+    if (f.contains("replay_file")) f["log_replayed"] = mounted.log_replayed;
   }
   return OkStatus();
 }
@@ -80,10 +85,14 @@ void PrintMount(const Json& r) {
     std::printf("   %-40s %12s  %s\n", f["name"].get<std::string>().c_str(),
                 FormatBytes(f["size"].get<uint64_t>()).c_str(), what.c_str());
     if (f.contains("mounted_on")) {
-      std::printf("      %s mounted read-only on %s (%s)\n",
+      std::printf("      %s mounted read-only on %s (%s)%s\n",
                   f["filesystem"].get<std::string>().c_str(),
                   f["mounted_on"].get<std::string>().c_str(),
-                  f["loop_device"].get<std::string>().c_str());
+                  f["loop_device"].get<std::string>().c_str(),
+                  !f.contains("log_replayed") ? ""
+                  : f["log_replayed"].get<bool>()
+                      ? ", log replayed into memory"
+                      : ", log not replayed (norecovery)");
     } else if (f.contains("not_mounted")) {
       std::printf("      %s not mounted: %s\n",
                   f["filesystem"].get<std::string>().c_str(),
@@ -179,7 +188,8 @@ void AddMount(CLI::App& app, Cli& cli) {
       ->type_name("VOLUME");
   c->add_flag("--filesystem", o->filesystem,
               "Also mount the filesystem in each image (or partition) "
-              "read-only beneath DIR, without journal replay");
+              "read-only beneath DIR (an XFS log is replayed into memory, "
+              "never into the shadow)");
   c->footer(
       "Examples:\n  vssctl mount 1a2b /mnt/then --filesystem\n"
       "  vssctl mount --volume disk /mnt/history\n"

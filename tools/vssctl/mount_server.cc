@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <ctime>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -13,6 +14,7 @@
 #include "fuse/host_mounts.h"
 #include "fuse/image_fs.h"
 #include "fuse/nbd_device.h"
+#include "fuse/overlay_device.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
 #include "vss/partition_table.h"
@@ -202,6 +204,33 @@ Status SetExposure(engine::Store& store,
 
 std::string Fsname() { return "vssctl:" + std::to_string(::getpid()); }
 
+bool HoldsXfs(BlockDevice& dev, uint64_t offset, uint64_t size) {
+  uint8_t magic[4];
+  return size >= sizeof magic && dev.Read(offset, magic).ok() &&
+         std::memcmp(magic, "XFSB", sizeof magic) == 0;
+}
+
+// Gives every candidate image that holds XFS a hidden scratch file over an
+// overlay of it, to replay the log into (host_mounts.h), and names it in
+// the image's report entry. The overlays go to `overlays`.
+void AddReplayFiles(fuse::ImageFsConfig* config, Json* report,
+                    std::vector<std::unique_ptr<BlockDevice>>* overlays) {
+  Json& files = (*report)["files"];
+  const size_t n = config->files.size();  // one report entry each
+  for (size_t i = 0; i < n; ++i) {
+    if (!files[i].contains("mount_dir")) continue;
+    const fuse::ImageFile image = config->files[i];  // push_back reallocates
+    if (!HoldsXfs(*image.device, image.offset, image.size)) continue;
+    overlays->push_back(std::make_unique<fuse::OverlayDevice>(
+        image.device, image.offset, image.size));
+    std::string name =
+        "." + files[i]["mount_dir"].get<std::string>() + ".replay";
+    config->files.push_back(
+        {name, overlays->back().get(), 0, image.size, /*scratch=*/true});
+    files[i]["replay_file"] = name;
+  }
+}
+
 }  // namespace
 
 Status ServeMount(const MountRequest& req, const fuse::ReadyFn& ready) {
@@ -226,6 +255,8 @@ Status ServeMount(const MountRequest& req, const fuse::ReadyFn& ready) {
     VSS_RETURN_IF_ERROR(
         AddShadowFiles(s, dev, req.filesystem, &taken, &config, &report));
   }
+  std::vector<std::unique_ptr<BlockDevice>> overlays;  // outlive the mount
+  if (req.filesystem) AddReplayFiles(&config, &report, &overlays);
   VSS_ASSIGN_OR_RETURN(auto fs, fuse::ImageFs::Mount(config, req.dir));
   Status exposed = SetExposure(*store, shadows, report["files"], req.dir);
   if (!exposed.ok()) {

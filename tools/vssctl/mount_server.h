@@ -19,6 +19,12 @@
 //                                        directory per candidate image (each
 //                                        partition, or the whole image when
 //                                        there is no table) to mount it on
+//   .<volume>@<YYYYMMDDTHHMMSSZ>[-pN].replay
+//                                        with --filesystem, for each such
+//                                        image holding XFS: a hidden
+//                                        writable overlay of it to replay
+//                                        the log into (host_mounts.h);
+//                                        writes stay in this server's memory
 // '/' in a volume name becomes '_'. When two shadows of one volume in the
 // same mount share a creation second, the later ones get "_e<epoch>" after
 // the time ("disk@20260125T100000Z_e4.img").
@@ -26,7 +32,8 @@
 // Reports (one JSON object):
 //   mount:  {"mountpoint", "via": "vssd"|"in-process", "warnings": [...],
 //            "files": [{"name", "shadow_id", "volume", "size", "partition"
-//            (0 for the whole image), "type", "mount_dir" (optional)}]}
+//            (0 for the whole image), "type", "mount_dir" and
+//            "replay_file" (optional)}]}
 //   attach: {"file", "volume", "size", "via"}
 #pragma once
 
