@@ -237,11 +237,14 @@ StatusOr<MountedFilesystem> MountReadOnly(const FilesystemMount& m) {
     return UnsupportedError(m.image + ": cannot mount " + m.fs_type + ": " +
                             why);
   }
-  if (m.fs_type == "xfs" && !m.replay_file.empty()) {
-    // ro on a writable device: the kernel replays a dirty log into the
-    // overlay behind the replay file, never into the image.
-    StatusOr<std::string> loop = MountThroughLoop(
-        m.replay_file, /*writable=*/true, m.fs_type, m.mount_point, "nouuid");
+  const bool replayable =
+      m.fs_type == "xfs" || m.fs_type == "ext3" || m.fs_type == "ext4";
+  if (replayable && !m.replay_file.empty()) {
+    // ro on a writable device: the kernel replays a dirty log or journal
+    // into the overlay behind the replay file, never into the image.
+    StatusOr<std::string> loop =
+        MountThroughLoop(m.replay_file, /*writable=*/true, m.fs_type,
+                         m.mount_point, m.fs_type == "xfs" ? "nouuid" : "");
     if (loop.ok()) return MountedFilesystem{*loop, true};
     // A log that cannot be replayed: mount without it, below.
   }

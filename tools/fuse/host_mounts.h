@@ -11,13 +11,14 @@
 // mounted filesystem whose journal is dirty):
 //   ext3, ext4  ro,noload        xfs  ro,norecovery,nouuid
 //   ext2        ro               vfat ro
-// all with nosuid,nodev, on a read-only loop device of the image. XFS is
-// the exception when the caller offers a replay file (a writable overlay of
-// the image, see overlay_device.h): XFS keeps recent metadata in its log
-// until it checkpoints, so without replay the files written shortly before
-// the shadow are missing. The filesystem is then mounted ro,nouuid from a
-// read-write loop device of the replay file, and the kernel replays the log
-// into the overlay; if that mount fails, the image is mounted as above.
+// all with nosuid,nodev, on a read-only loop device of the image. XFS and
+// ext3/ext4 are the exception when the caller offers a replay file (a
+// writable overlay of the image, see overlay_device.h): they keep recent
+// metadata in their log or journal until it is checkpointed, so without
+// replay the files written shortly before the shadow may be missing. The
+// filesystem is then mounted ro (XFS: ro,nouuid) from a read-write loop
+// device of the replay file, and the kernel replays the log into the
+// overlay; if that mount fails, the image is mounted as above.
 //
 // Thread safety: plain functions; they run external programs.
 #pragma once
@@ -53,7 +54,8 @@ struct FilesystemMount {
   std::string image;        // the image file holding the filesystem
   std::string fs_type;      // from ProbeFilesystem
   std::string mount_point;  // an existing directory
-  // Optional: a writable overlay of `image` to replay an XFS log into.
+  // Optional: a writable overlay of `image` to replay an XFS log or an
+  // ext3/ext4 journal into.
   std::string replay_file;
 };
 struct MountedFilesystem {

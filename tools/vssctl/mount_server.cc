@@ -204,13 +204,23 @@ Status SetExposure(engine::Store& store,
 
 std::string Fsname() { return "vssctl:" + std::to_string(::getpid()); }
 
-bool HoldsXfs(BlockDevice& dev, uint64_t offset, uint64_t size) {
+// True when the image holds a filesystem with a log the kernel replays at
+// mount: XFS ("XFSB" at 0), or ext3/ext4 (superblock magic 0xEF53 at
+// 1024 + 56, little-endian, with COMPAT_HAS_JOURNAL, bit 0x4 of the
+// s_feature_compat word at 1024 + 92).
+bool HoldsReplayableLog(BlockDevice& dev, uint64_t offset, uint64_t size) {
   uint8_t magic[4];
-  return size >= sizeof magic && dev.Read(offset, magic).ok() &&
-         std::memcmp(magic, "XFSB", sizeof magic) == 0;
+  if (size >= sizeof magic && dev.Read(offset, magic).ok() &&
+      std::memcmp(magic, "XFSB", sizeof magic) == 0)
+    return true;
+  uint8_t sb[96];
+  if (size < 1024 + sizeof sb || !dev.Read(offset + 1024, sb).ok()) return false;
+  const bool ext_magic = sb[56] == 0x53 && sb[57] == 0xEF;
+  return ext_magic && (sb[92] & 0x04) != 0;
 }
 
-// Gives every candidate image that holds XFS a hidden scratch file over an
+// Gives every candidate image that holds XFS or a journaled ext3/ext4 a
+// hidden scratch file over an
 // overlay of it, to replay the log into (host_mounts.h), and names it in
 // the image's report entry. The overlays go to `overlays`.
 void AddReplayFiles(fuse::ImageFsConfig* config, Json* report,
@@ -220,7 +230,7 @@ void AddReplayFiles(fuse::ImageFsConfig* config, Json* report,
   for (size_t i = 0; i < n; ++i) {
     if (!files[i].contains("mount_dir")) continue;
     const fuse::ImageFile image = config->files[i];  // push_back reallocates
-    if (!HoldsXfs(*image.device, image.offset, image.size)) continue;
+    if (!HoldsReplayableLog(*image.device, image.offset, image.size)) continue;
     overlays->push_back(std::make_unique<fuse::OverlayDevice>(
         image.device, image.offset, image.size));
     std::string name =
