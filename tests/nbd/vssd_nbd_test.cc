@@ -140,10 +140,40 @@ class VssdTest : public ::testing::Test {
     EXPECT_TRUE(c.Connect(socket_));
     EXPECT_TRUE(c.Open(name, true).has_value());
     EXPECT_TRUE(c.Request(0, kRead, 77, offset, length));
-    auto r = c.ReadReply();
-    EXPECT_TRUE(r && r->type == 1 && r->error == 0);
-    if (!r || r->data.size() < 8) return {};
-    return std::vector<uint8_t>(r->data.begin() + 8, r->data.end());
+    return ReadChunks(c, offset, length, nullptr);
+  }
+
+  // Collects the data and hole chunks answering a read of [offset,
+  // offset+length) and returns the bytes; checks that the chunks cover the
+  // range exactly once and that only the last one is marked done. Counts
+  // the hole chunks in `holes`. Empty after an error chunk.
+  static std::vector<uint8_t> ReadChunks(Client& c, uint64_t offset, uint32_t length,
+                                         int* holes) {
+    std::vector<uint8_t> out(length, 0xEE);
+    std::vector<bool> seen(length, false);
+    if (holes) *holes = 0;
+    for (;;) {
+      auto r = c.ReadReply();
+      EXPECT_TRUE(r && r->structured);
+      if (!r || !r->structured || r->error != 0) return {};
+      EXPECT_TRUE(r->type == 1 || r->type == 2) << "chunk type " << r->type;
+      EXPECT_GE(r->data.size(), r->type == 2 ? 12u : 8u);
+      if (r->data.size() < 8) return {};
+      uint64_t at = Get64(r->data.data());
+      uint64_t n = r->type == 2 ? Get32(r->data.data() + 8) : r->data.size() - 8;
+      EXPECT_TRUE(at >= offset && at + n <= offset + length) << "chunk outside the read";
+      if (at < offset || at + n > offset + length) return {};
+      for (uint64_t i = 0; i < n; ++i) {
+        EXPECT_FALSE(seen[at - offset + i]) << "byte " << at + i << " sent twice";
+        seen[at - offset + i] = true;
+        out[at - offset + i] = r->type == 2 ? 0 : r->data[8 + i];
+      }
+      if (r->type == 2 && holes) ++*holes;
+      if (r->flags & 1) break;
+    }
+    EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](bool b) { return b; }))
+        << "the chunks do not cover the read";
+    return out;
   }
 
   std::string dir_, store_dir_, socket_, shadow_id_;
@@ -349,6 +379,40 @@ TEST_F(VssdTest, StructuredReplies_ReadAndBlockStatusContexts) {
   EXPECT_EQ(r->type, 0x8001);
   EXPECT_EQ(r->error, kEInval);
   EXPECT_EQ(r->handle, 4u);
+}
+
+TEST_F(VssdTest, ShadowRead_SendsHolesAsHoleChunksUnlessDf) {
+  Client c;
+  ASSERT_TRUE(c.Connect(socket_));
+  ASSERT_TRUE(c.Open("shadow/" + shadow_id_, true).has_value());
+  // [0, 2M): data at [0,256K) (preserved and unchanged) and [1M,1M+64K),
+  // holes between and after.
+  ASSERT_TRUE(c.Request(0, kRead, 1, 0, 2 << 20));
+  int holes = 0;
+  std::vector<uint8_t> got = ReadChunks(c, 0, 2 << 20, &holes);
+  EXPECT_EQ(holes, 2);
+  EXPECT_TRUE(got == std::vector<uint8_t>(shadow_.begin(), shadow_.begin() + (2 << 20)));
+  // DF: one data chunk.
+  ASSERT_TRUE(c.Request(4, kRead, 2, 0, 2 << 20));
+  auto r = c.ReadReply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->type, 1);
+  EXPECT_EQ(r->flags, 1);
+  ASSERT_EQ(r->data.size(), 8u + (2 << 20));
+  EXPECT_TRUE(std::equal(r->data.begin() + 8, r->data.end(), shadow_.begin()));
+  // A read inside a hole: one hole chunk.
+  ASSERT_TRUE(c.Request(0, kRead, 3, 1 << 19, 1 << 18));
+  got = ReadChunks(c, 1 << 19, 1 << 18, &holes);
+  EXPECT_EQ(holes, 1);
+  EXPECT_TRUE(got == std::vector<uint8_t>(1 << 18, 0));
+  // The live export sends data only.
+  Client l;
+  ASSERT_TRUE(l.Connect(socket_));
+  ASSERT_TRUE(l.Open("live/disk", true).has_value());
+  ASSERT_TRUE(l.Request(0, kRead, 4, 0, 2 << 20));
+  got = ReadChunks(l, 0, 2 << 20, &holes);
+  EXPECT_EQ(holes, 0);
+  EXPECT_TRUE(got == std::vector<uint8_t>(live_.begin(), live_.begin() + (2 << 20)));
 }
 
 TEST_F(VssdTest, ShadowExport_RefusesWritesWithEpermAndStaysUnchanged) {
@@ -559,7 +623,11 @@ TEST_F(VssdTest, Sigterm_AnswersConnectedClientFlushesAndExitsZero) {
 }
 
 TEST_F(VssdTest, Tcp_ServesOnLoopback) {
-  Client probe;
+  // One vssd per store: stop the fixture's (Unix socket) one first.
+  ::kill(pid_, SIGTERM);
+  int fixture_status = 0;
+  ::waitpid(pid_, &fixture_status, 0);
+  pid_ = -1;
   for (int attempt = 0; attempt < 5; ++attempt) {
     uint16_t port = 20000 + (::getpid() * 7 + attempt * 1009) % 30000;
     pid_t pid = StartVssd(

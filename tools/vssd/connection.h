@@ -10,6 +10,9 @@
 // read and discarded, except a payload larger than nbd::kMaxPayload: that
 // gets EINVAL and the connection is closed instead of reading it.
 //
+// Reads of a shadow export with structured replies (and without DF) send
+// the shadow's holes as NBD_REPLY_TYPE_OFFSET_HOLE chunks.
+//
 // Thread safety: Run() is called once, from one thread; Stop() may be
 // called from any thread while Run() runs and makes it return after the
 // requests already read are answered.
@@ -79,6 +82,7 @@ class Connection {
   void Worker();
   void Execute(Request& r);
   void DoBlockStatus(const Request& r);
+  bool ReadWithHoles(Request& r);
 
   Buffer TakeBuffer(size_t n);
   void ReturnBuffer(Buffer b);
