@@ -48,15 +48,19 @@
 //                              engine may skip diff-area syncs). MiB/s.
 //   seq_write_first_persistent the same with one persistent shadow
 //                              (kCtxClientAccessible: each write's preserved
-//                              records are fdatasync'ed before it). MiB/s.
+//                              records are fdatasync'ed before its overwrite
+//                              reaches the image; the engine's write-behind
+//                              shares one sync among the pending writes).
+//                              MiB/s.
 //   rand4k_write_first         4 KiB writes at random 4 KiB-aligned places,
 //                              one in each chunk, chunks in random order (so
 //                              each write preserves one chunk), non-persistent
 //                              shadow. IOPS (MiB/s as an extra field).
-//   rand4k_write_first_persistent  the same, persistent shadow (one
-//                              fdatasync per write on our side, as rule 1
-//                              requires; the raw side still syncs once at the
-//                              end), 1024 writes to bound the run. IOPS.
+//   rand4k_write_first_persistent  the same, persistent shadow (records
+//                              synced before the overwrites, as rule 1
+//                              requires, by write-behind syncs shared among
+//                              pending writes; the raw side still syncs once
+//                              at the end), 1024 writes. IOPS.
 //   rewrite                    1 MiB sequential writes over chunks already
 //                              preserved in the newest epoch (no copy-on-write
 //                              work left; non-persistent shadow). MiB/s.
