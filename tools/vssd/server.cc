@@ -152,6 +152,11 @@ void Server::Run(int stop_fd) {
       timeval send_timeout{120, 0};
       ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout,
                    sizeof send_timeout);
+      // Room for a few whole 1 MiB replies in the socket (the kernel caps
+      // it at net.core.wmem_max), so a worker's reply rarely waits for the
+      // client to drain the previous one.
+      int sndbuf = 4 << 20;
+      ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
       auto conn = std::make_unique<Connection>(fd, registry_);
       Connection* c = conn.get();
       clients_.push_back({std::move(conn), std::thread([c] { c->Run(); })});
