@@ -11,6 +11,9 @@
 #           runs
 #           shadow S3 (between passes); reference R3 likewise
 #   pass 3  sequential 1M writes again (a new seed: every byte changes)
+#   pass 4  shadow S4 and reference R4, then unthrottled random 4K writes
+#           with vssd SIGKILLed in the middle (a seeded moment); vssd is
+#           restarted and S1, S3 and S4 must still equal R1, R3 and R4
 #
 # fio runs with iodepth=8 and do_verify (it reads back and checks what it
 # wrote, in the same pass). Then: a fio write to a shadow export fails
@@ -175,6 +178,53 @@ ok "fio verify_only on the read-only S3 export finds pass 2's data" \
 for n in 1 2 3; do
   id_var=s$n
   ok "vssctl shadow verify S$n" verify_shadow "${!id_var}"
+done
+
+# ------------------------------------------------ vssd killed mid-write
+# S4 and its reference R4, then unthrottled random 4K writes (each the first
+# write of its chunk since S4, so each waits on a diff-area sync before its
+# overwrite reaches the image) and vssd SIGKILLed in the middle. After a
+# restart every persistent shadow must read back exactly as before.
+start_vssd() {
+  "$VSSD" --store "$VSS_STORE" --nbd "unix:$SOCK" 2>>vssd.err &
+  vssd_pid=$!
+  for ((i = 0; i < 100; i++)); do
+    [[ -S $SOCK && -S $VSS_STORE/vssd.sock ]] && nbdinfo --size "$live" >/dev/null 2>&1 && return 0
+    kill -0 "$vssd_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "vssd did not restart: $(tail -3 vssd.err)"
+  return 1
+}
+s4=$(take_shadow)
+ok "shadow S4 before the crash pass: $(cat shadow.err)" is_id "$s4"
+ok "reference R4:" copy "$live" r4.img
+fio_job -q pass4 --uri="$live" --rw=randwrite --bs=4k --size=$SIZE --randseed=$((SEED + 4)) \
+  --time_based --runtime=30 &
+fio_pid=$!
+kill_ms=$((200 + SEED % 800))
+sleep "$((kill_ms / 1000)).$(printf %03d $((kill_ms % 1000)))"
+ok "the crash pass was still writing when vssd was killed (${kill_ms} ms in)" kill -0 "$fio_pid"
+kill -KILL "$vssd_pid"
+wait "$vssd_pid" 2>/dev/null
+vssd_pid=
+wait "$fio_pid" 2>/dev/null
+fio_pid=
+ok "vssd restarts on the store after SIGKILL" start_vssd
+for n in 1 3 4; do
+  id_var=s$n
+  ok "S$n reads back whole after the kill:" copy "$(shadow_uri "${!id_var}")" k$n.img
+done
+ok "S1 still equals R1 after the kill" cmp k1.img r1.img
+ok "S3 still equals R3 after the kill" cmp k3.img r3.img
+ok "S4 equals R4 after the kill mid-write" cmp k4.img r4.img
+ok "the live export reads back whole after the kill" copy "$live" k-live.img
+kill -TERM "$vssd_pid"
+wait "$vssd_pid" 2>/dev/null
+vssd_pid=
+for n in 1 2 3 4; do
+  id_var=s$n
+  ok "vssctl shadow verify S$n after the kill" verify_shadow "${!id_var}"
 done
 
 echo "fio_nbd_test: $checks checks, $failures failures (seed $SEED)"
