@@ -584,7 +584,7 @@ VssStatus LocalBackupComponents::RevertToSnapshot(const Guid& snapshot_id, bool 
     std::lock_guard<std::mutex> l(mu_);
     VSS_RETURN_IF_VSS_ERROR(Busy());
   }
-  return provider_.RevertToSnapshot(snapshot_id);
+  return provider_.RevertToSnapshot(snapshot_id, force_dismount);
 }
 
 // --- Restore ---

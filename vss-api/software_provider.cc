@@ -239,16 +239,27 @@ VssStatusOr<std::vector<Guid>> SoftwareProvider::SnapshotsOfSet(const Guid& set_
   return out;
 }
 
-VssStatus SoftwareProvider::RevertToSnapshot(const Guid& snapshot_id) {
+VssStatus SoftwareProvider::RevertToSnapshot(const Guid& snapshot_id, bool force_dismount) {
   VssStatusOr<SnapshotProp> p = GetSnapshotProperties(snapshot_id);
   if (!p.ok()) return p.status();
   if ((p->snapshot_attributes & VSS_VOLSNAP_ATTR_PERSISTENT) == 0) {
     return VssError(VSS_E_UNSUPPORTED_CONTEXT,
                     "shadow " + p->snapshot_id.ToString() + " is not persistent; only persistent shadows can be reverted to");
   }
-  VssStatusOr<std::unique_ptr<Borrow>> borrowed = BorrowVolumeOf(snapshot_id);
+  StatusOr<std::optional<metadata::ShadowRow>> row = store_.catalog().FindShadow(snapshot_id);
+  if (!row.ok()) return VssStatus::FromStatus(row.status());
+  if (!row->has_value()) return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy " + snapshot_id.ToString());
+  const Guid volume_id = (*row)->volume_id;
+  VssStatusOr<std::unique_ptr<Borrow>> borrowed = BorrowVolumes({volume_id});
   if (!borrowed.ok()) return borrowed.status();
-  return VssStatus::FromStatus(store_.RevertToShadow(p->snapshot_id));
+  // The volume changes under whoever has it open: only with it to ourselves.
+  if (users_ != nullptr) {
+    Status s = users_->BeginExclusive(volume_id, force_dismount);
+    if (!s.ok()) return VssStatus::FromStatus(s);
+  }
+  Status reverted = store_.RevertToShadow(p->snapshot_id);
+  if (users_ != nullptr) users_->EndExclusive(volume_id);
+  return VssStatus::FromStatus(reverted);
 }
 
 }  // namespace vss

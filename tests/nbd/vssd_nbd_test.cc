@@ -622,6 +622,33 @@ TEST_F(VssdTest, Sigterm_AnswersConnectedClientFlushesAndExitsZero) {
   EXPECT_EQ(back, Bytes(65536, 0x7e));
 }
 
+TEST_F(VssdTest, Revert_RefusedWhileALiveClientIsOpenUnlessForced) {
+  Client c;
+  ASSERT_TRUE(c.Connect(socket_));
+  ASSERT_TRUE(c.Open("live/disk", false).has_value());
+  const std::string revert = std::string(VSSCTL_PATH) + " --store " + store_dir_ +
+                             " shadow revert " + shadow_id_;
+  auto [rc, out] = Shell(revert);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("VSS_E_VOLUME_IN_USE"), std::string::npos) << out;
+  EXPECT_NE(out.find("volume disk is in use by 1 NBD client"), std::string::npos) << out;
+  // Nothing changed: the client still reads the live data, the shadow stays.
+  ASSERT_TRUE(c.Request(0, kRead, 1, 0, 4096));
+  auto r = c.ReadReply(4096);
+  ASSERT_TRUE(r && r->error == 0);
+  EXPECT_EQ(r->data, Bytes(4096, 0x33));
+  EXPECT_EQ(ReadExport("shadow/" + shadow_id_, 0, 4096), Bytes(4096, 0x11));
+
+  std::tie(rc, out) = Shell(revert + " --force");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_TRUE(c.ClosedByServer()) << "the forced revert disconnects the live client";
+  // The volume holds the shadow's bytes, and the shadow is gone.
+  EXPECT_EQ(ReadExport("live/disk", 0, 4096), Bytes(4096, 0x11));
+  Client s;
+  ASSERT_TRUE(s.Connect(socket_));
+  EXPECT_FALSE(s.Open("shadow/" + shadow_id_, true).has_value());
+}
+
 TEST_F(VssdTest, Tcp_ServesOnLoopback) {
   // One vssd per store: stop the fixture's (Unix socket) one first.
   ::kill(pid_, SIGTERM);

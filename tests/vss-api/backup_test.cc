@@ -436,6 +436,60 @@ TEST_F(VssApiTest, RevertToSnapshot_PersistentOnly) {
   EXPECT_EQ(back, std::vector<uint8_t>(4096, 0));
 }
 
+// VolumeUsers as vssd's export registry behaves: `in_use` clients, which a
+// forced dismount disconnects.
+class FakeVolumeUsers : public VolumeUsers {
+ public:
+  Status Acquire(const Guid&) override { return OkStatus(); }
+  void Release(const Guid&) override {}
+  Status BeginExclusive(const Guid&, bool force_dismount) override {
+    if (in_use && !force_dismount) return BusyError("in use by a test client");
+    if (in_use) ++dismounts;
+    in_use = false;
+    exclusive = true;
+    return OkStatus();
+  }
+  void EndExclusive(const Guid&) override { exclusive = false; }
+  bool in_use = false;
+  bool exclusive = false;
+  int dismounts = 0;
+};
+
+TEST_F(VssApiTest, RevertToSnapshot_VolumeInUse_RefusedUnlessForceDismount) {
+  FakeVolumeUsers users;
+  provider_->SetVolumeUsers(&users);
+  Guid shadow;
+  {
+    LocalBackupComponents bc(*coordinator_);
+    PrepareBackup(bc, VSS_CTX_NAS_ROLLBACK, {"vol1"});
+    ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
+    shadow = (*bc.Query())[0].snapshot_id;
+  }
+  StatusOr<metadata::VolumeRow> v1 = store_->ResolveVolume("vol1");
+  ASSERT_TRUE(v1.ok());
+  StatusOr<engine::Volume*> vol = store_->OpenVolume(v1->id);
+  ASSERT_TRUE(vol.ok());
+  std::vector<uint8_t> data(4096, 0xab), back(4096);
+  ASSERT_TRUE((*vol)->Write(0, data).ok());
+
+  users.in_use = true;
+  LocalBackupComponents bc(*coordinator_);
+  EXPECT_EQ(bc.RevertToSnapshot(shadow, false).code(), VSS_E_VOLUME_IN_USE);
+  // Nothing changed: the volume keeps its data and the shadow stays.
+  ASSERT_TRUE((*vol)->Read(0, back).ok());
+  EXPECT_EQ(back, data);
+  EXPECT_TRUE(bc.GetSnapshotProperties(shadow).ok());
+  EXPECT_EQ(users.dismounts, 0);
+
+  ASSERT_TRUE(bc.RevertToSnapshot(shadow, true).ok());
+  EXPECT_EQ(users.dismounts, 1);
+  EXPECT_FALSE(users.exclusive) << "EndExclusive after the revert";
+  ASSERT_TRUE((*vol)->Read(0, back).ok());
+  EXPECT_EQ(back, std::vector<uint8_t>(4096, 0));
+  EXPECT_EQ(bc.GetSnapshotProperties(shadow).code(), VSS_E_OBJECT_NOT_FOUND);
+  provider_->SetVolumeUsers(nullptr);
+}
+
 TEST_F(VssApiTest, Restore_SendsPreAndPostRestoreToSelectedWriters) {
   TestWriter a(&log_, "A", "vol1/app");
   TestWriter b(&log_, "B", "vol2/db");

@@ -78,6 +78,14 @@ struct RequesterCreateOptions {
 };
 Status CreateShadowSetWithRequester(Cli& cli, const RequesterCreateOptions& o);
 
+// Reverts to `shadow` through vssd (RevertToSnapshot) when vssd serves the
+// store: true when it did; false, having done nothing, when no vssd
+// answers (the caller then reverts in-process, where the volume lock keeps
+// every other user off). The error carries the VSS name
+// (VSS_E_VOLUME_IN_USE while NBD clients use the volume, unless
+// `force_dismount`).
+StatusOr<bool> RevertThroughVssd(Cli& cli, const Guid& shadow, bool force_dismount);
+
 // A VSS error as a vssctl Status whose message carries the VSS name
 // ("what: VSS_E_BAD_STATE (0x80042301): ..."); OK stays OK.
 Status FromVss(const VssStatus& s, const std::string& what = "");

@@ -357,12 +357,16 @@ Status RunDelete(Cli& cli, const DeleteOptions& o) {
   return OkStatus();
 }
 
-Status RunRevert(Cli& cli, const std::string& text) {
+Status RunRevert(Cli& cli, const std::string& text, bool force) {
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
   VSS_ASSIGN_OR_RETURN(metadata::ShadowRow s, store->ResolveShadow(text));
   VSS_ASSIGN_OR_RETURN(auto before,
                        store->catalog().ListShadowsOfVolume(s.volume_id));
-  VSS_RETURN_IF_ERROR(store->RevertToShadow(s.id));
+  // When vssd serves the store it may have the volume open for NBD
+  // clients (a VM): it reverts, refusing while they use the volume unless
+  // --force disconnects them.
+  VSS_ASSIGN_OR_RETURN(bool through_vssd, RevertThroughVssd(cli, s.id, force));
+  if (!through_vssd) VSS_RETURN_IF_ERROR(store->RevertToShadow(s.id));
   Json removed = Json::array();
   for (const auto& b : before) {
     if (b.epoch >= s.epoch) removed.push_back(b.id.ToString());
@@ -554,10 +558,21 @@ void AddShadowCommands(CLI::App& app, Cli& cli) {
                    "vssctl shadow show 1a2b", RunShow);
   AddReadExportDiff(*noun, cli);
   AddDelete(*noun, cli);
-  AddOneShadowVerb(
-      *noun, cli, "revert",
-      "Revert its volume to a shadow copy (it and newer shadows are removed)",
-      "vssctl shadow revert 1a2b", RunRevert);
+  {
+    auto id = std::make_shared<std::string>();
+    auto force = std::make_shared<bool>(false);
+    CLI::App* c = noun->add_subcommand(
+        "revert",
+        "Revert its volume to a shadow copy (it and newer shadows are removed)");
+    c->add_option("SHADOW", *id, "Shadow copy id or unique prefix")->required();
+    c->add_flag("--force", *force,
+                "Through vssd: disconnect the NBD clients of the volume's live "
+                "export (a VM on it) instead of refusing with VSS_E_VOLUME_IN_USE");
+    c->footer("Examples:\n  vssctl shadow revert 1a2b\n  vssctl shadow revert 1a2b --force");
+    c->callback([&cli, id, force] {
+      cli.run = [&cli, id, force] { return RunRevert(cli, *id, *force); };
+    });
+  }
   AddOneShadowVerb(*noun, cli, "verify",
                    "Read and check every diff-area record a shadow copy needs "
                    "(exit 1 on errors)",

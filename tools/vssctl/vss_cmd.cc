@@ -924,6 +924,20 @@ void AddBackupRestore(CLI::App& app, Cli& cli) {
 
 // --- Shared with the other commands (common.h) ---
 
+StatusOr<bool> RevertThroughVssd(Cli& cli, const Guid& shadow, bool force_dismount) {
+  ServiceOptions options;
+  options.store_dir = cli.resolved_store_dir();
+  options.mode = ServiceOptions::Mode::kDaemon;
+  VssStatusOr<std::unique_ptr<Service>> service = Service::Connect(options);
+  if (!service.ok() && service.code() == E_UNEXPECTED) return false;  // no vssd
+  if (!service.ok()) return FromVss(service.status(), "");
+  VssStatusOr<std::unique_ptr<BackupComponents>> bc = CreateVssBackupComponents(**service);
+  if (!bc.ok()) return FromVss(bc.status(), "");
+  VSS_RETURN_IF_ERROR(FromVss((*bc)->RevertToSnapshot(shadow, force_dismount),
+                              "RevertToSnapshot"));
+  return true;
+}
+
 std::vector<std::string> VssContextNames() {
   std::vector<std::string> out;
   for (const NamedContext& c : kContexts) out.emplace_back(c.name);

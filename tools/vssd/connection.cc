@@ -272,7 +272,7 @@ bool Connection::HandleExportName(const std::vector<uint8_t>& data) {
   std::string name(data.begin(), data.end());
   auto info = registry_->Lookup(name);
   if (!info.ok()) return false;  // no way to report an error: close
-  auto opened = registry_->Open(*info);
+  auto opened = registry_->Open(*info, [this] { Stop(); });
   if (!opened.ok()) {
     std::fprintf(stderr, "vssd: export %s: %s\n", name.c_str(),
                  opened.status().ToString().c_str());
@@ -313,7 +313,7 @@ bool Connection::HandleInfoOrGo(uint32_t option,
     return SendOptionError(option, err, info.status().ToString());
   }
   if (option == nbd::kOptGo) {
-    auto opened = registry_->Open(*info);
+    auto opened = registry_->Open(*info, [this] { Stop(); });
     if (!opened.ok()) {
       uint32_t err = opened.status().code() == StatusCode::kNotFound
                          ? nbd::kRepErrUnknown

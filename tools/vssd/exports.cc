@@ -62,6 +62,15 @@ bool Append(std::vector<StatusDescriptor>& out, uint64_t length, uint32_t flags,
 
 OpenExport::~OpenExport() {
   shadow_.reset();  // the view refers to the volume: drop it first
+  if (!info_.shadow) {
+    std::lock_guard l(registry_->mu_);
+    auto it = registry_->live_.find(info_.volume.id);
+    if (it != registry_->live_.end()) {
+      it->second.erase(this);
+      if (it->second.empty()) registry_->live_.erase(it);
+    }
+    registry_->live_closed_.notify_all();
+  }
   registry_->Release(info_.volume.id);
 }
 
@@ -136,8 +145,11 @@ StatusOr<std::vector<ExportInfo>> ExportRegistry::List() {
 }
 
 StatusOr<std::unique_ptr<OpenExport>> ExportRegistry::Open(
-    const ExportInfo& info) {
+    const ExportInfo& info, std::function<void()> dismount) {
   std::lock_guard l(mu_);
+  if (!info.shadow && exclusive_.count(info.volume.id)) {
+    return BusyError("volume " + info.volume.name + " is being reverted");
+  }
   VSS_ASSIGN_OR_RETURN(engine::Volume * volume,
                        store_->OpenVolume(info.volume.id));
   std::unique_ptr<BlockDevice> shadow;
@@ -152,8 +164,51 @@ StatusOr<std::unique_ptr<OpenExport>> ExportRegistry::Open(
     shadow = std::move(view).value();
   }
   ++refs_[info.volume.id];
-  return std::unique_ptr<OpenExport>(
+  std::unique_ptr<OpenExport> open(
       new OpenExport(this, info, volume, std::move(shadow)));
+  if (!info.shadow) live_[info.volume.id][open.get()] = std::move(dismount);
+  return open;
+}
+
+Status ExportRegistry::BeginExclusive(const Guid& volume_id,
+                                      bool force_dismount) {
+  std::string label = "volume " + volume_id.ToString();
+  if (auto row = store_->catalog().FindVolume(volume_id); row.ok() && *row) {
+    label = "volume " + (*row)->name;
+  }
+  std::unique_lock l(mu_);
+  if (exclusive_.count(volume_id)) {
+    return BusyError(label + " is already being reverted");
+  }
+  auto users = [&] {
+    auto it = live_.find(volume_id);
+    return it == live_.end() ? size_t{0} : it->second.size();
+  };
+  if (users() > 0 && !force_dismount) {
+    return BusyError(label + " is in use by " +
+                     std::to_string(users()) +
+                     " NBD client(s) of its live export (a forced dismount "
+                     "disconnects them: vssctl shadow revert --force)");
+  }
+  exclusive_.insert(volume_id);  // from now on no new live client
+  if (users() > 0) {
+    for (auto& [open, dismount] : live_[volume_id]) {
+      if (dismount) dismount();
+    }
+    if (!live_closed_.wait_for(l, std::chrono::seconds(10),
+                               [&] { return users() == 0; })) {
+      exclusive_.erase(volume_id);
+      return BusyError(label + ": " +
+                       std::to_string(users()) +
+                       " NBD client(s) did not let go within 10 s");
+    }
+  }
+  return OkStatus();
+}
+
+void ExportRegistry::EndExclusive(const Guid& volume_id) {
+  std::lock_guard l(mu_);
+  exclusive_.erase(volume_id);
 }
 
 Status ExportRegistry::Acquire(const Guid& volume_id) {

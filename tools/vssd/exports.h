@@ -21,11 +21,14 @@
 // OpenExport must be destroyed before the registry.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -108,9 +111,14 @@ class ExportRegistry final : public VolumeUsers {
  public:
   explicit ExportRegistry(engine::Store* store) : store_(store) {}
 
-  // VolumeUsers.
+  // VolumeUsers. BeginExclusive counts the live exports open on the volume
+  // (shadow exports do not keep a revert off: they read preserved data) and
+  // with `force_dismount` calls their dismount functions and waits up to
+  // 10 s for them to close.
   Status Acquire(const Guid& volume_id) override;
   void Release(const Guid& volume_id) override;
+  Status BeginExclusive(const Guid& volume_id, bool force_dismount) override;
+  void EndExclusive(const Guid& volume_id) override;
 
   // Resolves an export name. kNotFound for an unknown name or prefix
   // (including names without "live/" or "shadow/"), kInvalidArgument for an
@@ -121,8 +129,13 @@ class ExportRegistry final : public VolumeUsers {
 
   // Opens the export's volume (or takes another reference to it) and, for a
   // shadow, a read-only view of it. kBusy if another process holds the
-  // volume; kNotFound if it or the shadow was removed meanwhile.
-  StatusOr<std::unique_ptr<OpenExport>> Open(const ExportInfo& info);
+  // volume, or, for a live export, while the volume is kept exclusive (a
+  // revert); kNotFound if it or the shadow was removed meanwhile.
+  // `dismount` (live exports) makes the user let go of the export: a forced
+  // revert calls it, from another thread, and waits for the OpenExport to
+  // be destroyed.
+  StatusOr<std::unique_ptr<OpenExport>> Open(
+      const ExportInfo& info, std::function<void()> dismount = {});
 
   // The context names of `info` that `query` selects: "base:" or
   // "base:allocation" -> base:allocation; "vss:" or "vss:changed:" -> every
@@ -142,8 +155,12 @@ class ExportRegistry final : public VolumeUsers {
       const ExportInfo& info);
 
   engine::Store* store_;
-  std::mutex mu_;             // guards refs_ and volume open/close
+  std::mutex mu_;             // guards the fields below and volume open/close
+  std::condition_variable live_closed_;
   std::map<Guid, int> refs_;  // open volumes and their users
+  // Open live exports per volume, with their dismount functions.
+  std::map<Guid, std::map<const OpenExport*, std::function<void()>>> live_;
+  std::set<Guid> exclusive_;  // volumes a revert keeps to itself
 };
 
 }  // namespace vss::vssd

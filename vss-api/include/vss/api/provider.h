@@ -67,7 +67,11 @@ class Provider {
   virtual VssStatus DeleteSnapshot(const Guid& snapshot_id) = 0;
   // Shadow ids of a set; VSS_E_OBJECT_NOT_FOUND.
   virtual VssStatusOr<std::vector<Guid>> SnapshotsOfSet(const Guid& set_id) = 0;
-  virtual VssStatus RevertToSnapshot(const Guid& snapshot_id) = 0;
+  // Reverts the shadow's volume to it. VSS_E_VOLUME_IN_USE when another
+  // user has the volume open (vssd: an NBD client of its live export),
+  // unless `force_dismount`, which disconnects those users first (as the
+  // VSS service dismounts the volume).
+  virtual VssStatus RevertToSnapshot(const Guid& snapshot_id, bool force_dismount) = 0;
 };
 
 // The properties of a shadow as the catalog records them.
@@ -83,6 +87,18 @@ class VolumeUsers {
   // Opens the volume if needed and counts one more user.
   virtual Status Acquire(const Guid& volume_id) = 0;
   virtual void Release(const Guid& volume_id) = 0;
+
+  // Keeps every other user off the volume (a revert): kBusy, changing
+  // nothing, while one has it open for I/O, unless `force_dismount`, which
+  // disconnects them and waits until they are gone (kBusy if they are not
+  // within a few seconds). Until EndExclusive, new users are refused.
+  // The default has no other users to keep off.
+  virtual Status BeginExclusive(const Guid& volume_id, bool force_dismount) {
+    (void)volume_id;
+    (void)force_dismount;
+    return OkStatus();
+  }
+  virtual void EndExclusive(const Guid& volume_id) { (void)volume_id; }
 };
 
 class SoftwareProvider final : public Provider {
@@ -110,7 +126,7 @@ class SoftwareProvider final : public Provider {
   VssStatusOr<SnapshotProp> GetSnapshotProperties(const Guid& snapshot_id) override;
   VssStatus DeleteSnapshot(const Guid& snapshot_id) override;
   VssStatusOr<std::vector<Guid>> SnapshotsOfSet(const Guid& set_id) override;
-  VssStatus RevertToSnapshot(const Guid& snapshot_id) override;
+  VssStatus RevertToSnapshot(const Guid& snapshot_id, bool force_dismount) override;
 
  private:
   struct PendingSet {
