@@ -413,18 +413,9 @@ TEST_F(VssApiTest, SnapshotProperties_HaveEveryField) {
 
 TEST_F(VssApiTest, RevertToSnapshot_PersistentOnly) {
   Guid persistent_shadow, volatile_shadow;
-  {
-    LocalBackupComponents bc(*coordinator_);
-    PrepareBackup(bc, VSS_CTX_NAS_ROLLBACK, {"vol1"});
-    ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
-    persistent_shadow = (*bc.Query())[0].snapshot_id;
-  }
-  StatusOr<metadata::VolumeRow> v1 = store_->ResolveVolume("vol1");
-  ASSERT_TRUE(v1.ok());
-  StatusOr<engine::Volume*> vol = store_->OpenVolume(v1->id);
-  ASSERT_TRUE(vol.ok());
+  engine::Volume* vol = nullptr;
+  ASSERT_NO_FATAL_FAILURE(ShadowThenOverwrite(&persistent_shadow, &vol));
   std::vector<uint8_t> data(4096, 0xab), back(4096);
-  ASSERT_TRUE((*vol)->Write(0, data).ok());
   LocalBackupComponents bc(*coordinator_);
   PrepareBackup(bc, VSS_CTX_FILE_SHARE_BACKUP, {"vol2"});
   ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
@@ -432,7 +423,7 @@ TEST_F(VssApiTest, RevertToSnapshot_PersistentOnly) {
   EXPECT_EQ(bc.RevertToSnapshot(volatile_shadow, false).code(), VSS_E_UNSUPPORTED_CONTEXT);
   EXPECT_EQ(bc.RevertToSnapshot(Guid::Generate(), false).code(), VSS_E_OBJECT_NOT_FOUND);
   ASSERT_TRUE(bc.RevertToSnapshot(persistent_shadow, false).ok());
-  ASSERT_TRUE((*vol)->Read(0, back).ok());
+  ASSERT_TRUE(vol->Read(0, back).ok());
   EXPECT_EQ(back, std::vector<uint8_t>(4096, 0));
 }
 
@@ -459,24 +450,15 @@ TEST_F(VssApiTest, RevertToSnapshot_VolumeInUse_RefusedUnlessForceDismount) {
   FakeVolumeUsers users;
   provider_->SetVolumeUsers(&users);
   Guid shadow;
-  {
-    LocalBackupComponents bc(*coordinator_);
-    PrepareBackup(bc, VSS_CTX_NAS_ROLLBACK, {"vol1"});
-    ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
-    shadow = (*bc.Query())[0].snapshot_id;
-  }
-  StatusOr<metadata::VolumeRow> v1 = store_->ResolveVolume("vol1");
-  ASSERT_TRUE(v1.ok());
-  StatusOr<engine::Volume*> vol = store_->OpenVolume(v1->id);
-  ASSERT_TRUE(vol.ok());
+  engine::Volume* vol = nullptr;
+  ASSERT_NO_FATAL_FAILURE(ShadowThenOverwrite(&shadow, &vol));
   std::vector<uint8_t> data(4096, 0xab), back(4096);
-  ASSERT_TRUE((*vol)->Write(0, data).ok());
 
   users.in_use = true;
   LocalBackupComponents bc(*coordinator_);
   EXPECT_EQ(bc.RevertToSnapshot(shadow, false).code(), VSS_E_VOLUME_IN_USE);
   // Nothing changed: the volume keeps its data and the shadow stays.
-  ASSERT_TRUE((*vol)->Read(0, back).ok());
+  ASSERT_TRUE(vol->Read(0, back).ok());
   EXPECT_EQ(back, data);
   EXPECT_TRUE(bc.GetSnapshotProperties(shadow).ok());
   EXPECT_EQ(users.dismounts, 0);
@@ -484,7 +466,7 @@ TEST_F(VssApiTest, RevertToSnapshot_VolumeInUse_RefusedUnlessForceDismount) {
   ASSERT_TRUE(bc.RevertToSnapshot(shadow, true).ok());
   EXPECT_EQ(users.dismounts, 1);
   EXPECT_FALSE(users.exclusive) << "EndExclusive after the revert";
-  ASSERT_TRUE((*vol)->Read(0, back).ok());
+  ASSERT_TRUE(vol->Read(0, back).ok());
   EXPECT_EQ(back, std::vector<uint8_t>(4096, 0));
   EXPECT_EQ(bc.GetSnapshotProperties(shadow).code(), VSS_E_OBJECT_NOT_FOUND);
   provider_->SetVolumeUsers(nullptr);

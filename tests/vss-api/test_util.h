@@ -21,6 +21,7 @@
 #include <gtest/gtest.h>
 
 #include "vss/engine/store.h"
+#include "vss/engine/volume.h"
 #include "vss/vss.h"
 
 namespace vss::testing {
@@ -315,6 +316,23 @@ class VssApiTest : public ::testing::Test {
     StatusOr<std::vector<metadata::ShadowRow>> rows = store_->catalog().ListShadows();
     EXPECT_TRUE(rows.ok());
     return rows.ok() ? rows->size() : 0;
+  }
+
+  // A persistent shadow of vol1 (context NAS rollback), then 4 KiB of 0xab
+  // written at offset 0 of vol1, where the shadow reads zeroes.
+  void ShadowThenOverwrite(Guid* shadow, engine::Volume** vol) {
+    {
+      LocalBackupComponents bc(*coordinator_);
+      PrepareBackup(bc, VSS_CTX_NAS_ROLLBACK, {"vol1"});
+      ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
+      *shadow = (*bc.Query())[0].snapshot_id;
+    }
+    StatusOr<metadata::VolumeRow> v1 = store_->ResolveVolume("vol1");
+    ASSERT_TRUE(v1.ok());
+    StatusOr<engine::Volume*> v = store_->OpenVolume(v1->id);
+    ASSERT_TRUE(v.ok());
+    *vol = *v;
+    ASSERT_TRUE((*vol)->Write(0, std::vector<uint8_t>(4096, 0xab)).ok());
   }
 
   // Waits for an Async made by a call that must have succeeded.
