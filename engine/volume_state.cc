@@ -366,8 +366,8 @@ Status VolumeState::ApplyPending(uint64_t upto) {
       pending_writes_.Pop();
       pending_count_.store(pending_writes_.count(), std::memory_order_release);
     }
-    progress_cv_.notify_all();
   }
+  progress_cv_.notify_all();  // writers waiting for room
   return OkStatus();
 }
 

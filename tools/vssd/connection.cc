@@ -487,15 +487,16 @@ void Connection::Transmission() {
       continue;
     }
     std::unique_lock l(queue_mu_);
-    queue_cv_.wait(l, [&] { return queue_.size() < kMaxQueued; });
+    room_cv_.wait(l, [&] { return queue_.size() < kMaxQueued; });
     queue_.push_back(std::move(r));
-    queue_cv_.notify_all();
+    l.unlock();
+    work_cv_.notify_one();  // one request: one worker
   }
   {
     std::lock_guard l(queue_mu_);
     closing_ = true;
   }
-  queue_cv_.notify_all();
+  work_cv_.notify_all();
   for (auto& t : workers_) t.join();
   workers_.clear();
 }
@@ -505,12 +506,12 @@ void Connection::Worker() {
     Request r;
     {
       std::unique_lock l(queue_mu_);
-      queue_cv_.wait(l, [&] { return closing_ || !queue_.empty(); });
+      work_cv_.wait(l, [&] { return closing_ || !queue_.empty(); });
       if (queue_.empty()) return;  // closing and drained
       r = std::move(queue_.front());
       queue_.pop_front();
     }
-    queue_cv_.notify_all();  // room for the reader
+    room_cv_.notify_one();  // room for the reader (the only one waiting)
     Execute(r);
     ReturnBuffer(std::move(r.payload));
   }

@@ -115,7 +115,8 @@ class Connection {
   bool write_failed_ = false;  // guarded by write_mu_
 
   std::mutex queue_mu_;
-  std::condition_variable queue_cv_;
+  std::condition_variable work_cv_;  // workers: a request is queued
+  std::condition_variable room_cv_;  // the reader: the queue has room
   std::deque<Request> queue_;  // guarded by queue_mu_
   bool closing_ = false;       // guarded by queue_mu_: no more requests
   std::vector<std::thread> workers_;
