@@ -123,15 +123,23 @@ verify_shadow() {
   return 1
 }
 
+# start_vssd: vssd on the store, in the background; true once it serves
+# live/v on its NBD socket.
+start_vssd() {
+  "$VSSD" --store "$VSS_STORE" --nbd "unix:$SOCK" 2>>vssd.err &
+  vssd_pid=$!
+  for ((i = 0; i < 100; i++)); do
+    [[ -S $SOCK && -S $VSS_STORE/vssd.sock ]] && nbdinfo --size "$live" >/dev/null 2>&1 && return 0
+    kill -0 "$vssd_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "vssd did not start: $(tail -3 vssd.err)"
+  return 1
+}
+
 # ------------------------------------------------------------------ setup
 v volume create v.img --size $SIZE --name v >/dev/null || { echo "volume create failed"; exit 1; }
-"$VSSD" --store "$VSS_STORE" --nbd "unix:$SOCK" 2>vssd.err &
-vssd_pid=$!
-for ((i = 0; i < 100; i++)); do
-  [[ -S $SOCK && -S $VSS_STORE/vssd.sock ]] && nbdinfo --size "$live" >/dev/null 2>&1 && break
-  kill -0 "$vssd_pid" 2>/dev/null || break
-  sleep 0.1
-done
+start_vssd
 size=$(nbdinfo --size "$live" 2>/dev/null)
 [[ $size == $((64 << 20)) ]] || { echo "vssd does not serve live/v: $(tail -3 vssd.err)"; exit 1; }
 
@@ -185,17 +193,6 @@ done
 # write of its chunk since S4, so each waits on a diff-area sync before its
 # overwrite reaches the image) and vssd SIGKILLed in the middle. After a
 # restart every persistent shadow must read back exactly as before.
-start_vssd() {
-  "$VSSD" --store "$VSS_STORE" --nbd "unix:$SOCK" 2>>vssd.err &
-  vssd_pid=$!
-  for ((i = 0; i < 100; i++)); do
-    [[ -S $SOCK && -S $VSS_STORE/vssd.sock ]] && nbdinfo --size "$live" >/dev/null 2>&1 && return 0
-    kill -0 "$vssd_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "vssd did not restart: $(tail -3 vssd.err)"
-  return 1
-}
 s4=$(take_shadow)
 ok "shadow S4 before the crash pass: $(cat shadow.err)" is_id "$s4"
 ok "reference R4:" copy "$live" r4.img
