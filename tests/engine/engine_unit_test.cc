@@ -14,6 +14,7 @@
 #include "../../engine/record.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
+#include "vss/fault_device.h"
 #include "vss/mem_file_system.h"
 #include "vss/memory_device.h"
 
@@ -492,9 +493,11 @@ class MemFsVolumeTest : public ::testing::Test {
     StoreOptions o;
     o.dir = dir_.path();
     o.fs = &fs_;
-    o.open_image = [img](const std::string&, bool, uint64_t)
+    o.open_image = [img, this](const std::string&, bool, uint64_t)
         -> StatusOr<std::unique_ptr<BlockDevice>> {
-      return std::unique_ptr<BlockDevice>(new ForwardingDevice(img.get()));
+      auto dev = std::make_unique<FaultDevice>(img.get());
+      image_faults_ = dev.get();
+      return std::unique_ptr<BlockDevice>(std::move(dev));
     };
     auto s = Store::Open(o);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
@@ -511,6 +514,7 @@ class MemFsVolumeTest : public ::testing::Test {
   TempDir dir_;
   MemFileSystem fs_;
   std::shared_ptr<MemoryDevice> image_;
+  FaultDevice* image_faults_ = nullptr;  // the open volume's view of image_
   std::unique_ptr<Store> store_;
   Guid id_;
   Volume* vol_ = nullptr;
@@ -550,6 +554,28 @@ TEST_F(MemFsVolumeTest, FailedSyncFailsTheFlushAndLeavesTheImageUntouched) {
   ASSERT_OK((*shadow)->Read(0, b));
   EXPECT_EQ(b, Bytes(4096, 3));
   // Durability is unknown from now on: writes and flushes fail until reopened.
+  EXPECT_FALSE(vol_->Write(8192, Bytes(4096, 5)).ok());
+  EXPECT_FALSE(vol_->Flush().ok());
+}
+
+TEST_F(MemFsVolumeTest, FailedImageWriteOfAPendingWriteFailsTheFlushAndLaterWrites) {
+  ASSERT_OK(vol_->Write(0, Bytes(1024 * 1024, 3)));
+  auto set = store_->CreateShadowSet({.volumes = {id_}});
+  ASSERT_OK(set);
+  image_faults_->SetRule({.ops = static_cast<uint32_t>(DeviceOp::kWrite), .nth = 1,
+                          .persistent = true, .error = IoError("medium error")});
+  // Completes pending; issuing it to the image fails later.
+  ASSERT_OK(vol_->Write(0, Bytes(4096, 4)));
+  Status flush = vol_->Flush();
+  EXPECT_FALSE(flush.ok());
+  EXPECT_NE(flush.message().find("medium error"), std::string::npos) << flush.ToString();
+  image_faults_->ClearRule();
+  // The shadow is intact, and the failure sticks until the volume is reopened.
+  auto shadow = vol_->OpenShadow(set->shadows[0].shadow_id);
+  ASSERT_OK(shadow);
+  std::vector<uint8_t> b(4096);
+  ASSERT_OK((*shadow)->Read(0, b));
+  EXPECT_EQ(b, Bytes(4096, 3));
   EXPECT_FALSE(vol_->Write(8192, Bytes(4096, 5)).ok());
   EXPECT_FALSE(vol_->Flush().ok());
 }

@@ -687,25 +687,26 @@ TEST_F(VssdTest, Tcp_ServesOnLoopback) {
   GTEST_SKIP() << "no free TCP port found";
 }
 
-TEST_F(VssdTest, DamagedDiffArea_ShadowReadsGetEioAndServerKeepsServing) {
-  // Chunk 0 was preserved for the shadow when the live volume was written
-  // after it: its record is the first of the first segment. Flip a payload
-  // byte (offset 72) so that its checksum fails.
+// Chunk 0 was preserved for the fixture's shadow when the live volume was
+// written after it: its record is the first of the first segment. Flips a
+// payload byte (offset 72) so that its checksum fails.
+void DamageFirstRecord(const std::string& store_dir) {
   std::string segment;
-  for (const auto& e :
-       std::filesystem::recursive_directory_iterator(store_dir_)) {
+  for (const auto& e : std::filesystem::recursive_directory_iterator(store_dir)) {
     if (e.path().filename() == "seg-000001.vsd") segment = e.path();
   }
   ASSERT_FALSE(segment.empty());
-  {
-    std::fstream f(segment, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(72);
-    char b = 0;
-    f.read(&b, 1);
-    b ^= 0x5a;
-    f.seekp(72);
-    f.write(&b, 1);
-  }
+  std::fstream f(segment, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(72);
+  char b = 0;
+  f.read(&b, 1);
+  b ^= 0x5a;
+  f.seekp(72);
+  f.write(&b, 1);
+}
+
+TEST_F(VssdTest, DamagedDiffArea_ShadowReadsGetEioAndServerKeepsServing) {
+  ASSERT_NO_FATAL_FAILURE(DamageFirstRecord(store_dir_));
   Client c;
   ASSERT_TRUE(c.Connect(socket_));
   ASSERT_TRUE(c.Open("shadow/" + shadow_id_, true));
@@ -720,6 +721,28 @@ TEST_F(VssdTest, DamagedDiffArea_ShadowReadsGetEioAndServerKeepsServing) {
   ASSERT_TRUE(r && r->type == 1);
   EXPECT_EQ(r->data[8], 0x22);
   EXPECT_EQ(ReadExport("live/disk", 0, 4096), Bytes(4096, 0x33));
+}
+
+TEST_F(VssdTest, DamagedDiffArea_ReadWithHolesIsOneErrorChunkAndNothingElse) {
+  ASSERT_NO_FATAL_FAILURE(DamageFirstRecord(store_dir_));
+  Client c;
+  ASSERT_TRUE(c.Connect(socket_));
+  ASSERT_TRUE(c.Open("shadow/" + shadow_id_, true));
+  // [0, 2M) has holes, so it would go out as data and hole chunks: the
+  // damaged chunk makes it one error reply, with no chunk before it.
+  ASSERT_TRUE(c.Request(0, kRead, 1, 0, 2 << 20));
+  auto r = c.ReadReply();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->type, 0x8001);
+  EXPECT_EQ(r->error, 5u) << "EIO";
+  EXPECT_EQ(r->flags, 1) << "done";
+  // The connection goes on: a read of the holes and undamaged data.
+  ASSERT_TRUE(c.Request(0, kRead, 2, 1 << 19, 1 << 20));
+  int holes = 0;
+  std::vector<uint8_t> got = ReadChunks(c, 1 << 19, 1 << 20, &holes);
+  EXPECT_GE(holes, 1);
+  EXPECT_TRUE(got == std::vector<uint8_t>(shadow_.begin() + (1 << 19),
+                                          shadow_.begin() + (3 << 19)));
 }
 
 TEST(VssdStartTest, BadArgumentsAndMissingStore_OneLineAndExit1) {

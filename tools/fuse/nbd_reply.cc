@@ -9,10 +9,6 @@
 namespace vss::fuse {
 namespace {
 
-// NBD_REPLY_TYPE_ERROR_OFFSET: vssd never sends it, so its header lacks it.
-constexpr uint16_t kReplyTypeErrorOffset = 0x8002;
-constexpr uint16_t kErrorBit = 0x8000;  // set in every error chunk type
-
 std::string TypeName(uint16_t type) {
   switch (type) {
     case nbd::kReplyTypeNone:
@@ -25,7 +21,7 @@ std::string TypeName(uint16_t type) {
       return "BLOCK_STATUS";
     case nbd::kReplyTypeError:
       return "ERROR";
-    case kReplyTypeErrorOffset:
+    case nbd::kReplyTypeErrorOffset:
       return "ERROR_OFFSET";
     default:
       return "type " + std::to_string(type);
@@ -80,12 +76,12 @@ Status NbdReply::OnChunkHeader(const NbdChunkHeader& h) {
       fits = request_.type == nbd::kCmdBlockStatus && h.length >= 12 &&
              (h.length - 4) % 8 == 0 && h.length <= kMaxStatusPayload;
       break;
-    case kReplyTypeErrorOffset:
+    case nbd::kReplyTypeErrorOffset:
       fits = h.length >= 14 && h.length <= kMaxErrorPayload;
       break;
     default:  // ERROR, and error types not known here
       fits =
-          (h.type & kErrorBit) && h.length >= 6 && h.length <= kMaxErrorPayload;
+          (h.type & nbd::kReplyTypeErrorBit) && h.length >= 6 && h.length <= kMaxErrorPayload;
   }
   if (!fits) {
     return Malformed("unexpected " + TypeName(h.type) + " chunk of " +
@@ -154,7 +150,7 @@ Status NbdReply::OnError(const NbdChunkHeader& h,
   uint32_t error = nbd::Get32(p);
   uint16_t message_length = nbd::Get16(p + 4);
   if (error == 0) return Malformed("an error chunk with error 0");
-  const size_t trailer = h.type == kReplyTypeErrorOffset ? 8 : 0;
+  const size_t trailer = h.type == nbd::kReplyTypeErrorOffset ? 8 : 0;
   if (message_length > payload.size() - 6 - trailer ||
       (trailer != 0 && message_length != payload.size() - 6 - trailer)) {
     return Malformed("an error message longer than its chunk");
