@@ -148,10 +148,16 @@ StatusOr<std::pair<uint32_t, uint64_t>> DiffArea::Append(
 // a sync that started after its own change has finished: returning while
 // another thread's fdatasync is still in flight would let an overwrite of
 // the image reach the disk before its preserved record (rule 1).
+//
+// A failed fdatasync leaves the segments' durability unknown for good: the
+// kernel may have dropped the dirty pages it could not write and reports
+// that once, so a second fdatasync could return OK over lost records. The
+// failure is kept and returned to every caller from then on.
 Status DiffArea::Sync() {
   std::unique_lock l(mu_);
   const uint64_t want = change_gen_;
   while (synced_gen_ < want) {
+    if (!sync_failed_.ok()) return sync_failed_;
     if (syncing_) {
       sync_cv_.wait(l);
       continue;
@@ -176,11 +182,19 @@ Status DiffArea::Sync() {
     sync_cv_.notify_all();
     if (!s.ok()) {
       dirty_.insert(dirty.begin(), dirty.end());
-      return s.WithContext(PathOf(failed));
+      sync_failed_ = s.WithContext(PathOf(failed));
+      return sync_failed_;
     }
     synced_gen_ = std::max(synced_gen_, covers);
   }
+  // Callers whose changes an earlier successful sync covered return OK even
+  // after a later failure: their records are durable.
   return OkStatus();
+}
+
+bool DiffArea::HasUnsynced() {
+  std::lock_guard l(mu_);
+  return synced_gen_ < change_gen_ || !sync_failed_.ok();
 }
 
 std::shared_ptr<File> DiffArea::FileOf(uint32_t seq) {

@@ -67,7 +67,14 @@ class DiffArea {
 
   // Makes every append and hole punch made before the call durable
   // (fdatasync of the segments written). Concurrent callers share syncs.
+  // A failure is permanent: this call, the calls waiting on the same sync
+  // and every later one return it, because a file system reports a
+  // writeback error once (a retried fdatasync may succeed although the
+  // data it should have written is gone). Only a reopen starts afresh.
   Status Sync();
+  // True when an append or hole punch is not yet known durable (a Sync()
+  // is needed before relying on it), or when a sync has failed.
+  bool HasUnsynced();
 
   // Reads the record at `loc` that must preserve chunk `chunk` of this
   // volume and decodes its payload into `out` (the chunk's length). Checks
@@ -112,6 +119,7 @@ class DiffArea {
   uint64_t change_gen_ = 0;
   uint64_t synced_gen_ = 0;
   bool syncing_ = false;
+  Status sync_failed_;  // the first sync failure; permanent
   std::condition_variable sync_cv_;
 };
 

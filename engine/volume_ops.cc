@@ -43,7 +43,7 @@ Status VolumeState::FlushForCommit() {
   // written before the instant must be in it and on the medium first.
   VSS_RETURN_IF_ERROR(DrainPending());
   VSS_RETURN_IF_ERROR(FlushImageIfDirty());
-  return diff_->Sync();
+  return SyncDiffArea();
 }
 
 void VolumeState::AddShadowLocked(const metadata::ShadowRow& row) {
@@ -126,7 +126,8 @@ Status VolumeState::DropShadowsLocked(size_t from, size_t to, bool merge,
 Status VolumeState::GiveBack(std::vector<metadata::FreeRange> ranges) {
   for (const metadata::FreeRange& r : MergeRanges(std::move(ranges)))
     VSS_RETURN_IF_ERROR(diff_->PunchHole(r.segment, r.offset, r.length));
-  VSS_RETURN_IF_ERROR(diff_->Sync());
+  // The holes are durable before the catalog forgets the ranges.
+  VSS_RETURN_IF_ERROR(SyncDiffArea());
   // Whole segments without live records go (never the active one). The
   // catalog forgets a segment before its file is removed, so a crash in
   // between leaves a file that the next open rescans and removes.

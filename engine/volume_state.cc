@@ -16,6 +16,15 @@ bool IsPersistent(const metadata::ShadowRow& r) {
   return r.persistent;
 }
 
+// "write of 4096 bytes at offset 8192", for messages.
+std::string ModLabel(ModKind kind, uint64_t offset, uint64_t length) {
+  const char* what = kind == ModKind::kWrite    ? "write"
+                     : kind == ModKind::kZeroes ? "write of zeroes"
+                                                : "discard";
+  return std::string(what) + " of " + std::to_string(length) + " bytes at offset " +
+         std::to_string(offset);
+}
+
 bool RangeUnallocated(const std::vector<Extent>& extents, uint64_t off,
                       uint64_t len) {
   for (const Extent& e : extents) {
@@ -85,9 +94,33 @@ StatusOr<std::unique_ptr<VolumeState>> VolumeState::Open(
   return v;
 }
 
+uint64_t VolumeState::chunk_count() const {
+  return row_.size / row_.chunk_size + (row_.size % row_.chunk_size != 0);
+}
+
 uint64_t VolumeState::ChunkLen(uint64_t chunk) const {
   uint64_t start = chunk * row_.chunk_size;
   return std::min<uint64_t>(row_.chunk_size, row_.size - start);
+}
+
+// Fields read from the catalog or a segment are never trusted: a chunk past
+// the end would wrap chunk * chunk_size around 2^64 (and land on another
+// chunk's bytes), an offset past 16 TiB would not fit the in-memory
+// Location. Returns what is wrong, or "" when the record can be indexed.
+std::string VolumeState::CheckRecordFields(uint64_t chunk, uint32_t raw_len, uint64_t offset,
+                                           uint32_t stored_len, uint8_t codec) const {
+  if (chunk >= chunk_count())
+    return "chunk " + std::to_string(chunk) + " is past the end of volume " + row_.name + " (" +
+           std::to_string(chunk_count()) + " chunks)";
+  if (raw_len != ChunkLen(chunk))
+    return "chunk " + std::to_string(chunk) + " has " + std::to_string(raw_len) +
+           " bytes, not " + std::to_string(ChunkLen(chunk));
+  if (offset % kRecordAlign != 0 || offset / kRecordAlign > UINT32_MAX)
+    return "offset " + std::to_string(offset) + " is not a valid record offset";
+  if (stored_len > kMaxChunkSize || codec > static_cast<uint8_t>(Codec::kZstd))
+    return "stored length " + std::to_string(stored_len) + " or codec " +
+           std::to_string(codec) + " is invalid";
+  return "";
 }
 
 std::string VolumeState::ShadowLabel(const Guid& id) const {
@@ -110,6 +143,13 @@ Status VolumeState::Load() {
   for (const metadata::IndexRow& r : rows) {
     auto it = epochs_.find(r.epoch);
     if (it == epochs_.end()) continue;  // epoch without shadow: never read
+    std::string bad = CheckRecordFields(r.chunk, r.raw_len, r.offset, r.stored_len, r.codec);
+    if (bad.empty() && r.record_bytes != RecordBytes(r.stored_len))
+      bad = "record length " + std::to_string(r.record_bytes) + " does not match its payload";
+    if (!bad.empty())
+      return CorruptionError("catalog index row of volume " + row_.name + " (epoch " +
+                             std::to_string(r.epoch) + ", segment " + std::to_string(r.segment) +
+                             ") is invalid: " + bad);
     Location loc{r.segment, static_cast<uint32_t>(r.offset / kRecordAlign),
                  r.stored_len, static_cast<uint16_t>(r.record_bytes / kRecordAlign),
                  r.codec, 0};
@@ -122,12 +162,23 @@ Status VolumeState::Load() {
   VSS_ASSIGN_OR_RETURN(diff_, DiffArea::Open(o, segs, &warnings));
   for (const std::string& w : warnings)
     store_->RecordEvent(row_.id, std::nullopt, "diff-area-damaged", w).IgnoreError();
+  // A record in a tail has intact checksums and our volume id, but it may
+  // still be forged or damaged consistently: one that cannot be a record of
+  // this volume is left out of the index and reported as an event.
+  uint64_t rejected = 0;
+  std::string first_rejected;
   VSS_RETURN_IF_ERROR(diff_->ScanTails([&](const DiffArea::Scanned& s) {
+    std::string bad = CheckRecordFields(s.header.chunk, s.header.raw_len, s.offset,
+                                        s.header.stored_len,
+                                        static_cast<uint8_t>(s.header.codec));
+    if (!bad.empty()) {
+      if (rejected++ == 0)
+        first_rejected = DiffArea::SegmentName(s.segment) + " offset " +
+                         std::to_string(s.offset) + ": " + bad;
+      return;
+    }
     auto it = epochs_.find(s.header.epoch);
     if (it == epochs_.end() || it->second.Contains(s.header.chunk)) return;
-    if (s.header.chunk * row_.chunk_size >= row_.size ||
-        s.header.raw_len != ChunkLen(s.header.chunk))
-      return;
     uint64_t bytes = RecordBytes(s.header.stored_len);
     Location loc{s.segment, static_cast<uint32_t>(s.offset / kRecordAlign),
                  s.header.stored_len, static_cast<uint16_t>(bytes / kRecordAlign),
@@ -138,6 +189,12 @@ Status VolumeState::Load() {
                         s.header.raw_len, static_cast<uint8_t>(s.header.codec),
                         s.header.payload_hash});
   }));
+  if (rejected > 0)
+    store_->RecordEvent(row_.id, std::nullopt, "diff-area-damaged",
+                        std::to_string(rejected) + " diff-area record(s) of volume " +
+                            row_.name + " in " + diff_row_.dir +
+                            " ignored as invalid; first: " + first_rejected)
+        .IgnoreError();
   RecountLive();
   return FlushIndex();
 }
@@ -215,48 +272,81 @@ Status VolumeState::Modify(uint64_t offset, uint64_t length, ModKind kind,
   uint64_t last = (offset + length - 1) / row_.chunk_size;
   for (;;) {
     uint64_t generation;
+    uint64_t erase_first = 0;  // a pending zeroes/discard to issue first
     {
       std::shared_lock s(structure_mu_);
       VSS_RETURN_IF_ERROR(Sticky());
       generation = generation_.load();
       StripeGuard g(this, first, last, true);
-      bool appended = false;
-      Status st = shadows_.empty() ? OkStatus() : Preserve(first, last, kind, &appended);
-      if (st.ok()) {
-        bool pending;
-        {
-          std::lock_guard l(defer_mu_);
-          // Rule 1: records not yet durable, so the overwrite must wait for
-          // the applier's sync. While any write is pending, later ones queue
-          // behind it, so the image always holds a prefix of the completed
-          // writes (a killed process leaves the volume as of one instant).
-          pending = (appended && any_persistent_) || !pending_writes_.empty();
-          if (pending) {
-            pending_writes_.Add(offset, length, kind, data);
-            pending_count_.store(pending_writes_.count(), std::memory_order_release);
-            if (!applier_.joinable()) applier_ = std::thread([this] { ApplierLoop(); });
-          }
-        }
-        if (pending) {
-          work_cv_.notify_one();
-        } else {
-          // Nothing preserved, or only for non-persistent shadows (which
-          // need no sync): overwrite now.
-          VSS_RETURN_IF_ERROR(IssueToImage(offset, length, kind, data));
-        }
-        bool flush;
-        {
-          std::lock_guard l(index_mu_);
-          flush = pending_.size() >= store_->options().index_flush_rows;
-        }
-        return flush ? FlushIndex() : OkStatus();
+      if (kind == ModKind::kWrite) {
+        // The space a pending write reserves must stay reserved until it is
+        // issued: an older pending zeroes or discard of the range would give
+        // it back when issued, so it goes to the image first.
+        std::lock_guard l(defer_mu_);
+        erase_first = pending_writes_.EraseOverlapping(offset, length);
       }
-      if (st.code() != StatusCode::kNoSpace) return st;
+      if (erase_first == 0) {
+        bool appended = false;
+        Status st = shadows_.empty() ? OkStatus() : Preserve(first, last, kind, &appended);
+        if (st.ok()) return CompleteLocked(offset, length, kind, data, appended);
+        if (st.code() != StatusCode::kNoSpace) return st;
+      }
+    }
+    if (erase_first != 0) {
+      VSS_RETURN_IF_ERROR(ApplyPending(erase_first));
+      continue;
     }
     // The diff area is full: volume writes never fail for that; the oldest
     // shadow goes instead, then the write is tried again.
     VSS_RETURN_IF_ERROR(EvictOldest(generation));
   }
+}
+
+Status VolumeState::CompleteLocked(uint64_t offset, uint64_t length, ModKind kind,
+                                   std::span<const uint8_t> data, bool appended) {
+  bool pending;
+  {
+    std::lock_guard l(defer_mu_);
+    // While any write is pending, later ones queue behind it, so the image
+    // always holds a prefix of the completed writes (a killed process leaves
+    // the volume as of one instant).
+    pending = !pending_writes_.empty();
+  }
+  // Rule 1: a record of a persistent shadow that is not known durable (this
+  // write's, or one an earlier write appended before it failed half-way)
+  // makes the overwrite wait for the applier's sync.
+  if (!pending && any_persistent_) pending = appended || diff_->HasUnsynced();
+  if (pending && kind == ModKind::kWrite) {
+    // Write-behind acknowledges the write before the image has it: reserve
+    // its space first, so that issuing it later cannot fail for lack of
+    // space (rule 9). A full image fails this write alone.
+    Status st = image_->Allocate(offset, length);
+    if (!st.ok())
+      return st.WithContext("volume " + row_.name + ": " + ModLabel(kind, offset, length));
+  }
+  if (pending) {
+    {
+      std::lock_guard l(defer_mu_);
+      pending_writes_.Add(offset, length, kind, data);
+      pending_count_.store(pending_writes_.count(), std::memory_order_release);
+      if (!applier_.joinable()) applier_ = std::thread([this] { ApplierLoop(); });
+    }
+    work_cv_.notify_one();
+  } else {
+    // Nothing preserved, or only for non-persistent shadows (which need no
+    // sync), or every record durable: overwrite now. A failure (a full
+    // image) fails this write only; what it preserved stays right for the
+    // shadows, since the chunk's old bytes are what they hold.
+    Status st = IssueToImage(offset, length, kind, data);
+    if (!st.ok())
+      return st.WithContext("volume " + row_.name + ": " + ModLabel(kind, offset, length));
+  }
+  bool flush;
+  {
+    std::lock_guard l(index_mu_);
+    flush = pending_.size() >= store_->options().index_flush_rows;
+  }
+  return flush ? FlushIndex() : OkStatus();
 }
 
 Status VolumeState::IssueToImage(uint64_t offset, uint64_t length, ModKind kind,
@@ -277,11 +367,24 @@ Status VolumeState::IssueToImage(uint64_t offset, uint64_t length, ModKind kind,
 namespace {
 // Bytes of write data pending before writers wait for the applier.
 constexpr uint64_t kMaxPendingBytes = 64 << 20;
+// Pending entries before writers wait: bounds the memory of many small
+// writes, zeroes and discards, which carry few or no bytes.
+constexpr size_t kMaxPendingEntries = 64 << 10;
 }  // namespace
 
 Status VolumeState::Sticky() {
   std::lock_guard l(defer_mu_);
   return sticky_;
+}
+
+Status VolumeState::SyncDiffArea() {
+  Status s = diff_->Sync();
+  if (s.ok()) return s;
+  // The index says chunks are preserved by records whose durability is now
+  // unknown for good (DiffArea::Sync): no overwrite may rely on them, so the
+  // volume fails every write and flush until it is reopened.
+  SetSticky(s.WithContext("diff area of volume " + row_.name + " failed; reopen the volume"));
+  return Sticky();
 }
 
 void VolumeState::SetSticky(Status s) {
@@ -295,7 +398,8 @@ void VolumeState::SetSticky(Status s) {
 Status VolumeState::WaitForRoom() {
   std::unique_lock l(defer_mu_);
   progress_cv_.wait(l, [&] {
-    return !sticky_.ok() || pending_writes_.bytes() < kMaxPendingBytes;
+    return !sticky_.ok() || (pending_writes_.bytes() < kMaxPendingBytes &&
+                             pending_writes_.count() < kMaxPendingEntries);
   });
   return sticky_;
 }
@@ -338,13 +442,8 @@ Status VolumeState::ApplyPending(uint64_t upto) {
   // Rule 1: every write up to `target` was added after the records that
   // preserve its chunks were appended, so this one sync makes all those
   // records durable before any of the writes is issued to the image.
-  Status s = diff_->Sync();
-  if (!s.ok()) {
-    // The index says these chunks are preserved, which is not known to be
-    // true: no write may rely on it any more.
-    SetSticky(s.WithContext("diff area of volume " + row_.name + " failed; reopen the volume"));
-    return Sticky();
-  }
+  // A failure is sticky (see SyncDiffArea): none of these writes is issued.
+  VSS_RETURN_IF_ERROR(SyncDiffArea());
   for (;;) {
     const PendingWrites::Entry* e;
     {
@@ -401,25 +500,38 @@ Status VolumeState::Preserve(uint64_t first, uint64_t last, ModKind kind,
                              bool* appended) {
   const uint64_t epoch = shadows_.back().epoch;
   const uint64_t cs = row_.chunk_size;
-  std::vector<uint64_t> need;
-  {
-    std::lock_guard l(index_mu_);
-    const ChunkMap& map = epochs_.at(epoch);
-    for (uint64_t c = first; c <= last; ++c)
-      if (!map.Contains(c)) need.push_back(c);
-  }
-  if (need.empty()) return OkStatus();
-  uint64_t lo = need.front() * cs;
-  uint64_t hi = need.back() * cs + ChunkLen(need.back());
-  VSS_ASSIGN_OR_RETURN(std::vector<Extent> extents, image_->Extents(lo, hi - lo));
-
   // Chunks to preserve, with whether they hold data (else: a hole).
   std::vector<std::pair<uint64_t, bool>> todo;
-  for (uint64_t c : need) {
-    bool hole = RangeUnallocated(extents, c * cs, ChunkLen(c));
-    // Zeroing or discarding a chunk that is a hole changes nothing.
-    if (hole && kind != ModKind::kWrite) continue;
-    todo.push_back({c, !hole});
+  if (kind == ModKind::kWrite) {
+    // A write's range is as long as its data: walk its chunks.
+    std::vector<uint64_t> need;
+    {
+      std::lock_guard l(index_mu_);
+      const ChunkMap& map = epochs_.at(epoch);
+      for (uint64_t c = first; c <= last; ++c)
+        if (!map.Contains(c)) need.push_back(c);
+    }
+    if (need.empty()) return OkStatus();
+    uint64_t lo = need.front() * cs;
+    uint64_t hi = need.back() * cs + ChunkLen(need.back());
+    VSS_ASSIGN_OR_RETURN(std::vector<Extent> extents, image_->Extents(lo, hi - lo));
+    for (uint64_t c : need) todo.push_back({c, !RangeUnallocated(extents, c * cs, ChunkLen(c))});
+  } else {
+    // Zeroing or discarding a hole changes nothing, and a discard may span
+    // the whole volume: only the allocated chunks of the range are looked
+    // at, so the work follows the data, not the length (rule 8).
+    const uint64_t lo = first * cs, hi = last * cs + ChunkLen(last);
+    VSS_ASSIGN_OR_RETURN(std::vector<Extent> extents, image_->Extents(lo, hi - lo));
+    std::lock_guard l(index_mu_);
+    const ChunkMap& map = epochs_.at(epoch);
+    for (const Extent& e : extents) {
+      if (!e.allocated || e.length == 0) continue;
+      uint64_t c = e.offset / cs;
+      // An extent may start in the chunk the previous one ended in.
+      if (!todo.empty() && todo.back().first >= c) c = todo.back().first + 1;
+      for (; c <= (e.offset + e.length - 1) / cs; ++c)
+        if (!map.Contains(c)) todo.push_back({c, true});
+    }
   }
   const size_t per_batch = std::max<size_t>(1, kBatchBytes / cs);
   const size_t slot = RecordBytes(static_cast<uint32_t>(cs));
@@ -458,9 +570,11 @@ Status VolumeState::Preserve(uint64_t first, uint64_t last, ModKind kind,
     }
     VSS_RETURN_IF_ERROR(AppendBatch(
         epoch, std::span<const uint8_t>(scratch.records.get(), packed), headers));
+    // Set at once: if a later batch fails, the chunks of this one are
+    // indexed as preserved by records not yet synced.
+    *appended = true;
   }
   // Not synced here: the caller makes the overwrite wait for a sync (rule 1).
-  *appended = !todo.empty();
   return OkStatus();
 }
 
@@ -557,8 +671,10 @@ Status VolumeState::FlushIndex() {
     marks = diff_->Marks();
     used = used_bytes_;
   }
-  // The records must be durable before the catalog says they exist.
-  Status s = diff_->Sync();
+  // The records must be durable before the catalog says they exist. This
+  // may be the first sync to see a failure: it is sticky then, as it is for
+  // the applier, so no overwrite relies on these records.
+  Status s = SyncDiffArea();
   if (s.ok()) {
     StatusOr<metadata::Transaction> tx = catalog_->Begin();
     s = tx.status();
@@ -783,6 +899,11 @@ VolumeStats VolumeState::Stats() {
       st.index_memory_bytes += map.memory_bytes();
     }
     st.diff_used_bytes = used_bytes_;
+  }
+  {
+    std::lock_guard l(defer_mu_);
+    st.pending_writes = pending_writes_.count();
+    st.pending_memory_bytes = pending_writes_.memory_bytes();
   }
   st.diff_allocated_bytes = diff_->AllocatedBytes();
   st.segments = static_cast<uint32_t>(diff_->segments().size());

@@ -33,6 +33,15 @@
 // each overwrite is shared by all writes in flight, and it is not on the
 // write's own path. Flush(), a shadow-set commit and every structural
 // operation drain the pending writes first.
+//
+// An acknowledged write is never dropped (rule 9): before a write is made
+// pending, its image range is allocated (BlockDevice::Allocate), so issuing
+// it cannot fail for lack of space; a full image fails that write alone
+// with kNoSpace. An older pending zeroes or discard over the range would
+// give the space back when issued, so it is issued first. What can still
+// fail later (a medium error, a diff-area sync) makes the volume fail every
+// write and flush until it is reopened (sticky_): a failed diff-area sync in
+// particular is permanent, whoever sees it first.
 #pragma once
 
 #include <array>
@@ -144,12 +153,26 @@ class VolumeState {
   Status Load();
   Status Recover();
 
+  uint64_t chunk_count() const;
+  // Bytes of chunk `chunk`. REQUIRES: chunk < chunk_count().
   uint64_t ChunkLen(uint64_t chunk) const;
+  // What makes a record read from disk unusable for this volume, or "".
+  std::string CheckRecordFields(uint64_t chunk, uint32_t raw_len, uint64_t offset,
+                                uint32_t stored_len, uint8_t codec) const;
   // Preserves the chunks of [first, last] not yet preserved in the newest
-  // epoch by appending records (not synced); sets *appended when it did.
-  // kNoSpace when the diff area is full. REQUIRES: structure shared,
-  // stripes of the range exclusive, shadows_ not empty.
+  // epoch by appending records (not synced); sets *appended when it
+  // appended any, also when it then fails part-way (the records appended
+  // so far are indexed). kNoSpace when the diff area is full. Zeroes and
+  // discards look only at the allocated chunks of the range. REQUIRES:
+  // structure shared, stripes of the range exclusive, shadows_ not empty.
   Status Preserve(uint64_t first, uint64_t last, ModKind kind, bool* appended);
+  // Finishes a modification whose chunks are preserved: queues it behind
+  // the pending writes (reserving its image space first) or issues it now.
+  // kNoSpace naming the volume when the image is full; this write fails
+  // and the volume stays usable. REQUIRES: structure shared, stripes of the
+  // range exclusive.
+  Status CompleteLocked(uint64_t offset, uint64_t length, ModKind kind,
+                        std::span<const uint8_t> data, bool appended);
   // Issues a modification to the image. REQUIRES: stripes exclusive.
   Status IssueToImage(uint64_t offset, uint64_t length, ModKind kind,
                       std::span<const uint8_t> data);
@@ -165,6 +188,9 @@ class VolumeState {
   void ApplierLoop();
   Status Sticky();
   void SetSticky(Status s);
+  // diff_->Sync(); a failure sets the sticky failure (a diff-area sync
+  // failure is permanent for the open volume) and is returned.
+  Status SyncDiffArea();
   // Appends packed records and indexes them; kNoSpace past the maximum.
   Status AppendBatch(uint64_t epoch, std::span<const uint8_t> records,
                      const std::vector<RecordHeader>& headers);

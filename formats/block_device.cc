@@ -63,4 +63,11 @@ StatusOr<std::vector<Extent>> BlockDevice::Extents(uint64_t offset,
   return DoExtents(offset, length);
 }
 
+Status BlockDevice::Allocate(uint64_t offset, uint64_t length) {
+  VSS_RETURN_IF_ERROR(CheckWritable());
+  VSS_RETURN_IF_ERROR(CheckRange(offset, length));
+  if (length == 0) return Status();
+  return DoAllocate(offset, length);
+}
+
 }  // namespace vss

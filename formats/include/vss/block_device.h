@@ -12,6 +12,12 @@
 // still be lost by a crash or power loss until a later Flush() returns OK.
 // Flush() makes every earlier completed write durable on the medium.
 //
+// Space: a device whose medium can fill up (a sparse image on a file system)
+// may fail a write with kNoSpace. Allocate() reserves the space of a range
+// beforehand, so that a later write inside it cannot fail for lack of
+// space; a caller that acknowledges a write before issuing it (write-behind)
+// allocates first.
+//
 // Thread safety: implementations in this library are safe for concurrent
 // calls from many threads unless their header says otherwise.
 #pragma once
@@ -63,6 +69,14 @@ class BlockDevice {
   // report a hole as allocated (never the reverse).
   [[nodiscard]] StatusOr<std::vector<Extent>> Extents(uint64_t offset,
                                                       uint64_t length);
+  // Reserves the medium's space for [offset, offset+length) without
+  // changing what the range reads as, so that a later Write() inside the
+  // range cannot fail with kNoSpace (until a WriteZeroes() or Discard() of
+  // it gives the space back). kNoSpace when the medium is full (some of the
+  // range may then be allocated, which changes nothing that reads show);
+  // kOutOfRange and kFailedPrecondition as for Write(). Devices that cannot
+  // run out of space, or cannot reserve it, return OK (the default).
+  [[nodiscard]] Status Allocate(uint64_t offset, uint64_t length);
 
  protected:
   BlockDevice(std::string name, uint64_t size, bool read_only)
@@ -75,6 +89,9 @@ class BlockDevice {
   virtual Status DoFlush() = 0;
   virtual StatusOr<std::vector<Extent>> DoExtents(uint64_t offset,
                                                   uint64_t length) = 0;
+  virtual Status DoAllocate(uint64_t /*offset*/, uint64_t /*length*/) {
+    return Status();
+  }
 
  private:
   Status CheckRange(uint64_t offset, uint64_t length) const;
@@ -116,6 +133,9 @@ class ForwardingDevice : public BlockDevice {
   StatusOr<std::vector<Extent>> DoExtents(uint64_t offset,
                                           uint64_t length) override {
     return target_->Extents(offset, length);
+  }
+  Status DoAllocate(uint64_t offset, uint64_t length) override {
+    return target_->Allocate(offset, length);
   }
 
  private:

@@ -50,6 +50,7 @@ class RawImage final : public BlockDevice {
   Status DoFlush() override;
   StatusOr<std::vector<Extent>> DoExtents(uint64_t offset,
                                           uint64_t length) override;
+  Status DoAllocate(uint64_t offset, uint64_t length) override;
 
  private:
   RawImage(std::string path, int fd, uint64_t size, bool read_only);

@@ -44,6 +44,11 @@ struct VolumeStats {
   uint64_t diff_used_bytes = 0;      // bytes of live records
   uint64_t diff_allocated_bytes = 0; // bytes the segment files occupy
   uint32_t segments = 0;
+  // Write-behind: completed writes not yet issued to the image, and the
+  // memory they hold (data included); bounded by the write-behind limits,
+  // whatever the length of the writes, zeroes and discards.
+  uint64_t pending_writes = 0;
+  uint64_t pending_memory_bytes = 0;
 };
 
 class Volume final : public BlockDevice {
