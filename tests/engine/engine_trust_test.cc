@@ -11,6 +11,7 @@
 // after it is armed until released, to keep the applier busy), and
 // HoldFileSystem (the same for the first fdatasync of the diff area).
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -30,6 +31,7 @@
 #include "vss/engine/volume.h"
 #include "vss/mem_file_system.h"
 #include "vss/memory_device.h"
+#include "vss/raw_image.h"
 
 namespace vss::engine {
 namespace {
@@ -392,6 +394,31 @@ TEST_F(TrustTest, FullImage_WriteBehindAPendingDiscardIsNeverAcknowledgedWithout
     EXPECT_EQ(second.code(), StatusCode::kNoSpace) << second.ToString();
   }
   EXPECT_TRUE(ReadShadow(shadow, 0, 64 * 1024) == Bytes(64 * 1024, 5));
+}
+
+// The raw image reserves with fallocate: the range keeps its bytes, its
+// holes become allocated, and the checks of Write() apply.
+TEST(RawImageAllocateTest, AllocateKeepsDataAndFillsHoles) {
+  TempDir dir;
+  const std::string path = dir.path() + "/a.img";
+  VSS_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawImage> img, RawImage::Create(path, 1 << 20));
+  const std::vector<uint8_t> data = Bytes(8192, 1);
+  VSS_ASSERT_OK(img->Write(65536, data));
+  VSS_ASSERT_OK(img->Allocate(0, 1 << 20));
+  std::vector<uint8_t> back(8192);
+  VSS_ASSERT_OK(img->Read(65536, back));
+  EXPECT_EQ(back, data);
+  VSS_ASSERT_OK(img->Read(0, back));
+  EXPECT_EQ(back, std::vector<uint8_t>(8192, 0));
+  // Blocks are allocated (unwritten extents read as zeroes and may still
+  // show as holes to SEEK_DATA, so st_blocks tells).
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_GE(uint64_t(st.st_blocks) * 512, uint64_t{1} << 20);
+  EXPECT_EQ(img->Allocate(1 << 20, 1).code(), StatusCode::kOutOfRange);
+  img.reset();
+  VSS_ASSERT_OK_AND_ASSIGN(img, RawImage::Open(path, {.read_only = true}));
+  EXPECT_EQ(img->Allocate(0, 4096).code(), StatusCode::kFailedPrecondition);
 }
 
 // ---------------------------------------------------------------------------
