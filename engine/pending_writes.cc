@@ -39,7 +39,8 @@ uint64_t PendingWrites::Add(uint64_t offset, uint64_t length, ModKind kind,
     }
   }
   while (it != pieces_.end() && it->first < end) {
-    if (it->second.end > end) pieces_.emplace(end, Piece{it->second.end, it->second.seq});
+    if (it->second.end > end)
+      pieces_.emplace(end, Piece{it->second.end, it->second.seq});
     it = pieces_.erase(it);
   }
   pieces_.emplace(offset, Piece{end, seq});
@@ -64,7 +65,8 @@ void PendingWrites::Overlay(uint64_t offset, std::span<uint8_t> buf) const {
   }
 }
 
-uint64_t PendingWrites::EraseOverlapping(uint64_t offset, uint64_t length) const {
+uint64_t PendingWrites::EraseOverlapping(uint64_t offset,
+                                         uint64_t length) const {
   if (pieces_.empty() || length == 0) return 0;
   const uint64_t end = offset + length;
   bool erase = false;
@@ -89,7 +91,8 @@ void PendingWrites::Pop() {
   // The oldest entry is the newest over what no later entry covers: exactly
   // the pieces tagged with it, all inside its range.
   const uint64_t end = e.offset + e.length;
-  for (auto it = pieces_.lower_bound(e.offset); it != pieces_.end() && it->first < end;) {
+  for (auto it = pieces_.lower_bound(e.offset);
+       it != pieces_.end() && it->first < end;) {
     if (it->second.seq == e.seq)
       it = pieces_.erase(it);
     else
@@ -100,8 +103,10 @@ void PendingWrites::Pop() {
 }
 
 uint64_t PendingWrites::memory_bytes() const {
-  return entries_.size() * (sizeof(std::pair<const uint64_t, Entry>) + kMapNodeOverhead) +
-         pieces_.size() * (sizeof(std::pair<const uint64_t, Piece>) + kMapNodeOverhead) +
+  return entries_.size() *
+             (sizeof(std::pair<const uint64_t, Entry>) + kMapNodeOverhead) +
+         pieces_.size() *
+             (sizeof(std::pair<const uint64_t, Piece>) + kMapNodeOverhead) +
          bytes_;
 }
 

@@ -71,7 +71,7 @@ class PendingWrites {
   bool empty() const { return entries_.empty(); }
   size_t count() const { return entries_.size(); }
   size_t pieces() const { return pieces_.size(); }
-  uint64_t bytes() const { return bytes_; }          // data held
+  uint64_t bytes() const { return bytes_; }            // data held
   uint64_t last_seq() const { return next_seq_ - 1; }  // 0: none yet
   // Approximate heap memory held: entries, pieces and data.
   uint64_t memory_bytes() const;

@@ -124,8 +124,10 @@ class QuotaDevice final : public ForwardingDevice {
   }
   void Give(uint64_t offset, uint64_t length) {
     std::lock_guard l(mu_);
-    uint64_t first = (offset + kPage - 1) / kPage, end = (offset + length) / kPage;
-    for (auto it = allocated_.lower_bound(first); it != allocated_.end() && *it < end;) {
+    uint64_t first = (offset + kPage - 1) / kPage,
+             end = (offset + length) / kPage;
+    for (auto it = allocated_.lower_bound(first);
+         it != allocated_.end() && *it < end;) {
       it = allocated_.erase(it);
       if (!steal_) ++free_;
     }
@@ -165,22 +167,32 @@ class HoldFileSystem final : public FileSystem {
   void Arm() { armed_ = true; }
   Event entered, release;
 
-  StatusOr<std::unique_ptr<File>> Open(const std::string& path, bool create) override {
+  StatusOr<std::unique_ptr<File>> Open(const std::string& path,
+                                       bool create) override {
     VSS_ASSIGN_OR_RETURN(std::unique_ptr<File> f, target_->Open(path, create));
     return std::unique_ptr<File>(new HeldFile(this, std::move(f)));
   }
-  Status Remove(const std::string& path) override { return target_->Remove(path); }
-  Status CreateDirs(const std::string& path) override { return target_->CreateDirs(path); }
+  Status Remove(const std::string& path) override {
+    return target_->Remove(path);
+  }
+  Status CreateDirs(const std::string& path) override {
+    return target_->CreateDirs(path);
+  }
   StatusOr<std::vector<std::string>> List(const std::string& dir) override {
     return target_->List(dir);
   }
-  bool Exists(const std::string& path) override { return target_->Exists(path); }
-  Status SyncDir(const std::string& dir) override { return target_->SyncDir(dir); }
+  bool Exists(const std::string& path) override {
+    return target_->Exists(path);
+  }
+  Status SyncDir(const std::string& dir) override {
+    return target_->SyncDir(dir);
+  }
 
  private:
   class HeldFile final : public File {
    public:
-    HeldFile(HoldFileSystem* fs, std::unique_ptr<File> f) : fs_(fs), f_(std::move(f)) {}
+    HeldFile(HoldFileSystem* fs, std::unique_ptr<File> f)
+        : fs_(fs), f_(std::move(f)) {}
     StatusOr<size_t> ReadAt(uint64_t offset, std::span<uint8_t> buf) override {
       return f_->ReadAt(offset, buf);
     }
@@ -199,7 +211,9 @@ class HoldFileSystem final : public FileSystem {
     }
     Status Truncate(uint64_t size) override { return f_->Truncate(size); }
     StatusOr<uint64_t> Size() override { return f_->Size(); }
-    StatusOr<uint64_t> AllocatedBytes() override { return f_->AllocatedBytes(); }
+    StatusOr<uint64_t> AllocatedBytes() override {
+      return f_->AllocatedBytes();
+    }
 
    private:
     HoldFileSystem* fs_;
@@ -227,8 +241,8 @@ class TrustTest : public ::testing::Test {
   void Open(StoreOptions o = {}) {
     o.dir = dir_.path();
     o.fs = &hold_fs_;
-    o.open_image = [this](const std::string&, bool, uint64_t)
-        -> StatusOr<std::unique_ptr<BlockDevice>> {
+    o.open_image = [this](const std::string&, bool,
+                          uint64_t) -> StatusOr<std::unique_ptr<BlockDevice>> {
       if (wrap_) return wrap_(image_.get());
       return std::unique_ptr<BlockDevice>(new ForwardingDevice(image_.get()));
     };
@@ -236,7 +250,9 @@ class TrustTest : public ::testing::Test {
     if (id_.IsNull()) {
       VSS_ASSERT_OK_AND_ASSIGN(
           metadata::VolumeRow row,
-          store_->CreateVolume({.path = "trust.img", .size = image_->size(), .name = "trustvol",
+          store_->CreateVolume({.path = "trust.img",
+                                .size = image_->size(),
+                                .name = "trustvol",
                                 .chunk_size = chunk_size_}));
       id_ = row.id;
     }
@@ -284,7 +300,8 @@ class TrustTest : public ::testing::Test {
 // ---------------------------------------------------------------------------
 // Finding 2: a full image file system.
 
-TEST_F(TrustTest, FullImage_FailsOnlyWritesThatDoNotFitAndKeepsEveryAcknowledgedOne) {
+TEST_F(TrustTest,
+       FullImage_FailsOnlyWritesThatDoNotFitAndKeepsEveryAcknowledgedOne) {
   QuotaDevice* quota = nullptr;
   // 16 MiB volume with room for 64 KiB of old data plus 2 MiB of new writes.
   Start(16 << 20, 64 * 1024, [&](BlockDevice* t) {
@@ -317,18 +334,23 @@ TEST_F(TrustTest, FullImage_FailsOnlyWritesThatDoNotFitAndKeepsEveryAcknowledged
   // image holds them.
   VSS_ASSERT_OK(vol_->Flush());
   for (uint64_t i : acked) {
-    EXPECT_TRUE(ReadImage((1 + i) << 20, 1 << 20) == Bytes(1 << 20, 10 + i)) << "write " << i;
-    EXPECT_TRUE(ReadLive((1 + i) << 20, 1 << 20) == Bytes(1 << 20, 10 + i)) << "write " << i;
+    EXPECT_TRUE(ReadImage((1 + i) << 20, 1 << 20) == Bytes(1 << 20, 10 + i))
+        << "write " << i;
+    EXPECT_TRUE(ReadLive((1 + i) << 20, 1 << 20) == Bytes(1 << 20, 10 + i))
+        << "write " << i;
   }
   // The volume keeps working once space returns; the shadow never changed.
   quota->AddFreePages((4 << 20) / kPage);
-  for (uint64_t i : refused) VSS_ASSERT_OK(vol_->Write((1 + i) << 20, Bytes(1 << 20, 10 + i)));
+  for (uint64_t i : refused)
+    VSS_ASSERT_OK(vol_->Write((1 + i) << 20, Bytes(1 << 20, 10 + i)));
   VSS_ASSERT_OK(vol_->Flush());
   Reopen();
   for (uint64_t i = 0; i < 6; ++i)
-    EXPECT_TRUE(ReadLive((1 + i) << 20, 1 << 20) == Bytes(1 << 20, 10 + i)) << "write " << i;
+    EXPECT_TRUE(ReadLive((1 + i) << 20, 1 << 20) == Bytes(1 << 20, 10 + i))
+        << "write " << i;
   EXPECT_TRUE(ReadShadow(shadow, 0, 64 * 1024) == old);
-  EXPECT_TRUE(ReadShadow(shadow, 1 << 20, 1 << 20) == std::vector<uint8_t>(1 << 20, 0));
+  EXPECT_TRUE(ReadShadow(shadow, 1 << 20, 1 << 20) ==
+              std::vector<uint8_t>(1 << 20, 0));
 }
 
 TEST_F(TrustTest, FullImage_DirectWriteFailsCleanlyAndTheVolumeStaysUsable) {
@@ -365,10 +387,12 @@ TEST_F(TrustTest, FullImage_DirectWriteFailsCleanlyAndTheVolumeStaysUsable) {
 // same range when it is issued; on a full file system that space is gone at
 // once. The later write must not be acknowledged on the strength of a
 // reservation the discard is about to undo.
-TEST_F(TrustTest, FullImage_WriteBehindAPendingDiscardIsNeverAcknowledgedWithoutSpace) {
+TEST_F(TrustTest,
+       FullImage_WriteBehindAPendingDiscardIsNeverAcknowledgedWithoutSpace) {
   QuotaDevice* quota = nullptr;
   Start(4 << 20, 4096, [&](BlockDevice* t) {
-    auto d = std::make_unique<QuotaDevice>(t, 16);  // full after the first write
+    auto d =
+        std::make_unique<QuotaDevice>(t, 16);  // full after the first write
     quota = d.get();
     return std::unique_ptr<BlockDevice>(std::move(d));
   });
@@ -401,7 +425,8 @@ TEST_F(TrustTest, FullImage_WriteBehindAPendingDiscardIsNeverAcknowledgedWithout
 TEST(RawImageAllocateTest, AllocateKeepsDataAndFillsHoles) {
   TempDir dir;
   const std::string path = dir.path() + "/a.img";
-  VSS_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawImage> img, RawImage::Create(path, 1 << 20));
+  VSS_ASSERT_OK_AND_ASSIGN(std::unique_ptr<RawImage> img,
+                           RawImage::Create(path, 1 << 20));
   const std::vector<uint8_t> data = Bytes(8192, 1);
   VSS_ASSERT_OK(img->Write(65536, data));
   VSS_ASSERT_OK(img->Allocate(0, 1 << 20));
@@ -428,14 +453,17 @@ TEST(DiffAreaTrustTest, SyncFailureIsPermanentEvenWhenTheFileSystemRecovers) {
   MemFileSystem fs;
   std::vector<std::string> warnings;
   const Guid vol = Guid::Generate();
-  VSS_ASSERT_OK_AND_ASSIGN(std::unique_ptr<DiffArea> da,
-                           DiffArea::Open({&fs, "/diff", vol, 1 << 20}, {}, &warnings));
+  VSS_ASSERT_OK_AND_ASSIGN(
+      std::unique_ptr<DiffArea> da,
+      DiffArea::Open({&fs, "/diff", vol, 1 << 20}, {}, &warnings));
   std::vector<uint8_t> rec;
   AppendRecord(vol, 0, 1, Bytes(4096, 1), &rec);
   VSS_ASSERT_OK(da->Append(rec).status());
   EXPECT_TRUE(da->HasUnsynced());
-  fs.SetFaultRule({.ops = static_cast<uint32_t>(FileOp::kSync), .nth = 1,
-                   .persistent = false, .error = IoError("writeback error")});
+  fs.SetFaultRule({.ops = static_cast<uint32_t>(FileOp::kSync),
+                   .nth = 1,
+                   .persistent = false,
+                   .error = IoError("writeback error")});
   EXPECT_EQ(da->Sync().code(), StatusCode::kIoError);
   // Linux reports a writeback error once: the next fdatasync succeeds
   // although the pages may be gone. The diff area must not believe it.
@@ -452,13 +480,14 @@ TEST(DiffAreaTrustTest, SyncFailureIsPermanentEvenWhenTheFileSystemRecovers) {
 // may be issued over the records that sync was for.
 TEST_F(TrustTest, FailedSyncSeenByTheIndexFlushStopsEveryLaterOverwrite) {
   HoldDevice* hold = nullptr;
-  Start(1 << 20, 4096,
-        [&](BlockDevice* t) {
-          auto d = std::make_unique<HoldDevice>(t);
-          hold = d.get();
-          return std::unique_ptr<BlockDevice>(std::move(d));
-        },
-        StoreOptions{.index_flush_rows = 1});
+  Start(
+      1 << 20, 4096,
+      [&](BlockDevice* t) {
+        auto d = std::make_unique<HoldDevice>(t);
+        hold = d.get();
+        return std::unique_ptr<BlockDevice>(std::move(d));
+      },
+      StoreOptions{.index_flush_rows = 1});
   const std::vector<uint8_t> old = Bytes(64 * 1024, 1);
   VSS_ASSERT_OK(vol_->Write(0, old));
   VSS_ASSERT_OK(vol_->Flush());
@@ -468,8 +497,10 @@ TEST_F(TrustTest, FailedSyncSeenByTheIndexFlushStopsEveryLaterOverwrite) {
   VSS_ASSERT_OK(vol_->Write(0, Bytes(4096, 2)));
   hold->entered.Wait();
   // The next write's index flush runs the diff-area sync, which fails once.
-  mem_fs_.SetFaultRule({.ops = static_cast<uint32_t>(FileOp::kSync), .nth = 1,
-                        .persistent = false, .error = IoError("writeback error")});
+  mem_fs_.SetFaultRule({.ops = static_cast<uint32_t>(FileOp::kSync),
+                        .nth = 1,
+                        .persistent = false,
+                        .error = IoError("writeback error")});
   Status w = vol_->Write(4096, Bytes(4096, 3));
   EXPECT_FALSE(w.ok());
   mem_fs_.ClearFaultRule();
@@ -478,11 +509,13 @@ TEST_F(TrustTest, FailedSyncSeenByTheIndexFlushStopsEveryLaterOverwrite) {
   Status flush = vol_->Flush();
   EXPECT_FALSE(flush.ok());
   EXPECT_TRUE(Contains(flush.message(), "volume trustvol")) << flush.ToString();
-  EXPECT_TRUE(ReadImage(4096, 4096) == std::vector<uint8_t>(old.begin() + 4096, old.begin() + 8192));
+  EXPECT_TRUE(ReadImage(4096, 4096) ==
+              std::vector<uint8_t>(old.begin() + 4096, old.begin() + 8192));
   Status later = vol_->Write(8192, Bytes(4096, 4));
   EXPECT_FALSE(later.ok());
   EXPECT_TRUE(Contains(later.message(), "reopen")) << later.ToString();
-  EXPECT_TRUE(ReadImage(8192, 4096) == std::vector<uint8_t>(old.begin() + 8192, old.begin() + 12288));
+  EXPECT_TRUE(ReadImage(8192, 4096) ==
+              std::vector<uint8_t>(old.begin() + 8192, old.begin() + 12288));
   EXPECT_TRUE(ReadShadow(shadow, 0, old.size()) == old);
   // A reopened volume starts afresh.
   Reopen();
@@ -494,7 +527,8 @@ TEST_F(TrustTest, FailedSyncSeenByTheIndexFlushStopsEveryLaterOverwrite) {
 // ---------------------------------------------------------------------------
 // Finding 4: a write that preserved part of its range, then failed.
 
-TEST_F(TrustTest, PartlyPreservedWriteLeavesNoChunkOverwrittenBeforeItsRecordIsDurable) {
+TEST_F(TrustTest,
+       PartlyPreservedWriteLeavesNoChunkOverwrittenBeforeItsRecordIsDurable) {
   // 4 KiB chunks: one append carries 2048 chunks (8 MiB); a 12 MiB write
   // takes two.
   Start(16 << 20, 4096, nullptr, [] {
@@ -507,8 +541,10 @@ TEST_F(TrustTest, PartlyPreservedWriteLeavesNoChunkOverwrittenBeforeItsRecordIsD
   VSS_ASSERT_OK(vol_->Flush());
   const Guid shadow = Snap();
   // The first append lands, the second fails.
-  mem_fs_.SetFaultRule({.ops = static_cast<uint32_t>(FileOp::kWrite), .nth = 2,
-                        .persistent = false, .error = IoError("medium error")});
+  mem_fs_.SetFaultRule({.ops = static_cast<uint32_t>(FileOp::kWrite),
+                        .nth = 2,
+                        .persistent = false,
+                        .error = IoError("medium error")});
   EXPECT_FALSE(vol_->Write(0, Bytes(12 << 20, 2)).ok());
   mem_fs_.ClearFaultRule();
   // Chunk 0 is indexed as preserved by a record nobody has synced. This
@@ -564,7 +600,8 @@ TEST(PendingWritesTrustTest, DiscardOfATerabyteCostsOnePiece) {
   EXPECT_EQ(p.memory_bytes(), 0u);
 }
 
-TEST_F(TrustTest, DiscardOfATerabyteVolumeBehindAPendingWriteKeepsPendingMemorySmall) {
+TEST_F(TrustTest,
+       DiscardOfATerabyteVolumeBehindAPendingWriteKeepsPendingMemorySmall) {
   const uint64_t kTiB = uint64_t{1} << 40;
   Start(kTiB, 4096);
   const std::vector<uint8_t> old = Bytes(4096, 1);
@@ -579,8 +616,8 @@ TEST_F(TrustTest, DiscardOfATerabyteVolumeBehindAPendingWriteKeepsPendingMemoryS
   VSS_ASSERT_OK(vol_->Discard(0, kTiB));  // fstrim of the whole volume
   VolumeStats st = vol_->Stats();
   EXPECT_EQ(st.pending_writes, 2u);
-  EXPECT_LT(st.pending_memory_bytes, 64u * 1024) << "pending writes hold "
-                                                 << st.pending_memory_bytes << " bytes";
+  EXPECT_LT(st.pending_memory_bytes, 64u * 1024)
+      << "pending writes hold " << st.pending_memory_bytes << " bytes";
   // Reads see the discard over the pending write.
   EXPECT_TRUE(ReadLive(0, 4096) == std::vector<uint8_t>(4096, 0));
   hold_fs_.release.Set();
@@ -596,12 +633,14 @@ TEST_F(TrustTest, DiscardOfATerabyteVolumeBehindAPendingWriteKeepsPendingMemoryS
 // Finding 15: fields read from disk are never trusted.
 
 // The segment files of the volume's diff area.
-std::vector<std::string> SegmentPaths(MemFileSystem& fs, const std::string& dir) {
+std::vector<std::string> SegmentPaths(MemFileSystem& fs,
+                                      const std::string& dir) {
   std::vector<std::string> out;
   auto names = fs.List(dir);
   if (!names.ok()) return out;
   for (const std::string& n : *names)
-    if (n.size() > 4 && n.substr(n.size() - 4) == ".vsd") out.push_back(dir + "/" + n);
+    if (n.size() > 4 && n.substr(n.size() - 4) == ".vsd")
+      out.push_back(dir + "/" + n);
   return out;
 }
 
@@ -614,7 +653,8 @@ TEST_F(TrustTest, ForgedRecordWhoseChunkWrapsAroundIsReportedAndNeverIndexed) {
   const Guid shadow = Snap();
   VSS_ASSERT_OK(vol_->Write(cs, Bytes(cs, 2)));  // preserves chunk 1
   VSS_ASSERT_OK(vol_->Flush());
-  VSS_ASSERT_OK_AND_ASSIGN(metadata::ShadowRow srow, store_->ResolveShadow(shadow.ToString()));
+  VSS_ASSERT_OK_AND_ASSIGN(metadata::ShadowRow srow,
+                           store_->ResolveShadow(shadow.ToString()));
   VSS_ASSERT_OK_AND_ASSIGN(metadata::DiffAreaRow da, store_->DiffAreaOf(id_));
   vol_ = nullptr;
   store_.reset();
@@ -627,7 +667,8 @@ TEST_F(TrustTest, ForgedRecordWhoseChunkWrapsAroundIsReportedAndNeverIndexed) {
   ASSERT_EQ(bytes.size() % kRecordAlign, 0u);
   const uint64_t forged_chunk = (~uint64_t{0} / cs) + 1;
   ASSERT_EQ(forged_chunk * cs, 0u);
-  AppendRecord(id_, forged_chunk, srow.epoch, std::vector<uint8_t>(cs, 0xEE), &bytes);
+  AppendRecord(id_, forged_chunk, srow.epoch, std::vector<uint8_t>(cs, 0xEE),
+               &bytes);
   mem_fs_.SetContents(segs.back(), bytes);
 
   Open();
@@ -635,10 +676,12 @@ TEST_F(TrustTest, ForgedRecordWhoseChunkWrapsAroundIsReportedAndNeverIndexed) {
                            store_->catalog().ListEvents(id_));
   bool reported = false;
   for (const metadata::EventRow& e : events)
-    reported |= e.kind == "diff-area-damaged" && Contains(e.message, "past the end");
+    reported |=
+        e.kind == "diff-area-damaged" && Contains(e.message, "past the end");
   EXPECT_TRUE(reported) << "no diff-area-damaged event for the forged record";
   EXPECT_EQ(vol_->Stats().preserved_chunks, 1u);
-  VSS_ASSERT_OK_AND_ASSIGN(std::vector<ChangedExtent> changed, vol_->ChangedExtents(shadow, std::nullopt));
+  VSS_ASSERT_OK_AND_ASSIGN(std::vector<ChangedExtent> changed,
+                           vol_->ChangedExtents(shadow, std::nullopt));
   ASSERT_EQ(changed.size(), 1u);
   EXPECT_EQ(changed[0].offset, cs);
   EXPECT_EQ(changed[0].length, cs);
@@ -656,7 +699,8 @@ TEST_F(TrustTest, ForgedCatalogIndexRowIsAClearErrorOnOpen) {
   const Guid shadow = Snap();
   VSS_ASSERT_OK(vol_->Write(0, Bytes(cs, 2)));
   VSS_ASSERT_OK(vol_->Flush());
-  VSS_ASSERT_OK_AND_ASSIGN(metadata::ShadowRow srow, store_->ResolveShadow(shadow.ToString()));
+  VSS_ASSERT_OK_AND_ASSIGN(metadata::ShadowRow srow,
+                           store_->ResolveShadow(shadow.ToString()));
   VSS_ASSERT_OK_AND_ASSIGN(std::vector<metadata::IndexRow> rows,
                            store_->catalog().ListIndexRows(id_));
   ASSERT_EQ(rows.size(), 1u);
@@ -668,9 +712,12 @@ TEST_F(TrustTest, ForgedCatalogIndexRowIsAClearErrorOnOpen) {
   VSS_ASSERT_OK(store_->catalog().InsertIndexRows(id_, {forged}));
   auto v = store_->OpenVolume(id_);
   ASSERT_FALSE(v.ok());
-  EXPECT_EQ(v.status().code(), StatusCode::kCorruption) << v.status().ToString();
-  EXPECT_TRUE(Contains(v.status().message(), "trustvol")) << v.status().ToString();
-  EXPECT_TRUE(Contains(v.status().message(), "past the end")) << v.status().ToString();
+  EXPECT_EQ(v.status().code(), StatusCode::kCorruption)
+      << v.status().ToString();
+  EXPECT_TRUE(Contains(v.status().message(), "trustvol"))
+      << v.status().ToString();
+  EXPECT_TRUE(Contains(v.status().message(), "past the end"))
+      << v.status().ToString();
 }
 
 }  // namespace
