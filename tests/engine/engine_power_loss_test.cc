@@ -1,6 +1,8 @@
 // Power-loss test of the engine: the volume's image is a PowerLossDevice
-// over a MemoryDevice, the diff area lives in a MemFileSystem, the catalog
-// is a real SQLite file. Random operations run under persistent shadows;
+// over a MemoryDevice; the diff area and the SQLite catalog (catalog.db and
+// its WAL, through metadata::FsVfs) live in one MemFileSystem, so a cut
+// drops, keeps or tears the catalog's unsynced writes like the segments'.
+// Random operations run under persistent shadows;
 // then power is cut, either between operations or in the middle of one (the
 // image and the file system stop accepting I/O after a random number of
 // calls), every unsynced write is dropped, kept or torn (kRandom) or all
@@ -21,6 +23,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -130,11 +133,16 @@ class PowerLossRun {
     StoreOptions o;
     o.dir = dir_.path() + "/store";
     o.fs = &fs_;
+    o.catalog_fs = &fs_;
     o.open_image = GatedOpener(&image_, &gate_);
     o.index_flush_rows = index_flush_rows_;
     o.segment_bytes = 128 * 1024;
     has_flush_on_close_ = test_util::SetNoFlushOnClose(o);
     VSS_ASSERT_OK_AND_ASSIGN(store_, Store::Open(std::move(o)));
+    // The catalog is in the power-loss file system, not on the disk.
+    const std::string catalog = dir_.path() + "/store/catalog.db";
+    ASSERT_TRUE(fs_.Exists(catalog));
+    ASSERT_FALSE(std::filesystem::exists(catalog));
   }
 
   // ---- one cycle: operations, a cut, recovery, checks ----------------------
