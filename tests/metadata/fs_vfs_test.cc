@@ -27,10 +27,10 @@
 namespace vss::metadata {
 namespace {
 
-#define VSS_ASSERT_OK(expr)                                     \
-  do {                                                          \
-    const ::vss::Status s_ = (expr);                            \
-    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.ToString();     \
+#define VSS_ASSERT_OK(expr)                                 \
+  do {                                                      \
+    const ::vss::Status s_ = (expr);                        \
+    ASSERT_TRUE(s_.ok()) << #expr << ": " << s_.ToString(); \
   } while (0)
 
 constexpr char kDir[] = "/store";
@@ -173,8 +173,7 @@ TEST_F(FsVfsTest, Catalog_LivesInTheFileSystemOnly) {
   auto names = fs_.List(kDir);
   ASSERT_TRUE(names.ok());
   // The WAL is there while the catalog is open; no -shm file ever is.
-  EXPECT_EQ(*names,
-            (std::vector<std::string>{"catalog.db", "catalog.db-wal"}));
+  EXPECT_EQ(*names, (std::vector<std::string>{"catalog.db", "catalog.db-wal"}));
   catalog_.reset();
   ASSERT_NO_FATAL_FAILURE(OpenCatalog());
   auto found = catalog_->FindVolume(v.id);
@@ -291,8 +290,10 @@ TEST_F(FsVfsTest, UnsyncedCommits_LostBackToTheLastSyncOnly) {
       }
       // Two rows' worth of pages per transaction: a and b must agree.
       std::string kk = std::to_string(k);
-      ASSERT_EQ(db.Exec("INSERT INTO t VALUES (" + kk + ", randomblob(3000), "
-                        "zeroblob(" + std::to_string(2000 + k) + "))"),
+      ASSERT_EQ(db.Exec("INSERT INTO t VALUES (" + kk +
+                        ", randomblob(3000), "
+                        "zeroblob(" +
+                        std::to_string(2000 + k) + "))"),
                 SQLITE_OK);
     }
     const bool drop_all = seed % 2 == 0;
@@ -432,8 +433,8 @@ TEST_F(FsVfsTest, RandomCuts_ThroughCheckpoints_CommittedPrefixSurvives) {
     PowerOffAfter(fs_, 1 + rng() % 300);
     for (int t = 0; t < 30; ++t) {
       const std::string k = std::to_string(last + 1);
-      int rc = db.Exec("BEGIN; INSERT INTO t VALUES (" + k +
-                       ", randomblob(" + std::to_string(500 + rng() % 6000) +
+      int rc = db.Exec("BEGIN; INSERT INTO t VALUES (" + k + ", randomblob(" +
+                       std::to_string(500 + rng() % 6000) +
                        ")); UPDATE t SET a = " + k + " WHERE k = 0; COMMIT");
       if (rc != SQLITE_OK) {
         db.Exec("ROLLBACK");
