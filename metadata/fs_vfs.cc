@@ -34,9 +34,9 @@ struct LockNode {
 // stay where they are until the last connection unmaps them.
 struct ShmNode {
   std::vector<std::unique_ptr<char[]>> regions;
-  int refs = 0;                               // handles that mapped it
-  int shared[SQLITE_SHM_NLOCK] = {};          // SHARED holders per slot
-  Handle* exclusive[SQLITE_SHM_NLOCK] = {};   // EXCLUSIVE holder per slot
+  int refs = 0;                              // handles that mapped it
+  int shared[SQLITE_SHM_NLOCK] = {};         // SHARED holders per slot
+  Handle* exclusive[SQLITE_SHM_NLOCK] = {};  // EXCLUSIVE holder per slot
 };
 
 }  // namespace
@@ -258,8 +258,8 @@ int ShmLock(sqlite3_file* f, int offset, int count, int flags) {
   Handle* h = HandleOf(f);
   std::lock_guard<std::mutex> l(h->vfs->mu);
   ShmNode& n = h->vfs->shm[h->path];
-  const auto mask =
-      static_cast<uint16_t>(((1u << count) - 1) << static_cast<unsigned>(offset));
+  const auto mask = static_cast<uint16_t>(((1u << count) - 1)
+                                          << static_cast<unsigned>(offset));
   if (flags & SQLITE_SHM_UNLOCK) {
     for (int i = offset; i < offset + count; ++i) {
       const auto bit = static_cast<uint16_t>(1u << i);
@@ -364,9 +364,9 @@ int Open(sqlite3_vfs* vfs, const char* name, sqlite3_file* f, int flags,
   // As os_unix.c: a journal or WAL opened to be created gets its directory
   // synced with its first sync.
   const int type = flags & 0x0FFF00;  // os_unix.c's mask for the kind
-  h->sync_dir = create && (type == SQLITE_OPEN_MAIN_JOURNAL ||
-                           type == SQLITE_OPEN_WAL ||
-                           type == SQLITE_OPEN_SUPER_JOURNAL);
+  h->sync_dir =
+      create && (type == SQLITE_OPEN_MAIN_JOURNAL || type == SQLITE_OPEN_WAL ||
+                 type == SQLITE_OPEN_SUPER_JOURNAL);
   ff->h = h;
   ff->base.pMethods = &kIoMethods;
   if (out_flags != nullptr) *out_flags = flags;

@@ -32,6 +32,9 @@
 // must never open the same database through an FsVfs at the same time
 // (tests open one process's catalog at a time); between processes nothing is
 // shared but the files. io methods are version 2 (no memory mapping).
+// After a simulated power loss, close every connection to a database before
+// opening it again: a live connection's WAL index describes the WAL as it
+// was before the cut.
 //
 // Lifetime and threads: one FsVfs per FileSystem at a time, registered with
 // SQLite under a name unique in the process ("vss-fs-<n>") and unregistered
