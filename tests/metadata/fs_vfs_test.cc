@@ -226,6 +226,62 @@ TEST_F(FsVfsTest, NewDatabase_IsDurableOnceOpenReturns) {
   EXPECT_TRUE(found->has_value());
 }
 
+TEST_F(FsVfsTest, FullFileSystem_IsNoSpaceAndChangesNothing) {
+  ASSERT_NO_FATAL_FAILURE(OpenCatalog());
+  VolumeRow kept = MakeVolume(1);
+  VSS_ASSERT_OK(catalog_->InsertVolume(kept));
+  fs_.SetFaultRule({.ops = static_cast<uint32_t>(FileOp::kWrite),
+                    .nth = 1,
+                    .persistent = true,
+                    .error = NoSpaceError("test fs full")});
+  VolumeRow refused = MakeVolume(2);
+  EXPECT_EQ(catalog_->InsertVolume(refused).code(), StatusCode::kNoSpace);
+  fs_.ClearFaultRule();
+  auto found = catalog_->FindVolume(refused.id);
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  EXPECT_FALSE(found->has_value());
+  // The catalog keeps working once there is room, and after a reopen.
+  VolumeRow later = MakeVolume(3);
+  VSS_ASSERT_OK(catalog_->InsertVolume(later));
+  ASSERT_NO_FATAL_FAILURE(OpenCatalog());
+  auto vols = catalog_->ListVolumes();
+  ASSERT_TRUE(vols.ok());
+  ASSERT_EQ(vols->size(), 2u);
+  EXPECT_EQ((*vols)[0].id, kept.id);
+  EXPECT_EQ((*vols)[1].id, later.id);
+}
+
+// A failed sync of the WAL fails the commit and the transaction is not
+// visible. Once a later commit has succeeded it never comes back, even when
+// the cut keeps its frames. (With no later commit its frames may all
+// survive a cut, and then so does the transaction, whole: a commit that
+// did not return OK may or may not be there.)
+TEST_F(FsVfsTest, FailedWalSync_FailsTheCommitAndTheTransactionStaysOut) {
+  for (uint64_t seed = 0; seed < 8; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    ASSERT_NO_FATAL_FAILURE(OpenCatalog());
+    fs_.SetFaultRule({.ops = static_cast<uint32_t>(FileOp::kSync),
+                      .nth = 1,
+                      .error = IoError("test fs sync failed")});
+    VolumeRow failed = MakeVolume(seed * 10);
+    EXPECT_EQ(catalog_->InsertVolume(failed).code(), StatusCode::kIoError);
+    fs_.ClearFaultRule();
+    auto found = catalog_->FindVolume(failed.id);
+    ASSERT_TRUE(found.ok()) << found.status().ToString();
+    EXPECT_FALSE(found->has_value()) << "a failed commit is visible";
+    VolumeRow later = MakeVolume(seed * 10 + 1);
+    VSS_ASSERT_OK(catalog_->InsertVolume(later));
+    Cut(seed % 2 ? PowerLossMode::kRandom : PowerLossMode::kDropAll, seed);
+    ASSERT_NO_FATAL_FAILURE(OpenCatalog());
+    found = catalog_->FindVolume(failed.id);
+    ASSERT_TRUE(found.ok()) << found.status().ToString();
+    EXPECT_FALSE(found->has_value()) << "a failed commit came back";
+    found = catalog_->FindVolume(later.id);
+    ASSERT_TRUE(found.ok()) << found.status().ToString();
+    EXPECT_TRUE(found->has_value()) << "the commit after it was lost";
+  }
+}
+
 TEST_F(FsVfsTest, SyncedCommits_SurviveEveryPowerLoss) {
   // Cuts accumulate on one catalog; every volume committed so far must
   // survive each of them.
