@@ -98,7 +98,11 @@ StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
   if (!options.open_image) options.open_image = OpenRawImage;
   VSS_RETURN_IF_ERROR(FileSystem::Default()->CreateDirs(options.dir)
                           .WithContext("store " + options.dir));
-  VSS_ASSIGN_OR_RETURN(auto catalog, metadata::Catalog::Open(options.dir + "/catalog.db"));
+  if (options.catalog_fs != nullptr)
+    VSS_RETURN_IF_ERROR(options.catalog_fs->CreateDirs(options.dir)
+                            .WithContext("store " + options.dir));
+  VSS_ASSIGN_OR_RETURN(auto catalog, metadata::Catalog::Open(options.dir + "/catalog.db",
+                                                             options.catalog_fs));
   return std::unique_ptr<Store>(new Store(std::move(options), std::move(catalog)));
 }
 

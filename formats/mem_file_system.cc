@@ -276,6 +276,7 @@ StatusOr<std::unique_ptr<File>> MemFileSystem::Open(const std::string& path,
 // Removes a file (open handles keep working) or an empty directory.
 Status MemFileSystem::Remove(const std::string& path) {
   std::lock_guard<std::mutex> lock(mu_);
+  VSS_RETURN_IF_ERROR(Check(FileOp::kRemove));
   const std::string p = Normalize(path);
   if (std::shared_ptr<Node> node = Visible(files_, p)) {
     node->linked = false;
@@ -338,6 +339,7 @@ bool MemFileSystem::Exists(const std::string& path) {
 // Directories themselves are durable as soon as they are created.
 Status MemFileSystem::SyncDir(const std::string& dir) {
   std::lock_guard<std::mutex> lock(mu_);
+  VSS_RETURN_IF_ERROR(Check(FileOp::kSyncDir));
   const std::string d = Normalize(dir);
   if (!DirExists(dirs_, d)) return NotFoundError(dir + ": no such directory");
   for (auto it = files_.begin(); it != files_.end();) {

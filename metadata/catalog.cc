@@ -9,6 +9,7 @@
 
 #include "schema.h"
 #include "statement.h"
+#include "vss/metadata/fs_vfs.h"
 
 namespace vss::metadata {
 namespace {
@@ -428,11 +429,17 @@ Status Transaction::Commit() {
 
 // --- Catalog. ----------------------------------------------------------------
 
-StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path) {
+StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path,
+                                                  FileSystem* fs) {
+  std::shared_ptr<FsVfs> vfs;  // outlives db on every path below
+  if (fs != nullptr) {
+    VSS_ASSIGN_OR_RETURN(vfs, FsVfs::For(fs));
+  }
   sqlite3* db = nullptr;
   int flags =
       SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_CREATE | SQLITE_OPEN_READWRITE;
-  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags,
+                           vfs ? vfs->name().c_str() : nullptr);
   Status s = rc == SQLITE_OK ? OkStatus()
                              : internal::SqliteStatus(db, rc, path, "open");
   if (s.ok()) s = Configure(db, path);
@@ -441,7 +448,9 @@ StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path) {
     sqlite3_close_v2(db);
     return s;
   }
-  return std::unique_ptr<Catalog>(new Catalog(path, db));
+  std::unique_ptr<Catalog> catalog(new Catalog(path, db));
+  catalog->vfs_ = std::move(vfs);
+  return catalog;
 }
 
 Catalog::Catalog(std::string path, sqlite3* db)

@@ -1,6 +1,8 @@
 // Power-loss test of the engine: the volume's image is a PowerLossDevice
-// over a MemoryDevice, the diff area lives in a MemFileSystem, the catalog
-// is a real SQLite file. Random operations run under persistent shadows;
+// over a MemoryDevice; the diff area and the SQLite catalog (catalog.db and
+// its WAL, through metadata::FsVfs) live in one MemFileSystem, so a cut
+// drops, keeps or tears the catalog's unsynced writes like the segments'.
+// Random operations run under persistent shadows;
 // then power is cut, either between operations or in the middle of one (the
 // image and the file system stop accepting I/O after a random number of
 // calls), every unsynced write is dropped, kept or torn (kRandom) or all
@@ -21,6 +23,7 @@
 
 #include <algorithm>
 #include <deque>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -126,15 +129,24 @@ class PowerLossRun {
   uint64_t Rand(uint64_t n) { return n == 0 ? 0 : rng_() % n; }
   bool Chance(int percent) { return Rand(100) < uint64_t(percent); }
 
-  void OpenStore() {
+  StoreOptions Options() {
     StoreOptions o;
     o.dir = dir_.path() + "/store";
     o.fs = &fs_;
+    o.catalog_fs = &fs_;
     o.open_image = GatedOpener(&image_, &gate_);
     o.index_flush_rows = index_flush_rows_;
     o.segment_bytes = 128 * 1024;
     has_flush_on_close_ = test_util::SetNoFlushOnClose(o);
-    VSS_ASSERT_OK_AND_ASSIGN(store_, Store::Open(std::move(o)));
+    return o;
+  }
+
+  void OpenStore() {
+    VSS_ASSERT_OK_AND_ASSIGN(store_, Store::Open(Options()));
+    // The catalog is in the power-loss file system, not on the disk.
+    const std::string catalog = dir_.path() + "/store/catalog.db";
+    ASSERT_TRUE(fs_.Exists(catalog));
+    ASSERT_FALSE(std::filesystem::exists(catalog));
   }
 
   // ---- one cycle: operations, a cut, recovery, checks ----------------------
@@ -354,9 +366,50 @@ class PowerLossRun {
     vol_ = nullptr;
     store_.reset();
     fs_.ClearFaultRule();
+    gate_ = nullptr;  // died with the store
     armed_ = false;
+    if (Chance(30)) CutDuringRecovery(mode);
     ASSERT_NO_FATAL_FAILURE(OpenStore());
     VSS_ASSERT_OK_AND_ASSIGN(vol_, store_->OpenVolume(vol_id_));
+  }
+
+  // The power goes out again while the store reopens and recovers, after a
+  // random number of file-system calls counted from Store::Open (mostly the
+  // catalog's WAL recovery) or from OpenVolume (the engine's recovery); the
+  // image dies with it. The next open must finish or undo whatever this one
+  // had started.
+  void CutDuringRecovery(PowerLossMode mode) {
+    const bool in_store_open = Chance(50);
+    const uint64_t nth = 1 + Rand(in_store_open ? 300 : 30);
+    const uint64_t pl_seed = rng_();
+    FileFaultRule rule;
+    rule.ops = static_cast<uint32_t>(FileOp::kAny);
+    rule.nth = nth;
+    rule.persistent = true;
+    rule.error = IoError("simulated power cut during recovery (test fs)");
+    if (in_store_open) fs_.SetFaultRule(rule);
+    std::string how = "not reached";
+    StatusOr<std::unique_ptr<Store>> store = Store::Open(Options());
+    if (!store.ok()) {
+      how = "Store::Open: " + store.status().ToString();
+    } else {
+      if (!in_store_open) fs_.SetFaultRule(rule);
+      if (Status st = (*store)->OpenVolume(vol_id_).status(); !st.ok()) {
+        how = "OpenVolume: " + st.ToString();
+      }
+    }
+    Log(std::string("power loss again during recovery, at fs call ") +
+        std::to_string(nth) +
+        (in_store_open ? " of Store::Open" : " of OpenVolume") + " (" + how +
+        "), seed " + std::to_string(pl_seed));
+    rule.nth = 1;
+    fs_.SetFaultRule(rule);
+    if (gate_ != nullptr) gate_->Cut();
+    image_.PowerLoss(mode, pl_seed);
+    fs_.PowerLoss(mode, pl_seed ^ 0x5555);
+    if (store.ok()) store->reset();
+    fs_.ClearFaultRule();
+    gate_ = nullptr;
   }
 
   void CheckAfterReopen() {

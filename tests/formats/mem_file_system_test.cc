@@ -187,6 +187,25 @@ TEST_F(MemFileSystemTest, FaultRule_PersistentFailsFromNthOn) {
   VSS_EXPECT_OK(f->Sync());
 }
 
+// A simulated power cut (kAny, persistent) stops name changes too: a
+// removal or directory sync after it neither happens nor survives.
+TEST_F(MemFileSystemTest, FaultRule_AnyCoversRemoveAndSyncDir) {
+  auto f = OpenOrDie("/store/a", true);
+  VSS_ASSERT_OK(f->Sync());
+  VSS_ASSERT_OK(fs_.SyncDir("/store"));
+  OpenOrDie("/store/b", true);
+  fs_.SetFaultRule({.ops = static_cast<uint32_t>(FileOp::kAny),
+                    .nth = 1,
+                    .persistent = true});
+  EXPECT_EQ(fs_.Remove("/store/a").code(), StatusCode::kIoError);
+  EXPECT_EQ(fs_.SyncDir("/store").code(), StatusCode::kIoError);
+  EXPECT_TRUE(fs_.Exists("/store/a"));
+  fs_.PowerLoss(PowerLossMode::kDropAll, 1);
+  fs_.ClearFaultRule();
+  EXPECT_TRUE(fs_.Exists("/store/a"));
+  EXPECT_FALSE(fs_.Exists("/store/b"));  // its name was never synced
+}
+
 TEST_F(MemFileSystemTest, PunchHole_ReadsZeroesKeepsSizeLowersAllocatedBytes) {
   auto f = OpenOrDie("/store/a", true);
   VSS_ASSERT_OK(f->WriteAt(0, Pattern(5 * 4096, 12)));

@@ -32,7 +32,9 @@ enum class FileOp : uint32_t {
   kPunch = 8,
   kTruncate = 16,
   kOpen = 32,
-  kAny = 63,
+  kRemove = 64,   // Remove of a file or directory
+  kSyncDir = 128,
+  kAny = 255,     // every call that reads or changes a file or a name
 };
 
 struct FileFaultRule {

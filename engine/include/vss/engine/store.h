@@ -62,6 +62,10 @@ using ImageOpener = std::function<StatusOr<std::unique_ptr<BlockDevice>>(
 struct StoreOptions {
   std::string dir;                      // the store directory
   FileSystem* fs = nullptr;             // diff-area files; null = default
+  // The catalog's files (catalog.db and its WAL); null = the OS through
+  // SQLite's own VFS. Tests put it on the power-loss file system. Not null:
+  // one process at a time may open the store (see metadata/fs_vfs.h).
+  FileSystem* catalog_fs = nullptr;
   ImageOpener open_image;               // null = RawImage
   // Index rows kept in memory before they are written to the catalog.
   size_t index_flush_rows = 8192;

@@ -46,7 +46,13 @@
 
 struct sqlite3;
 
+namespace vss {
+class FileSystem;
+}
+
 namespace vss::metadata {
+
+class FsVfs;
 
 inline constexpr int64_t kUnbounded = -1;  // VSS_ASSOC_NO_MAX_SPACE
 
@@ -174,7 +180,11 @@ class Catalog {
   // migrations up to kSchemaVersion. kCorruption if the file is not a
   // catalog or is damaged; kFailedPrecondition if its schema is newer than
   // this build knows.
-  static StatusOr<std::unique_ptr<Catalog>> Open(const std::string& path);
+  // `fs`: where the database and its WAL live. Null: the OS, through
+  // SQLite's own VFS. Otherwise they go through an FsVfs over `fs` (see
+  // fs_vfs.h; one process at a time). REQUIRES: `fs` outlives the Catalog.
+  static StatusOr<std::unique_ptr<Catalog>> Open(const std::string& path,
+                                                 FileSystem* fs = nullptr);
   ~Catalog();
 
   const std::string& path() const { return path_; }
@@ -260,6 +270,7 @@ class Catalog {
   sqlite3* db_;
   std::unique_ptr<Impl> impl_;  // prepared statements
   std::recursive_mutex mu_;
+  std::shared_ptr<FsVfs> vfs_;  // null: SQLite's default VFS
 };
 
 // The current time as a VSS timestamp (100 ns ticks since 1601-01-01 UTC).
