@@ -26,7 +26,8 @@ const std::vector<uint8_t>& Zeroes() {
 }
 
 bool AllZero(std::span<const uint8_t> data) {
-  return std::all_of(data.begin(), data.end(), [](uint8_t b) { return b == 0; });
+  return std::all_of(data.begin(), data.end(),
+                     [](uint8_t b) { return b == 0; });
 }
 
 std::string Hex(const XXH128_hash_t& h) {
@@ -67,7 +68,8 @@ class Hasher {
 Status PwriteAll(int fd, std::span<const uint8_t> data, uint64_t offset,
                  const std::string& what) {
   while (!data.empty()) {
-    ssize_t n = ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
+    ssize_t n =
+        ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return ErrnoError(errno, "writing " + what);
     data = data.subspan(static_cast<size_t>(n));
@@ -76,12 +78,14 @@ Status PwriteAll(int fd, std::span<const uint8_t> data, uint64_t offset,
   return OkStatus();
 }
 
-Status PreadAll(int fd, std::span<uint8_t> buf, uint64_t offset, const std::string& what) {
+Status PreadAll(int fd, std::span<uint8_t> buf, uint64_t offset,
+                const std::string& what) {
   while (!buf.empty()) {
     ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return ErrnoError(errno, "reading " + what);
-    if (n == 0) return CorruptionError(what + " is shorter than its recorded size");
+    if (n == 0)
+      return CorruptionError(what + " is shorter than its recorded size");
     buf = buf.subspan(static_cast<size_t>(n));
     offset += static_cast<uint64_t>(n);
   }
@@ -139,11 +143,14 @@ class ImageFile final : public BlockDevice {
     return PreadAll(fd_, buf, offset, name());
   }
   // Never called: the device is read-only, BlockDevice refuses writes.
-  Status DoWrite(uint64_t, std::span<const uint8_t>) override { return ReadOnly(); }
+  Status DoWrite(uint64_t, std::span<const uint8_t>) override {
+    return ReadOnly();
+  }
   Status DoWriteZeroes(uint64_t, uint64_t) override { return ReadOnly(); }
   Status DoDiscard(uint64_t, uint64_t) override { return ReadOnly(); }
   Status DoFlush() override { return OkStatus(); }
-  StatusOr<std::vector<Extent>> DoExtents(uint64_t offset, uint64_t length) override {
+  StatusOr<std::vector<Extent>> DoExtents(uint64_t offset,
+                                          uint64_t length) override {
     const uint64_t end = offset + length;
     std::vector<Extent> out;
     auto add = [&out](uint64_t at, uint64_t n, bool allocated) {
@@ -155,10 +162,12 @@ class ImageFile final : public BlockDevice {
       }
     };
     for (uint64_t pos = offset; pos < end;) {
-      VSS_ASSIGN_OR_RETURN(uint64_t data, Seek(fd_, pos, SEEK_DATA, end, name()));
+      VSS_ASSIGN_OR_RETURN(uint64_t data,
+                           Seek(fd_, pos, SEEK_DATA, end, name()));
       add(pos, data - pos, false);
       if (data >= end) break;
-      VSS_ASSIGN_OR_RETURN(uint64_t hole, Seek(fd_, data, SEEK_HOLE, end, name()));
+      VSS_ASSIGN_OR_RETURN(uint64_t hole,
+                           Seek(fd_, data, SEEK_HOLE, end, name()));
       hole = std::max(hole, data + 1);
       add(data, hole - data, true);
       pos = hole;
@@ -167,14 +176,17 @@ class ImageFile final : public BlockDevice {
   }
 
  private:
-  Status ReadOnly() { return FailedPreconditionError(name() + " is read-only"); }
+  Status ReadOnly() {
+    return FailedPreconditionError(name() + " is read-only");
+  }
   int fd_;
 };
 
 // A name that stays inside the backup directory.
 bool IsPlainFileName(const std::string& name) {
   return !name.empty() && name != "." && name != ".." &&
-         name.find('/') == std::string::npos && name.find('\0') == std::string::npos;
+         name.find('/') == std::string::npos &&
+         name.find('\0') == std::string::npos;
 }
 
 bool IsHex128(const std::string& s) {
@@ -199,7 +211,8 @@ StatusOr<std::unique_ptr<BackupDir>> BackupDir::Create(const std::string& dir) {
   if (fd < 0) {
     int err = errno;
     if (created) ::rmdir(dir.c_str());
-    if (err == ENOTDIR) return AlreadyExistsError(what + " exists and is not a directory");
+    if (err == ENOTDIR)
+      return AlreadyExistsError(what + " exists and is not a directory");
     return ErrnoError(err, what);
   }
   std::unique_ptr<BackupDir> out(new BackupDir(dir, fd, created));
@@ -226,12 +239,11 @@ BackupDir::~BackupDir() {
   ::close(fd_);
 }
 
-StatusOr<BackupDir::ImageResult> BackupDir::WriteImage(const std::string& name,
-                                                       BlockDevice& src,
-                                                       const std::string& what) {
+StatusOr<BackupDir::ImageResult> BackupDir::WriteImage(
+    const std::string& name, BlockDevice& src, const std::string& what) {
   const std::string path = dir_ + "/" + name;
-  int fd = ::openat(fd_, name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                    0600);
+  int fd = ::openat(fd_, name.c_str(),
+                    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError(errno, path);
   names_.push_back(name);
   struct Closer {
@@ -241,7 +253,8 @@ StatusOr<BackupDir::ImageResult> BackupDir::WriteImage(const std::string& name,
   if (::fchmod(fd, 0600) != 0) return ErrnoError(errno, path);
   ImageResult out;
   out.size = src.size();
-  if (::ftruncate(fd, static_cast<off_t>(out.size)) != 0) return ErrnoError(errno, path);
+  if (::ftruncate(fd, static_cast<off_t>(out.size)) != 0)
+    return ErrnoError(errno, path);
 
   VSS_ASSIGN_OR_RETURN(auto extents, src.Extents(0, src.size()));
   uint64_t allocated = 0;
@@ -283,23 +296,27 @@ StatusOr<BackupDir::ImageResult> BackupDir::WriteImage(const std::string& name,
   VSS_ASSIGN_OR_RETURN(std::string back,
                        HashFile(fd, out.size, path, "verifying " + path));
   if (back != out.xxh3_128) {
-    return CorruptionError(path + ": read back after writing, its XXH3-128 is " + back +
-                           ", not " + out.xxh3_128 + " as written");
+    return CorruptionError(path +
+                           ": read back after writing, its XXH3-128 is " +
+                           back + ", not " + out.xxh3_128 + " as written");
   }
   return out;
 }
 
-Status BackupDir::WriteDocument(const std::string& name, const std::string& text) {
+Status BackupDir::WriteDocument(const std::string& name,
+                                const std::string& text) {
   const std::string path = dir_ + "/" + name;
   const std::string tmp = name + ".tmp";
-  int fd = ::openat(fd_, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                    0600);
+  int fd = ::openat(fd_, tmp.c_str(),
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (fd < 0) return ErrnoError(errno, dir_ + "/" + tmp);
   names_.push_back(tmp);
   Status s = [&]() -> Status {
     if (::fchmod(fd, 0600) != 0) return ErrnoError(errno, path);
     VSS_RETURN_IF_ERROR(PwriteAll(
-        fd, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()),
+        fd,
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()),
+                                 text.size()),
         0, path));
     // Orders the document's bytes before its rename: after a crash the name
     // `name` holds either nothing or the whole document, never a torn one.
@@ -308,13 +325,15 @@ Status BackupDir::WriteDocument(const std::string& name, const std::string& text
   }();
   if (::close(fd) != 0 && s.ok()) s = ErrnoError(errno, path);
   if (!s.ok()) return s;
-  if (::renameat(fd_, tmp.c_str(), fd_, name.c_str()) != 0) return ErrnoError(errno, path);
+  if (::renameat(fd_, tmp.c_str(), fd_, name.c_str()) != 0)
+    return ErrnoError(errno, path);
   names_.back() = name;
   return OkStatus();
 }
 
 Status BackupDir::SyncNames() {
-  if (::fsync(fd_) != 0) return ErrnoError(errno, "syncing the directory " + dir_);
+  if (::fsync(fd_) != 0)
+    return ErrnoError(errno, "syncing the directory " + dir_);
   return OkStatus();
 }
 
@@ -322,14 +341,16 @@ Status BackupDir::SyncParent() {
   int parent = ::openat(fd_, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (parent < 0) return ErrnoError(errno, "opening the parent of " + dir_);
   Status s = OkStatus();
-  if (::fsync(parent) != 0) s = ErrnoError(errno, "syncing the parent of " + dir_);
+  if (::fsync(parent) != 0)
+    s = ErrnoError(errno, "syncing the parent of " + dir_);
   ::close(parent);
   return s;
 }
 
 // --- BackupSource ---
 
-StatusOr<std::unique_ptr<BackupSource>> BackupSource::Open(const std::string& dir) {
+StatusOr<std::unique_ptr<BackupSource>> BackupSource::Open(
+    const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0 && (errno == ENOENT || errno == ENOTDIR)) {
     return NotFoundError(dir + " is not a directory");
@@ -342,8 +363,10 @@ BackupSource::~BackupSource() { ::close(fd_); }
 
 StatusOr<std::string> BackupSource::ReadDocument(const std::string& name) {
   const std::string path = PathOf(name);
-  int fd = ::openat(fd_, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0 && errno == ELOOP) return CorruptionError(path + " is a symbolic link");
+  int fd = ::openat(fd_, name.c_str(),
+                    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0 && errno == ELOOP)
+    return CorruptionError(path + " is a symbolic link");
   if (fd < 0) return ErrnoError(errno, path);
   struct Closer {
     int fd;
@@ -351,14 +374,17 @@ StatusOr<std::string> BackupSource::ReadDocument(const std::string& name) {
   } closer{fd};
   struct stat st;
   if (::fstat(fd, &st) != 0) return ErrnoError(errno, path);
-  if (!S_ISREG(st.st_mode)) return CorruptionError(path + " is not a regular file");
+  if (!S_ISREG(st.st_mode))
+    return CorruptionError(path + " is not a regular file");
   if (static_cast<uint64_t>(st.st_size) > kMaxDocument) {
     return CorruptionError(path + " is " + std::to_string(st.st_size) +
                            " bytes, more than a backup document can be");
   }
   std::string text(static_cast<size_t>(st.st_size), '\0');
   VSS_RETURN_IF_ERROR(PreadAll(
-      fd, std::span<uint8_t>(reinterpret_cast<uint8_t*>(text.data()), text.size()), 0, path));
+      fd,
+      std::span<uint8_t>(reinterpret_cast<uint8_t*>(text.data()), text.size()),
+      0, path));
   return text;
 }
 
@@ -373,12 +399,14 @@ StatusOr<std::vector<ManifestVolume>> BackupSource::ReadManifest() {
   }
   const int64_t version = m["version"].get<int64_t>();
   if (version == 1) {
-    return UnsupportedError(path +
-                            ": a version 1 backup has no image checksums, so its images "
-                            "cannot be verified; restore refuses it");
+    return UnsupportedError(
+        path +
+        ": a version 1 backup has no image checksums, so its images "
+        "cannot be verified; restore refuses it");
   }
   if (version != kBackupManifestVersion) {
-    return UnsupportedError(path + ": manifest version " + std::to_string(version) +
+    return UnsupportedError(path + ": manifest version " +
+                            std::to_string(version) +
                             " is not one this vssctl knows (" +
                             std::to_string(kBackupManifestVersion) + ")");
   }
@@ -392,25 +420,28 @@ StatusOr<std::vector<ManifestVolume>> BackupSource::ReadManifest() {
     const Json* image = field("image");
     const Json* size = field("size");
     const Json* sum = field("xxh3_128");
-    if (!volume || !volume->is_string() || !image || !image->is_string() || !size ||
-        !size->is_number_unsigned() || !sum || !sum->is_string()) {
-      return CorruptionError(path +
-                             " is damaged (a volume entry lacks volume, image, size or "
-                             "xxh3_128)");
+    if (!volume || !volume->is_string() || !image || !image->is_string() ||
+        !size || !size->is_number_unsigned() || !sum || !sum->is_string()) {
+      return CorruptionError(
+          path +
+          " is damaged (a volume entry lacks volume, image, size or "
+          "xxh3_128)");
     }
     ManifestVolume mv{volume->get<std::string>(), image->get<std::string>(),
                       size->get<uint64_t>(), sum->get<std::string>()};
     if (!IsPlainFileName(mv.image)) {
-      return CorruptionError(path + ": volume '" + mv.volume + "': image '" + mv.image +
-                             "' is not a file name inside the backup directory");
+      return CorruptionError(
+          path + ": volume '" + mv.volume + "': image '" + mv.image +
+          "' is not a file name inside the backup directory");
     }
     if (!IsHex128(mv.xxh3_128)) {
-      return CorruptionError(path + ": volume '" + mv.volume + "': xxh3_128 '" + mv.xxh3_128 +
-                             "' is not 32 lowercase hex digits");
+      return CorruptionError(path + ": volume '" + mv.volume + "': xxh3_128 '" +
+                             mv.xxh3_128 + "' is not 32 lowercase hex digits");
     }
     for (const ManifestVolume& other : out) {
       if (other.volume == mv.volume) {
-        return CorruptionError(path + ": volume '" + mv.volume + "' is listed twice");
+        return CorruptionError(path + ": volume '" + mv.volume +
+                               "' is listed twice");
       }
     }
     out.push_back(std::move(mv));
@@ -422,12 +453,14 @@ StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedImage(
     const ManifestVolume& v) {
   const std::string path = PathOf(v.image);
   if (!IsPlainFileName(v.image)) {
-    return CorruptionError(path + " is not a file name inside the backup directory");
+    return CorruptionError(path +
+                           " is not a file name inside the backup directory");
   }
   // O_NOFOLLOW: a symlink planted in the backup is refused, not followed.
   // O_NONBLOCK: opening a FIFO does not wait for a writer (it is refused
   // as not a regular file below).
-  int fd = ::openat(fd_, v.image.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  int fd = ::openat(fd_, v.image.c_str(),
+                    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0 && errno == ELOOP) {
     return CorruptionError(path + " is a symbolic link, not a backup image");
   }
@@ -435,12 +468,15 @@ StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedImage(
   auto image = std::make_unique<ImageFile>(path, fd, v.size);  // owns fd
   struct stat st;
   if (::fstat(fd, &st) != 0) return ErrnoError(errno, path);
-  if (!S_ISREG(st.st_mode)) return CorruptionError(path + " is not a regular file");
+  if (!S_ISREG(st.st_mode))
+    return CorruptionError(path + " is not a regular file");
   if (static_cast<uint64_t>(st.st_size) != v.size) {
     return CorruptionError(path + " is " + std::to_string(st.st_size) +
-                           " bytes but the manifest says " + std::to_string(v.size));
+                           " bytes but the manifest says " +
+                           std::to_string(v.size));
   }
-  VSS_ASSIGN_OR_RETURN(std::string sum, HashFile(fd, v.size, path, "verifying " + path));
+  VSS_ASSIGN_OR_RETURN(std::string sum,
+                       HashFile(fd, v.size, path, "verifying " + path));
   if (sum != v.xxh3_128) {
     return CorruptionError(path + " is damaged: its XXH3-128 is " + sum +
                            ", the manifest recorded " + v.xxh3_128);
