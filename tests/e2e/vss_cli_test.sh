@@ -60,6 +60,12 @@ expect_fail() {
   ok "$what: store unchanged" eq "$before" "$after"
 }
 shadow_count() { v shadow list --json | jq length; }
+# flip_byte FILE OFFSET: inverts one byte in place (a damaged backup).
+flip_byte() {
+  local b
+  b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+  printf "\\x$(printf %02x $((b ^ 0xff)))" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
 
 setup() {
   expect_ok "volume create disk" volume create disk.img --size 16M --name disk
@@ -195,6 +201,187 @@ test_backup_restore() {
   ok "incremental: says how many stamps" contains "$out" "with the previous backup's stamps"
 }
 
+# ----------------------------------------- backup files: private, durable
+# Modes: files 0600 and a created directory 0700 whatever the umask.
+test_backup_private() {
+  (umask 022 && v backup disk data --to bkp >/dev/null 2>err)
+  ok "backup under umask 022: exit 0 ($(cat err))" eq "$?" 0
+  ok "umask 022: backup dir 0700" eq "$(stat -c %a bkp)" 700
+  local f
+  for f in bkp/disk.img bkp/data.img bkp/backup.json bkp/manifest.json; do
+    ok "umask 022: $f 0600" eq "$(stat -c %a "$f")" 600
+  done
+  ok "umask 022: no temporary files left" eq "$(ls bkp | sort | tr '\n' ' ')" \
+    "backup.json data.img disk.img manifest.json "
+  mkdir bkp-existing && chmod 755 bkp-existing
+  (umask 0 && v backup disk --to bkp-existing >/dev/null 2>err)
+  ok "umask 0, existing dir: exit 0 ($(cat err))" eq "$?" 0
+  for f in bkp-existing/disk.img bkp-existing/backup.json bkp-existing/manifest.json; do
+    ok "umask 0: $f 0600" eq "$(stat -c %a "$f")" 600
+  done
+  # The manifest records a checksum per image (format version 2).
+  ok "manifest version 2" eq "$(jq .version bkp/manifest.json)" 2
+  ok "manifest: an xxh3_128 of 32 hex digits per volume" \
+    eq "$(jq '[.volumes[].xxh3_128 | test("^[0-9a-f]{32}$")] | all' bkp/manifest.json)" true
+  ok "manifest: the two checksums differ" \
+    test "$(jq -r '.volumes[0].xxh3_128' bkp/manifest.json)" != \
+         "$(jq -r '.volumes[1].xxh3_128' bkp/manifest.json)"
+}
+
+# A backup stopped by SIGKILL at the instant its shadows would be released
+# (the test-only fault point VSSCTL_TEST_KILL_AT=backup-release) is complete
+# and restores exactly, and its shadow was not released. SIGKILL alone
+# cannot show that the data reached the medium (the page cache survives
+# it), so when strace is available the same run is traced and the order of
+# the syncs is checked on the system calls themselves: every image
+# fdatasync'ed and the manifest fsync'ed before the manifest's rename, then
+# the backup directory and its parent fsync'ed, all before the kill.
+test_backup_kill_before_release() {
+  local before rc
+  v volume read disk --offset 0 --length 16M >disk.kill
+  before=$(shadow_count)
+  local -a run=(env VSSCTL_TEST_KILL_AT=backup-release "$VSSCTL")
+  local traced=0
+  if command -v strace >/dev/null && strace -o /dev/null true 2>/dev/null; then
+    run=(strace -f -y -o "$work/kill.trace"
+         -e trace=fsync,fdatasync,rename,renameat,renameat2,kill,tgkill "${run[@]}")
+    traced=1
+  else
+    echo "note: strace unavailable; the sync order is not traced"
+  fi
+  # (the braces keep bash's "Killed" notice off the test's output)
+  { "${run[@]}" backup disk --to bk-kill --context app-rollback >/dev/null 2>err; } 2>/dev/null
+  rc=$?
+  ok "killed at backup-release: exit 137, got $rc ($(cat err))" eq "$rc" 137
+  ok "killed: manifest.json in place" test -s bk-kill/manifest.json
+  ok "killed: no temporary files" eq "$(ls bk-kill | sort | tr '\n' ' ')" \
+    "backup.json disk.img manifest.json "
+  ok "killed: the shadow was not released" eq "$(shadow_count)" $((before + 1))
+  v volume write disk --offset 0 --pattern 0x77 --length 2M >/dev/null
+  expect_ok "restore of the killed backup" restore bk-kill
+  ok "killed backup: volume back exactly" \
+    cmp -s <(v volume read disk --offset 0 --length 16M) disk.kill
+
+  if [[ $traced == 1 ]]; then
+    local t=$work/kill.trace dir parent
+    dir=$(realpath bk-kill)
+    parent=$(dirname "$dir")
+    line() { grep -n -E "$1" "$t" | head -1 | cut -d: -f1; }
+    local img mtmp mren dsync psync kill
+    img=$(line "fdatasync\([0-9]+<$dir/disk\.img>\) = 0")
+    mtmp=$(line "fsync\([0-9]+<$dir/manifest\.json\.tmp>\) = 0")
+    mren=$(line "rename(at2?)?\(.*\"manifest\.json\.tmp\".*\"manifest\.json\".*= 0")
+    dsync=$(grep -n -E "fsync\([0-9]+<$dir>\) = 0" "$t" | tail -1 | cut -d: -f1)
+    psync=$(grep -n -E "fsync\([0-9]+<$parent>\) = 0" "$t" | tail -1 | cut -d: -f1)
+    kill=$(line "(tgkill|kill)\(.*SIGKILL")
+    ok "trace: image fdatasync'ed (line ${img:-none})" test -n "$img"
+    ok "trace: manifest fsync'ed (line ${mtmp:-none})" test -n "$mtmp"
+    ok "trace: manifest renamed (line ${mren:-none})" test -n "$mren"
+    ok "trace: directory fsync'ed (line ${dsync:-none})" test -n "$dsync"
+    ok "trace: parent fsync'ed (line ${psync:-none})" test -n "$psync"
+    ok "trace: the kill point reached (line ${kill:-none})" test -n "$kill"
+    ok "trace: image synced before the manifest's rename" test "${img:-9999999}" -lt "${mren:-0}"
+    ok "trace: manifest synced before its rename" test "${mtmp:-9999999}" -lt "${mren:-0}"
+    ok "trace: directory synced after the rename" test "${dsync:-0}" -gt "${mren:-9999999}"
+    ok "trace: parent synced after the directory" test "${psync:-0}" -gt "${dsync:-9999999}"
+    ok "trace: all before the release point" test "${psync:-9999999}" -lt "${kill:-0}"
+  fi
+}
+
+# ---------------------------------------- restore checks the backup first
+# Every refusal: exit 1, one line naming the file and the fault, volumes
+# unchanged (expect_fail compares the images' bytes before and after).
+test_restore_refuses_bad_backups() {
+  v backup disk data --to bkr >/dev/null 2>&1
+  v volume write disk --offset 0 --pattern 0x66 --length 3M >/dev/null
+  v volume write data --offset 0 --pattern 0x67 --length 3M >/dev/null
+  v volume read disk --offset 0 --length 16M >disk.now
+  v volume read data --offset 0 --length 8M >data.now
+
+  # Path traversal: an image outside the backup directory.
+  mkdir -p outside
+  head -c 16M /dev/urandom >outside/secret.bin && chmod 600 outside/secret.bin
+  cp -r bkr bk-trav
+  jq '(.volumes[] | select(.volume == "disk") | .image) = "../outside/secret.bin"' \
+    bkr/manifest.json >bk-trav/manifest.json
+  expect_fail 1 "restore: image ../outside/secret.bin refused" restore bk-trav
+  ok "traversal: names the image" contains "$errline" "../outside/secret.bin"
+  ok "traversal: says it is outside" contains "$errline" "not a file name inside the backup"
+  ok "traversal: disk bytes unchanged" cmp -s <(v volume read disk --offset 0 --length 16M) disk.now
+  jq '(.volumes[] | select(.volume == "disk") | .image) = "/etc/passwd"' \
+    bkr/manifest.json >bk-trav/manifest.json
+  expect_fail 1 "restore: absolute image path refused" restore bk-trav
+  jq '(.volumes[] | select(.volume == "disk") | .image) = ".."' \
+    bkr/manifest.json >bk-trav/manifest.json
+  expect_fail 1 "restore: image .. refused" restore bk-trav
+
+  # A symlink planted in place of an image is not followed.
+  cp -r bkr bk-link
+  rm bk-link/disk.img && ln -s ../outside/secret.bin bk-link/disk.img
+  expect_fail 1 "restore: symlinked image refused" restore bk-link
+  ok "symlink: says so" contains "$errline" "symbolic link"
+
+  # Sizes: the manifest's against the image file's.
+  cp -r bkr bk-size
+  jq '(.volumes[] | select(.volume == "disk") | .size) = 8388608' \
+    bkr/manifest.json >bk-size/manifest.json
+  expect_fail 1 "restore: manifest size differs from the image" restore bk-size
+  ok "wrong size: names the image" contains "$errline" "bk-size/disk.img"
+  ok "wrong size: names both sizes" contains "$errline" "16777216 bytes but the manifest says 8388608"
+  cp -r bkr bk-short
+  truncate -s 15M bk-short/disk.img
+  expect_fail 1 "restore: truncated image refused" restore bk-short
+  ok "truncated: names the image" contains "$errline" "bk-short/disk.img"
+
+  # One flipped byte, in data and in a hole; and a damaged second volume
+  # stops the restore of the first too (all are checked before any write).
+  cp -r bkr bk-flip
+  flip_byte bk-flip/disk.img $((1024 * 1024 + 5))
+  expect_fail 1 "restore: flipped byte refused" restore bk-flip
+  ok "flipped byte: names the image" contains "$errline" "bk-flip/disk.img"
+  ok "flipped byte: says damaged" contains "$errline" "damaged"
+  ok "flipped byte: disk bytes unchanged" cmp -s <(v volume read disk --offset 0 --length 16M) disk.now
+  cp -r bkr bk-hole
+  flip_byte bk-hole/disk.img $((14 * 1024 * 1024))
+  expect_fail 1 "restore: byte set in a hole refused" restore bk-hole
+  cp -r bkr bk-second
+  flip_byte bk-second/data.img 100
+  expect_fail 1 "restore: second volume damaged, nothing restored" restore bk-second
+  ok "second damaged: names data.img" contains "$errline" "bk-second/data.img"
+  ok "second damaged: disk unchanged" cmp -s <(v volume read disk --offset 0 --length 16M) disk.now
+  ok "second damaged: data unchanged" cmp -s <(v volume read data --offset 0 --length 8M) data.now
+
+  # Manifests without checksums: version 1 (older vssctl) and a version 2
+  # entry that lacks one.
+  cp -r bkr bk-v1
+  jq '.version = 1 | del(.volumes[].xxh3_128)' bkr/manifest.json >bk-v1/manifest.json
+  expect_fail 1 "restore: version 1 backup refused" restore bk-v1
+  ok "version 1: says why" contains "$errline" "no image checksums"
+  jq 'del(.volumes[0].xxh3_128)' bkr/manifest.json >bk-v1/manifest.json
+  expect_fail 1 "restore: entry without xxh3_128 refused" restore bk-v1
+  jq '.volumes[0].xxh3_128 = "zz"' bkr/manifest.json >bk-v1/manifest.json
+  expect_fail 1 "restore: malformed xxh3_128 refused" restore bk-v1
+  cp -r bkr bk-mlink
+  mv bk-mlink/manifest.json bk-mlink/real.json && ln -s real.json bk-mlink/manifest.json
+  expect_fail 1 "restore: symlinked manifest refused" restore bk-mlink
+
+  # The good backup still restores exactly, and so does an incremental one.
+  expect_ok "restore: the good backup" restore bkr
+  ok "good backup: disk exact" cmp -s <(v volume read disk --offset 0 --length 16M) bkr/disk.img
+  ok "good backup: data exact" cmp -s <(v volume read data --offset 0 --length 8M) bkr/data.img
+  v volume write disk --offset 5M --pattern 0x12 --length 1M >/dev/null
+  v volume read disk --offset 0 --length 16M >disk.inc
+  expect_ok "incremental backup with --base" backup disk --to bkr-inc --type incremental --base bkr
+  ok "incremental: checksummed" \
+    eq "$(jq '.volumes[0].xxh3_128 | test("^[0-9a-f]{32}$")' bkr-inc/manifest.json)" true
+  v volume write disk --offset 0 --pattern 0x13 --length 8M >/dev/null
+  cp -r bkr-inc bkr-inc-flip
+  flip_byte bkr-inc-flip/disk.img $((5 * 1024 * 1024))
+  expect_fail 1 "restore: damaged incremental refused" restore bkr-inc-flip
+  expect_ok "restore: the incremental backup" restore bkr-inc
+  ok "incremental: disk exact" cmp -s <(v volume read disk --offset 0 --length 16M) disk.inc
+}
+
 test_backup_restore_bad_input() {
   expect_fail 2 "backup without --to" backup disk
   expect_fail 2 "backup --type bogus" backup disk --to bkx --type bogus
@@ -247,6 +434,9 @@ setup
 test_providers_writers
 test_shadow_create_contexts
 test_backup_restore
+test_backup_private
+test_backup_kill_before_release
+test_restore_refuses_bad_backups
 test_backup_restore_bad_input
 
 echo "vss_cli_test: $checks checks, $failures failed"

@@ -14,30 +14,27 @@
 // reads shadow/<id> and writes live/<volume> through vssd's NBD exports on
 // STORE/nbd.sock; both go through the same engine in vssd.
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
 
+#include "backup_dir.h"
 #include "common.h"
 #include "fuse/nbd_device.h"
 #include "vss/api/service.h"
 #include "vss/engine/volume.h"
-#include "vss/raw_image.h"
 
 namespace vss::tools {
 namespace {
 
 constexpr uint64_t kPiece = uint64_t{1} << 20;
-constexpr int kManifestVersion = 1;
 
 struct NamedContext {
   const char* name;
@@ -413,75 +410,12 @@ StatusOr<std::string> ReadFile(const std::string& path) {
   return s.str();
 }
 
-// Writes `text` to `path` through a temporary file and a rename.
-Status WriteFile(const std::string& path, const std::string& text) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) {
-      ::unlink(tmp.c_str());
-      return IoError("writing " + path);
-    }
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    Status s = ErrnoError(errno, path);
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  return OkStatus();
-}
-
 // The image file name of a volume in a backup directory.
 std::string ImageName(const std::string& volume) {
   std::string name = volume;
   std::replace(name.begin(), name.end(), '/', '_');
   return name + ".img";
 }
-
-// A backup directory being filled: created when missing (an existing one
-// must be empty); on failure everything this run put there is removed.
-class BackupDir {
- public:
-  explicit BackupDir(std::string dir) : dir_(std::move(dir)) {}
-  ~BackupDir() {
-    if (committed_) return;
-    for (auto it = files_.rbegin(); it != files_.rend(); ++it) ::unlink(it->c_str());
-    if (created_) ::rmdir(dir_.c_str());
-  }
-  BackupDir(const BackupDir&) = delete;
-  BackupDir& operator=(const BackupDir&) = delete;
-
-  Status Prepare() {
-    std::error_code ec;
-    if (std::filesystem::exists(dir_, ec)) {
-      if (!std::filesystem::is_directory(dir_, ec)) {
-        return AlreadyExistsError("--to " + dir_ + " exists and is not a directory");
-      }
-      if (!std::filesystem::is_empty(dir_, ec)) {
-        return AlreadyExistsError("--to " + dir_ + " is not empty; not overwriting a backup");
-      }
-      return OkStatus();
-    }
-    if (::mkdir(dir_.c_str(), 0755) != 0) return ErrnoError(errno, "--to " + dir_);
-    created_ = true;
-    return OkStatus();
-  }
-  // `name` inside the directory, removed on failure from now on.
-  std::string Track(const std::string& name) {
-    files_.push_back(dir_ + "/" + name);
-    return files_.back();
-  }
-  void Commit() { committed_ = true; }
-  const std::string& dir() const { return dir_; }
-
- private:
-  std::string dir_;
-  bool created_ = false;
-  bool committed_ = false;
-  std::vector<std::string> files_;
-};
 
 // --- writers list, providers list ---
 
@@ -595,30 +529,30 @@ Status RunBackup(Cli& cli, const BackupOptions& o) {
                                      "use a persistent --context (app-rollback, "
                                      "client-accessible-writers, ...) with --keep-shadows"));
   }
-  BackupDir dir(o.to);
-  VSS_RETURN_IF_ERROR(dir.Prepare());
+  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BackupDir> dir, BackupDir::Create(o.to));
   VSS_ASSIGN_OR_RETURN(std::unique_ptr<BackupComponents> bc,
                        FromVssOr(service->CreateBackupComponents(), "CreateVssBackupComponents"));
   SetResult set;
   VSS_RETURN_IF_ERROR(CreateSet(cli, *bc, req, set));
 
-  // Copy each shadow into a sparse image.
+  // Copy each shadow into a sparse image, each one synced and read back
+  // against its checksum (BackupDir::WriteImage).
   Json volumes = Json::array();
   for (const SnapshotProp& p : set.shadows) {
     std::string image_name = ImageName(p.original_volume_name);
-    std::string path = dir.Track(image_name);
     Status s = [&]() -> Status {
       VSS_ASSIGN_OR_RETURN(std::unique_ptr<BlockDevice> view,
                            OpenShadowView(*service, p.snapshot_id));
-      VSS_ASSIGN_OR_RETURN(auto image, RawImage::Create(path, view->size()));
-      VSS_ASSIGN_OR_RETURN(uint64_t data,
-                           CopySparse(*view, *image, "copying " + p.original_volume_name));
+      VSS_ASSIGN_OR_RETURN(
+          BackupDir::ImageResult image,
+          dir->WriteImage(image_name, *view, "copying " + p.original_volume_name));
       volumes.push_back({{"volume", p.original_volume_name},
                          {"shadow_id", p.snapshot_id.ToString()},
                          {"device_object", p.snapshot_device_object},
                          {"image", image_name},
-                         {"size", view->size()},
-                         {"data_bytes", data}});
+                         {"size", image.size},
+                         {"xxh3_128", image.xxh3_128},
+                         {"data_bytes", image.data_bytes}});
       return OkStatus();
     }();
     if (!s.ok()) {
@@ -628,6 +562,13 @@ Status RunBackup(Cli& cli, const BackupOptions& o) {
                          p.original_volume_name + "'",
                      VssStatus::FromStatus(s));
     }
+  }
+  // Orders the images' names (their bytes were synced one by one) before
+  // BackupComplete: a writer may truncate its logs once told the backup
+  // succeeded, so the data must be on the medium first.
+  if (Status s = dir->SyncNames(); !s.ok()) {
+    DeleteSet(*bc, set.set_id).IgnoreError();
+    return Aborted(cli, *bc, "syncing the backup directory", VssStatus::FromStatus(s));
   }
 
   // The backup is in DIR: tell the writers.
@@ -643,7 +584,7 @@ Status RunBackup(Cli& cli, const BackupOptions& o) {
   std::vector<WriterStatus> writers = WriterStatuses(*bc);
   VSS_ASSIGN_OR_RETURN(std::string bcd, FromVssOr(bc->SaveAsJson(), "SaveAsJson"));
 
-  Json manifest{{"version", kManifestVersion},
+  Json manifest{{"version", kBackupManifestVersion},
                 {"created", Iso8601Now()},
                 {"store", service->store_dir()},
                 {"service", ServiceKind(*service)},
@@ -660,10 +601,26 @@ Status RunBackup(Cli& cli, const BackupOptions& o) {
     manifest["base"] = o.base;
     manifest["previous_stamps"] = set.previous_stamps;
   }
-  VSS_RETURN_IF_ERROR(WriteFile(dir.Track("backup.json"), bcd));
-  VSS_RETURN_IF_ERROR(WriteFile(dir.Track("manifest.json"), manifest.dump(2) + "\n"));
-  if (!o.keep_shadows) VSS_RETURN_IF_ERROR(DeleteSet(*bc, set.set_id));
-  dir.Commit();
+  // backup.json before manifest.json: the manifest is the mark of a
+  // complete backup, so it is the last name to appear (each document is
+  // fsync'ed before its rename, see WriteDocument).
+  VSS_RETURN_IF_ERROR(dir->WriteDocument("backup.json", bcd));
+  VSS_RETURN_IF_ERROR(dir->WriteDocument("manifest.json", manifest.dump(2) + "\n"));
+  // Orders the renames of backup.json and manifest.json (and the images'
+  // names) before the release of the shadows below.
+  VSS_RETURN_IF_ERROR(dir->SyncNames());
+  // Orders the backup directory's own entry (new when --to was created)
+  // before the release of the shadows: without it a crash could lose the
+  // whole directory after the shadows are gone.
+  VSS_RETURN_IF_ERROR(dir->SyncParent());
+  // The backup is durable and complete: from here the shadows may go.
+  TestKillPoint("backup-release");
+  dir->Commit();
+  if (!o.keep_shadows) {
+    if (Status s = DeleteSet(*bc, set.set_id); !s.ok()) {
+      return s.WithContext("the backup in " + o.to + " is complete");
+    }
+  }
 
   if (cli.json) {
     manifest["dir"] = o.to;
@@ -706,27 +663,9 @@ struct RestoreOptions {
 struct RestoreItem {
   std::string volume;
   std::string image_path;
-  std::unique_ptr<RawImage> image;
+  std::unique_ptr<BlockDevice> image;  // verified against its checksum
   LiveVolume target;
 };
-
-StatusOr<Json> ReadManifest(const std::string& dir) {
-  VSS_ASSIGN_OR_RETURN(std::string text, ReadFile(dir + "/manifest.json"));
-  Json m = Json::parse(text, nullptr, false);
-  if (m.is_discarded() || !m.is_object() || !m.contains("volumes") ||
-      !m["volumes"].is_array()) {
-    return CorruptionError(dir + "/manifest.json is damaged (not a vssctl backup manifest)");
-  }
-  for (const Json& v : m["volumes"]) {
-    if (!v.is_object() || !v.contains("volume") || !v["volume"].is_string() ||
-        !v.contains("image") || !v["image"].is_string() || !v.contains("size") ||
-        !v["size"].is_number_unsigned()) {
-      return CorruptionError(dir + "/manifest.json is damaged (a volume entry lacks "
-                                   "volume, image or size)");
-    }
-  }
-  return m;
-}
 
 std::vector<ComponentKey> ComponentsOf(const BackupComponentsDocument& doc) {
   std::vector<ComponentKey> out;
@@ -740,42 +679,44 @@ std::vector<ComponentKey> ComponentsOf(const BackupComponentsDocument& doc) {
 }
 
 Status RunRestore(Cli& cli, const RestoreOptions& o) {
-  struct stat st;
-  if (::stat(o.dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return NotFoundError(o.dir + " is not a directory");
-  }
-  StatusOr<std::string> bcd = ReadFile(o.dir + "/backup.json");
-  if (!bcd.ok()) {
+  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BackupSource> source, BackupSource::Open(o.dir));
+  StatusOr<std::string> bcd = source->ReadDocument("backup.json");
+  if (!bcd.ok() && bcd.status().code() == StatusCode::kNotFound) {
     return NotFoundError(o.dir + " has no backup.json: not a backup made by vssctl backup");
   }
-  VSS_ASSIGN_OR_RETURN(Json manifest, ReadManifest(o.dir));
+  if (!bcd.ok()) return bcd.status();
+  VSS_ASSIGN_OR_RETURN(std::vector<ManifestVolume> manifest, source->ReadManifest());
   VSS_ASSIGN_OR_RETURN(BackupComponentsDocument doc,
                        FromVssOr(BackupComponentsFromJson(*bcd), o.dir + "/backup.json"));
 
   // Which volumes, and can they be restored: every check before any change.
   std::vector<RestoreItem> items;
   std::string held;
-  for (const Json& v : manifest["volumes"]) {
-    std::string name = v["volume"].get<std::string>();
-    held += (held.empty() ? "" : ", ") + name;
-    if (!o.volume.empty() && name != o.volume) continue;
+  for (const ManifestVolume& v : manifest) {
+    held += (held.empty() ? "" : ", ") + v.volume;
+    if (!o.volume.empty() && v.volume != o.volume) continue;
     RestoreItem item;
-    item.volume = name;
-    item.image_path = o.dir + "/" + v["image"].get<std::string>();
+    item.volume = v.volume;
+    item.image_path = source->PathOf(v.image);
     items.push_back(std::move(item));
   }
   if (items.empty()) {
     return NotFoundError("volume '" + o.volume + "' is not in the backup in " + o.dir +
                          " (it holds: " + (held.empty() ? "nothing" : held) + ")");
   }
+  // Every image is checked (a file inside the backup, of the recorded size,
+  // with the recorded checksum) before the store is even opened.
+  for (RestoreItem& item : items) {
+    for (const ManifestVolume& v : manifest) {
+      if (v.volume != item.volume) continue;
+      VSS_ASSIGN_OR_RETURN(item.image, source->OpenVerifiedImage(v));
+    }
+  }
   VSS_ASSIGN_OR_RETURN(std::unique_ptr<Service> service, Connect(cli));
   VSS_ASSIGN_OR_RETURN(std::unique_ptr<BackupComponents> bc,
                        FromVssOr(service->CreateBackupComponents(), "CreateVssBackupComponents"));
   VSS_RETURN_IF_ERROR(FromVss(bc->InitializeForRestore(*bcd), "InitializeForRestore"));
   for (RestoreItem& item : items) {
-    RawImageOptions ro;
-    ro.read_only = true;
-    VSS_ASSIGN_OR_RETURN(item.image, RawImage::Open(item.image_path, ro));
     StatusOr<LiveVolume> target = OpenLiveVolume(*service, item.volume);
     if (!target.ok()) {
       return target.status().WithContext("restoring volume '" + item.volume + "'");
@@ -789,7 +730,7 @@ Status RunRestore(Cli& cli, const RestoreOptions& o) {
     }
   }
 
-  // The restore sequence.
+// The restore sequence.
   VSS_RETURN_IF_ERROR(FromVss(WaitFor(bc->GatherWriterMetadata()), "GatherWriterMetadata"));
   std::vector<ComponentKey> keys = ComponentsOf(doc);
   for (const ComponentKey& k : keys) {
@@ -894,8 +835,10 @@ void AddBackupRestore(CLI::App& app, Cli& cli) {
   backup->add_flag("--keep-shadows", bo->keep_shadows,
                    "Keep the shadow copies after the backup (default: delete them)");
   backup->footer(
-      "Writes DIR/backup.json (the backup components document), DIR/manifest.json\n"
-      "(volumes, shadow ids, sizes, writer states) and DIR/VOLUME.img per volume.\n"
+      "Writes DIR/VOLUME.img per volume, DIR/backup.json (the backup components\n"
+      "document) and, last, DIR/manifest.json (volumes, shadow ids, sizes, XXH3-128\n"
+      "checksums of the images, writer states), all synced to the medium before the\n"
+      "shadow copies are deleted; files 0600, a created DIR 0700.\n"
       "Examples:\n  vssctl backup disk --to /srv/backup/monday\n"
       "  vssctl backup disk data --to /srv/backup/tuesday --type incremental "
       "--base /srv/backup/monday");
@@ -913,6 +856,10 @@ void AddBackupRestore(CLI::App& app, Cli& cli) {
   restore->add_option("--volume", ro->volume, "Only this volume of the backup")
       ->type_name("VOLUME");
   restore->footer(
+      "Every image is checked first (a file of the backup directory, of the size in\n"
+      "manifest.json, with its XXH3-128 checksum); any mismatch refuses the restore\n"
+      "before a volume is touched. Backups without checksums (made by vssctl before\n"
+      "manifest version 2) are refused.\n"
       "Each volume must exist with the size it had; it is written through\n"
       "copy-on-write, so its existing shadow copies keep their contents.\n"
       "Examples:\n  vssctl restore /srv/backup/monday\n"

@@ -1,0 +1,142 @@
+// BackupDir and BackupSource: the files of a backup made by `vssctl
+// backup`, written so that a crash never leaves a backup that looks
+// complete but is not, and read back by `vssctl restore` without trusting
+// anything in them.
+//
+// A backup directory holds (all files 0600, a directory we create 0700,
+// whatever the umask):
+//   VOLUME.img     one sparse raw image per volume: the shadow's bytes;
+//   backup.json    the VSS backup components document;
+//   manifest.json  written last: its presence marks a complete backup.
+// manifest.json (version 2) is a JSON object; restore relies on these
+// fields:
+//   "version": 2,
+//   "volumes": [{"volume": NAME, "image": FILE, "size": BYTES,
+//                "xxh3_128": HEX, "shadow_id": ID, "device_object": PATH,
+//                "data_bytes": BYTES}, ...]
+// where FILE is a plain file name in the backup directory (no '/', not
+// "." or ".."), BYTES the image's and the volume's size, and HEX the
+// XXH3-128 of all the image's bytes (holes read as zeroes), 32 lowercase
+// hex digits in xxHash's canonical (big-endian) order, as `xxhsum -H2`
+// prints it. Version 1 manifests (no checksums) are refused by restore.
+//
+// Durability order of a backup (BackupDir): each image is written,
+// fdatasync'ed and read back against its checksum; the directory is
+// fsync'ed (image names) before the writers hear BackupComplete; backup.json
+// and then manifest.json are each written to a temporary name, fsync'ed and
+// renamed; the directory and then its parent are fsync'ed; only then may
+// the shadows be released.
+//
+// Single-threaded, like the rest of vssctl.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "vss/block_device.h"
+#include "vss/status.h"
+
+namespace vss::tools {
+
+inline constexpr int kBackupManifestVersion = 2;
+
+// A backup directory being filled. On destruction without Commit(), every
+// file this run made is removed, and the directory if this run created it.
+class BackupDir {
+ public:
+  // Creates `dir` (0700) or takes an existing empty directory.
+  // kAlreadyExists when it is not a directory or not empty; errors name
+  // `--to DIR`.
+  static StatusOr<std::unique_ptr<BackupDir>> Create(const std::string& dir);
+  ~BackupDir();
+  BackupDir(const BackupDir&) = delete;
+  BackupDir& operator=(const BackupDir&) = delete;
+
+  struct ImageResult {
+    uint64_t size = 0;        // bytes, = the source's size
+    uint64_t data_bytes = 0;  // non-zero bytes written
+    std::string xxh3_128;     // hex, of every byte of the image
+  };
+  // Copies `src` into a new sparse image `name` (0600): every byte is
+  // hashed, non-zero pieces are written, the file is fdatasync'ed and then
+  // read back (after dropping its cached pages) and its checksum compared.
+  // kCorruption when the read-back differs; I/O errors name the file.
+  StatusOr<ImageResult> WriteImage(const std::string& name, BlockDevice& src,
+                                   const std::string& what);
+  // Writes `text` to `name` through a temporary file that is fsync'ed and
+  // renamed over `name`. The name is durable after the next SyncNames().
+  Status WriteDocument(const std::string& name, const std::string& text);
+  // fsync on the backup directory: every name made in it so far (images,
+  // renamed documents) becomes durable.
+  Status SyncNames();
+  // fsync on the directory that holds the backup directory: the backup
+  // directory's own entry becomes durable.
+  Status SyncParent();
+  // Keeps everything: the backup is complete.
+  void Commit() { committed_ = true; }
+  const std::string& path() const { return dir_; }
+
+ private:
+  BackupDir(std::string dir, int fd, bool created)
+      : dir_(std::move(dir)), fd_(fd), created_(created) {}
+  std::string dir_;
+  int fd_;
+  bool created_;
+  bool committed_ = false;
+  std::vector<std::string> names_;  // made by this run, to remove on failure
+};
+
+// One volume of a backup's manifest, checked: `image` is a plain file name.
+struct ManifestVolume {
+  std::string volume;
+  std::string image;
+  uint64_t size = 0;
+  std::string xxh3_128;
+};
+
+// A backup directory opened for restore. Files are opened relative to the
+// directory's descriptor with O_NOFOLLOW, so nothing outside it is read.
+class BackupSource {
+ public:
+  // kNotFound when `dir` is not a directory.
+  static StatusOr<std::unique_ptr<BackupSource>> Open(const std::string& dir);
+  ~BackupSource();
+  BackupSource(const BackupSource&) = delete;
+  BackupSource& operator=(const BackupSource&) = delete;
+
+  // The text of a regular file `name` of the backup (at most 64 MiB).
+  // kNotFound when missing; kCorruption for a symlink or another kind of
+  // file.
+  StatusOr<std::string> ReadDocument(const std::string& name);
+  // The volumes of manifest.json, every field checked. kCorruption naming
+  // DIR/manifest.json and what is wrong; kUnsupported for a version 1
+  // backup (no checksums).
+  StatusOr<std::vector<ManifestVolume>> ReadManifest();
+  // Opens the image of `v` read-only, checks that it is a regular file of
+  // v.size bytes and that its bytes hash to v.xxh3_128. Each failure is one
+  // kCorruption naming the image file and what is wrong; the returned
+  // device reads the very file that was checked.
+  StatusOr<std::unique_ptr<BlockDevice>> OpenVerifiedImage(
+      const ManifestVolume& v);
+  // DIR/name, for messages.
+  std::string PathOf(const std::string& name) const {
+    return dir_ + "/" + name;
+  }
+
+ private:
+  BackupSource(std::string dir, int fd) : dir_(std::move(dir)), fd_(fd) {}
+  std::string dir_;
+  int fd_;
+};
+
+// The test-only fault point of `vssctl backup`: when the environment
+// variable VSSCTL_TEST_KILL_AT equals `point`, the process sends itself
+// SIGKILL. Tests use it to stop a backup at a chosen instant
+// ("backup-release": after the backup is durable, before the shadows are
+// released). Never set outside tests.
+void TestKillPoint(const char* point);
+
+}  // namespace vss::tools
