@@ -12,8 +12,9 @@ bool HasAt(std::span<const uint8_t> bytes, size_t offset,
   if (offset > bytes.size() || bytes.size() - offset < magic.size()) {
     return false;
   }
-  return std::equal(magic.begin(), magic.end(), bytes.begin() + offset,
-                    [](char m, uint8_t b) { return static_cast<uint8_t>(m) == b; });
+  return std::equal(
+      magic.begin(), magic.end(), bytes.begin() + offset,
+      [](char m, uint8_t b) { return static_cast<uint8_t>(m) == b; });
 }
 
 uint32_t LoadBe32(std::span<const uint8_t> b, size_t at) {
@@ -116,8 +117,8 @@ Status CheckRawImage(BlockDevice& dev, const std::string& path) {
   if (format == ImageFormat::kRaw) return OkStatus();
   std::string name(ImageFormatName(format));
   return UnsupportedError(path + " is a " + name +
-                          " image; vss reads only raw volumes until a " +
-                          name + " driver lands");
+                          " image; vss reads only raw volumes until a " + name +
+                          " driver lands");
 }
 
 }  // namespace vss

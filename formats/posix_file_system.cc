@@ -146,9 +146,8 @@ std::string Parent(const std::string& path) {
 }
 
 Status FsyncDir(const std::string& dir) {
-  int fd = RetryOnEintr([&] {
-    return open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  });
+  int fd = RetryOnEintr(
+      [&] { return open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); });
   if (fd < 0) return PathError(errno, dir, "open directory");
   int rc = RetryOnEintr([&] { return fsync(fd); });
   int err = errno;
@@ -181,8 +180,9 @@ class PosixFileSystem final : public FileSystem {
     // that exists (whose mode is its owner's business).
     int fd = -1;
     if (create) {
-      fd = RetryOnEintr(
-          [&] { return open(path.c_str(), base | O_CREAT | O_EXCL, kFileMode); });
+      fd = RetryOnEintr([&] {
+        return open(path.c_str(), base | O_CREAT | O_EXCL, kFileMode);
+      });
       if (fd >= 0) {
         if (fchmod(fd, kFileMode) < 0) {
           int err = errno;

@@ -8,10 +8,10 @@
 
 #include <cerrno>
 #include <chrono>
-#include <cstring>
-#include <random>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
+#include <random>
 #include <utility>
 
 #include "schema.h"
@@ -359,8 +359,8 @@ Status CreateCatalog(const std::string& path) {
       unlink((tmp + ext).c_str());
     }
   };
-  int fd = open(tmp.c_str(),
-                O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0600);
+  int fd = open(tmp.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW,
+                0600);
   if (fd < 0) return FileError(errno, path, "create " + tmp);
   int rc = fchmod(fd, 0600);  // whatever the umask
   int err = errno;

@@ -701,7 +701,8 @@ TEST_F(CatalogTest, DeleteVolume_CascadesToEverythingButEvents) {
   ShadowRow sb = MakeShadow(b, shared, 1);
   ASSERT_TRUE(catalog_->InsertShadow(sb).ok());
   for (const VolumeRow& v : {a, b}) {
-    ASSERT_TRUE(catalog_->UpsertDiffArea({v.id, "/d/" + v.name, kUnbounded, 0}).ok());
+    ASSERT_TRUE(
+        catalog_->UpsertDiffArea({v.id, "/d/" + v.name, kUnbounded, 0}).ok());
     ASSERT_TRUE(catalog_->InsertIndexRows(v.id, {MakeIndexRow(1, 1)}).ok());
     ASSERT_TRUE(catalog_->UpsertSegment(v.id, {1, 4096, 4096}).ok());
     ASSERT_TRUE(catalog_->InsertFreeRanges(v.id, {{1, 0, 4096}}).ok());
