@@ -1,5 +1,6 @@
 #include "vss/engine/store.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include "diff_area.h"
 #include "volume_state.h"
 #include "vss/engine/volume.h"
+#include "vss/image_probe.h"
 #include "vss/raw_image.h"
 
 namespace vss::engine {
@@ -31,14 +33,81 @@ std::string AbsolutePath(const std::string& path) {
   return ec ? path : abs.lexically_normal().string();
 }
 
+std::string ParentOf(const std::string& path) {
+  return std::filesystem::path(path).parent_path().string();
+}
+
+std::string BaseName(const std::string& path) {
+  return std::filesystem::path(path).filename().string();
+}
+
+// The canonical path of an image given by a user: realpath of the file when
+// it exists, else of its directory plus its name, else the lexically
+// normal absolute path (the opener then says what is wrong). A user may
+// name an image through a symbolic link; the store records where it leads.
+std::string CanonicalImagePath(const std::string& path) {
+  FileSystem* fs = FileSystem::Default();
+  if (StatusOr<std::string> real = fs->RealPath(path); real.ok()) return *real;
+  std::string abs = AbsolutePath(path);
+  if (StatusOr<std::string> dir = fs->RealPath(ParentOf(abs)); dir.ok()) {
+    return (*dir == "/" ? "" : *dir) + "/" + BaseName(abs);
+  }
+  return abs;
+}
+
+// An opened image must be the file its path names, not one reached through
+// a symbolic link in a directory of the path (O_NOFOLLOW guards only the
+// last component). The kernel's name for the descriptor says which file was
+// opened. Where /proc is not mounted the check is skipped.
+Status CheckOpenedByRealPath(const RawImage& img, const std::string& path) {
+  std::string link = "/proc/self/fd/" + std::to_string(img.fd());
+  char buf[4096];
+  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
+  if (n <= 0) return OkStatus();
+  std::string opened(buf, static_cast<size_t>(n));
+  if (opened == path) return OkStatus();
+  return FailedPreconditionError(path + " leads through a symbolic link to " + opened +
+                                 "; vss opens images only by their real path");
+}
+
+// The default ImageOpener: a raw image. A new image's name is made durable
+// before the catalog can refer to it; an existing one is opened only by its
+// real path and only when its header is no other disk-image format (rule
+// 11: a qcow2 file read as raw would be destroyed by the first write).
 StatusOr<std::unique_ptr<BlockDevice>> OpenRawImage(const std::string& path,
                                                     bool create, uint64_t size) {
   if (create) {
     VSS_ASSIGN_OR_RETURN(auto img, RawImage::Create(path, size));
+    // Orders the new image's name before the catalog row that names it.
+    VSS_RETURN_IF_ERROR(FileSystem::Default()->SyncDir(ParentOf(path)));
     return std::unique_ptr<BlockDevice>(std::move(img));
   }
   VSS_ASSIGN_OR_RETURN(auto img, RawImage::Open(path));
+  VSS_RETURN_IF_ERROR(CheckOpenedByRealPath(*img, path));
+  VSS_RETURN_IF_ERROR(CheckRawImage(*img, path));
   return std::unique_ptr<BlockDevice>(std::move(img));
+}
+
+// Why a store whose catalog.db is missing may not start afresh: it still
+// holds diff areas (or a catalog log), which a new catalog would orphan.
+Status CheckCatalogMissingSafely(const StoreOptions& o, const std::string& catalog) {
+  struct stat st;
+  if (lstat(catalog.c_str(), &st) == 0 || errno != ENOENT) return OkStatus();
+  if (lstat((catalog + "-wal").c_str(), &st) == 0) {
+    return CorruptionError("catalog " + catalog + " is missing but its log " + catalog +
+                           "-wal is there; restore the catalog, or move the store "
+                           "away to start a new one");
+  }
+  std::string diff = o.dir + "/diff";
+  if (o.fs->Exists(diff)) {
+    StatusOr<std::vector<std::string>> names = o.fs->List(diff);
+    if (!names.ok() || !names->empty()) {
+      return CorruptionError("catalog " + catalog + " is missing but the store holds diff areas (" +
+                             diff + "); restore the catalog, or move the store away to "
+                             "start a new one");
+    }
+  }
+  return OkStatus();
 }
 
 // Lower-case id text without braces, for matching.
@@ -96,13 +165,17 @@ StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
   options.dir = AbsolutePath(options.dir);
   if (!options.fs) options.fs = FileSystem::Default();
   if (!options.open_image) options.open_image = OpenRawImage;
+  // 0700 and durable in its parent (CreateDirs) before the catalog is made.
   VSS_RETURN_IF_ERROR(FileSystem::Default()->CreateDirs(options.dir)
                           .WithContext("store " + options.dir));
   if (options.catalog_fs != nullptr)
     VSS_RETURN_IF_ERROR(options.catalog_fs->CreateDirs(options.dir)
                             .WithContext("store " + options.dir));
-  VSS_ASSIGN_OR_RETURN(auto catalog, metadata::Catalog::Open(options.dir + "/catalog.db",
-                                                             options.catalog_fs));
+  const std::string catalog_path = options.dir + "/catalog.db";
+  if (options.catalog_fs == nullptr)
+    VSS_RETURN_IF_ERROR(CheckCatalogMissingSafely(options, catalog_path));
+  VSS_ASSIGN_OR_RETURN(auto catalog,
+                       metadata::Catalog::Open(catalog_path, options.catalog_fs));
   return std::unique_ptr<Store>(new Store(std::move(options), std::move(catalog)));
 }
 
@@ -114,7 +187,7 @@ StatusOr<metadata::VolumeRow> Store::CreateVolume(const CreateVolumeRequest& req
     return InvalidArgumentError("a new volume needs a size greater than zero");
   metadata::VolumeRow row;
   row.id = Guid::Generate();
-  row.path = AbsolutePath(req.path);
+  row.path = CanonicalImagePath(req.path);
   row.name = req.name.empty() ? std::filesystem::path(row.path).filename().string() : req.name;
   row.chunk_size = req.chunk_size;
   row.created = metadata::NowVssTimestamp();
@@ -146,21 +219,37 @@ Status Store::RemoveVolume(const Guid& id) {
   VSS_RETURN_IF_ERROR(CloseVolume(id));
   // Another process writing the volume keeps it: its lock says so. A
   // missing image does not stop the volume from being forgotten.
+  // An image that is gone, is a link or has become another format cannot be
+  // in use through vss either, and does not stop the volume from being
+  // forgotten.
   StatusOr<std::unique_ptr<BlockDevice>> image = options_.open_image(row->path, false, 0);
-  if (!image.ok() && image.status().code() != StatusCode::kNotFound) return image.status();
+  if (!image.ok()) {
+    StatusCode c = image.status().code();
+    if (c != StatusCode::kNotFound && c != StatusCode::kFailedPrecondition &&
+        c != StatusCode::kUnsupported)
+      return image.status();
+  }
+  VSS_ASSIGN_OR_RETURN(bool shared, DiffAreaShared(da));
   VSS_RETURN_IF_ERROR(catalog_->DeleteVolume(id));
-  // The catalog no longer refers to the files: remove what is ours.
-  if (options_.fs->Exists(da.dir)) {
+  // The catalog no longer refers to the files: remove what is ours. A
+  // directory another volume also uses (a store made before each volume had
+  // its own) keeps its files: they may be that volume's. Not synced: a
+  // removal lost in a crash leaves files no catalog row names.
+  if (!shared && options_.fs->Exists(da.dir)) {
     StatusOr<std::vector<std::string>> names = options_.fs->List(da.dir);
     if (names.ok())
       for (const std::string& n : *names)
         if (n.rfind("seg-", 0) == 0) options_.fs->Remove(da.dir + "/" + n).IgnoreError();
-    if (da.dir == options_.dir + "/diff/" + id.ToString()) {
-      std::error_code ec;
-      std::filesystem::remove(da.dir, ec);
-    }
+    if (BaseName(da.dir) == id.ToString()) options_.fs->Remove(da.dir).IgnoreError();
   }
   return OkStatus();
+}
+
+StatusOr<bool> Store::DiffAreaShared(const metadata::DiffAreaRow& da) {
+  VSS_ASSIGN_OR_RETURN(auto all, catalog_->ListDiffAreas());
+  for (const metadata::DiffAreaRow& other : all)
+    if (other.volume_id != da.volume_id && other.dir == da.dir) return true;
+  return false;
 }
 
 StatusOr<metadata::VolumeRow> Store::ResolveVolume(const std::string& text) {
@@ -190,6 +279,14 @@ StatusOr<Volume*> Store::OpenVolumeLocked(const Guid& id) {
     if (v->id() == id) return v.get();
   VSS_ASSIGN_OR_RETURN(auto row, catalog_->FindVolume(id));
   if (!row) return NotFoundError("volume " + id.ToString() + " does not exist");
+  VSS_ASSIGN_OR_RETURN(metadata::DiffAreaRow da, DiffAreaOf(id));
+  VSS_ASSIGN_OR_RETURN(bool shared, DiffAreaShared(da));
+  if (shared)
+    return FailedPreconditionError(
+        "volume " + row->name + " shares its diff-area directory " + da.dir +
+        " with another volume (allowed by older versions of vss), so their "
+        "records may overwrite each other; remove one of them with "
+        "`vssctl volume remove --force` and add it again");
   VSS_ASSIGN_OR_RETURN(auto image, options_.open_image(row->path, false, 0));
   VSS_ASSIGN_OR_RETURN(auto state, VolumeState::Open(this, *row, std::move(image)));
   volumes_.push_back(std::unique_ptr<Volume>(new Volume(std::move(state))));
@@ -326,7 +423,6 @@ Status Store::AddDiffArea(const Guid& volume_id, const std::string& dir,
   if (!vol) return NotFoundError("volume " + volume_id.ToString() + " does not exist");
   VSS_ASSIGN_OR_RETURN(metadata::DiffAreaRow current, DiffAreaOf(volume_id));
   std::string default_dir = options_.dir + "/diff/" + volume_id.ToString();
-  std::string target = AbsolutePath(dir);
   if (current.dir != default_dir)
     return AlreadyExistsError("volume " + vol->name + " already has its diff area on " +
                               current.dir + " (use storage resize)");
@@ -334,6 +430,12 @@ Status Store::AddDiffArea(const Guid& volume_id, const std::string& dir,
   if (!shadows.empty())
     return FailedPreconditionError("volume " + vol->name +
                                    " has shadows; its diff area can move only when it has none");
+  // The volume's segments live in a directory of their own under the one
+  // the user names, so that any number of volumes may name the same one.
+  std::string on = AbsolutePath(dir);
+  VSS_RETURN_IF_ERROR(options_.fs->CreateDirs(on).WithContext("diff area " + on));
+  VSS_ASSIGN_OR_RETURN(on, options_.fs->RealPath(on));
+  std::string target = (on == "/" ? "" : on) + "/" + volume_id.ToString();
   VSS_RETURN_IF_ERROR(options_.fs->CreateDirs(target).WithContext("diff area " + target));
   VSS_RETURN_IF_ERROR(CloseVolume(volume_id));
   // No shadow: the old segments hold nothing live.
@@ -342,6 +444,7 @@ Status Store::AddDiffArea(const Guid& volume_id, const std::string& dir,
     VSS_RETURN_IF_ERROR(catalog_->DeleteSegment(volume_id, s.seq));
     options_.fs->Remove(current.dir + "/" + DiffArea::SegmentName(s.seq)).IgnoreError();
   }
+  if (target != current.dir) options_.fs->Remove(current.dir).IgnoreError();  // if empty
   return catalog_->UpsertDiffArea({volume_id, target, max_bytes, 0});
 }
 

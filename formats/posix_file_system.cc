@@ -1,5 +1,9 @@
 // FileSystem::Default(): the real file system through POSIX calls. Every
 // descriptor is O_CLOEXEC; positional I/O loops over EINTR and short counts.
+// Files are opened O_NOFOLLOW (paths come from a store's catalog, and a
+// symbolic link planted there must not redirect our writes); files we create
+// are 0600 and directories 0700 whatever the umask, set with fchmod on the
+// descriptor we created.
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -9,6 +13,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <filesystem>
+#include <system_error>
 #include <vector>
 
 #include "vss/file.h"
@@ -126,13 +134,74 @@ class PosixFile final : public File {
   int fd_;
 };
 
+constexpr mode_t kFileMode = 0600;
+constexpr mode_t kDirMode = 0700;
+
+// The parent directory of `path` ("/" for "/x", "." for "x").
+std::string Parent(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+Status FsyncDir(const std::string& dir) {
+  int fd = RetryOnEintr(
+      [&] { return open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); });
+  if (fd < 0) return PathError(errno, dir, "open directory");
+  int rc = RetryOnEintr([&] { return fsync(fd); });
+  int err = errno;
+  close(fd);
+  if (rc < 0) return PathError(err, dir, "fsync directory");
+  return Status();
+}
+
+// Gives a directory we have just made the private mode the umask may have
+// narrowed or widened, through a descriptor so that a name swapped in
+// between is not followed.
+Status MakeDirPrivate(const std::string& dir) {
+  int fd = RetryOnEintr([&] {
+    return open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  });
+  if (fd < 0) return PathError(errno, dir, "open directory");
+  int rc = fchmod(fd, kDirMode);
+  int err = errno;
+  close(fd);
+  if (rc < 0) return PathError(err, dir, "chmod 0700");
+  return Status();
+}
+
 class PosixFileSystem final : public FileSystem {
  public:
   StatusOr<std::unique_ptr<File>> Open(const std::string& path,
                                        bool create) override {
-    int flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0);
-    int fd = RetryOnEintr([&] { return open(path.c_str(), flags, 0644); });
-    if (fd < 0) return PathError(errno, path, "open");
+    const int base = O_RDWR | O_CLOEXEC | O_NOFOLLOW;
+    // O_EXCL first tells a file we create (made private here) from one
+    // that exists (whose mode is its owner's business).
+    int fd = -1;
+    if (create) {
+      fd = RetryOnEintr([&] {
+        return open(path.c_str(), base | O_CREAT | O_EXCL, kFileMode);
+      });
+      if (fd >= 0) {
+        if (fchmod(fd, kFileMode) < 0) {
+          int err = errno;
+          close(fd);
+          unlink(path.c_str());
+          return PathError(err, path, "chmod 0600");
+        }
+        return std::unique_ptr<File>(new PosixFile(path, fd));
+      }
+      if (errno != EEXIST) return PathError(errno, path, "create");
+    }
+    fd = RetryOnEintr([&] { return open(path.c_str(), base); });
+    if (fd < 0) {
+      if (errno == ELOOP) {
+        return FailedPreconditionError(
+            path + " is a symbolic link; vss does not follow links in a store");
+      }
+      return PathError(errno, path, "open");
+    }
     return std::unique_ptr<File>(new PosixFile(path, fd));
   }
 
@@ -145,11 +214,19 @@ class PosixFileSystem final : public FileSystem {
     return PathError(errno, path, "remove");
   }
 
+  // Each directory made is 0700, and its name is made durable (the parent
+  // is synced) before the next level is made or the call returns: whoever
+  // creates files in it next may rely on the whole path surviving a crash.
   Status CreateDirs(const std::string& path) override {
     for (size_t pos = 1; pos <= path.size(); ++pos) {
       if (pos != path.size() && path[pos] != '/') continue;
+      if (path[pos - 1] == '/') continue;  // "a//b" or a trailing slash
       std::string prefix = path.substr(0, pos);
-      if (mkdir(prefix.c_str(), 0755) == 0) continue;
+      if (mkdir(prefix.c_str(), kDirMode) == 0) {
+        VSS_RETURN_IF_ERROR(MakeDirPrivate(prefix));
+        VSS_RETURN_IF_ERROR(FsyncDir(Parent(prefix)));
+        continue;
+      }
       if (errno != EEXIST) return PathError(errno, prefix, "mkdir");
       struct stat st;
       if (stat(prefix.c_str(), &st) < 0 || !S_ISDIR(st.st_mode)) {
@@ -182,19 +259,27 @@ class PosixFileSystem final : public FileSystem {
   }
 
   // Orders the creations and removals of names in `dir` before what follows.
-  Status SyncDir(const std::string& dir) override {
-    int fd = RetryOnEintr(
-        [&] { return open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); });
-    if (fd < 0) return PathError(errno, dir, "open directory");
-    int rc = RetryOnEintr([&] { return fsync(fd); });
-    int err = errno;
-    close(fd);
-    if (rc < 0) return PathError(err, dir, "fsync directory");
-    return Status();
+  Status SyncDir(const std::string& dir) override { return FsyncDir(dir); }
+
+  StatusOr<std::string> RealPath(const std::string& path) override {
+    char buf[PATH_MAX];
+    if (realpath(path.c_str(), buf) == nullptr) {
+      return PathError(errno, path, "resolve path");
+    }
+    return std::string(buf);
   }
 };
 
 }  // namespace
+
+StatusOr<std::string> FileSystem::RealPath(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::path abs = std::filesystem::absolute(path, ec);
+  if (ec) return InvalidArgumentError(path + ": " + ec.message());
+  std::string out = abs.lexically_normal().string();
+  if (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
+}
 
 FileSystem* FileSystem::Default() {
   static PosixFileSystem* fs = new PosixFileSystem();  // never destroyed

@@ -150,14 +150,18 @@ StatusOr<std::unique_ptr<RawImage>> RawImage::Create(const std::string& path,
   if (size > static_cast<uint64_t>(INT64_MAX)) {
     return InvalidArgumentError(path + ": image size too large");
   }
-  int fd = open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644);
+  // O_EXCL: never through a link, never over an existing file. The image is
+  // private (0600) whatever the umask: it holds someone's data.
+  int fd = open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0) {
     if (errno == EEXIST) return AlreadyExistsError(path + " already exists");
     return PathError(errno, path, "create");
   }
   // From here on, every failure removes the file it created.
   Status status;
-  if (ftruncate(fd, static_cast<off_t>(size)) < 0) {
+  if (fchmod(fd, 0600) < 0) {
+    status = PathError(errno, path, "chmod 0600");
+  } else if (ftruncate(fd, static_cast<off_t>(size)) < 0) {
     status = PathError(errno, path, "set size");
   } else if (options.lock) {
     status = Lock(fd, path, options.read_only);
@@ -173,10 +177,16 @@ StatusOr<std::unique_ptr<RawImage>> RawImage::Create(const std::string& path,
 
 StatusOr<std::unique_ptr<RawImage>> RawImage::Open(const std::string& path,
                                                    RawImageOptions options) {
-  int flags = (options.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC;
+  // O_NOFOLLOW: image paths come from a store's catalog, and a link put in
+  // their place must not redirect our writes.
+  int flags = (options.read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOFOLLOW;
   int fd = open(path.c_str(), flags);
   if (fd < 0) {
     if (errno == ENOENT) return NotFoundError(path + " does not exist");
+    if (errno == ELOOP) {
+      return FailedPreconditionError(
+          path + " is a symbolic link; vss opens images only by their real path");
+    }
     return PathError(errno, path, "open");
   }
   StatusOr<uint64_t> size = ImageSize(fd, path);

@@ -1,10 +1,17 @@
 #include "vss/metadata/catalog.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
+#include <random>
 #include <utility>
 
 #include "schema.h"
@@ -281,19 +288,114 @@ Status UseWal(sqlite3* db, const std::string& path) {
 // Checks the file and sets the per-connection options; writes nothing to a
 // file that is not a catalog this build can use. REQUIRES: no transaction
 // is open.
-Status Configure(sqlite3* db, const std::string& path) {
+Status Configure(sqlite3* db, const std::string& path, bool fresh) {
   sqlite3_extended_result_codes(db, 1);
   int rc = sqlite3_busy_timeout(db, 10000);
   if (rc != SQLITE_OK) {
     return internal::SqliteStatus(db, rc, path, "busy timeout");
   }
-  VSS_RETURN_IF_ERROR(internal::CheckCatalog(db, path));
+  VSS_RETURN_IF_ERROR(internal::CheckCatalog(db, path, fresh));
   // WAL + synchronous=FULL: a transaction is durable when COMMIT returns
   // (its WAL frames are synced before it does).
   VSS_RETURN_IF_ERROR(UseWal(db, path));
   return internal::Exec(db, path,
                         "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
                         "configure");
+}
+
+// Opens a connection to an existing file, configured, migrated. The file
+// is never created here (unless `vfs` is given and `fresh`: a test catalog
+// in an FsVfs) and a symbolic link is not followed. `vfs`: SQLite VFS name,
+// null for the OS.
+StatusOr<sqlite3*> Connect(const std::string& path, bool fresh,
+                           const char* vfs = nullptr) {
+  sqlite3* db = nullptr;
+  int flags =
+      SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOFOLLOW;
+  if (vfs != nullptr && fresh) flags |= SQLITE_OPEN_CREATE;
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, vfs);
+  Status s = rc == SQLITE_OK ? OkStatus()
+                             : internal::SqliteStatus(db, rc, path, "open");
+  if (s.ok()) s = Configure(db, path, fresh);
+  if (s.ok()) s = internal::Migrate(db, path);
+  if (!s.ok()) {
+    sqlite3_close_v2(db);
+    return s;
+  }
+  return db;
+}
+
+// An errno of the catalog's own file handling, as kIoError naming the file.
+Status FileError(int err, const std::string& path, const std::string& what) {
+  return IoError("catalog " + path + ": " + what + ": " + std::strerror(err));
+}
+
+Status FsyncPath(const std::string& path, int extra_flags) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | extra_flags);
+  if (fd < 0) return FileError(errno, path, "open to sync");
+  int rc = fsync(fd);
+  int err = errno;
+  close(fd);
+  if (rc < 0) return FileError(err, path, "fsync");
+  return OkStatus();
+}
+
+std::string DirOf(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// Makes a new catalog at `path`, which must not exist: the database is made
+// under a temporary name (0600, so that SQLite gives its -wal and -shm the
+// same mode), migrated, closed (which checkpoints the WAL into it), synced,
+// and only then given its name, which is synced too. A catalog.db therefore
+// always holds a schema: an existing file without one is damage, never a
+// new store (see CheckCatalog). If another process made `path` first, its
+// catalog is kept and ours dropped.
+Status CreateCatalog(const std::string& path) {
+  char suffix[64];
+  std::snprintf(suffix, sizeof suffix, ".new-%ld-%08x",
+                static_cast<long>(getpid()),
+                static_cast<unsigned>(std::random_device{}()));
+  const std::string tmp = path + suffix;
+  auto drop = [&tmp] {
+    for (const char* ext : {"", "-wal", "-shm", "-journal"}) {
+      unlink((tmp + ext).c_str());
+    }
+  };
+  int fd = open(tmp.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW,
+                0600);
+  if (fd < 0) return FileError(errno, path, "create " + tmp);
+  int rc = fchmod(fd, 0600);  // whatever the umask
+  int err = errno;
+  close(fd);
+  if (rc < 0) {
+    drop();
+    return FileError(err, path, "chmod 0600");
+  }
+  StatusOr<sqlite3*> db = Connect(tmp, /*fresh=*/true);
+  Status s = db.status();
+  if (s.ok() && sqlite3_close(*db) != SQLITE_OK) {
+    s = IoError("catalog " + path + ": closing the new catalog failed");
+  }
+  // The initialised database is on the medium before its name says it is
+  // the catalog.
+  if (s.ok()) s = FsyncPath(tmp, O_NOFOLLOW);
+  if (s.ok()) {
+    rc = renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, path.c_str(),
+                   RENAME_NOREPLACE);
+    if (rc < 0 && (errno == EINVAL || errno == ENOSYS)) {
+      rc = link(tmp.c_str(), path.c_str());  // no RENAME_NOREPLACE here
+    }
+    if (rc < 0 && errno != EEXIST) {
+      s = FileError(errno, path, "rename " + tmp);
+    }
+  }
+  drop();  // gone after the rename; the link's second name otherwise
+  // The name is durable before anything is written to the new store.
+  if (s.ok()) s = FsyncPath(DirOf(path), O_DIRECTORY);
+  return s;
 }
 
 std::string NotFound(const std::string& path, std::string_view what,
@@ -431,26 +533,35 @@ Status Transaction::Commit() {
 
 StatusOr<std::unique_ptr<Catalog>> Catalog::Open(const std::string& path,
                                                   FileSystem* fs) {
-  std::shared_ptr<FsVfs> vfs;  // outlives db on every path below
   if (fs != nullptr) {
-    VSS_ASSIGN_OR_RETURN(vfs, FsVfs::For(fs));
+    // A catalog in an FsVfs (tests): the file system's own create is
+    // atomic enough there; an existing file is checked as on disk.
+    VSS_ASSIGN_OR_RETURN(std::shared_ptr<FsVfs> vfs, FsVfs::For(fs));
+    VSS_ASSIGN_OR_RETURN(
+        sqlite3 * db, Connect(path, /*fresh=*/!fs->Exists(path),
+                              vfs->name().c_str()));
+    std::unique_ptr<Catalog> catalog(new Catalog(path, db));
+    catalog->vfs_ = std::move(vfs);
+    return catalog;
   }
-  sqlite3* db = nullptr;
-  int flags =
-      SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_CREATE | SQLITE_OPEN_READWRITE;
-  int rc = sqlite3_open_v2(path.c_str(), &db, flags,
-                           vfs ? vfs->name().c_str() : nullptr);
-  Status s = rc == SQLITE_OK ? OkStatus()
-                             : internal::SqliteStatus(db, rc, path, "open");
-  if (s.ok()) s = Configure(db, path);
-  if (s.ok()) s = internal::Migrate(db, path);
-  if (!s.ok()) {
-    sqlite3_close_v2(db);
-    return s;
+  struct stat st;
+  if (lstat(path.c_str(), &st) < 0) {
+    if (errno != ENOENT) return FileError(errno, path, "stat");
+    VSS_RETURN_IF_ERROR(CreateCatalog(path));
+  } else if (S_ISLNK(st.st_mode)) {
+    return FailedPreconditionError(
+        "catalog " + path +
+        " is a symbolic link; vss does not follow links in a store");
+  } else if (S_ISREG(st.st_mode) && st.st_size == 0) {
+    // SQLite would take an empty file for a new database; a catalog is
+    // never empty (CreateCatalog), so this one lost its contents.
+    return CorruptionError(
+        "catalog " + path +
+        " is empty (0 bytes), so it is not this store's catalog; restore it "
+        "from a backup, or move the store away to start a new one");
   }
-  std::unique_ptr<Catalog> catalog(new Catalog(path, db));
-  catalog->vfs_ = std::move(vfs);
-  return catalog;
+  VSS_ASSIGN_OR_RETURN(sqlite3 * db, Connect(path, /*fresh=*/false));
+  return std::unique_ptr<Catalog>(new Catalog(path, db));
 }
 
 Catalog::Catalog(std::string path, sqlite3* db)

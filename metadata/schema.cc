@@ -113,6 +113,25 @@ CREATE INDEX events_by_volume ON events(volume_id, id);
 
 PRAGMA application_id = 1987277635;
 )sql",
+    // 1 -> 2: no two volumes share a diff-area directory (each volume's
+    // segments are its own). A trigger, not a UNIQUE index: a store made
+    // before this version may already hold two rows on one directory, and
+    // it must still open (the engine refuses those volumes instead).
+    R"sql(
+CREATE INDEX diff_areas_by_dir ON diff_areas(dir);
+CREATE TRIGGER diff_areas_dir_unique_insert BEFORE INSERT ON diff_areas
+WHEN EXISTS (SELECT 1 FROM diff_areas
+             WHERE dir = NEW.dir AND volume_id <> NEW.volume_id)
+BEGIN
+  SELECT RAISE(ABORT, 'UNIQUE constraint failed: diff_areas.dir');
+END;
+CREATE TRIGGER diff_areas_dir_unique_update BEFORE UPDATE OF dir ON diff_areas
+WHEN EXISTS (SELECT 1 FROM diff_areas
+             WHERE dir = NEW.dir AND volume_id <> NEW.volume_id)
+BEGIN
+  SELECT RAISE(ABORT, 'UNIQUE constraint failed: diff_areas.dir');
+END;
+)sql",
 };
 
 constexpr int kLatest = static_cast<int>(std::size(kMigrations));
@@ -160,10 +179,19 @@ std::string Hex(int64_t v) {
   return buf;
 }
 
-// What ReadHeader found, judged. An empty database is a new catalog.
-Status Judge(const Header& h, const std::string& path) {
+// What ReadHeader found, judged. An empty database is a new catalog only
+// when `fresh` (we made the file a moment ago); an existing file without a
+// schema cannot be the catalog a store had.
+Status Judge(const Header& h, const std::string& path, bool fresh) {
   bool empty = h.objects == 0 && h.user_version == 0 && h.application_id == 0;
-  if (empty) return OkStatus();
+  if (empty && fresh) return OkStatus();
+  if (empty) {
+    return CorruptionError(
+        "catalog " + path +
+        " has no vss schema (an empty SQLite database, user_version 0), so "
+        "it is not this store's catalog; restore it from a backup, or move "
+        "the store away to start a new one");
+  }
   if (h.application_id != kApplicationId) {
     return CorruptionError("catalog " + path +
                            " is not a vss catalog: it is another program's "
@@ -189,7 +217,7 @@ Status ApplyStep(sqlite3* db, const std::string& path, int step) {
   Header h;
   VSS_RETURN_IF_ERROR(ReadHeader(db, path, &h));
   if (h.user_version > step) return OkStatus();
-  VSS_RETURN_IF_ERROR(Judge(h, path));
+  VSS_RETURN_IF_ERROR(Judge(h, path, /*fresh=*/step == 0));
   std::string what = "migration to schema version " + std::to_string(step + 1);
   VSS_RETURN_IF_ERROR(Exec(db, path, kMigrations[step], what));
   std::string pragma = "PRAGMA user_version = " + std::to_string(step + 1);
@@ -200,10 +228,10 @@ Status ApplyStep(sqlite3* db, const std::string& path, int step) {
 
 int LatestSchemaVersion() { return kLatest; }
 
-Status CheckCatalog(sqlite3* db, const std::string& path) {
+Status CheckCatalog(sqlite3* db, const std::string& path, bool fresh) {
   Header h;
   VSS_RETURN_IF_ERROR(ReadHeader(db, path, &h));
-  return Judge(h, path);
+  return Judge(h, path, fresh);
 }
 
 Status Migrate(sqlite3* db, const std::string& path) {

@@ -20,10 +20,11 @@ int LatestSchemaVersion();
 
 // Checks that the database behind `db` (opened on `path`) can be a catalog
 // without changing it: reads sqlite_master, user_version and application_id.
-// kCorruption if the file is not a database, is damaged or is another
-// program's database; kFailedPrecondition if its schema version is newer than
-// LatestSchemaVersion().
-Status CheckCatalog(sqlite3* db, const std::string& path);
+// kCorruption if the file is not a database, is damaged, is another
+// program's database, or is an empty database while !`fresh` (only a file
+// Catalog::Open has just made may be empty); kFailedPrecondition if its
+// schema version is newer than LatestSchemaVersion().
+Status CheckCatalog(sqlite3* db, const std::string& path, bool fresh);
 
 // Applies every migration past the database's user_version, each in its own
 // IMMEDIATE transaction that re-reads the version first (another process may

@@ -75,6 +75,7 @@ test_volume_create_add() {
   truncate -s 4M raw.img
   raw_sha=$(sha <raw.img)
   expect_ok "volume add" volume add raw.img --name raw --json
+  raw_id=$(jq -r .id <<<"$out")
   ok "add: size from file" eq "$(jq -r .size <<<"$out")" 4194304
   ok "add: data kept" eq "$(v volume read raw --offset 0 --length 4M | sha)" "$raw_sha"
   expect_ok "volume create, text output" volume create text.img --size 1M
@@ -222,7 +223,8 @@ test_revert() {
 # ---------------------------------------------------------------- storage
 test_storage() {
   expect_ok "storage add" storage add --for raw --on diff2 --max-size 1G --json
-  ok "storage add: dir" eq "$(jq -r .dir <<<"$out")" "$work/diff2"
+  ok "storage add: the volume's own directory under --on" \
+    eq "$(jq -r .dir <<<"$out")" "$(realpath "$work")/diff2/$raw_id"
   ok "storage add: max" eq "$(jq .max_bytes <<<"$out")" 1073741824
   expect_ok "storage resize" storage resize --for raw --max-size UNBOUNDED --json
   ok "storage resize: unbounded" eq "$(jq -r .max_bytes <<<"$out")" UNBOUNDED
@@ -372,12 +374,142 @@ test_damaged_catalog() {
   ok "damaged catalog: names the file, got: $errline" grep -q "catalog.db" <<<"$errline"
 }
 
+# ------------------------------------------------- issue 10 (findings 0, 1, 5, 8, 10)
+# qemu-img makes a real image of each format; none may be taken for raw.
+test_image_formats() {
+  if ! command -v qemu-img >/dev/null; then echo "skip test_image_formats: no qemu-img"; return 0; fi
+  qemu-img create -q -f qcow2 web.qcow2 64M
+  if command -v qemu-io >/dev/null; then qemu-io -c 'write -P 0x5a 0 1M' web.qcow2 >/dev/null; fi
+  local qsha=$(sha <web.qcow2)
+  expect_fail 1 "volume add of a qcow2 image" volume add web.qcow2
+  ok "qcow2: one line naming the file and the format, got: $errline" \
+    eq "$errline" "vssctl: web.qcow2 is a qcow2 image; vss reads only raw volumes until a qcow2 driver lands"
+  ok "qcow2: the file is unchanged" eq "$(sha <web.qcow2)" "$qsha"
+  ok "qcow2: qemu-img still reads qcow2" eq "$(qemu-img info --output=json web.qcow2 | jq -r .format)" qcow2
+  local f name
+  for f in qed:QED vhdx:VHDX vpc:VHD vmdk:VMDK vdi:VDI; do
+    qemu-img create -q -f "${f%%:*}" "img.${f%%:*}" 16M
+    expect_fail 1 "volume add of a ${f##*:} image" volume add "img.${f%%:*}"
+    ok "${f##*:}: named, got: $errline" grep -q "img.${f%%:*} is a ${f##*:} image" <<<"$errline"
+  done
+  qemu-img create -q -f vpc -o subformat=fixed fixed.vhd 4M
+  expect_fail 1 "volume add of a fixed VHD (footer at the end only)" volume add fixed.vhd
+  ok "fixed VHD named, got: $errline" grep -q "is a VHD image" <<<"$errline"
+  # A registered raw volume whose header became qcow2 is refused at open.
+  truncate -s 4M turned.img
+  expect_ok "add a raw volume" volume add turned.img --name turned
+  dd if=web.qcow2 of=turned.img bs=4096 count=1 conv=notrunc status=none
+  local tsha=$(sha <turned.img)
+  expect_fail 1 "open of a volume whose header became qcow2" volume write turned --offset 0 --pattern 1 --length 1
+  ok "turned: says qcow2, got: $errline" grep -q "turned.img is a qcow2 image" <<<"$errline"
+  ok "turned: image unchanged" eq "$(sha <turned.img)" "$tsha"
+  expect_ok "such a volume can still be removed" volume remove turned
+}
+
+# Two volumes on one diff-area directory keep their own segments.
+test_shared_diff_area_dir() {
+  expect_ok "create va" volume create va.img --size 8M --name va --json
+  local va=$(jq -r .id <<<"$out")
+  expect_ok "create vb" volume create vb.img --size 8M --name vb --json
+  local vb=$(jq -r .id <<<"$out")
+  expect_ok "storage add va on D" storage add --for va --on shared --json
+  ok "va's diff area is D/<va id>" eq "$(jq -r .dir <<<"$out")" "$(realpath "$work")/shared/$va"
+  expect_ok "storage add vb on the same D" storage add --for vb --on shared
+  expect_ok "fill va" volume write va --offset 0 --pattern 0xa1 --length 2M
+  expect_ok "fill vb" volume write vb --offset 0 --pattern 0xb1 --length 2M
+  expect_ok "shadows of va and vb" shadow create va vb --json
+  local sa=$(jq -r '.shadows[] | select(.volume == "va") | .shadow_id' <<<"$out")
+  local sb=$(jq -r '.shadows[] | select(.volume == "vb") | .shadow_id' <<<"$out")
+  expect_ok "overwrite va" volume write va --offset 0 --pattern 0xa2 --length 2M
+  expect_ok "overwrite vb" volume write vb --offset 0 --pattern 0xb2 --length 2M
+  expect_ok "verify va's shadow" shadow verify "$sa" --json
+  ok "va's shadow verifies" eq "$(jq .ok <<<"$out")" true
+  expect_ok "verify vb's shadow" shadow verify "$sb" --json
+  ok "vb's shadow verifies" eq "$(jq .ok <<<"$out")" true
+  ok "va's shadow reads its bytes" eq "$(v shadow read "$sa" --offset 0 --length 2M | sha)" \
+    "$(head -c 2M /dev/zero | tr '\0' '\241' | sha)"
+  ok "vb's shadow reads its bytes" eq "$(v shadow read "$sb" --offset 0 --length 2M | sha)" \
+    "$(head -c 2M /dev/zero | tr '\0' '\261' | sha)"
+  ok "no segment directly in D" eq "$(find shared -maxdepth 1 -name 'seg-*' | wc -l)" 0
+  local vb_segs=$(ls "shared/$vb")
+  expect_ok "remove va" volume remove va --force
+  ok "vb's segments stay" eq "$(ls "shared/$vb")" "$vb_segs"
+  ok "va's directory is gone" test ! -e "shared/$va"
+  expect_ok "vb's shadow still verifies" shadow verify "$sb" --json
+  ok "vb's shadow verifies after va went" eq "$(jq .ok <<<"$out")" true
+  expect_ok "remove vb" volume remove vb --force
+}
+
+# With umask 022, everything a store creates is still 0600/0700.
+test_private_files() {
+  local store=$work/private
+  (
+    umask 022
+    export VSS_STORE=$store
+    v volume create p.img --size 4M --name p &&
+      v volume create q.img --size 4M --name q &&
+      v storage add --for q --on privdiff &&
+      v volume write p --offset 0 --pattern 1 --length 1M &&
+      v volume write q --offset 0 --pattern 1 --length 1M &&
+      v shadow create p q &&
+      v volume write p --offset 0 --pattern 2 --length 1M &&
+      v volume write q --offset 0 --pattern 2 --length 1M
+  ) >/dev/null 2>err
+  ok "private store built: $(head -c 300 err)" test ! -s err
+  local loose
+  loose=$(find "$store" privdiff \( -type f ! -perm 0600 \) -o \( -type d ! -perm 0700 \))
+  ok "everything in the store and diff areas is private, loose: $loose" test -z "$loose"
+  ok "segments exist in both" eq "$(find "$store" privdiff -name 'seg-*' | wc -l)" 2
+  ok "the catalog is 0600" eq "$(stat -c %a "$store"/catalog.db)" 600
+  ok "new images are 0600" eq "$(stat -c %a p.img q.img | sort -u)" 600
+}
+
+# A catalog that cannot be the store's is an error, never a fresh store.
+test_catalog_lost() {
+  local store=$work/lost
+  (
+    export VSS_STORE=$store
+    v volume create l.img --size 1M --name l && v volume write l --offset 0 --pattern 1 --length 64K &&
+      v shadow create l && v volume write l --offset 0 --pattern 2 --length 64K
+  ) >/dev/null 2>&1
+  rm -f "$store"/catalog.db-wal "$store"/catalog.db-shm
+  : >"$store/catalog.db"
+  VSS_STORE=$store expect_fail 1 "zero-length catalog" volume list
+  ok "zero-length: names the file, got: $errline" grep -q "$store/catalog.db is empty" <<<"$errline"
+  ok "zero-length: still empty" eq "$(stat -c %s "$store/catalog.db")" 0
+  rm "$store/catalog.db"
+  VSS_STORE=$store expect_fail 1 "missing catalog while diff areas remain" volume list
+  ok "missing: says so, got: $errline" grep -q "catalog.db is missing" <<<"$errline"
+  ok "missing: no catalog made" test ! -e "$store/catalog.db"
+}
+
+# Paths read from a store are not followed through symbolic links.
+test_symlinks() {
+  truncate -s 4M real.img
+  ln -s real.img link.img
+  expect_ok "add through a symbolic link" volume add link.img --name vialink --json
+  ok "the real path is recorded" eq "$(jq -r .path <<<"$out")" "$(realpath real.img)"
+  expect_ok "write through the recorded path" volume write vialink --offset 0 --pattern 0x5a --length 4K
+  ok "the real image got it" eq "$(head -c 4096 real.img | sha)" "$(head -c 4096 /dev/zero | tr '\0' Z | sha)"
+  head -c 4096 /dev/urandom >victim.bin
+  local vsha=$(sha <victim.bin)
+  mv real.img real-moved.img
+  ln -s victim.bin real.img
+  expect_fail 1 "image path replaced by a symbolic link" volume write vialink --offset 0 --pattern 1 --length 1
+  ok "link refusal says so, got: $errline" grep -q "symbolic link" <<<"$errline"
+  ok "the link's target is untouched" eq "$(sha <victim.bin)" "$vsha"
+  rm real.img link.img
+  mv real-moved.img real.img
+  expect_ok "remove vialink" volume remove vialink
+}
+
 for t in test_volume_create_add test_volume_list_show test_volume_write_read \
   test_shadow_create_list_show test_shadow_keeps_old_bytes test_shadow_sets_and_diff \
   test_shadow_verify_export test_contexts_and_delete test_revert test_storage \
   test_diff_area_full_and_events test_bad_input test_ambiguous_prefix \
   test_usage_errors test_busy_volume test_remove test_store_flag_and_help \
-  test_damaged_catalog; do
+  test_damaged_catalog test_image_formats test_shared_diff_area_dir \
+  test_private_files test_catalog_lost test_symlinks; do
   before=$failures
   $t
   ((failures == before)) && echo "ok   $t" || echo "FAIL $t"

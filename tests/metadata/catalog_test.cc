@@ -5,8 +5,10 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -699,7 +701,8 @@ TEST_F(CatalogTest, DeleteVolume_CascadesToEverythingButEvents) {
   ShadowRow sb = MakeShadow(b, shared, 1);
   ASSERT_TRUE(catalog_->InsertShadow(sb).ok());
   for (const VolumeRow& v : {a, b}) {
-    ASSERT_TRUE(catalog_->UpsertDiffArea({v.id, "/d", kUnbounded, 0}).ok());
+    ASSERT_TRUE(
+        catalog_->UpsertDiffArea({v.id, "/d/" + v.name, kUnbounded, 0}).ok());
     ASSERT_TRUE(catalog_->InsertIndexRows(v.id, {MakeIndexRow(1, 1)}).ok());
     ASSERT_TRUE(catalog_->UpsertSegment(v.id, {1, 4096, 4096}).ok());
     ASSERT_TRUE(catalog_->InsertFreeRanges(v.id, {{1, 0, 4096}}).ok());
@@ -791,6 +794,120 @@ TEST_F(CatalogTest, Open_MissingDirectoryIsIoError) {
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), StatusCode::kIoError);
   EXPECT_NE(c.status().message().find(path_), std::string::npos);
+}
+
+mode_t ModeOf(const std::string& path) {
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) return 07777;
+  return st.st_mode & 07777;
+}
+
+TEST_F(CatalogTest, Open_ZeroLengthFileIsCorruptionNamingFileAndUnchanged) {
+  WriteFile("");
+  auto c = Catalog::Open(path_);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kCorruption);
+  EXPECT_NE(c.status().message().find("catalog " + path_ + " is empty"),
+            std::string::npos)
+      << c.status().ToString();
+  EXPECT_EQ(fs::file_size(path_), 0u);
+  EXPECT_FALSE(fs::exists(path_ + "-wal"));
+}
+
+TEST_F(CatalogTest, Open_SqliteDatabaseWithoutSchemaIsCorruption) {
+  // A database file that SQLite initialised but that holds nothing, as a
+  // catalog reset by a tool or half made by an older build would.
+  RawExec("CREATE TABLE t (x); DROP TABLE t;");
+  ASSERT_GT(fs::file_size(path_), 0u);
+  std::string before = ReadFile();
+  auto c = Catalog::Open(path_);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kCorruption);
+  EXPECT_NE(c.status().message().find(path_), std::string::npos);
+  EXPECT_NE(c.status().message().find("no vss schema"), std::string::npos)
+      << c.status().ToString();
+  EXPECT_EQ(RawInt("PRAGMA user_version"), 0);
+  EXPECT_EQ(ReadFile(), before);
+}
+
+TEST_F(CatalogTest, Open_SymbolicLinkIsRefused) {
+  Open();
+  catalog_.reset();
+  const std::string link = dir_ + "/link.db";
+  ASSERT_EQ(symlink(path_.c_str(), link.c_str()), 0);
+  auto c = Catalog::Open(link);
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(c.status().message().find(link), std::string::npos);
+}
+
+TEST_F(CatalogTest, Open_NewCatalogIsPrivateWholeAndLeavesNoTemporaryFile) {
+  mode_t old = umask(022);
+  Open();
+  // A write so that the WAL and shared-memory files exist.
+  ASSERT_TRUE(catalog_->InsertVolume(MakeVolume("a")).ok());
+  umask(old);
+  EXPECT_EQ(ModeOf(path_), 0600u);
+  EXPECT_EQ(ModeOf(path_ + "-wal"), 0600u);
+  EXPECT_EQ(ModeOf(path_ + "-shm"), 0600u);
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir_)) {
+    names.push_back(e.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"catalog.db", "catalog.db-shm",
+                                             "catalog.db-wal"}));
+  // The file got its schema before its name: a second connection opened on
+  // it while the first is open finds a complete catalog.
+  EXPECT_EQ(RawInt("PRAGMA user_version"), Catalog::kSchemaVersion);
+}
+
+TEST_F(CatalogTest, DiffArea_TwoVolumesOnOneDirectoryIsAlreadyExists) {
+  Open();
+  VolumeRow a = MakeVolume("a"), b = MakeVolume("b");
+  ASSERT_TRUE(catalog_->InsertVolume(a).ok());
+  ASSERT_TRUE(catalog_->InsertVolume(b).ok());
+  ASSERT_TRUE(catalog_->UpsertDiffArea({a.id, "/srv/diff", 100, 0}).ok());
+  Status s = catalog_->UpsertDiffArea({b.id, "/srv/diff", 100, 0});
+  EXPECT_EQ(s.code(), StatusCode::kAlreadyExists) << s.ToString();
+  EXPECT_FALSE(catalog_->FindDiffArea(b.id)->has_value());
+  // Moving b's onto a's directory later is refused the same way.
+  ASSERT_TRUE(catalog_->UpsertDiffArea({b.id, "/srv/other", 100, 0}).ok());
+  EXPECT_EQ(catalog_->UpsertDiffArea({b.id, "/srv/diff", 5, 0}).code(),
+            StatusCode::kAlreadyExists);
+  EXPECT_EQ((*catalog_->FindDiffArea(b.id))->dir, "/srv/other");
+  // A volume's own row may be rewritten in place.
+  EXPECT_TRUE(catalog_->UpsertDiffArea({a.id, "/srv/diff", 7, 3}).ok());
+}
+
+TEST_F(CatalogTest, Migration_Version1StoreOpensKeepsRowsAndGainsTheDirRule) {
+  Open();
+  VolumeRow a = MakeVolume("a"), b = MakeVolume("b"), c = MakeVolume("c");
+  for (const VolumeRow& v : {a, b, c}) {
+    ASSERT_TRUE(catalog_->InsertVolume(v).ok());
+  }
+  ASSERT_TRUE(catalog_->UpsertDiffArea({a.id, "/srv/diff", 100, 10}).ok());
+  ASSERT_TRUE(catalog_->UpsertDiffArea({b.id, "/srv/b", 100, 20}).ok());
+  catalog_.reset();
+  // Back to schema version 1, as an older build left it, including the
+  // two volumes on one directory that version 1 allowed.
+  RawExec(
+      "DROP TRIGGER diff_areas_dir_unique_insert;"
+      "DROP TRIGGER diff_areas_dir_unique_update;"
+      "DROP INDEX diff_areas_by_dir;"
+      "UPDATE diff_areas SET dir = '/srv/diff';"
+      "PRAGMA user_version = 1;");
+  Open();
+  EXPECT_EQ(RawInt("PRAGMA user_version"), 2);
+  auto rows = catalog_->ListDiffAreas();
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].dir, "/srv/diff");
+  EXPECT_EQ((*rows)[1].dir, "/srv/diff");
+  // The old rows stay; a third volume on that directory is refused.
+  EXPECT_EQ(catalog_->UpsertDiffArea({c.id, "/srv/diff", 1, 0}).code(),
+            StatusCode::kAlreadyExists);
+  EXPECT_TRUE(catalog_->UpsertDiffArea({c.id, "/srv/c", 1, 0}).ok());
 }
 
 // Fills a catalog with enough rows to span many pages, then closes it.

@@ -95,7 +95,10 @@ void AddStorageCommands(CLI::App& app, Cli& cli) {
   c->add_option("--for", add->volume, "Volume name or id")
       ->type_name("VOLUME")
       ->required();
-  c->add_option("--on", add->dir, "Directory for the segment files")
+  c->add_option("--on", add->dir,
+                "Directory for the segment files; the volume's go in a "
+                "private directory of its own, DIR/<volume-id>, so several "
+                "volumes may use one DIR")
       ->type_name("DIR")
       ->required();
   c->add_option("--max-size", add->max_size,

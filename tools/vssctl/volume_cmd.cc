@@ -75,7 +75,16 @@ Status RunCreate(Cli& cli, const CreateOptions& o) {
     req.chunk_size = static_cast<uint32_t>(chunk);
   }
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
-  VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, store->CreateVolume(req));
+  StatusOr<metadata::VolumeRow> added = store->CreateVolume(req);
+  if (added.status().code() == StatusCode::kUnsupported) {
+    // "web.qcow2 is a qcow2 image; ...": the file as the user named it.
+    const std::string& m = added.status().message();
+    size_t is = m.find(" is a ");
+    if (is != std::string::npos) {
+      return Status(StatusCode::kUnsupported, o.path + m.substr(is));
+    }
+  }
+  VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, std::move(added));
   if (cli.json) {
     PrintJson(VolumeToJson(v));
     return OkStatus();
@@ -295,7 +304,10 @@ void AddCreate(CLI::App& noun, Cli& cli, bool create) {
   c->footer(
       create
           ? "Example:\n  vssctl volume create disk.img --size 10G --name disk"
-          : "Example:\n  vssctl volume add /var/lib/vm/web.raw --name web");
+          : "The image must be raw: a qcow2, QED, VHDX, VHD, VMDK or VDI "
+            "file is refused.\nThe volume is recorded by the image's real "
+            "path (symbolic links resolved).\n"
+            "Example:\n  vssctl volume add /var/lib/vm/web.raw --name web");
   c->callback(
       [&cli, o] { cli.run = [&cli, o] { return RunCreate(cli, *o); }; });
 }

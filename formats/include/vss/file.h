@@ -5,7 +5,13 @@
 //
 // Durability contract: WriteAt, Truncate and PunchHole may be lost by a power
 // loss until Sync() on that file returns OK. A created or removed file name
-// is durable once SyncDir() on its directory returns OK.
+// is durable once SyncDir() on its directory returns OK; directories made by
+// CreateDirs() are durable when it returns.
+//
+// Privacy and links (the real file system; fakes may ignore them): files
+// created by Open() are 0600 and directories created by CreateDirs() 0700,
+// whatever the umask; Open() does not follow a symbolic link in the last
+// component of the path.
 //
 // Thread safety: a File may be used from many threads at once (positional
 // I/O only); FileSystem methods are thread safe.
@@ -50,12 +56,14 @@ class FileSystem {
   // The real file system (POSIX calls, O_CLOEXEC). Never null; not owned.
   static FileSystem* Default();
 
-  // Opens path read-write; creates it empty if `create` and it is missing.
-  // kNotFound if it is missing and !create.
+  // Opens path read-write; creates it empty (mode 0600) if `create` and it
+  // is missing. kNotFound if it is missing and !create; kFailedPrecondition
+  // if the path is a symbolic link.
   [[nodiscard]] virtual StatusOr<std::unique_ptr<File>> Open(
       const std::string& path, bool create) = 0;
   [[nodiscard]] virtual Status Remove(const std::string& path) = 0;
-  // Creates the directory and its missing parents (mkdir -p).
+  // Creates the directory and its missing parents (mkdir -p), each 0700,
+  // each made durable in its parent (synced) before the call returns.
   [[nodiscard]] virtual Status CreateDirs(const std::string& path) = 0;
   // Names (not paths) of the entries in a directory, sorted.
   [[nodiscard]] virtual StatusOr<std::vector<std::string>> List(
@@ -63,6 +71,11 @@ class FileSystem {
   virtual bool Exists(const std::string& path) = 0;
   // fsync on the directory: creations and removals in it become durable.
   [[nodiscard]] virtual Status SyncDir(const std::string& dir) = 0;
+  // The canonical absolute path of an existing `path` (symbolic links, "."
+  // and ".." resolved; realpath(3) for the real file system). kNotFound if
+  // it does not exist. The default, for file systems without links, makes
+  // the path absolute and lexically normal without looking it up.
+  [[nodiscard]] virtual StatusOr<std::string> RealPath(const std::string& path);
 };
 
 }  // namespace vss

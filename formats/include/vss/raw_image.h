@@ -4,7 +4,9 @@
 // written, so it is all hole). Extents come from SEEK_DATA/SEEK_HOLE,
 // Discard and WriteZeroes punch holes (FALLOC_FL_PUNCH_HOLE |
 // FALLOC_FL_KEEP_SIZE, falling back to writing zeroes where the file system
-// cannot punch), Flush is fdatasync. The file is opened O_CLOEXEC and, unless
+// cannot punch), Flush is fdatasync. Create() makes the file 0600 whatever
+// the umask; Open() does not follow a symbolic link (O_NOFOLLOW: a path read
+// from a store must name the image itself). The file is opened O_CLOEXEC and, unless
 // read-only without lock, locked with flock(LOCK_EX|LOCK_NB) so that two
 // writers never share an image: the second Open() fails with kBusy and a
 // message naming the holder ("disk.img is in use by pid 1234 (vssctl)"),
@@ -34,7 +36,8 @@ class RawImage final : public BlockDevice {
                                                     uint64_t size,
                                                     RawImageOptions options = {});
   // Opens an existing image; its size is the file's size. kNotFound,
-  // kInvalidArgument (not a regular file or block device, or size 0), kBusy.
+  // kInvalidArgument (not a regular file or block device, or size 0), kBusy,
+  // kFailedPrecondition (the path is a symbolic link).
   static StatusOr<std::unique_ptr<RawImage>> Open(const std::string& path,
                                                   RawImageOptions options = {});
   ~RawImage() override;

@@ -122,8 +122,12 @@ std::string DefaultStoreDir();
 
 class Store {
  public:
-  // Opens the store at options.dir, creating the directory and catalog if
-  // missing. Finishes interrupted operations lazily, per volume, on open.
+  // Opens the store at options.dir, creating the directory (0700) and
+  // catalog if missing. Finishes interrupted operations lazily, per volume,
+  // on open. A catalog that cannot be the one the store had is kCorruption
+  // naming the file, never a new store: catalog.db empty, not a database,
+  // damaged or without schema, or missing while the store still holds diff
+  // areas (STORE/diff not empty) or a catalog log (catalog.db-wal).
   static StatusOr<std::unique_ptr<Store>> Open(StoreOptions options);
   ~Store();
 
@@ -131,10 +135,12 @@ class Store {
   const StoreOptions& options() const { return options_; }
   FileSystem* fs() const { return options_.fs; }
 
-  // Registers an image (creating it first when req.create) and returns its
-  // row. Errors: kAlreadyExists (name or path taken; on create, the file
-  // exists), kInvalidArgument (chunk size, size), kNotFound (add: no file).
-  // Nothing is left behind on failure.
+  // Registers an image (creating it first when req.create, 0600) and returns
+  // its row. The row keeps the image's real path (symbolic links resolved),
+  // by which alone it is opened later. Errors: kAlreadyExists (name or path
+  // taken; on create, the file exists), kInvalidArgument (chunk size, size),
+  // kNotFound (add: no file), kUnsupported (add: the file is a qcow2, QED,
+  // VHDX, VHD, VMDK or VDI image, not raw). Nothing is left behind on failure.
   StatusOr<metadata::VolumeRow> CreateVolume(const CreateVolumeRequest& req);
   // Forgets a volume: its shadows, index and diff-area files are deleted;
   // the image file stays.
@@ -150,6 +156,10 @@ class Store {
   // Opens (or returns the already open) volume: locks the image, loads the
   // index, indexes segment tails, finishes an interrupted revert, removes
   // non-persistent shadows left by a previous owner (with an event).
+  // Refused (nothing changed): kFailedPrecondition when the image path is or
+  // leads through a symbolic link, or when another volume's diff area is the
+  // same directory (a store of an older version); kUnsupported when the
+  // image's header has become another disk-image format.
   StatusOr<Volume*> OpenVolume(const Guid& id);
   // Flushes and closes an open volume (its lock is released).
   Status CloseVolume(const Guid& id);
@@ -169,8 +179,12 @@ class Store {
                            const std::string& path);
 
   // Diff areas: where a volume's records go and how big they may grow.
-  // AddDiffArea fails with kAlreadyExists if the volume already has records
-  // in another directory, kNotFound for an unknown volume.
+  // AddDiffArea puts the volume's segment files in `dir`/<volume-id>/
+  // (directories made 0700 and synced; `dir` is resolved to its real path),
+  // so that several volumes may name one directory and each keeps its own
+  // segments. Fails with kAlreadyExists if the volume already has its diff
+  // area elsewhere, kFailedPrecondition if it has shadows, kNotFound for an
+  // unknown volume.
   Status AddDiffArea(const Guid& volume_id, const std::string& dir,
                      int64_t max_bytes);
   Status ResizeDiffArea(const Guid& volume_id, int64_t max_bytes);
@@ -182,6 +196,8 @@ class Store {
 
  private:
   Store(StoreOptions options, std::unique_ptr<metadata::Catalog> catalog);
+  // True when another volume's diff area is the same directory as `da`.
+  StatusOr<bool> DiffAreaShared(const metadata::DiffAreaRow& da);
   StatusOr<Volume*> OpenVolumeLocked(const Guid& id);
 
   StoreOptions options_;

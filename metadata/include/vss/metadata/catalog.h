@@ -174,15 +174,21 @@ class [[nodiscard]] Transaction {
 
 class Catalog {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
-  // Opens (creating if missing) the catalog database at `path`, applies
-  // migrations up to kSchemaVersion. kCorruption if the file is not a
-  // catalog or is damaged; kFailedPrecondition if its schema is newer than
-  // this build knows.
+  // Opens the catalog database at `path` and applies migrations up to
+  // kSchemaVersion. A missing file is created atomically: made and
+  // initialised under a temporary name (0600), synced, then renamed into
+  // place and its directory synced, so that an existing catalog always has
+  // a schema. Errors: kCorruption (naming the file) if it is empty (0
+  // bytes), not a database, damaged, an SQLite database without the vss
+  // schema, or another program's; kFailedPrecondition if its schema is
+  // newer than this build knows or the path is a symbolic link. A file that
+  // exists is never re-initialised.
   // `fs`: where the database and its WAL live. Null: the OS, through
   // SQLite's own VFS. Otherwise they go through an FsVfs over `fs` (see
-  // fs_vfs.h; one process at a time). REQUIRES: `fs` outlives the Catalog.
+  // fs_vfs.h; tests only, one process at a time). REQUIRES: `fs` outlives
+  // the Catalog.
   static StatusOr<std::unique_ptr<Catalog>> Open(const std::string& path,
                                                  FileSystem* fs = nullptr);
   ~Catalog();
