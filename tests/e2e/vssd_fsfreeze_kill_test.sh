@@ -154,11 +154,11 @@ wait_for_blocked_probe() {
 # it lives apart (HOW=group), and checks that the guard thaws it.
 frozen_then_kill() {
   local how=$1
-  start_vssd "$how"
+  [[ -n $vssd_pid ]] || start_vssd "$how"  # the first run uses the one above
   "$VSSCTL" writer simulate --name slow --level system --delay-at freeze=60 \
     --log slow.log 2>slow.err &
   writer_pid=$!
-  waits_for 10 grep -q '^ready' slow.err || fail "$how: the simulated writer did not get ready: $(cat slow.err)"
+  waits_for 10 grep -q "^ready" slow.err 2>/dev/null || fail "$how: the simulated writer did not get ready: $(cat slow.err)"
   v shadow create fs --context backup >create.out 2>create.err &
   create_pid=$!
   # The guard holds a descriptor of the mountpoint from just before the
