@@ -68,7 +68,8 @@ void ControlServer::AcceptLoop() {
     }
     bool privileged = cred.uid == 0 || cred.uid == owner_;
     host_->Serve(fd, privileged,
-                 "uid " + std::to_string(cred.uid) + " (pid " + std::to_string(cred.pid) + ")");
+                 "uid " + std::to_string(cred.uid) + " (pid " +
+                     std::to_string(cred.pid) + ")");
   }
 }
 

@@ -33,21 +33,23 @@ std::string WritableByOthers(mode_t mode) {
 }  // namespace
 
 StatusOr<StoreDirectory> CheckStoreDirectory(const std::string& dir) {
-  std::unique_ptr<char, decltype(&std::free)> real(::realpath(dir.c_str(), nullptr),
-                                                    &std::free);
+  std::unique_ptr<char, decltype(&std::free)> real(
+      ::realpath(dir.c_str(), nullptr), &std::free);
   if (!real) return ErrnoError(errno, "store " + dir);
   StoreDirectory out;
   out.path = real.get();
   struct stat st;
-  if (::lstat(out.path.c_str(), &st) != 0) return ErrnoError(errno, "store " + out.path);
+  if (::lstat(out.path.c_str(), &st) != 0)
+    return ErrnoError(errno, "store " + out.path);
   if (!S_ISDIR(st.st_mode)) {
     return FailedPreconditionError("store " + out.path + ": not a directory");
   }
   if (std::string w = WritableByOthers(st.st_mode); !w.empty()) {
-    return FailedPreconditionError("store " + out.path + ": " + w + " (mode " +
-                                   Octal(st.st_mode) +
-                                   "), so others could rewrite its catalog; refused "
-                                   "(chmod go-w " + out.path + ")");
+    return FailedPreconditionError(
+        "store " + out.path + ": " + w + " (mode " + Octal(st.st_mode) +
+        "), so others could rewrite its catalog; refused "
+        "(chmod go-w " +
+        out.path + ")");
   }
   out.owner = st.st_uid;
   // The directories above: whoever may rename an entry of one of them could
@@ -56,22 +58,25 @@ StatusOr<StoreDirectory> CheckStoreDirectory(const std::string& dir) {
   while (a != "/") {
     const size_t slash = a.rfind('/');
     a = slash == 0 ? "/" : a.substr(0, slash);
-    if (::lstat(a.c_str(), &st) != 0) return ErrnoError(errno, "store " + out.path + ": " + a);
+    if (::lstat(a.c_str(), &st) != 0)
+      return ErrnoError(errno, "store " + out.path + ": " + a);
     if (!S_ISDIR(st.st_mode)) {
       return FailedPreconditionError("store " + out.path + ": " + a +
                                      " changed while it was checked");
     }
     if (st.st_uid != 0 && st.st_uid != out.owner) {
-      return FailedPreconditionError(
-          "store " + out.path + ": the directory " + a + " above it belongs to uid " +
-          std::to_string(st.st_uid) + ", who could replace the store; refused");
+      return FailedPreconditionError("store " + out.path + ": the directory " +
+                                     a + " above it belongs to uid " +
+                                     std::to_string(st.st_uid) +
+                                     ", who could replace the store; refused");
     }
     std::string w = WritableByOthers(st.st_mode);
     if (!w.empty() && (st.st_mode & S_ISVTX) == 0) {
-      return FailedPreconditionError("store " + out.path + ": the directory " + a +
-                                     " above it is " + w + " (mode " + Octal(st.st_mode) +
-                                     ") and not sticky, so others could replace the "
-                                     "store; refused");
+      return FailedPreconditionError(
+          "store " + out.path + ": the directory " + a + " above it is " + w +
+          " (mode " + Octal(st.st_mode) +
+          ") and not sticky, so others could replace the "
+          "store; refused");
     }
   }
   return out;
@@ -81,18 +86,21 @@ Status CheckStoreFile(const std::string& path, uid_t owner) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return ErrnoError(errno, path);
   if (S_ISLNK(st.st_mode)) {
-    return FailedPreconditionError(path + ": a symlink; a store's files are never followed");
+    return FailedPreconditionError(
+        path + ": a symlink; a store's files are never followed");
   }
-  if (!S_ISREG(st.st_mode)) return FailedPreconditionError(path + ": not a regular file");
+  if (!S_ISREG(st.st_mode))
+    return FailedPreconditionError(path + ": not a regular file");
   if (st.st_uid != owner) {
-    return FailedPreconditionError(path + ": belongs to uid " + std::to_string(st.st_uid) +
+    return FailedPreconditionError(path + ": belongs to uid " +
+                                   std::to_string(st.st_uid) +
                                    ", not to the store's owner (uid " +
                                    std::to_string(owner) + "); refused");
   }
   if (std::string w = WritableByOthers(st.st_mode); !w.empty()) {
-    return FailedPreconditionError(path + ": " + w + " (mode " + Octal(st.st_mode) +
-                                   "), so others could rewrite it; refused (chmod go-w " +
-                                   path + ")");
+    return FailedPreconditionError(
+        path + ": " + w + " (mode " + Octal(st.st_mode) +
+        "), so others could rewrite it; refused (chmod go-w " + path + ")");
   }
   return OkStatus();
 }
@@ -103,19 +111,22 @@ Status BecomeUser(uid_t uid, std::string* who) {
   passwd pw{};
   passwd* found = nullptr;
   int err;
-  while ((err = ::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found)) == ERANGE) {
+  while ((err = ::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found)) ==
+         ERANGE) {
     buf.resize(buf.size() * 2);
   }
   const std::string uid_text = "uid " + std::to_string(uid);
   if (found == nullptr) {
-    return FailedPreconditionError(uid_text + " has no passwd entry" +
-                                   (err != 0 ? std::string(" (") + std::strerror(err) + ")" : "") +
-                                   ", so its groups are unknown");
+    return FailedPreconditionError(
+        uid_text + " has no passwd entry" +
+        (err != 0 ? std::string(" (") + std::strerror(err) + ")" : "") +
+        ", so its groups are unknown");
   }
   const std::string name = pw.pw_name;
   const gid_t gid = pw.pw_gid;
   int count = 0;
-  ::getgrouplist(name.c_str(), gid, nullptr, &count);  // -1: `count` says how many
+  ::getgrouplist(name.c_str(), gid, nullptr,
+                 &count);  // -1: `count` says how many
   std::vector<gid_t> groups(static_cast<size_t>(count > 0 ? count : 1));
   count = static_cast<int>(groups.size());
   if (::getgrouplist(name.c_str(), gid, groups.data(), &count) < 0) {
@@ -134,13 +145,16 @@ Status BecomeUser(uid_t uid, std::string* who) {
     }
     return ErrnoError(e, "setgroups for " + name);
   }
-  if (::setresgid(gid, gid, gid) != 0) return ErrnoError(errno, "setresgid for " + name);
-  if (::setresuid(uid, uid, uid) != 0) return ErrnoError(errno, "setresuid for " + name);
+  if (::setresgid(gid, gid, gid) != 0)
+    return ErrnoError(errno, "setresgid for " + name);
+  if (::setresuid(uid, uid, uid) != 0)
+    return ErrnoError(errno, "setresuid for " + name);
   uid_t r, e, s;
   gid_t rg, eg, sg;
   if (::getresuid(&r, &e, &s) != 0 || r != uid || e != uid || s != uid ||
       ::getresgid(&rg, &eg, &sg) != 0 || rg != gid || eg != gid || sg != gid) {
-    return InternalError("becoming " + name + ": the credentials did not change");
+    return InternalError("becoming " + name +
+                         ": the credentials did not change");
   }
   if (uid != 0 && ::setuid(0) == 0) {
     return InternalError("becoming " + name + ": root could be regained");

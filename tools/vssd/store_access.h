@@ -36,7 +36,8 @@ struct StoreDirectory {
 
 // Checks the store directory `dir` (see above). kNotFound if it does not
 // exist, kFailedPrecondition naming the path at fault otherwise.
-[[nodiscard]] StatusOr<StoreDirectory> CheckStoreDirectory(const std::string& dir);
+[[nodiscard]] StatusOr<StoreDirectory> CheckStoreDirectory(
+    const std::string& dir);
 
 // Checks the store file `path` before it is opened: a regular file, not a
 // symlink, owned by `owner`, neither group- nor world-writable. kNotFound
