@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # tools/dev.sh demo|test: the one developer script.
 #
-#   demo  install missing Debian packages (when root), build Release in
-#         build/, run tools/demo.sh
+#   demo  install missing Debian packages, build Release in build/, run
+#         tools/demo.sh
 #   test  the same set-up, run every test in build/, then build with
 #         sanitizers (-DVSS_SANITIZE=ON) in build-asan/ and run them there
 #
+# Run it as yourself or as root, without sudo: it asks for sudo itself,
+# only when packages are missing and it is not root.
 # Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,14 +29,23 @@ install_missing() {
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
   done
   ((${#missing[@]} == 0)) && return
+  # Only the installation runs as root; the build and the tests run as the
+  # user who ran dev.sh.
+  local as_root=()
   if ((EUID != 0)); then
-    echo "dev.sh: missing packages: ${missing[*]}; run as root (sudo) to install them" >&2
-    exit 1
+    if ! command -v sudo >/dev/null; then
+      echo "dev.sh: missing packages: ${missing[*]}; sudo is not installed:" \
+           "install them as root (apt-get install ${missing[*]}), then run dev.sh again" >&2
+      exit 1
+    fi
+    as_root=(sudo DEBIAN_FRONTEND=noninteractive)
+    echo "dev.sh: installing ${missing[*]} (with sudo)"
+  else
+    echo "dev.sh: installing ${missing[*]}"
   fi
-  echo "dev.sh: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  "${as_root[@]}" apt-get update -q
+  "${as_root[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
 build() {  # build DIR [CMAKE_ARGS...]

@@ -35,6 +35,16 @@ bool ReadAll(int fd, char* p, size_t n) {
   return true;
 }
 
+std::string Encode(const Json& message) {
+  return message.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+// Why a message of `bytes` bytes is not sent.
+std::string TooLong(const std::string& what, size_t bytes) {
+  return what + " is " + std::to_string(bytes) + " bytes, over the control protocol's limit of " +
+         std::to_string(kMaxFrame) + " bytes per message";
+}
+
 // The status members of a reply.
 Json StatusMembers(const VssStatus& s) {
   return Json{{"hr", s.code()}, {"message", s.message()}};
@@ -67,9 +77,7 @@ int ConnectUnix(const std::string& path) {
   return fd;
 }
 
-bool Channel::Core::Send(const Json& message) {
-  std::string body = message.dump(-1, ' ', false, Json::error_handler_t::replace);
-  if (body.size() > kMaxFrame) return false;
+bool Channel::Core::Send(const std::string& body) {
   uint32_t n = static_cast<uint32_t>(body.size());
   char head[4] = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
                   static_cast<char>(n >> 8), static_cast<char>(n)};
@@ -78,7 +86,7 @@ bool Channel::Core::Send(const Json& message) {
   return WriteAll(fd, head, 4) && WriteAll(fd, body.data(), body.size());
 }
 
-Channel::Channel(int fd, CallHandler on_call, std::function<void()> on_close)
+Channel::Channel(int fd, CallHandler on_call, CloseHandler on_close)
     : core_(std::make_shared<Core>()), on_call_(std::move(on_call)), on_close_(std::move(on_close)) {
   core_->fd = fd;
 }
@@ -141,8 +149,14 @@ void Channel::CallAsync(const std::string& method, Json args, Reply done) {
     id = next_id_++;
     pending_[id] = std::move(done);
   }
-  Json call{{"call", id}, {"method", method}, {"args", std::move(args)}};
-  if (!core_->Send(call)) {
+  std::string body = Encode(Json{{"call", id}, {"method", method}, {"args", std::move(args)}});
+  VssStatus failure = VssStatus::Ok();
+  if (body.size() > kMaxFrame) {
+    failure = VssError(E_INVALIDARG, TooLong("the call " + method, body.size()));
+  } else if (!core_->Send(body)) {
+    failure = VssError(E_UNEXPECTED, "the connection to vssd is closed");
+  }
+  if (!failure.ok()) {
     Reply r;
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -151,7 +165,7 @@ void Channel::CallAsync(const std::string& method, Json args, Reply done) {
       r = std::move(it->second);
       pending_.erase(it);
     }
-    r(VssError(E_UNEXPECTED, "the connection to vssd is closed"), nullptr);
+    r(failure, nullptr);
   }
 }
 
@@ -181,16 +195,26 @@ void Channel::FailPending() {
 
 void Channel::ReadLoop() {
   std::string body;
+  std::string reason;  // why this side drops the peer
   for (;;) {
     unsigned char head[4];
     if (!ReadAll(core_->fd, reinterpret_cast<char*>(head), 4)) break;
     uint32_t n = (uint32_t{head[0]} << 24) | (uint32_t{head[1]} << 16) |
                  (uint32_t{head[2]} << 8) | uint32_t{head[3]};
-    if (n == 0 || n > kMaxFrame) break;  // a peer that breaks framing is dropped
+    // A peer that breaks framing is dropped, before anything is allocated.
+    if (n == 0 || n > kMaxFrame) {
+      reason = "a frame of " + std::to_string(n) + " bytes (the limit is 1 to " +
+               std::to_string(kMaxFrame) + ")";
+      break;
+    }
     body.resize(n);
     if (!ReadAll(core_->fd, body.data(), n)) break;
     Json m = Json::parse(body, nullptr, /*allow_exceptions=*/false);
-    if (!m.is_object()) break;
+    if (body.capacity() > 64 * 1024) std::string().swap(body);  // keep no large buffer idle
+    if (!m.is_object()) {
+      reason = "a message that is not a JSON object";
+      break;
+    }
     if (m.contains("reply") && m["reply"].is_number_unsigned()) {
       Reply r;
       {
@@ -206,19 +230,30 @@ void Channel::ReadLoop() {
     }
     if (!m.contains("call") || !m["call"].is_number_unsigned() || !m.contains("method") ||
         !m["method"].is_string()) {
+      reason = "a message that is neither a call nor a reply";
       break;
     }
     uint64_t id = m["call"].get<uint64_t>();
     std::weak_ptr<Core> weak = core_;
     auto answered = std::make_shared<std::atomic<bool>>(false);
-    Reply reply = [weak, id, answered](const VssStatus& s, Json result) {
+    Reply reply = [weak, id, answered, method = m["method"].get<std::string>()](
+                      const VssStatus& s, Json result) {
       if (answered->exchange(true)) return;
       std::shared_ptr<Core> core = weak.lock();
       if (!core) return;
       Json r = StatusMembers(s);
       r["reply"] = id;
       r["result"] = std::move(result);
-      core->Send(r);
+      std::string body = Encode(r);
+      if (body.size() > kMaxFrame) {
+        // The caller still gets its one reply: an error saying why.
+        Json e = StatusMembers(
+            VssError(E_OUTOFMEMORY, TooLong("the reply to " + method, body.size())));
+        e["reply"] = id;
+        e["result"] = nullptr;
+        body = Encode(e);
+      }
+      core->Send(body);
     };
     Json args = m.contains("args") ? std::move(m["args"]) : Json::object();
     try {
@@ -231,7 +266,7 @@ void Channel::ReadLoop() {
   core_->closed.store(true);
   ::shutdown(core_->fd, SHUT_RDWR);
   FailPending();
-  if (on_close_) on_close_();
+  if (on_close_) on_close_(reason);
 }
 
 }  // namespace vss::internal

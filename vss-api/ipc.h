@@ -15,7 +15,9 @@
 // thread made with Spawn(). Replies to our calls run their callbacks on the
 // reader thread. When the peer goes away (or Close()), every call still
 // waiting for a reply completes with E_UNEXPECTED, then on_close runs once
-// on the reader thread.
+// on the reader thread, with the reason when this side dropped a peer that
+// broke the protocol (a frame over kMaxFrame, a message that is not a call
+// or a reply), empty when the connection simply ended.
 //
 // Lifetime: Shutdown() (and the destructor) close the socket, join the
 // reader and every spawned thread; callbacks must not destroy their Channel.
@@ -40,8 +42,15 @@ namespace vss::internal {
 
 using Json = nlohmann::json;
 
-// The longest frame either side accepts (a BCD with many writers fits).
-inline constexpr uint32_t kMaxFrame = 16u << 20;
+// The longest frame either side sends or accepts. The largest legitimate
+// messages are writer metadata and backup components documents, a few
+// hundred bytes per component, so thousands of components fit; a parsed
+// message takes up to about 40 times its size in memory, so this also
+// bounds what one connection can make the other side allocate. A longer
+// frame is refused from its header, before anything is allocated, and
+// closes the connection; a call or reply that would be longer is not sent
+// (the call fails, the reply becomes an error reply), see PROTOCOL.md.
+inline constexpr uint32_t kMaxFrame = 1u << 20;
 // The protocol version "Hello" carries.
 inline constexpr int kProtocolVersion = 1;
 
@@ -51,15 +60,18 @@ class Channel {
   using Reply = std::function<void(const VssStatus& status, Json result)>;
   using CallHandler = std::function<void(const std::string& method, Json args, Reply reply)>;
 
+  using CloseHandler = std::function<void(const std::string& reason)>;
+
   // Takes `fd` (a connected stream socket).
-  Channel(int fd, CallHandler on_call, std::function<void()> on_close);
+  Channel(int fd, CallHandler on_call, CloseHandler on_close);
   ~Channel();
   Channel(const Channel&) = delete;
   Channel& operator=(const Channel&) = delete;
 
   void Start();
   // Sends a call; `done` runs once with the reply (at once, on this thread,
-  // if the channel is closed).
+  // if the channel is closed, or with E_INVALIDARG if the call would be
+  // longer than kMaxFrame).
   void CallAsync(const std::string& method, Json args, Reply done);
   // Sends a call and waits for its reply.
   VssStatusOr<Json> Call(const std::string& method, Json args);
@@ -78,7 +90,8 @@ class Channel {
     std::mutex write_mu;  // one frame at a time
     std::atomic<bool> closed{false};
     // Writes one frame; false if the socket is gone.
-    bool Send(const Json& message);
+    // REQUIRES: body.size() <= kMaxFrame.
+    bool Send(const std::string& body);
   };
   struct Worker {
     std::thread thread;
@@ -89,7 +102,7 @@ class Channel {
 
   std::shared_ptr<Core> core_;
   CallHandler on_call_;
-  std::function<void()> on_close_;
+  CloseHandler on_close_;
   std::mutex mu_;  // guards next_id_, pending_, workers_, shut_down_
   bool shut_down_ = false;
   uint64_t next_id_ = 1;

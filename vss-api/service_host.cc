@@ -256,7 +256,7 @@ const std::map<std::string, AsyncCall>& AsyncCalls() {
 class HostConnection {
  public:
   HostConnection(Coordinator& coordinator, const std::string& store_dir, int fd, bool privileged,
-                 std::string peer, std::function<void()> on_closed)
+                 std::string peer, std::function<void(const std::string& reason)> on_closed)
       : coordinator_(coordinator),
         store_dir_(store_dir),
         privileged_(privileged),
@@ -267,12 +267,16 @@ class HostConnection {
             [this](const std::string& m, Json a, Channel::Reply r) {
               OnCall(m, std::move(a), std::move(r));
             },
-            [this] { OnClose(); })) {}
+            [this](const std::string& reason) { OnClose(reason); })) {}
   // Waits for the connection's threads, which use this object.
   ~HostConnection() { channel_->Shutdown(); }
 
   // Before Start: runs once after the connection closed.
-  void SetOnClosed(std::function<void()> f) { on_closed_ = std::move(f); }
+  // `reason`: why this side closed it (empty when the peer did).
+  void SetOnClosed(std::function<void(const std::string& reason)> f) {
+    on_closed_ = std::move(f);
+  }
+  const std::string& peer() const { return peer_; }
   void Start() { channel_->Start(); }
   void Close() { channel_->Close(); }
   bool closed() const { return closed_.load(); }
@@ -388,7 +392,7 @@ class HostConnection {
   // On the reader thread, once, after the peer is gone: its writers leave
   // the coordinator and its requesters are destroyed (each when its last
   // call ends), which releases their auto-release shadows.
-  void OnClose() {
+  void OnClose(const std::string& reason) {
     std::vector<Guid> writers;
     std::map<int64_t, std::shared_ptr<Requester>> requesters;
     {
@@ -399,14 +403,14 @@ class HostConnection {
     }
     for (const Guid& id : writers) coordinator_.Unsubscribe(id).IgnoreError();
     requesters.clear();
-    on_closed_();
+    on_closed_(reason);
   }
 
   Coordinator& coordinator_;
   const std::string& store_dir_;
   const bool privileged_;
   const std::string peer_;
-  std::function<void()> on_closed_;
+  std::function<void(const std::string& reason)> on_closed_;
   std::mutex mu_;  // guards the fields below
   std::atomic<bool> closed_{false};
   std::vector<Guid> writers_;
@@ -420,6 +424,7 @@ class HostConnection {
 struct ServiceHost::Impl {
   Coordinator& coordinator;
   std::string store_dir;
+  std::function<void(const std::string&)> log;
   mutable std::mutex mu;
   std::condition_variable cv;
   std::list<std::unique_ptr<HostConnection>> live;
@@ -427,7 +432,8 @@ struct ServiceHost::Impl {
   bool stopping = false;
   std::thread reaper;
 
-  Impl(Coordinator& c, std::string dir) : coordinator(c), store_dir(std::move(dir)) {
+  Impl(Coordinator& c, std::string dir, std::function<void(const std::string&)> log_fn)
+      : coordinator(c), store_dir(std::move(dir)), log(std::move(log_fn)) {
     reaper = std::thread([this] { Reap(); });
   }
 
@@ -446,7 +452,10 @@ struct ServiceHost::Impl {
     }
   }
 
-  void Closed(HostConnection* c) {
+  void Closed(HostConnection* c, const std::string& reason) {
+    if (!reason.empty() && log) {
+      log("control connection of " + c->peer() + " closed: it sent " + reason);
+    }
     std::lock_guard<std::mutex> l(mu);
     for (auto it = live.begin(); it != live.end(); ++it) {
       if (it->get() == c) {
@@ -458,8 +467,9 @@ struct ServiceHost::Impl {
   }
 };
 
-ServiceHost::ServiceHost(Coordinator& coordinator, std::string store_dir)
-    : impl_(std::make_unique<Impl>(coordinator, std::move(store_dir))) {}
+ServiceHost::ServiceHost(Coordinator& coordinator, std::string store_dir,
+                         std::function<void(const std::string& line)> log)
+    : impl_(std::make_unique<Impl>(coordinator, std::move(store_dir), std::move(log))) {}
 
 ServiceHost::~ServiceHost() {
   {
@@ -482,7 +492,7 @@ void ServiceHost::Serve(int fd, bool privileged, const std::string& peer) {
                                             peer, nullptr);
   HostConnection* raw = c.get();
   impl->live.push_back(std::move(c));
-  raw->SetOnClosed([impl, raw] { impl->Closed(raw); });
+  raw->SetOnClosed([impl, raw](const std::string& reason) { impl->Closed(raw, reason); });
   raw->Start();
 }
 

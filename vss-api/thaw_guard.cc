@@ -135,7 +135,10 @@ StatusOr<std::unique_ptr<ThawGuard>> ThawGuard::Start(const std::vector<std::str
   sigset_t none;
   sigemptyset(&none);
   ::posix_spawnattr_setsigmask(&attr, &none);
-  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  // A session (and so a process group) of its own: whatever kills this
+  // process's group (kill -KILL -PGID, a terminal's ^C, a supervisor that
+  // signals the group) does not take the guard with it.
+  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSID);
   pid_t pid = -1;
   const int err = ::posix_spawn(&pid, args[0].c_str(), &actions, &attr, argv.data(), environ);
   ::posix_spawn_file_actions_destroy(&actions);

@@ -8,9 +8,11 @@
 # the SYSTEM level (frozen together with the filesystem) sleeps in its
 # Freeze, so a `shadow create --context backup` stays in the freeze window.
 # While a write to the filesystem is seen blocked, vssd is SIGKILLed; then
-# within a few seconds the blocked write must finish, a new write must
-# work, the guard must have said what it thawed and be gone, and the
-# requester must have exited. Also: the guard holds nothing of vssd but
+# the blocked write must finish, a new write must work, the guard must
+# have said what it thawed and be gone, and the requester must have exited.
+# The same again with SIGKILL sent to vssd's whole process group (as a
+# service manager or `kill -KILL -PGID` does): the guard lives in a session
+# of its own and survives it. Also: the guard holds nothing of vssd but
 # /dev/null, stderr and its socket; it exits quietly when vssd stops
 # normally or is killed with nothing frozen.
 #
@@ -85,9 +87,14 @@ start_vssd() {
   # A killed vssd leaves its socket file: wait for the new one's line.
   local before
   before=$(lines_of ': control socket ' vssd.err)
-  "$VSSD" --store "$VSS_STORE" --freeze-timeout-ms 60000 --event-timeout-ms 60000 2>>vssd.err &
+  # group: in a process group of its own (setsid execs it: same pid), so
+  # that the test can kill that whole group.
+  local launcher=()
+  [[ ${1:-} == group ]] && launcher=(setsid)
+  "${launcher[@]}" "$VSSD" --store "$VSS_STORE" --freeze-timeout-ms 120000 \
+    --event-timeout-ms 120000 2>>vssd.err &
   vssd_pid=$!
-  if ! waits_for 10 started "$before"; then
+  if ! waits_for 60 started "$before"; then
     echo "vssd did not start: $(tail -3 vssd.err)"
     exit 1
   fi
@@ -126,48 +133,81 @@ ok "the guard holds /dev/null, stderr and its socket only: $fds" \
 ok "the guard holds nothing of the store" eval '! grep -q "$VSS_STORE" <<<"$fds"'
 
 # ------------------------------------------------ vssd dies while frozen
-"$VSSCTL" writer simulate --name slow --level system --delay-at freeze=30 \
-  --log slow.log 2>slow.err &
-writer_pid=$!
-waits_for 10 grep -q '^ready' slow.err || fail "the simulated writer did not get ready: $(cat slow.err)"
-v shadow create fs --context backup >create.out 2>create.err &
-create_pid=$!
-# The guard holds a descriptor of the mountpoint from just before the
-# FIFREEZE; a write must block soon after.
-guard_holds_mount() { fds_of "$guard" | grep -q " -> $mnt\$"; }
-waits_for 20 guard_holds_mount || fail "the guard was never told of a freeze: $(cat create.err)"
-sleep 0.5
-start_probe during
-sleep 1.5
-if alive "$probe_pid"; then
-  pass
-  ok "the simulated writer is in its Freeze" eval '! grep -q "\"Thaw\"\|\"Abort\"" slow.log'
-  kill -KILL "$vssd_pid"
-  wait "$vssd_pid" 2>/dev/null
-  vssd_pid=
-  ok "after SIGKILL of vssd, the blocked write finishes within 5 s" waits_for 5 gone "$probe_pid"
-  if gone "$probe_pid"; then
+# The probe ($1) is blocked: in uninterruptible sleep, as a write to a
+# frozen filesystem waits for the thaw.
+blocked() { [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) == D ]]; }
+# Starts probes until one blocks on the frozen filesystem (a probe that
+# finishes came before the freeze); false if none blocks within 60 s.
+wait_for_blocked_probe() {
+  local i
+  for ((i = 0; i < 1200; i++)); do
+    start_probe "during-$i"
+    while alive "$probe_pid" && ! blocked "$probe_pid"; do sleep 0.05; done
+    alive "$probe_pid" && { probe_name=during-$i; return 0; }
     wait "$probe_pid"
-    ok "the blocked write succeeded" eq "$?" 0
     probe_pid=
-    ok "the file written while frozen is there" eq "$(cat "$mnt/during")" data
-    timeout 5 bash -c 'echo after >"$1" && sync -f "$1"' _ "$mnt/after"
-    ok "a new write works" eq "$?" 0
+  done
+  return 1
+}
+# frozen_then_kill HOW: freezes the filesystem through vssd, then kills
+# vssd (HOW=vssd) or vssd's whole process group, thaw guard included unless
+# it lives apart (HOW=group), and checks that the guard thaws it.
+frozen_then_kill() {
+  local how=$1
+  [[ -n $vssd_pid ]] || start_vssd "$how"  # the first run uses the one above
+  "$VSSCTL" writer simulate --name slow --level system --delay-at freeze=60 \
+    --log slow.log 2>slow.err &
+  writer_pid=$!
+  waits_for 10 grep -q "^ready" slow.err 2>/dev/null || fail "$how: the simulated writer did not get ready: $(cat slow.err)"
+  v shadow create fs --context backup >create.out 2>create.err &
+  create_pid=$!
+  # The guard holds a descriptor of the mountpoint from just before the
+  # FIFREEZE; a write blocks once the freeze is in force.
+  guard_holds_mount() { fds_of "$guard" | grep -q " -> $mnt\$"; }
+  waits_for 60 guard_holds_mount || fail "$how: the guard was never told of a freeze: $(cat create.err)"
+  if wait_for_blocked_probe; then
+    pass
+    ok "$how: the simulated writer is in its Freeze" eval '! grep -q "\"Thaw\"\|\"Abort\"" slow.log'
+    if [[ $how == group ]]; then
+      ok "vssd leads its own process group" eq "$(ps -o pgid= "$vssd_pid" | tr -d ' ')" "$vssd_pid"
+      ok "the guard lives in a session of its own" eq "$(ps -o sid= "$guard" | tr -d ' ')" "$guard"
+      kill -KILL -- "-$vssd_pid"
+    else
+      kill -KILL "$vssd_pid"
+    fi
+    wait "$vssd_pid" 2>/dev/null
+    vssd_pid=
+    # The thaw is the event: the blocked write finishes (bounded, generously).
+    ok "$how: after SIGKILL, the blocked write finishes" waits_for 60 gone "$probe_pid"
+    if gone "$probe_pid"; then
+      wait "$probe_pid"
+      ok "$how: the blocked write succeeded" eq "$?" 0
+      probe_pid=
+      ok "$how: the file written while frozen is there" eq "$(cat "$mnt/$probe_name")" data
+      timeout 60 bash -c 'echo after >"$1" && sync -f "$1"' _ "$mnt/after-$how"
+      ok "$how: a new write works" eq "$?" 0
+    fi
+    ok "$how: the guard exits" waits_for 60 gone "$guard"
+    ok "$how: the guard says what it thawed: $(cat vssd.err)" \
+      eval '[[ $(grep -c "vss-thaw-guard: .* thawed $mnt\$" vssd.err) -eq $thawed_before+1 ]]'
+    ok "$how: the requester exits once vssd is gone" waits_for 60 gone "$create_pid"
+    ok "$how: no shadow was made" eq "$(v shadow list --json | jq length)" 0
+  else
+    fail "$how: the filesystem was not frozen during the freeze window (writer log: $(cat slow.log))"
   fi
-  ok "the guard exits" waits_for 5 gone "$guard"
-  ok "the guard says what it thawed: $(cat vssd.err)" grep -q "vss-thaw-guard: .* thawed $mnt\$" vssd.err
-  ok "the requester exits once vssd is gone" waits_for 10 gone "$create_pid"
-  ok "no shadow was made" eq "$(v shadow list --json | jq length)" 0
-else
-  fail "the filesystem was not frozen during the freeze window (writer log: $(cat slow.log))"
-fi
-kill -TERM "$writer_pid" 2>/dev/null
-ok "the simulated writer exits" waits_for 10 gone "$writer_pid"
-wait "$writer_pid" 2>/dev/null
-writer_pid=
-[[ -n $create_pid ]] && wait "$create_pid" 2>/dev/null
-create_pid=
-fsfreeze -u "$mnt" 2>/dev/null  # nothing to undo if the guard did its work
+  kill -TERM "$writer_pid" 2>/dev/null
+  ok "$how: the simulated writer exits" waits_for 60 gone "$writer_pid"
+  wait "$writer_pid" 2>/dev/null
+  writer_pid=
+  [[ -n $create_pid ]] && wait "$create_pid" 2>/dev/null
+  create_pid=
+  fsfreeze -u "$mnt" 2>/dev/null  # nothing to undo if the guard did its work
+  rm -f slow.log slow.err
+}
+thawed_before=0
+frozen_then_kill vssd
+thawed_before=$(lines_of "vss-thaw-guard: .* thawed $mnt\$" vssd.err)
+frozen_then_kill group
 
 # --------------------------- a normal stop: the guard exits and says nothing
 before=$(lines_of vss-thaw-guard vssd.err)

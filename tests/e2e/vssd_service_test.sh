@@ -34,15 +34,20 @@ v() { "$VSSCTL" --store "$S" "$@"; }
 shadow_count() { v shadow list --json | jq length; }
 has_shadow() { v shadow list --json | jq -e --arg id "$1" 'map(.shadow_id) | index($id) != null' >/dev/null; }
 lacks_shadow() { ! has_shadow "$1"; }
-# wait_until COMMAND...: up to 10 s.
+# wait_until COMMAND...: polls, up to 60 s.
 wait_until() {
-  for _ in $(seq 100); do "$@" && return 0; sleep 0.1; done
+  for _ in $(seq 600); do "$@" && return 0; sleep 0.1; done
   return 1
 }
+# vssd is ready once it says so on stderr (after it dropped the shadows a
+# previous run left); its socket file exists a little earlier.
+ready_lines() { grep -c ': control socket ' "$work/vssd.log" 2>/dev/null; }
 start_daemon() {
+  local before
+  before=$(ready_lines)
   "$VSSD" --store "$S" 2>>"$work/vssd.log" &
   daemon=$!
-  wait_until test -S "$S/vssd.sock"
+  wait_until eval '[[ $(ready_lines) -gt $before ]]'
 }
 stop_daemon() {
   kill "$daemon" && wait "$daemon"

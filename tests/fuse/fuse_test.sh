@@ -211,6 +211,10 @@ test_partitions_filesystem() {
   ok "partitions: p1 is ext4" eq "$(jq -r '.files[1].filesystem' <<<"$out")" ext4
   ok "partitions: p2 is vfat" eq "$(jq -r '.files[2].filesystem' <<<"$out")" vfat
   ok "partitions: p1 files equal" eq "$(manifest "m1/${whole%.img}-p1")" "$(cat p1.manifest)"
+  local opts
+  opts=,$(findmnt -no OPTIONS "$work/m1/${whole%.img}-p1"),
+  ok "partitions: p1 mounted ro,nosuid,nodev,noexec ($opts)" \
+    eval '[[ $opts == *,ro,* && $opts == *,nosuid,* && $opts == *,nodev,* && $opts == *,noexec,* ]]'
   if [[ -n $vfat ]]; then
     ok "partitions: p2 files equal" eq "$(manifest "m1/${whole%.img}-p2")" "$(cat p2.manifest)"
   else
@@ -430,6 +434,10 @@ test_dirty_journal_filesystem() {
   ok "dirty ext4: its journal replayed into memory" \
     eq "$(jq -r '.files[] | select(.volume == "dext") | .log_replayed' <<<"$out")" true
   ok "dirty set: the replay file is not listed" eq "$(ls -A m2 | grep -c replay)" 0
+  local xopts
+  xopts=,$(findmnt -no OPTIONS "$work/m2/${x_name%.img}"),
+  ok "dirty xfs: replayed, still mounted ro,nosuid,nodev,noexec ($xopts)" \
+    eval '[[ $xopts == *,ro,* && $xopts == *,nosuid,* && $xopts == *,nodev,* && $xopts == *,noexec,* ]]'
   # With a replay file the FUSE mount is not "ro" for the kernel: the image
   # must still refuse every change by itself.
   local probe rc

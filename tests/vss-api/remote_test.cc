@@ -12,6 +12,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <future>
+#include <mutex>
+#include <condition_variable>
 #include <thread>
 
 #include "ipc.h"
@@ -31,7 +34,8 @@ class RemoteTest : public VssApiTest {
   void Open(CoordinatorOptions options, bool privileged = true) {
     StopHost();
     VssApiTest::Open(std::move(options));
-    host_ = std::make_unique<ServiceHost>(*coordinator_, dir_.path() + "/store");
+    host_ = std::make_unique<ServiceHost>(*coordinator_, dir_.path() + "/store",
+                                          [this](const std::string& line) { host_log_.Add(line); });
     privileged_ = privileged;
     socket_ = dir_.path() + "/vssd.sock";
     ::unlink(socket_.c_str());
@@ -85,6 +89,37 @@ class RemoteTest : public VssApiTest {
     return ShadowCount() == n;
   }
 
+  // The lines the host logs.
+  class Lines {
+   public:
+    void Add(const std::string& line) {
+      std::lock_guard<std::mutex> l(mu_);
+      lines_.push_back(line);
+      cv_.notify_all();
+    }
+    // Waits (up to 30 s, a bound for a broken build) for a line containing
+    // every one of `parts`; returns it, or "" if none came.
+    std::string WaitFor(const std::vector<std::string>& parts) {
+      std::unique_lock<std::mutex> l(mu_);
+      std::string found;
+      cv_.wait_for(l, std::chrono::seconds(30), [&] {
+        for (const std::string& line : lines_) {
+          bool all = true;
+          for (const std::string& p : parts) all = all && line.find(p) != std::string::npos;
+          if (all) found = line;
+        }
+        return !found.empty();
+      });
+      return found;
+    }
+
+   private:
+    std::mutex mu_;
+    std::condition_variable cv_;
+    std::vector<std::string> lines_;
+  };
+
+  Lines host_log_;
   std::unique_ptr<ServiceHost> host_;
   std::string socket_;
   int listener_ = -1;
@@ -307,6 +342,117 @@ TEST_F(RemoteTest, NoDaemon_AutoFallsBackInProcess_DaemonModeSaysSo) {
   EXPECT_NE((*a)->store(), nullptr);
   o.store_dir = dir_.path() + "/missing";
   EXPECT_EQ(Service::Connect(o).code(), VSS_E_OBJECT_NOT_FOUND);
+}
+
+// Writes a frame header announcing `n` bytes, then `body` (may be shorter).
+bool SendFrame(int fd, uint32_t n, const std::string& body) {
+  std::string frame = {static_cast<char>(n >> 24), static_cast<char>(n >> 16),
+                       static_cast<char>(n >> 8), static_cast<char>(n)};
+  frame += body;
+  size_t done = 0;
+  while (done < frame.size()) {
+    ssize_t w = ::send(fd, frame.data() + done, frame.size() - done, MSG_NOSIGNAL);
+    if (w <= 0) return false;
+    done += static_cast<size_t>(w);
+  }
+  return true;
+}
+
+// True once `fd` reads end of file; a bound of 30 s stands for "never".
+bool ReadsEndOfFile(int fd) {
+  char buf[4096];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 30000) <= 0) return false;
+    ssize_t r = ::recv(fd, buf, sizeof buf, 0);
+    if (r == 0) return true;
+    if (r < 0) return errno == ECONNRESET;
+  }
+}
+
+// A peer announcing a frame over the limit is dropped from the header alone
+// (nothing of the body is read or allocated), and the host says why.
+TEST_F(RemoteTest, FrameOverTheLimit_ClosedFromItsHeader_ReasonLogged) {
+  int fd = internal::ConnectUnix(socket_);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(SendFrame(fd, internal::kMaxFrame + 1, ""));
+  EXPECT_TRUE(ReadsEndOfFile(fd));
+  ::close(fd);
+  std::string line = host_log_.WaitFor(
+      {"test peer", "a frame of " + std::to_string(internal::kMaxFrame + 1) + " bytes"});
+  EXPECT_FALSE(line.empty());
+  // 16 MiB, which used to be accepted.
+  fd = internal::ConnectUnix(socket_);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(SendFrame(fd, 16u << 20, "{"));
+  EXPECT_TRUE(ReadsEndOfFile(fd));
+  ::close(fd);
+  EXPECT_FALSE(host_log_.WaitFor({"a frame of 16777216 bytes"}).empty());
+}
+
+TEST_F(RemoteTest, FrameOfExactlyTheLimit_IsServed) {
+  EXPECT_LE(internal::kMaxFrame, 1u << 20) << "the limit must stay well below 16 MiB";
+  int fd = internal::ConnectUnix(socket_);
+  ASSERT_GE(fd, 0);
+  std::string head = R"({"call":1,"method":"Hello","args":{"version":1,"pad":")";
+  std::string tail = R"("}})";
+  std::string body = head + std::string(internal::kMaxFrame - head.size() - tail.size(), 'x') + tail;
+  ASSERT_EQ(body.size(), internal::kMaxFrame);
+  ASSERT_TRUE(SendFrame(fd, internal::kMaxFrame, body));
+  unsigned char h[4];
+  ASSERT_EQ(::recv(fd, h, 4, MSG_WAITALL), 4);
+  uint32_t n = (uint32_t{h[0]} << 24) | (uint32_t{h[1]} << 16) | (uint32_t{h[2]} << 8) | h[3];
+  std::string reply(n, '\0');
+  ASSERT_EQ(::recv(fd, reply.data(), n, MSG_WAITALL), static_cast<ssize_t>(n));
+  internal::Json j = internal::Json::parse(reply);
+  EXPECT_EQ(j.value("reply", 0), 1);
+  EXPECT_EQ(j.value("hr", -1), 0);
+  ::close(fd);
+}
+
+TEST_F(RemoteTest, CallOverTheLimit_FailsAtTheCaller_ConnectionStaysUsable) {
+  int fd = internal::ConnectUnix(socket_);
+  ASSERT_GE(fd, 0);
+  internal::Channel ch(fd, nullptr, nullptr);
+  ch.Start();
+  VssStatusOr<internal::Json> big =
+      ch.Call("Hello", {{"version", 1}, {"pad", std::string(internal::kMaxFrame, 'x')}});
+  EXPECT_EQ(big.code(), E_INVALIDARG);
+  EXPECT_NE(big.status().message().find("limit of " + std::to_string(internal::kMaxFrame)),
+            std::string::npos)
+      << big.status().message();
+  EXPECT_TRUE(ch.Call("Hello", {{"version", 1}}).ok());
+}
+
+TEST(ChannelTest, ReplyOverTheLimit_BecomesAnErrorReply) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  internal::Channel server(
+      sv[0],
+      [](const std::string& method, internal::Json, internal::Channel::Reply reply) {
+        if (method == "Big") {
+          reply(VssStatus::Ok(), internal::Json(std::string(internal::kMaxFrame, 'x')));
+        } else {
+          reply(VssStatus::Ok(), internal::Json("small"));
+        }
+      },
+      nullptr);
+  internal::Channel client(sv[1], nullptr, nullptr);
+  server.Start();
+  client.Start();
+  // Asynchronously, so that a reply that never comes fails the test
+  // instead of hanging it.
+  auto p = std::make_shared<std::promise<VssStatus>>();
+  client.CallAsync("Big", internal::Json::object(),
+                   [p](const VssStatus& s, internal::Json) { p->set_value(s); });
+  std::future<VssStatus> f = p->get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  VssStatus s = f.get();
+  EXPECT_EQ(s.code(), E_OUTOFMEMORY);
+  EXPECT_NE(s.message().find("the reply to Big"), std::string::npos) << s.message();
+  VssStatusOr<internal::Json> small = client.Call("Small", internal::Json::object());
+  ASSERT_TRUE(small.ok()) << small.status().ToString();
+  EXPECT_EQ(*small, "small");
 }
 
 }  // namespace

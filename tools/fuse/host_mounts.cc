@@ -128,7 +128,7 @@ StatusOr<std::string> MountThroughLoop(const std::string& file, bool writable,
   }
   std::string loop = r.out.substr(0, r.out.find('\n'));
   if (::mount(loop.c_str(), mount_point.c_str(), fs_type.c_str(),
-              MS_RDONLY | MS_NOSUID | MS_NODEV, options.c_str()) != 0) {
+              MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, options.c_str()) != 0) {
     Status s = ErrnoError(errno, "mounting the " + fs_type + " filesystem of " +
                                      file + " (" + loop + ") on " + mount_point);
     Run({"losetup", "-d", loop}).status().IgnoreError();

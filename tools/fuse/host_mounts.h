@@ -11,12 +11,13 @@
 // mounted filesystem whose journal is dirty):
 //   ext3, ext4  ro,noload        xfs  ro,norecovery,nouuid
 //   ext2        ro               vfat ro
-// all with nosuid,nodev, on a read-only loop device of the image. XFS and
-// ext3/ext4 are the exception when the caller offers a replay file (a
-// writable overlay of the image, see overlay_device.h): they keep recent
-// metadata in their log or journal until it is checkpointed, so without
-// replay the files written shortly before the shadow may be missing. The
-// filesystem is then mounted ro (XFS: ro,nouuid) from a read-write loop
+// all with nosuid,nodev,noexec (nothing of a shadow runs from the mount),
+// on a read-only loop device of the image. XFS and ext3/ext4 are the
+// exception when the caller offers a replay file (a writable overlay of the
+// image, see overlay_device.h): they keep recent metadata in their log or
+// journal until it is checkpointed, so without replay the files written
+// shortly before the shadow may be missing. The filesystem is then mounted
+// ro (XFS: ro,nouuid), also nosuid,nodev,noexec, from a read-write loop
 // device of the replay file, and the kernel replays the log into the
 // overlay; if that mount fails, the image is mounted as above.
 //

@@ -188,8 +188,8 @@ void AddMount(CLI::App& app, Cli& cli) {
       ->type_name("VOLUME");
   c->add_flag("--filesystem", o->filesystem,
               "Also mount the filesystem in each image (or partition) "
-              "read-only beneath DIR (an XFS log is replayed into memory, "
-              "never into the shadow)");
+              "read-only, nosuid, nodev and noexec beneath DIR (an XFS log "
+              "is replayed into memory, never into the shadow)");
   c->footer(
       "Examples:\n  vssctl mount 1a2b /mnt/then --filesystem\n"
       "  vssctl mount --volume disk /mnt/history\n"

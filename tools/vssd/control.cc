@@ -15,15 +15,23 @@ namespace vss::vssd {
 
 Status ControlServer::Listen(const std::string& path) {
   std::vector<int> fds;
-  VSS_RETURN_IF_ERROR(ListenUnix(path, &fds));
+  // The socket file takes its mode from the umask at bind(): 0660 from the
+  // start, so there is no moment at which others may connect (a chmod after
+  // bind would leave one, and would follow whatever the path became).
+  const mode_t saved = ::umask(0117);
+  Status s = ListenUnix(path, &fds);
+  ::umask(saved);
+  VSS_RETURN_IF_ERROR(s);
   listener_ = fds[0];
   path_ = path;
-  if (::chmod(path.c_str(), 0660) != 0) return ErrnoError(errno, "chmod " + path);
   if (::pipe2(stop_pipe_, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe");
   return OkStatus();
 }
 
-void ControlServer::Start() { thread_ = std::thread([this] { AcceptLoop(); }); }
+void ControlServer::Start(ServiceHost* host) {
+  host_ = host;
+  thread_ = std::thread([this] { AcceptLoop(); });
+}
 
 void ControlServer::Stop() {
   if (thread_.joinable()) {
@@ -60,7 +68,8 @@ void ControlServer::AcceptLoop() {
     }
     bool privileged = cred.uid == 0 || cred.uid == owner_;
     host_->Serve(fd, privileged,
-                 "uid " + std::to_string(cred.uid) + " (pid " + std::to_string(cred.pid) + ")");
+                 "uid " + std::to_string(cred.uid) + " (pid " +
+                     std::to_string(cred.pid) + ")");
   }
 }
 

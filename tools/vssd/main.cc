@@ -15,6 +15,14 @@
 // (coordinator.h): writer answers (default 180000), the freeze-to-thaw
 // window (60000), the hold of writes during commit (10000).
 //
+// vssd acts for the store's owner (the owner of its directory) with that
+// user's rights only (store_access.h): run by another user, typically root,
+// it becomes the owner (his groups, gid and uid) before it opens anything
+// of the store, and says so in one line; if it cannot, it refuses. A store
+// directory or catalog that others may write, or a directory above the
+// store that lets another user replace it, is refused. The control socket
+// and the NBD socket files are then the owner's.
+//
 // The built-in fsfreeze writer (vss/api/fsfreeze_writer.h) is subscribed
 // unless --no-fsfreeze: filesystems mounted on this host from a volume of a
 // set (through a loop device) are frozen at the set's Freeze and thawed at
@@ -49,6 +57,7 @@
 #include "control.h"
 #include "exports.h"
 #include "server.h"
+#include "store_access.h"
 #include "vss/api/coordinator.h"
 #include "vss/api/fsfreeze_writer.h"
 #include "vss/api/provider.h"
@@ -186,13 +195,48 @@ int main(int argc, char** argv) {
   if (!ec) store_dir = abs.lexically_normal().string();
   if (store_dir.size() > 1 && store_dir.back() == '/') store_dir.pop_back();
 
-  struct stat st;
-  if (::stat((store_dir + "/catalog.db").c_str(), &st) != 0) {
-    return Fail("store " + store_dir +
-                " does not exist (create it with vssctl, or pass --store)");
+  // Whom this daemon acts for (store_access.h): the store's owner, checked
+  // and become before any file of the store is opened, and before any
+  // thread starts.
+  auto dir = vss::vssd::CheckStoreDirectory(store_dir);
+  if (!dir.ok()) {
+    if (dir.status().code() == vss::StatusCode::kNotFound) {
+      return Fail("store " + store_dir +
+                  " does not exist (create it with vssctl, or pass --store)");
+    }
+    return Fail(dir.status().ToString());
+  }
+  store_dir = dir->path;
+  const uid_t owner = dir->owner;
+  if (::geteuid() != owner) {
+    std::string who;
+    if (vss::Status s = vss::vssd::BecomeUser(owner, &who); !s.ok()) {
+      return Fail("store " + store_dir + " belongs to uid " + std::to_string(owner) +
+                  ", and vssd acts for a store's owner only: " + s.ToString() +
+                  " (run vssd as that user)");
+    }
+    std::fprintf(stderr, "vssd: store %s belongs to %s: vssd runs as uid %u, with that user's "
+                 "rights only%s\n", store_dir.c_str(), who.c_str(),
+                 static_cast<unsigned>(owner),
+                 fsfreeze ? " (the fsfreeze writer freezes a filesystem only if that user "
+                            "may: FIFREEZE needs CAP_SYS_ADMIN)" : "");
+  }
+  if (vss::Status s = vss::vssd::CheckStoreFile(store_dir + "/catalog.db", owner); !s.ok()) {
+    if (s.code() == vss::StatusCode::kNotFound) {
+      return Fail("store " + store_dir +
+                  " does not exist (create it with vssctl, or pass --store)");
+    }
+    return Fail(s.ToString());
   }
   if (addresses.empty()) addresses.push_back("unix:" + store_dir + "/nbd.sock");
   if (socket_path.empty()) socket_path = vss::DefaultSocketPath(store_dir);
+
+  // First, so that a second vssd on the store stops here; while the process
+  // has one thread (Listen sets the umask around its bind).
+  vss::vssd::ControlServer control(owner);
+  if (vss::Status s = control.Listen(socket_path); !s.ok()) {
+    return Fail("control socket: " + s.ToString());
+  }
 
   vss::engine::StoreOptions options;
   options.dir = store_dir;
@@ -230,19 +274,21 @@ int main(int argc, char** argv) {
     {
       // Destroyed before the coordinator: closing the requesters'
       // connections releases their auto-release shadows.
-      vss::ServiceHost host(coordinator, store_dir);
-      vss::vssd::ControlServer control(&host, st.st_uid);
+      vss::ServiceHost host(coordinator, store_dir, [](const std::string& line) {
+        std::fprintf(stderr, "vssd: %s\n", line.c_str());
+      });
+      // The control socket hands connections to `host` until this goes.
+      struct StopControl {
+        vss::vssd::ControlServer& control;
+        ~StopControl() { control.Stop(); }
+      } stop_control{control};
       vss::vssd::Server server(&registry);
-      // First, so that a second vssd on the store stops here.
-      if (vss::Status s = control.Listen(socket_path); !s.ok()) {
-        return Fail("control socket: " + s.ToString());
-      }
       DropStaleShadows(**store);
       for (const auto& a : addresses) {
         vss::Status s = server.Listen(a);
         if (!s.ok()) return Fail(s.ToString());
       }
-      control.Start();
+      control.Start(&host);
       std::fprintf(stderr, "vssd: %s: control socket %s\n", store_dir.c_str(),
                    socket_path.c_str());
       for (const auto& a : addresses) {

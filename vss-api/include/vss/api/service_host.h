@@ -12,12 +12,15 @@
 //     as failed (VSS_E_WRITER_INFRASTRUCTURE), so a dead writer process
 //     never holds a backup past the coordinator's timeouts.
 // An unprivileged peer may only call Hello, ListWriters and ListProviders;
-// everything else is E_ACCESSDENIED.
+// everything else is E_ACCESSDENIED. A peer that breaks the protocol (a
+// frame over the size limit, a message that is not a call or a reply) is
+// disconnected, and the host's log gets one line saying who and why.
 //
 // Thread safety: Serve may be called from any thread. The destructor closes
 // every connection and waits for their work to end.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -28,7 +31,10 @@ namespace vss {
 class ServiceHost {
  public:
   // `coordinator` must outlive the host. `store_dir` is reported to peers.
-  ServiceHost(Coordinator& coordinator, std::string store_dir);
+  // `log`, when set, gets one line (no newline) per peer dropped for
+  // breaking the protocol; it is called from the connections' threads.
+  ServiceHost(Coordinator& coordinator, std::string store_dir,
+              std::function<void(const std::string& line)> log = nullptr);
   ~ServiceHost();
   ServiceHost(const ServiceHost&) = delete;
   ServiceHost& operator=(const ServiceHost&) = delete;

@@ -28,9 +28,13 @@
 // RunThawGuard(FD). The helper keeps nothing of its parent alive: it gets
 // /dev/null as standard input and output, the parent's standard error (for
 // its one message), its end of the socket, and closes every other
-// descriptor at once. It ignores SIGINT, SIGTERM, SIGHUP and SIGQUIT (a
-// terminal's ^C or a service manager's stop reach the whole group; the
-// helper must outlive its parent by the moment it takes to thaw). It does
+// descriptor at once. It runs in a session and process group of its own
+// (setsid), so that a signal to the parent's process group (kill -KILL
+// -PGID, a terminal's ^C) does not kill both, and it ignores SIGINT,
+// SIGTERM, SIGHUP and SIGQUIT (a supervisor may signal every process of a
+// service; the helper must outlive its parent by the moment it takes to
+// thaw). Nothing protects it from SIGKILL sent to it directly, such as a
+// supervisor's final kill of a whole control group. It does
 // not use PR_SET_PDEATHSIG: that fires when the spawning *thread* exits,
 // not the process. Instead, besides end of file, it checks once a second
 // whether its parent changed (a descriptor leaked into another process
