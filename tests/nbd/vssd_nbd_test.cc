@@ -1015,7 +1015,7 @@ TEST_F(VssdTest, Tls_PskClientsReadAndWritePlainTextAndWrongKeyRefused) {
                             "' -c 'read -P 0x5c 1M 64k' -c 'read -P 0x33 0 64k'");
   EXPECT_EQ(rc, 0) << out;
   EXPECT_EQ(out.find("verification failed"), std::string::npos) << out;
-  std::tie(rc, out) = Shell(object + keys + " --image-opts '" +
+  std::tie(rc, out) = Shell(object + keys + " -r --image-opts '" +
                             QemuTlsImage(port, "shadow/" + shadow_id_) +
                             "' -c 'read -P 0x11 0 64k'");
   EXPECT_EQ(rc, 0) << out;
@@ -1194,8 +1194,22 @@ TEST_F(VssdTest, ThreadLimit_ClientsWithoutAThreadAreRefusedAndVssdLives) {
   // client's connection, none for its workers, none for a third client.
   const int threads = ThreadsOf(pid_);
   ASSERT_GT(threads, 0);
-  rlimit limit{static_cast<rlim_t>(threads + 1), static_cast<rlim_t>(threads + 1)};
-  ASSERT_EQ(::prlimit(pid_, RLIMIT_NPROC, &limit, nullptr), 0);
+  // Set by a process of vssd's uid (root may lack CAP_SYS_RESOURCE in a
+  // container): the soft limit only, so that it can be raised again.
+  auto set_soft_limit = [&](rlim_t soft) {
+    pid_t helper = ::fork();
+    if (helper == 0) {
+      rlimit l{};
+      if (::setresgid(uid, uid, uid) != 0 || ::setresuid(uid, uid, uid) != 0) ::_exit(2);
+      if (::prlimit(pid_, RLIMIT_NPROC, nullptr, &l) != 0) ::_exit(1);
+      l.rlim_cur = std::min(soft, l.rlim_max);
+      ::_exit(::prlimit(pid_, RLIMIT_NPROC, &l, nullptr) == 0 ? 0 : 3);
+    }
+    int st = 0;
+    ::waitpid(helper, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  };
+  ASSERT_EQ(set_soft_limit(static_cast<rlim_t>(threads + 1)), 0);
   for (int i = 0; i < 3; ++i) {
     Client c;
     ASSERT_TRUE(c.Connect(socket_));
@@ -1211,8 +1225,7 @@ TEST_F(VssdTest, ThreadLimit_ClientsWithoutAThreadAreRefusedAndVssdLives) {
   ASSERT_TRUE(r && r->error == 0);
   EXPECT_EQ(r->data, Bytes(4096, 0x33));
   // With threads again, new clients are served.
-  rlimit unlimited{RLIM_INFINITY, RLIM_INFINITY};
-  ASSERT_EQ(::prlimit(pid_, RLIMIT_NPROC, &unlimited, nullptr), 0);
+  ASSERT_EQ(set_soft_limit(RLIM_INFINITY), 0);
   first.Close();
   EXPECT_EQ(ReadExport("live/disk", 0, 4096), Bytes(4096, 0x33));
 }

@@ -164,13 +164,15 @@ StatusOr<std::unique_ptr<TlsSession>> TlsSession::Handshake(
   } while (rc < 0 && !gnutls_error_is_fatal(rc));
   if (rc < 0) return IoError(std::string("TLS handshake: ") + gnutls_strerror(rc));
 
+  // A PSK handshake (TLS 1.3 reports the certificate type for the key
+  // exchange with PSK, so the PSK identity is what tells).
+  const char* user = credentials.psk_ ? gnutls_psk_server_get_username(s) : nullptr;
+  if (user != nullptr) {
+    t->authenticated_ = true;
+    t->peer_ = std::string("psk user ") + user;
+    return t;
+  }
   switch (gnutls_auth_get_type(s)) {
-    case GNUTLS_CRD_PSK: {
-      const char* user = gnutls_psk_server_get_username(s);
-      t->authenticated_ = true;
-      t->peer_ = std::string("psk user ") + (user ? user : "?");
-      break;
-    }
     case GNUTLS_CRD_CERTIFICATE: {
       unsigned count = 0;
       const gnutls_datum_t* chain = gnutls_certificate_get_peers(s, &count);
