@@ -921,15 +921,17 @@ TEST_F(VssdTest, UnixSocket_OtherUserMayListButNotOpenOrWrite) {
 
 TEST_F(VssdTest, Tcp_WithoutTlsOrInsecureFlag_RefusedAtStartInOneLine) {
   StopVssd();
-  auto [rc, out] = Shell(std::string(VssdPath()) + " --store " + store_dir_ +
-                         " --nbd tcp:127.0.0.1:1");
+  // (Under `timeout`: a vssd that served would not return.)
+  auto [rc, out] = Shell("timeout 60 " + std::string(VssdPath()) + " --store " +
+                         store_dir_ + " --nbd tcp:127.0.0.1:0");
   EXPECT_EQ(rc, 1) << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
   EXPECT_NE(out.find("--tls-psk"), std::string::npos) << out;
   // A certificate directory without its files: refused, naming the file.
   std::filesystem::create_directory(dir_ + "/x509");
-  std::tie(rc, out) = Shell(std::string(VssdPath()) + " --store " + store_dir_ +
-                            " --nbd tcp:127.0.0.1:1 --tls-x509 " + dir_ + "/x509");
+  std::tie(rc, out) = Shell("timeout 60 " + std::string(VssdPath()) + " --store " +
+                            store_dir_ + " --nbd tcp:127.0.0.1:0 --tls-x509 " + dir_ +
+                            "/x509");
   EXPECT_EQ(rc, 1) << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
   EXPECT_NE(out.find("server-cert.pem"), std::string::npos) << out;
@@ -1111,8 +1113,17 @@ TEST_F(VssdTest, HandshakeTimeout_SilentClientsAreClosedAndServerStillAnswers) {
   ASSERT_TRUE(half.Connect(socket_));
   ASSERT_TRUE(half.Greet());
   ASSERT_TRUE(half.Send(Bytes(7, 0x49)));
-  for (auto& c : silent) EXPECT_TRUE(DrainUntilClosed(*c)) << "a silent client stayed";
-  EXPECT_TRUE(DrainUntilClosed(half));
+  // One cap for them all (for a server that never closes them).
+  auto cap = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  auto left_ms = [&] {
+    return std::max<int>(1, static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(
+            cap - std::chrono::steady_clock::now()).count()));
+  };
+  for (auto& c : silent) {
+    ASSERT_TRUE(DrainUntilClosed(*c, left_ms())) << "a silent client stayed";
+  }
+  EXPECT_TRUE(DrainUntilClosed(half, left_ms()));
   EXPECT_EQ(ReadExport("live/disk", 0, 4096), Bytes(4096, 0x33));
 }
 

@@ -20,11 +20,6 @@
 
 namespace vss::vssd {
 
-const char* const kNbdUsage =
-    "[--nbd-insecure] [--tls-psk FILE] [--tls-x509 DIR] "
-    "[--nbd-handshake-timeout-ms N] [--nbd-idle-timeout-ms N] "
-    "[--nbd-max-connections N] [--nbd-memory-limit SIZE]";
-
 namespace {
 
 bool SetSockaddr(const std::string& path, sockaddr_un* addr) {

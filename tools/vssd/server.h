@@ -68,8 +68,6 @@ struct NbdOptions {
 // malformed.
 int ParseNbdArgument(int argc, char** argv, int i, NbdOptions* options,
                      std::string* error);
-// The usage text of those options.
-extern const char* const kNbdUsage;
 
 class Server {
  public:
