@@ -4,7 +4,10 @@
 // malformed clients), then with real clients (qemu-io, qemu-img, nbdinfo,
 // nbdcopy) where they are installed.
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +17,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <grp.h>
 #include <map>
 #include <set>
 #include <span>
@@ -51,6 +56,40 @@ std::pair<int, std::string> Shell(const std::string& cmd) {
   while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
   int st = ::pclose(p);
   return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+// The vssd under test: the build's, or $VSSD_UNDER_TEST (to run these tests
+// against another build, e.g. to see one fail before a fix).
+const char* VssdPath() {
+  const char* v = std::getenv("VSSD_UNDER_TEST");
+  return v && *v ? v : VSSD_PATH;
+}
+
+// Reads what the server sends until it closes the connection; true when it
+// did (within `limit_ms`, a cap for a broken server, not a synchronisation).
+// `received` gets the number of bytes read before the end.
+bool DrainUntilClosed(Client& c, int limit_ms = 60000, size_t* received = nullptr) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(limit_ms);
+  size_t total = 0;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        end - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{c.fd(), POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    uint8_t buf[4096];
+    ssize_t n = ::recv(c.fd(), buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (received) *received = total;
+      return n == 0 || errno == ECONNRESET;
+    }
+    total += static_cast<size_t>(n);
+  }
+}
+
+std::string OptionMessage(const OptionReply& r) {
+  return std::string(r.data.begin(), r.data.end());
 }
 
 void WriteFile(const std::string& path, const std::vector<uint8_t>& data) {
@@ -111,13 +150,57 @@ class VssdTest : public ::testing::Test {
   static pid_t StartVssd(const std::vector<std::string>& args) {
     pid_t pid = ::fork();
     if (pid == 0) {
-      std::vector<char*> argv{const_cast<char*>(VSSD_PATH)};
+      std::vector<char*> argv{const_cast<char*>(VssdPath())};
       for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
       argv.push_back(nullptr);
-      ::execv(VSSD_PATH, argv.data());
+      ::execv(VssdPath(), argv.data());
       ::_exit(127);
     }
     return pid;
+  }
+
+  // Stops the fixture's vssd (one vssd per store).
+  void StopVssd() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    int st = 0;
+    ::waitpid(pid_, &st, 0);
+    pid_ = -1;
+  }
+
+  // Restarts vssd on the fixture's Unix socket with `extra` arguments.
+  void RestartWith(const std::vector<std::string>& extra) {
+    StopVssd();
+    std::vector<std::string> args{"--store", store_dir_, "--nbd", "unix:" + socket_};
+    args.insert(args.end(), extra.begin(), extra.end());
+    pid_ = StartVssd(args);
+    ASSERT_GT(pid_, 0);
+    ASSERT_TRUE(WaitForSocket()) << "vssd did not start listening";
+  }
+
+  // Starts vssd on a free loopback TCP port with `extra` arguments (the
+  // fixture's vssd is stopped first); returns the port, 0 when none was
+  // found. The vssd is the fixture's from then on.
+  uint16_t StartTcp(const std::vector<std::string>& extra) {
+    StopVssd();
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      uint16_t port = 20000 + (::getpid() * 7 + attempt * 1009) % 30000;
+      std::vector<std::string> args{"--store", store_dir_, "--nbd",
+                                    "tcp:" + std::to_string(port)};
+      args.insert(args.end(), extra.begin(), extra.end());
+      pid_t pid = StartVssd(args);
+      for (int i = 0; i < 250; ++i) {
+        Client c;
+        if (c.ConnectTcp(port)) {
+          pid_ = pid;
+          return port;
+        }
+        int st;
+        if (::waitpid(pid, &st, WNOHANG) == pid) break;  // port taken: retry
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
+    return 0;
   }
 
   bool WaitForSocket() {
@@ -649,7 +732,7 @@ TEST_F(VssdTest, Revert_RefusedWhileALiveClientIsOpenUnlessForced) {
   EXPECT_FALSE(s.Open("shadow/" + shadow_id_, true).has_value());
 }
 
-TEST_F(VssdTest, Tcp_ServesOnLoopback) {
+TEST_F(VssdTest, Tcp_InsecureServesPlainTextOnLoopback) {
   // One vssd per store: stop the fixture's (Unix socket) one first.
   ::kill(pid_, SIGTERM);
   int fixture_status = 0;
@@ -657,8 +740,8 @@ TEST_F(VssdTest, Tcp_ServesOnLoopback) {
   pid_ = -1;
   for (int attempt = 0; attempt < 5; ++attempt) {
     uint16_t port = 20000 + (::getpid() * 7 + attempt * 1009) % 30000;
-    pid_t pid = StartVssd(
-        {"--store", store_dir_, "--nbd", "tcp:" + std::to_string(port)});
+    pid_t pid = StartVssd({"--store", store_dir_, "--nbd",
+                           "tcp:" + std::to_string(port), "--nbd-insecure"});
     bool up = false;
     for (int i = 0; i < 250 && !up; ++i) {
       Client c;
@@ -754,6 +837,418 @@ TEST(VssdStartTest, BadArgumentsAndMissingStore_OneLineAndExit1) {
   std::tie(rc, out) = Shell(std::string(VSSD_PATH) + " --nbd bogus:1");
   EXPECT_EQ(rc, 1);
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+}
+
+// ---- access control ---------------------------------------------------------
+
+TEST_F(VssdTest, UnixSocket_IsMode0660WhateverTheUmask) {
+  mode_t old = ::umask(0);
+  RestartWith({});
+  ::umask(old);
+  struct stat st;
+  ASSERT_EQ(::lstat(socket_.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0660u);
+  // No private directory of the bind is left beside it.
+  for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+    EXPECT_EQ(e.path().filename().string().rfind(".vssd-socket-", 0),
+              std::string::npos)
+        << e.path();
+  }
+}
+
+// Runs `body` in a child process as uid 65534 with group 0 (so that the
+// 0660 root:root socket admits it, as it admits the store owner's group);
+// returns the child's exit status (0: every check in it passed).
+int AsOtherUser(const std::function<int()>& body) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(0, 0, 0) != 0 ||
+        ::setresuid(65534, 65534, 65534) != 0) {
+      ::_exit(99);
+    }
+    ::_exit(body());
+  }
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 98;
+}
+
+TEST_F(VssdTest, UnixSocket_OtherUserMayListButNotOpenOrWrite) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "needs root, to run a client as another user";
+  }
+  ASSERT_EQ(::chmod(dir_.c_str(), 0710), 0);  // the group may reach the socket
+  // Our client as uid 65534: LIST works, INFO and GO are refused by policy
+  // with a message, EXPORT_NAME is closed.
+  int rc = AsOtherUser([&] {
+    Client c;
+    if (!c.Connect(socket_) || !c.Greet()) return 1;
+    if (!c.SendOption(3, {})) return 2;
+    auto list = c.ReadOptionReplies(2);
+    if (list.size() != 3 || list.back().type != 1) return 3;
+    for (uint32_t option : {6u, 7u}) {
+      std::vector<uint8_t> d;
+      Put32(d, 9);
+      PutStr(d, "live/disk");
+      Put16(d, 0);
+      if (!c.SendOption(option, d)) return 4;
+      auto r = c.ReadOptionReply();
+      if (!r || r->type != 0x80000002u) return 5;  // NBD_REP_ERR_POLICY
+      if (OptionMessage(*r).find("permission denied") == std::string::npos) return 6;
+    }
+    Client d;
+    if (!d.Connect(socket_) || !d.Greet()) return 7;
+    if (!d.SendOption(1, std::vector<uint8_t>{'l', 'i', 'v', 'e', '/', 'd', 'i',
+                                               's', 'k'})) {
+      return 8;
+    }
+    size_t got = 1;
+    if (!DrainUntilClosed(d, 60000, &got) || got != 0) return 9;
+    return 0;
+  });
+  EXPECT_EQ(rc, 0) << "check " << rc << " failed in the other user's client";
+  if (HaveTool("qemu-io") && HaveTool("setpriv")) {
+    // A real client as that user cannot write.
+    auto [qrc, out] = Shell("setpriv --reuid=65534 --regid=0 --clear-groups "
+                            "qemu-io -f raw -c 'write -P 0x66 0 4k' '" +
+                            Uri("live/disk") + "'");
+    EXPECT_NE(qrc, 0) << out;
+  }
+  // Nothing changed, and root still opens it.
+  EXPECT_EQ(ReadExport("live/disk", 0, 4096), Bytes(4096, 0x33));
+}
+
+TEST_F(VssdTest, Tcp_WithoutTlsOrInsecureFlag_RefusedAtStartInOneLine) {
+  StopVssd();
+  // (Under `timeout`: a vssd that served would not return.)
+  auto [rc, out] = Shell("timeout 60 " + std::string(VssdPath()) + " --store " +
+                         store_dir_ + " --nbd tcp:127.0.0.1:0");
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+  EXPECT_NE(out.find("--tls-psk"), std::string::npos) << out;
+  // A certificate directory without its files: refused, naming the file.
+  std::filesystem::create_directory(dir_ + "/x509");
+  std::tie(rc, out) = Shell("timeout 60 " + std::string(VssdPath()) + " --store " +
+                            store_dir_ + " --nbd tcp:127.0.0.1:0 --tls-x509 " + dir_ +
+                            "/x509");
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+  EXPECT_NE(out.find("server-cert.pem"), std::string::npos) << out;
+}
+
+TEST_F(VssdTest, ErrorReplies_DoNotRevealHostPaths) {
+  // The image is gone: opening the live export fails.
+  std::filesystem::rename(dir_ + "/disk.img", dir_ + "/moved.img");
+  Client c;
+  ASSERT_TRUE(c.Connect(socket_));
+  ASSERT_TRUE(c.Greet());
+  std::vector<uint8_t> d;
+  Put32(d, 9);
+  PutStr(d, "live/disk");
+  Put16(d, 0);
+  ASSERT_TRUE(c.SendOption(7, d));
+  auto r = c.ReadOptionReply();
+  ASSERT_TRUE(r);
+  EXPECT_GE(r->type, 0x80000000u);
+  std::string message = OptionMessage(*r);
+  EXPECT_FALSE(message.empty());
+  EXPECT_EQ(message.find(dir_), std::string::npos) << message;
+  EXPECT_EQ(message.find("disk.img"), std::string::npos) << message;
+}
+
+// ---- TLS ----------------------------------------------------------------------
+
+// Image options for qemu of the export `name` on 127.0.0.1:`port` through
+// the TLS object tls0.
+std::string QemuTlsImage(uint16_t port, const std::string& name) {
+  return "driver=raw,file.driver=nbd,file.host=127.0.0.1,file.port=" +
+         std::to_string(port) + ",file.export=" + name + ",file.tls-creds=tls0";
+}
+
+TEST_F(VssdTest, Tls_PskClientsReadAndWritePlainTextAndWrongKeyRefused) {
+  for (const char* tool : {"psktool", "nbdinfo", "qemu-io"}) {
+    if (!HaveTool(tool)) {
+      GTEST_SKIP() << tool << " not installed (Debian: gnutls-bin, libnbd-bin, qemu-utils)";
+    }
+  }
+  const std::string keys = dir_ + "/psk", wrong = dir_ + "/wrong";
+  std::filesystem::create_directories(keys);
+  std::filesystem::create_directories(wrong);
+  // qemu's tls-creds-psk reads DIR/keys.psk, user "qemu" by default.
+  ASSERT_EQ(Shell("psktool -u qemu -p " + keys + "/keys.psk").first, 0);
+  ASSERT_EQ(Shell("psktool -u qemu -p " + wrong + "/keys.psk").first, 0);
+  uint16_t port = StartTcp({"--tls-psk", keys + "/keys.psk"});
+  if (port == 0) GTEST_SKIP() << "no free TCP port found";
+
+  {  // Plain text: every option but STARTTLS is refused, EXPORT_NAME closes.
+    Client c;
+    ASSERT_TRUE(c.ConnectTcp(port));
+    ASSERT_TRUE(c.Greet());
+    ASSERT_TRUE(c.SendOption(3, {}));
+    auto r = c.ReadOptionReply();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->type, 0x80000005u) << "NBD_REP_ERR_TLS_REQD";
+    ASSERT_TRUE(c.SendOption(1, std::vector<uint8_t>{'l', 'i', 'v', 'e', '/',
+                                                      'd', 'i', 's', 'k'}));
+    size_t got = 1;
+    EXPECT_TRUE(DrainUntilClosed(c, 60000, &got));
+    EXPECT_EQ(got, 0u);
+  }
+  const std::string base = "nbd://127.0.0.1:" + std::to_string(port) + "/";
+  const std::string tls = "nbds://qemu@127.0.0.1:" + std::to_string(port) + "/";
+  auto [rc, out] = Shell("nbdinfo '" + base + "live/disk'");
+  EXPECT_NE(rc, 0) << "plain text served: " << out;
+
+  std::tie(rc, out) = Shell("nbdinfo --list '" + tls + "?tls-psk-file=" + keys +
+                            "/keys.psk'");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("live/disk"), std::string::npos) << out;
+  EXPECT_NE(out.find("shadow/" + shadow_id_), std::string::npos) << out;
+
+  const std::string object =
+      "qemu-io --object tls-creds-psk,id=tls0,endpoint=client,dir=";
+  std::tie(rc, out) = Shell(object + keys + " --image-opts '" +
+                            QemuTlsImage(port, "live/disk") +
+                            "' -c 'write -P 0x5c 1M 64k' -c flush");
+  EXPECT_EQ(rc, 0) << out;
+  std::tie(rc, out) = Shell(object + keys + " --image-opts '" +
+                            QemuTlsImage(port, "live/disk") +
+                            "' -c 'read -P 0x5c 1M 64k' -c 'read -P 0x33 0 64k'");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_EQ(out.find("verification failed"), std::string::npos) << out;
+  std::tie(rc, out) = Shell(object + keys + " -r --image-opts '" +
+                            QemuTlsImage(port, "shadow/" + shadow_id_) +
+                            "' -c 'read -P 0x11 0 64k'");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_EQ(out.find("verification failed"), std::string::npos) << out;
+
+  // The wrong key: no TLS session, nothing served, nothing written.
+  std::tie(rc, out) = Shell(object + wrong + " --image-opts '" +
+                            QemuTlsImage(port, "live/disk") +
+                            "' -c 'write -P 0x77 0 4k'");
+  EXPECT_NE(rc, 0) << out;
+  std::tie(rc, out) = Shell("nbdinfo '" + tls + "live/disk?tls-psk-file=" + wrong +
+                            "/keys.psk'");
+  EXPECT_NE(rc, 0) << out;
+  StopVssd();
+  auto store = engine::Store::Open({.dir = store_dir_});
+  ASSERT_TRUE(store.ok());
+  auto vol = (*store)->OpenVolume(volume_id_);
+  ASSERT_TRUE(vol.ok());
+  std::vector<uint8_t> back(64 << 10);
+  ASSERT_TRUE((*vol)->Read(0, back).ok());
+  EXPECT_EQ(back, Bytes(64 << 10, 0x33));
+  ASSERT_TRUE((*vol)->Read(1 << 20, back).ok());
+  EXPECT_EQ(back, Bytes(64 << 10, 0x5c));
+}
+
+TEST_F(VssdTest, Tls_X509ClientCertificateRequiredAndServed) {
+  for (const char* tool : {"certtool", "nbdinfo", "qemu-io"}) {
+    if (!HaveTool(tool)) {
+      GTEST_SKIP() << tool << " not installed (Debian: gnutls-bin, libnbd-bin, qemu-utils)";
+    }
+  }
+  const std::string pki = dir_ + "/pki";
+  std::filesystem::create_directories(pki + "/server");
+  std::filesystem::create_directories(pki + "/client");
+  std::filesystem::create_directories(pki + "/nocert");
+  auto [rc, out] = Shell(
+      "set -e; cd " + pki + "\n"
+      "gen() { certtool --generate-privkey --key-type=ecdsa --outfile $1 2>/dev/null; }\n"
+      "gen ca-key.pem\n"
+      "printf 'cn = vss test CA\\nca\\ncert_signing_key\\nexpiration_days = 2\\n' > ca.info\n"
+      "certtool --generate-self-signed --load-privkey ca-key.pem --template ca.info "
+      "--outfile ca-cert.pem 2>/dev/null\n"
+      "gen server/server-key.pem\n"
+      "printf 'cn = localhost\\ndns_name = localhost\\nip_address = 127.0.0.1\\n"
+      "tls_www_server\\nsigning_key\\nencryption_key\\nexpiration_days = 2\\n' > server.info\n"
+      "certtool --generate-certificate --load-privkey server/server-key.pem "
+      "--load-ca-certificate ca-cert.pem --load-ca-privkey ca-key.pem "
+      "--template server.info --outfile server/server-cert.pem 2>/dev/null\n"
+      "gen client/client-key.pem\n"
+      "printf 'cn = vss test client\\ntls_www_client\\nsigning_key\\n"
+      "encryption_key\\nexpiration_days = 2\\n' > client.info\n"
+      "certtool --generate-certificate --load-privkey client/client-key.pem "
+      "--load-ca-certificate ca-cert.pem --load-ca-privkey ca-key.pem "
+      "--template client.info --outfile client/client-cert.pem 2>/dev/null\n"
+      "cp ca-cert.pem server/; cp ca-cert.pem client/; cp ca-cert.pem nocert/\n");
+  ASSERT_EQ(rc, 0) << out;
+  uint16_t port = StartTcp({"--tls-x509", pki + "/server"});
+  if (port == 0) GTEST_SKIP() << "no free TCP port found";
+  const std::string tls = "nbds://127.0.0.1:" + std::to_string(port) + "/";
+  std::tie(rc, out) = Shell("nbdinfo '" + tls + "live/disk?tls-certificates=" +
+                            pki + "/client'");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("8388608"), std::string::npos) << out;
+  const std::string object =
+      "qemu-io --object tls-creds-x509,id=tls0,endpoint=client,dir=";
+  std::tie(rc, out) = Shell(object + pki + "/client --image-opts '" +
+                            QemuTlsImage(port, "live/disk") +
+                            "' -c 'write -P 0x4d 2M 64k' -c 'read -P 0x4d 2M 64k'");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_EQ(out.find("verification failed"), std::string::npos) << out;
+  // Without a client certificate the handshake fails: nothing is served.
+  std::tie(rc, out) = Shell("nbdinfo '" + tls + "live/disk?tls-certificates=" +
+                            pki + "/nocert'");
+  EXPECT_NE(rc, 0) << out;
+  std::tie(rc, out) = Shell(object + pki + "/nocert --image-opts '" +
+                            QemuTlsImage(port, "live/disk") +
+                            "' -c 'write -P 0x77 0 4k'");
+  EXPECT_NE(rc, 0) << out;
+}
+
+// ---- limits -------------------------------------------------------------------
+
+TEST_F(VssdTest, HandshakeTimeout_SilentClientsAreClosedAndServerStillAnswers) {
+  RestartWith({"--nbd-handshake-timeout-ms", "300"});
+  constexpr int kSilent = 40;
+  std::vector<std::unique_ptr<Client>> silent;
+  for (int i = 0; i < kSilent; ++i) {
+    silent.push_back(std::make_unique<Client>());
+    ASSERT_TRUE(silent.back()->Connect(socket_));
+  }
+  // One that starts the handshake and stops in the middle of an option.
+  Client half;
+  ASSERT_TRUE(half.Connect(socket_));
+  ASSERT_TRUE(half.Greet());
+  ASSERT_TRUE(half.Send(Bytes(7, 0x49)));
+  // One cap for them all (for a server that never closes them).
+  auto cap = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  auto left_ms = [&] {
+    return std::max<int>(1, static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(
+            cap - std::chrono::steady_clock::now()).count()));
+  };
+  for (auto& c : silent) {
+    ASSERT_TRUE(DrainUntilClosed(*c, left_ms())) << "a silent client stayed";
+  }
+  EXPECT_TRUE(DrainUntilClosed(half, left_ms()));
+  EXPECT_EQ(ReadExport("live/disk", 0, 4096), Bytes(4096, 0x33));
+}
+
+TEST_F(VssdTest, IdleTimeout_ClosesAClientThatSendsNothing) {
+  RestartWith({"--nbd-idle-timeout-ms", "300"});
+  Client c;
+  ASSERT_TRUE(c.Connect(socket_));
+  ASSERT_TRUE(c.Open("live/disk", false));
+  ASSERT_TRUE(c.Request(0, kRead, 1, 0, 4096));
+  auto r = c.ReadReply(4096);
+  ASSERT_TRUE(r && r->error == 0);
+  EXPECT_TRUE(DrainUntilClosed(c));
+  EXPECT_EQ(ReadExport("live/disk", 0, 4096), Bytes(4096, 0x33));
+}
+
+TEST_F(VssdTest, ConnectionLimit_OneMoreIsClosedBeforeTheGreeting) {
+  RestartWith({"--nbd-max-connections", "3"});
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(std::make_unique<Client>());
+    ASSERT_TRUE(clients.back()->Connect(socket_));
+    ASSERT_TRUE(clients.back()->Greet()) << "client " << i;  // accepted
+  }
+  Client over;
+  ASSERT_TRUE(over.Connect(socket_));  // the kernel's backlog takes it
+  size_t got = 1;
+  EXPECT_TRUE(DrainUntilClosed(over, 60000, &got));
+  EXPECT_EQ(got, 0u) << "no greeting over the limit";
+  // When one leaves, a new client is served (once the server has seen it go).
+  clients[0]->Close();
+  bool served = false;
+  for (int i = 0; i < 500 && !served; ++i) {
+    Client c;
+    served = c.Connect(socket_) && c.Greet().has_value();
+    if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(served);
+}
+
+// The number of threads of process `pid`, or -1.
+int ThreadsOf(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+  }
+  return -1;
+}
+
+TEST_F(VssdTest, ThreadLimit_ClientsWithoutAThreadAreRefusedAndVssdLives) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "needs root, to run vssd as a user of its own with a thread limit";
+  }
+  StopVssd();
+  // A uid of its own: RLIMIT_NPROC counts every thread of the real uid.
+  const uid_t uid = 61000 + static_cast<uid_t>(::getpid() % 4000);
+  ASSERT_EQ(::lchown(dir_.c_str(), uid, uid), 0);
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir_)) {
+    ASSERT_EQ(::lchown(e.path().c_str(), uid, uid), 0) << e.path();
+  }
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(uid, uid, uid) != 0 ||
+        ::setresuid(uid, uid, uid) != 0) {
+      ::_exit(126);
+    }
+    ::execl(VssdPath(), VssdPath(), "--store", store_dir_.c_str(), "--nbd",
+            ("unix:" + socket_).c_str(), "--no-fsfreeze", nullptr);
+    ::_exit(127);
+  }
+  ASSERT_TRUE(WaitForSocket());
+  Client first;
+  ASSERT_TRUE(first.Connect(socket_));
+  ASSERT_TRUE(first.Open("live/disk", false));
+  ASSERT_TRUE(first.Request(0, kRead, 1, 0, 4096));
+  auto r = first.ReadReply(4096);
+  ASSERT_TRUE(r && r->error == 0);
+  // From now on vssd may make one more thread: enough for the next
+  // client's connection, none for its workers, none for a third client.
+  const int threads = ThreadsOf(pid_);
+  ASSERT_GT(threads, 0);
+  // Set by a process of vssd's uid (root may lack CAP_SYS_RESOURCE in a
+  // container): the soft limit only, so that it can be raised again.
+  auto set_soft_limit = [&](rlim_t soft) {
+    pid_t helper = ::fork();
+    if (helper == 0) {
+      rlimit l{};
+      if (::setresgid(uid, uid, uid) != 0 || ::setresuid(uid, uid, uid) != 0) ::_exit(2);
+      if (::prlimit(pid_, RLIMIT_NPROC, nullptr, &l) != 0) ::_exit(1);
+      l.rlim_cur = std::min(soft, l.rlim_max);
+      ::_exit(::prlimit(pid_, RLIMIT_NPROC, &l, nullptr) == 0 ? 0 : 3);
+    }
+    int st = 0;
+    ::waitpid(helper, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  };
+  ASSERT_EQ(set_soft_limit(static_cast<rlim_t>(threads + 1)), 0);
+  // Clients served (a thread that ended meanwhile leaves room for one, and
+  // a connection serves with the workers it could get) stay connected, so
+  // that they keep their threads: some of the next ones must be refused.
+  std::vector<std::unique_ptr<Client>> kept;
+  int refused = 0;
+  for (int i = 0; i < 6; ++i) {
+    auto c = std::make_unique<Client>();
+    ASSERT_TRUE(c->Connect(socket_));
+    bool served = c->Open("live/disk", false).has_value() &&
+                  c->Request(0, kRead, 2, 0, 4096) && c->ReadReply(4096).has_value();
+    if (served) {
+      kept.push_back(std::move(c));
+    } else {
+      ++refused;
+    }
+  }
+  EXPECT_GE(refused, 3) << "clients served past the thread limit";
+  int st = 0;
+  EXPECT_EQ(::waitpid(pid_, &st, WNOHANG), 0) << "vssd died (status " << st << ")";
+  // The first client is still served.
+  ASSERT_TRUE(first.Request(0, kRead, 3, 0, 4096));
+  r = first.ReadReply(4096);
+  ASSERT_TRUE(r && r->error == 0);
+  EXPECT_EQ(r->data, Bytes(4096, 0x33));
+  // With threads again, new clients are served.
+  ASSERT_EQ(set_soft_limit(RLIM_INFINITY), 0);
+  first.Close();
+  EXPECT_EQ(ReadExport("live/disk", 0, 4096), Bytes(4096, 0x33));
 }
 
 // ---- real clients -----------------------------------------------------------

@@ -1,5 +1,6 @@
 #include "connection.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -8,6 +9,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <system_error>
 
 #include "nbd_protocol.h"
 
@@ -19,9 +21,6 @@ namespace {
 // syncs and reads overlap their decompression.
 constexpr int kWorkers = 12;
 constexpr size_t kMaxQueued = 16;          // requests read but not started
-// Buffers kept for reuse: how many, and the largest one kept.
-constexpr size_t kPoolBuffers = kWorkers + kMaxQueued + 2;
-constexpr size_t kPoolMaxBytes = 4u << 20;
 constexpr size_t kMaxDescriptors = 65536;  // per block status chunk
 // The smallest hole a shadow read reply sends as a hole chunk.
 constexpr uint64_t kMinHoleChunk = 4096;
@@ -66,18 +65,49 @@ bool Modifies(uint16_t type) {
          type == nbd::kCmdWriteZeroes;
 }
 
+// What a client is told about a failed request: the error's name only (the
+// engine's message, which may name host files, goes to the log).
+const char* ErrorText(uint32_t error) {
+  switch (error) {
+    case nbd::kEPerm:
+      return "operation not permitted";
+    case nbd::kEInval:
+      return "invalid request";
+    case nbd::kENoSpc:
+      return "no space left";
+    default:
+      return "I/O error (the vssd log has the details)";
+  }
+}
+
 }  // namespace
 
-Connection::Connection(int fd, ExportRegistry* registry)
-    : fd_(fd), registry_(registry) {}
+Connection::Connection(int fd, ExportRegistry* registry, PayloadMemory* memory,
+                       ConnectionPolicy policy)
+    : fd_(fd),
+      registry_(registry),
+      memory_(memory),
+      policy_(std::move(policy)),
+      privileged_(policy_.privileged) {}
 
 Connection::~Connection() { ::close(fd_); }
 
-void Connection::Stop() { ::shutdown(fd_, SHUT_RD); }
+void Connection::Stop() {
+  stopping_ = true;
+  memory_->Wake();  // a reader waiting for payload memory gives up
+  ::shutdown(fd_, SHUT_RD);
+}
+
+uint32_t Connection::MaxBlock() const {
+  return static_cast<uint32_t>(std::min<uint64_t>(nbd::kMaxPayload, memory_->limit()));
+}
 
 void Connection::Run() {
+  handshake_deadline_ = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(policy_.handshake_timeout_ms);
   if (Handshake()) Transmission();
   export_.reset();  // releases the volume (closed when nobody else uses it)
+  if (tls_) tls_->Close();
   // The client sees the end now, after the volume was released; the socket
   // itself is closed when the server reaps this connection.
   ::shutdown(fd_, SHUT_RDWR);
@@ -86,11 +116,51 @@ void Connection::Run() {
 
 // ---- socket I/O ------------------------------------------------------------
 
+int Connection::ReadWaitMs() const {
+  if (!transmission_) {
+    if (policy_.handshake_timeout_ms == 0) return -1;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        handshake_deadline_ - std::chrono::steady_clock::now());
+    return static_cast<int>(std::max<int64_t>(0, left.count()));
+  }
+  return policy_.idle_timeout_ms == 0 ? -1 : static_cast<int>(policy_.idle_timeout_ms);
+}
+
+ssize_t Connection::Recv(void* buf, size_t n) {
+  for (;;) {
+    pollfd p{fd_, POLLIN, 0};
+    int ready = ::poll(&p, 1, ReadWaitMs());
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (ready == 0) {
+      // Not idle while a request of the client is still being answered.
+      if (transmission_ && in_flight_.load() > 0) continue;
+      errno = ETIMEDOUT;
+      return -1;
+    }
+    ssize_t got = ::recv(fd_, buf, n, 0);
+    if (got < 0 && errno == EINTR) continue;
+    return got;
+  }
+}
+
+ssize_t Connection::Send(const iovec* iov, int count) {
+  msghdr msg{};
+  msg.msg_iov = const_cast<iovec*>(iov);
+  msg.msg_iovlen = static_cast<size_t>(count);
+  for (;;) {
+    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    return n;
+  }
+}
+
 bool Connection::ReadAll(void* buf, size_t n) {
   auto* p = static_cast<uint8_t*>(buf);
   while (n > 0) {
-    ssize_t got = ::recv(fd_, p, n, 0);
-    if (got < 0 && errno == EINTR) continue;
+    ssize_t got = tls_ ? tls_->Recv(p, n) : Recv(p, n);
     if (got <= 0) return false;
     p += got;
     n -= static_cast<size_t>(got);
@@ -99,7 +169,7 @@ bool Connection::ReadAll(void* buf, size_t n) {
 }
 
 bool Connection::Discard(uint64_t n) {
-  uint8_t buf[65536];
+  uint8_t buf[16384];
   while (n > 0) {
     size_t piece = static_cast<size_t>(std::min<uint64_t>(n, sizeof buf));
     if (!ReadAll(buf, piece)) return false;
@@ -110,16 +180,13 @@ bool Connection::Discard(uint64_t n) {
 
 bool Connection::WriteAll(std::span<const uint8_t> head,
                           std::span<const uint8_t> data) {
+  if (tls_) return tls_->Send(head, data);
   while (!head.empty() || !data.empty()) {
     iovec iov[2];
     int count = 0;
     if (!head.empty()) iov[count++] = {const_cast<uint8_t*>(head.data()), head.size()};
     if (!data.empty()) iov[count++] = {const_cast<uint8_t*>(data.data()), data.size()};
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = count;
-    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
+    ssize_t n = Send(iov, count);
     if (n <= 0) return false;
     size_t sent = static_cast<size_t>(n);
     size_t from_head = std::min(sent, head.size());
@@ -127,26 +194,6 @@ bool Connection::WriteAll(std::span<const uint8_t> head,
     data = data.subspan(sent - from_head);
   }
   return true;
-}
-
-Connection::Buffer Connection::TakeBuffer(size_t n) {
-  {
-    std::lock_guard l(pool_mu_);
-    for (size_t i = 0; i < pool_.size(); ++i) {
-      if (pool_[i].capacity < n) continue;
-      Buffer b = std::move(pool_[i]);
-      pool_[i] = std::move(pool_.back());
-      pool_.pop_back();
-      return b;
-    }
-  }
-  return Buffer{std::unique_ptr<uint8_t[]>(new uint8_t[std::max<size_t>(n, 1)]), n};
-}
-
-void Connection::ReturnBuffer(Buffer b) {
-  if (!b.bytes || b.capacity > kPoolMaxBytes) return;
-  std::lock_guard l(pool_mu_);
-  if (pool_.size() < kPoolBuffers) pool_.push_back(std::move(b));
 }
 
 // ---- handshake -------------------------------------------------------------
@@ -203,12 +250,24 @@ bool Connection::Handshake() {
     std::vector<uint8_t> data(length);
     if (!ReadAll(data.data(), length)) return false;
 
+    if (policy_.tls_required && !tls_ && option != nbd::kOptStartTls &&
+        option != nbd::kOptAbort) {
+      if (option == nbd::kOptExportName) return false;  // cannot be refused
+      if (!SendOptionError(option, nbd::kRepErrTlsReqd,
+                           "TLS is required: negotiate NBD_OPT_STARTTLS first")) {
+        return false;
+      }
+      continue;
+    }
     switch (option) {
       case nbd::kOptExportName:
         return HandleExportName(data);
       case nbd::kOptAbort:
         SendOptionReply(option, nbd::kRepAck);
         return false;
+      case nbd::kOptStartTls:
+        if (!HandleStartTls(length)) return false;
+        break;
       case nbd::kOptList: {
         if (length != 0) {
           if (!SendOptionError(option, nbd::kRepErrInvalid,
@@ -219,8 +278,11 @@ bool Connection::Handshake() {
         }
         auto exports = registry_->List();
         if (!exports.ok()) {
+          std::fprintf(stderr, "vssd: NBD client %s: listing exports: %s\n",
+                       policy_.peer.c_str(), exports.status().ToString().c_str());
           if (!SendOptionError(option, nbd::kRepErrInvalid,
-                               exports.status().ToString())) {
+                               "the exports cannot be listed (the vssd log "
+                               "has the details)")) {
             return false;
           }
           break;
@@ -267,18 +329,72 @@ bool Connection::Handshake() {
   }
 }
 
+bool Connection::HandleStartTls(uint32_t length) {
+  const uint32_t option = nbd::kOptStartTls;
+  if (length != 0) {
+    return SendOptionError(option, nbd::kRepErrInvalid,
+                           "NBD_OPT_STARTTLS takes no data");
+  }
+  if (tls_) {
+    return SendOptionError(option, nbd::kRepErrInvalid, "TLS is already on");
+  }
+  if (policy_.tls == nullptr) {
+    return SendOptionError(option, nbd::kRepErrUnsup,
+                           "TLS is not configured on this server");
+  }
+  if (!SendOptionReply(option, nbd::kRepAck)) return false;
+  auto session = TlsSession::Handshake(*policy_.tls, this);
+  if (!session.ok()) {
+    std::fprintf(stderr, "vssd: NBD client %s: %s\n", policy_.peer.c_str(),
+                 session.status().ToString().c_str());
+    return false;
+  }
+  tls_ = std::move(session).value();
+  if (tls_->authenticated()) privileged_ = true;
+  // Whatever was negotiated in plain text is forgotten (the protocol's rule).
+  structured_ = false;
+  contexts_.clear();
+  context_export_.clear();
+  return true;
+}
+
+std::pair<uint32_t, std::string> Connection::OptionError(const std::string& name,
+                                                         const Status& s,
+                                                         bool open) {
+  std::fprintf(stderr, "vssd: NBD client %s: export %s: %s\n", policy_.peer.c_str(),
+               name.c_str(), s.ToString().c_str());
+  std::string shown = name.substr(0, 256);
+  switch (s.code()) {
+    case StatusCode::kNotFound:
+      return {nbd::kRepErrUnknown, "no export " + shown};
+    case StatusCode::kInvalidArgument:
+      return {nbd::kRepErrInvalid, "export name " + shown + " is ambiguous or invalid"};
+    case StatusCode::kBusy:
+      return {nbd::kRepErrPolicy,
+              "export " + shown + " is busy (used by another process, or being reverted)"};
+    default:
+      return {open ? nbd::kRepErrPolicy : nbd::kRepErrInvalid,
+              "export " + shown + " cannot be opened (the vssd log has the details)"};
+  }
+}
+
 bool Connection::HandleExportName(const std::vector<uint8_t>& data) {
   if (data.size() > nbd::kMaxString) return false;
   std::string name(data.begin(), data.end());
+  if (!privileged_) {
+    std::fprintf(stderr, "vssd: NBD client %s: may not open export %s\n",
+                 policy_.peer.c_str(), name.c_str());
+    return false;  // no way to report an error: close
+  }
   auto info = registry_->Lookup(name);
   if (!info.ok()) return false;  // no way to report an error: close
   auto opened = registry_->Open(*info, [this] { Stop(); });
   if (!opened.ok()) {
-    std::fprintf(stderr, "vssd: export %s: %s\n", name.c_str(),
-                 opened.status().ToString().c_str());
+    OptionError(name, opened.status(), true);  // logs it
     return false;
   }
   export_ = std::move(opened).value();
+  transmission_ = true;
   if (name != context_export_) contexts_.clear();
   std::vector<uint8_t> b;
   nbd::Put64(b, export_->device().size());
@@ -305,21 +421,26 @@ bool Connection::HandleInfoOrGo(uint32_t option,
     return SendOptionError(option, nbd::kRepErrInvalid,
                            "malformed NBD_OPT_INFO/GO request");
   }
+  if (!privileged_) {
+    return SendOptionError(
+        option, nbd::kRepErrPolicy,
+        policy_.tls_required || policy_.tls
+            ? "permission denied: this client may list the exports but not "
+              "open them (authenticate with TLS, or connect as root or the "
+              "store's owner)"
+            : "permission denied: only root and the store's owner may open "
+              "exports here; other users may list them");
+  }
   auto info = registry_->Lookup(name);
   if (!info.ok()) {
-    uint32_t err = info.status().code() == StatusCode::kNotFound
-                       ? nbd::kRepErrUnknown
-                       : nbd::kRepErrInvalid;
-    return SendOptionError(option, err, info.status().ToString());
+    auto [err, message] = OptionError(name, info.status(), false);
+    return SendOptionError(option, err, message);
   }
   if (option == nbd::kOptGo) {
     auto opened = registry_->Open(*info, [this] { Stop(); });
     if (!opened.ok()) {
-      uint32_t err = opened.status().code() == StatusCode::kNotFound
-                         ? nbd::kRepErrUnknown
-                         : nbd::kRepErrPolicy;
-      return SendOptionError(option, err,
-                             name + ": " + opened.status().ToString());
+      auto [err, message] = OptionError(name, opened.status(), true);
+      return SendOptionError(option, err, message);
     }
     export_ = std::move(opened).value();
   }
@@ -351,7 +472,7 @@ bool Connection::HandleInfoOrGo(uint32_t option,
     } else if (r == nbd::kInfoBlockSize) {
       nbd::Put32(b, 1);                 // minimum: byte granular
       nbd::Put32(b, 4096);              // preferred
-      nbd::Put32(b, nbd::kMaxPayload);  // maximum
+      nbd::Put32(b, MaxBlock());        // maximum
     } else {
       continue;  // unknown information requests are ignored
     }
@@ -361,6 +482,7 @@ bool Connection::HandleInfoOrGo(uint32_t option,
   if (option == nbd::kOptGo) {
     // Contexts selected for another export do not apply to this one.
     if (name != context_export_) contexts_.clear();
+    transmission_ = true;
     *go = true;
   }
   return true;
@@ -391,16 +513,16 @@ bool Connection::HandleMetaContext(uint32_t option,
   }
   auto info = registry_->Lookup(name);
   if (!info.ok()) {
-    return SendOptionError(option, nbd::kRepErrUnknown,
-                           info.status().ToString());
+    auto [err, message] = OptionError(name, info.status(), false);
+    return SendOptionError(option, err, message);
   }
   if (!set && queries.empty()) queries = {"base:", "vss:"};
   std::vector<MetaContext> selected;
   for (const std::string& q : queries) {
     auto matches = registry_->MatchContexts(*info, q);
     if (!matches.ok()) {
-      return SendOptionError(option, nbd::kRepErrInvalid,
-                             matches.status().ToString());
+      auto [err, message] = OptionError(name, matches.status(), false);
+      return SendOptionError(option, err, message);
     }
     for (MetaContext& m : *matches) {
       bool dup = false;
@@ -441,9 +563,7 @@ uint32_t Connection::Check(const Request& r) const {
   if (r.flags & ~AllowedFlags(r.type, structured_)) return nbd::kEInval;
   if (Modifies(r.type) && export_->info().read_only) return nbd::kEPerm;
   if (r.type == nbd::kCmdFlush) return 0;
-  if (r.type == nbd::kCmdRead && r.length > nbd::kMaxPayload) {
-    return nbd::kEInval;
-  }
+  if (r.type == nbd::kCmdRead && r.length > MaxBlock()) return nbd::kEInval;
   if (r.offset > size || r.length > size - r.offset) {
     return (r.type == nbd::kCmdWrite || r.type == nbd::kCmdWriteZeroes)
                ? nbd::kENoSpc
@@ -457,8 +577,18 @@ uint32_t Connection::Check(const Request& r) const {
 }
 
 void Connection::Transmission() {
-  for (int i = 0; i < kWorkers; ++i)
-    workers_.emplace_back([this] { Worker(); });
+  for (int i = 0; i < kWorkers; ++i) {
+    try {
+      workers_.emplace_back([this] { Worker(); });
+    } catch (const std::system_error& e) {
+      break;  // out of threads: serve with fewer workers
+    }
+  }
+  if (workers_.empty()) {
+    std::fprintf(stderr, "vssd: NBD client %s: no thread to serve it: closed\n",
+                 policy_.peer.c_str());
+    return;
+  }
   for (;;) {
     uint8_t head[28];
     if (!ReadAll(head, sizeof head)) break;             // EOF, error or Stop()
@@ -470,22 +600,35 @@ void Connection::Transmission() {
     r.offset = nbd::Get64(head + 16);
     r.length = nbd::Get32(head + 24);
     if (r.type == nbd::kCmdDisc) break;
-    if (r.type == nbd::kCmdWrite) {
-      if (r.length > nbd::kMaxPayload) {
-        // Too large to read into memory, and skipping it would keep the
-        // connection busy for up to 4 GiB: refuse it and hang up.
-        SendError(r, nbd::kEInval, "write larger than 32 MiB");
+    if (r.type == nbd::kCmdWrite && r.length > MaxBlock()) {
+      // Larger than the maximum block size we advertised: too large to
+      // read into memory, and skipping it would keep the connection busy
+      // for up to 4 GiB: refuse it and hang up.
+      SendError(r, nbd::kEInval, "write larger than the maximum block size");
+      break;
+    }
+    const uint32_t err = Check(r);
+    if (r.type == nbd::kCmdWrite && err != 0) {
+      if (!Discard(r.length)) break;  // refused: its payload is skipped
+    } else if (r.type == nbd::kCmdWrite && r.length > 0) {
+      // Room for the payload first, then the payload.
+      r.payload = memory_->Take(r.length, stopping_);
+      if (!r.payload.bytes) break;  // Stop()
+      if (!ReadAll(r.payload.data(), r.length)) {
+        memory_->Give(std::move(r.payload));
         break;
       }
-      r.payload = TakeBuffer(r.length);
-      if (!ReadAll(r.payload.bytes.get(), r.length)) break;
     }
-    if (uint32_t err = Check(r)) {
-      SendError(r, err,
-                err == nbd::kEPerm ? "export is read-only" : "invalid request");
-      ReturnBuffer(std::move(r.payload));
+    if (err != 0) {
+      SendError(r, err, err == nbd::kEPerm ? "export is read-only" : ErrorText(err));
       continue;
     }
+    if (r.type == nbd::kCmdRead && r.length > 0) {
+      // The reply's room, before the request is queued: workers never wait.
+      r.payload = memory_->Take(r.length, stopping_);
+      if (!r.payload.bytes) break;  // Stop()
+    }
+    ++in_flight_;
     std::unique_lock l(queue_mu_);
     room_cv_.wait(l, [&] { return queue_.size() < kMaxQueued; });
     queue_.push_back(std::move(r));
@@ -513,7 +656,8 @@ void Connection::Worker() {
     }
     room_cv_.notify_one();  // room for the reader (the only one waiting)
     Execute(r);
-    ReturnBuffer(std::move(r.payload));
+    memory_->Give(std::move(r.payload));
+    --in_flight_;
   }
 }
 
@@ -528,9 +672,8 @@ void Connection::Execute(Request& r) {
           ReadWithHoles(r)) {
         return;
       }
-      // The reply goes out of the request's own buffer, recycled after.
-      r.payload = TakeBuffer(r.length);
-      std::span<uint8_t> buf(r.payload.bytes.get(), r.length);
+      // The reply goes out of the buffer taken for it by the reader.
+      std::span<uint8_t> buf(r.payload.data(), r.length);
       s = dev.Read(r.offset, buf);
       if (!s.ok()) break;
       if (!structured_) {
@@ -546,7 +689,7 @@ void Connection::Execute(Request& r) {
       return;
     }
     case nbd::kCmdWrite:
-      s = dev.Write(r.offset, std::span<const uint8_t>(r.payload.bytes.get(), r.length));
+      s = dev.Write(r.offset, std::span<const uint8_t>(r.payload.data(), r.length));
       break;
     case nbd::kCmdTrim:
       s = dev.Discard(r.offset, r.length);
@@ -566,7 +709,9 @@ void Connection::Execute(Request& r) {
   // FUA: the data of this command is durable before the reply.
   if (s.ok() && fua) s = export_->volume().Flush();
   if (!s.ok()) {
-    SendError(r, ErrorOf(s, Modifies(r.type)), s.ToString());
+    uint32_t error = ErrorOf(s, Modifies(r.type));
+    LogFailure(r, s);
+    SendError(r, error, ErrorText(error));
     return;
   }
   SendSimple(r.handle, 0);
@@ -608,13 +753,14 @@ bool Connection::ReadWithHoles(Request& r) {
   if (!any_hole || covered != r.length) return false;
   // Read every data piece before anything is sent, so that a failure is
   // one error reply.
-  r.payload = TakeBuffer(r.length);
   for (const Piece& p : pieces) {
     if (p.hole) continue;
-    Status s = dev.Read(p.offset, std::span(r.payload.bytes.get() + (p.offset - r.offset),
+    Status s = dev.Read(p.offset, std::span(r.payload.data() + (p.offset - r.offset),
                                             p.length));
     if (!s.ok()) {
-      SendError(r, ErrorOf(s, false), s.ToString());
+      uint32_t error = ErrorOf(s, false);
+      LogFailure(r, s);
+      SendError(r, error, ErrorText(error));
       return true;
     }
   }
@@ -628,7 +774,7 @@ bool Connection::ReadWithHoles(Request& r) {
       SendChunk(r.handle, flags, nbd::kReplyTypeOffsetHole, head);
     } else {
       SendChunk(r.handle, flags, nbd::kReplyTypeOffsetData, head,
-                std::span(r.payload.bytes.get() + (p.offset - r.offset), p.length));
+                std::span(r.payload.data() + (p.offset - r.offset), p.length));
     }
   }
   return true;
@@ -640,7 +786,9 @@ void Connection::DoBlockStatus(const Request& r) {
   for (const MetaContext& ctx : contexts_) {
     auto descs = export_->BlockStatus(ctx, r.offset, r.length, max);
     if (!descs.ok()) {
-      SendError(r, ErrorOf(descs.status(), false), descs.status().ToString());
+      uint32_t error = ErrorOf(descs.status(), false);
+      LogFailure(r, descs.status());
+      SendError(r, error, ErrorText(error));
       return;
     }
     std::vector<uint8_t> b;
@@ -655,6 +803,13 @@ void Connection::DoBlockStatus(const Request& r) {
     uint16_t flags = i + 1 == chunks.size() ? nbd::kReplyFlagDone : 0;
     SendChunk(r.handle, flags, nbd::kReplyTypeBlockStatus, chunks[i]);
   }
+}
+
+void Connection::LogFailure(const Request& r, const Status& s) {
+  std::fprintf(stderr, "vssd: NBD client %s: %s: command %u at %llu+%u: %s\n",
+               policy_.peer.c_str(), export_->info().name.c_str(), r.type,
+               static_cast<unsigned long long>(r.offset), r.length,
+               s.ToString().c_str());
 }
 
 void Connection::SendError(const Request& r, uint32_t error,

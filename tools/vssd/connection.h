@@ -7,8 +7,23 @@
 // workers of this connection, so many requests are in flight and the
 // handlers trust their inputs. Replies are written whole under a mutex.
 // A request refused before it reaches a worker still has its write payload
-// read and discarded, except a payload larger than nbd::kMaxPayload: that
-// gets EINVAL and the connection is closed instead of reading it.
+// read and discarded, except a payload larger than the maximum block size:
+// that gets EINVAL and the connection is closed instead of reading it.
+//
+// Access (ConnectionPolicy, set by the server from the listener and the
+// peer): an unprivileged client may list exports but every INFO and GO is
+// refused with NBD_REP_ERR_POLICY, and EXPORT_NAME closes. When TLS is
+// required, every option but STARTTLS and ABORT gets NBD_REP_ERR_TLS_REQD
+// until the client has done STARTTLS (EXPORT_NAME closes). A client that
+// authenticates in TLS (tls.h) becomes privileged. Replies to the client
+// never carry the server's own error text (which names host paths): it goes
+// to the log (stderr), the client gets a short generic message.
+//
+// Limits: the whole handshake must end within handshake_timeout_ms; in
+// transmission, a client that sends nothing for idle_timeout_ms while none
+// of its requests is in flight is disconnected. The payload of a request
+// (write data, read result) is taken from the server's PayloadMemory before
+// the write data is read, so payload memory never exceeds its cap.
 //
 // Reads of a shadow export with structured replies (and without DF) send
 // the shadow's holes as NBD_REPLY_TYPE_OFFSET_HOLE chunks.
@@ -19,6 +34,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -27,16 +43,32 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "exports.h"
+#include "payload_memory.h"
+#include "tls.h"
 
 namespace vss::vssd {
 
-class Connection {
+// What one connection may do and how long it may take.
+struct ConnectionPolicy {
+  bool privileged = false;    // may open exports (else: list them only)
+  bool tls_required = false;  // nothing but STARTTLS and ABORT before TLS
+  // STARTTLS is offered when set; an authenticated TLS client is privileged.
+  const TlsCredentials* tls = nullptr;
+  uint32_t handshake_timeout_ms = 0;  // 0: no limit
+  uint32_t idle_timeout_ms = 0;       // 0: no limit
+  std::string peer;  // who the client is, for the log
+};
+
+class Connection : private TlsTransport {
  public:
-  // Takes ownership of the connected socket `fd`.
-  Connection(int fd, ExportRegistry* registry);
+  // Takes ownership of the connected socket `fd`. `registry` and `memory`
+  // outlive the connection, and so does `policy.tls`.
+  Connection(int fd, ExportRegistry* registry, PayloadMemory* memory,
+             ConnectionPolicy policy);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -48,20 +80,14 @@ class Connection {
   bool finished() const { return finished_.load(); }
 
  private:
-  // A request's data (write payload, read result): not zero-filled, and
-  // recycled through the connection's pool so that a 1 MiB request does not
-  // cost a fresh allocation and its page faults.
-  struct Buffer {
-    std::unique_ptr<uint8_t[]> bytes;
-    size_t capacity = 0;
-  };
+  using Buffer = PayloadMemory::Buffer;
   struct Request {
     uint16_t flags = 0;
     uint16_t type = 0;
     uint64_t handle = 0;
     uint64_t offset = 0;
     uint32_t length = 0;
-    Buffer payload;  // WRITE data, `length` bytes
+    Buffer payload;  // WRITE data or READ result, `length` bytes
   };
 
   // Handshake; true when transmission should begin with export_ set.
@@ -70,6 +96,12 @@ class Connection {
                       bool* go);
   bool HandleMetaContext(uint32_t option, const std::vector<uint8_t>& data);
   bool HandleExportName(const std::vector<uint8_t>& data);
+  // STARTTLS: false when the connection must end (a failed handshake).
+  bool HandleStartTls(uint32_t length);
+  // The option reply error and the message the client may see for a failed
+  // lookup or open of export `name`; logs the full status.
+  std::pair<uint32_t, std::string> OptionError(const std::string& name,
+                                               const Status& s, bool open);
   bool SendOptionReply(uint32_t option, uint32_t type,
                        const std::vector<uint8_t>& data = {});
   bool SendOptionError(uint32_t option, uint32_t type,
@@ -84,8 +116,8 @@ class Connection {
   void DoBlockStatus(const Request& r);
   bool ReadWithHoles(Request& r);
 
-  Buffer TakeBuffer(size_t n);
-  void ReturnBuffer(Buffer b);
+  // The largest read or write accepted (and advertised).
+  uint32_t MaxBlock() const;
 
   void SendSimple(uint64_t handle, uint32_t error,
                   std::span<const uint8_t> data = {});
@@ -95,14 +127,34 @@ class Connection {
   // The error reply for a request: an error chunk when structured replies
   // are on, else a simple reply.
   void SendError(const Request& r, uint32_t error, const std::string& message);
-  // Sends `head` then `data` (one sendmsg when it takes them whole).
+  // Logs a failed request with the engine's message (never sent to the
+  // client: it may name host files).
+  void LogFailure(const Request& r, const Status& s);
+  // Sends `head` then `data` (one sendmsg when it takes them whole), through
+  // TLS once it is on.
   bool WriteAll(std::span<const uint8_t> head, std::span<const uint8_t> data = {});
   bool ReadAll(void* buf, size_t n);
   bool Discard(uint64_t n);
 
+  // TlsTransport: the socket itself. Recv waits for data within the read
+  // limits (handshake deadline, idle timeout) and fails with ETIMEDOUT
+  // past them.
+  ssize_t Recv(void* buf, size_t n) override;
+  ssize_t Send(const iovec* iov, int count) override;
+  // How long Recv may wait now, in ms (-1: no limit).
+  int ReadWaitMs() const;
+
   const int fd_;
   ExportRegistry* const registry_;
+  PayloadMemory* const memory_;
+  ConnectionPolicy policy_;
+  bool privileged_;  // policy_.privileged, or authenticated in TLS
+  std::unique_ptr<TlsSession> tls_;
   std::atomic<bool> finished_{false};
+  std::atomic<bool> stopping_{false};
+  std::chrono::steady_clock::time_point handshake_deadline_;
+  bool transmission_ = false;     // reader thread only
+  std::atomic<int> in_flight_{0};  // requests queued or being executed
 
   // Negotiated state (set during the handshake, constant afterwards).
   bool no_zeroes_ = false;
@@ -120,9 +172,6 @@ class Connection {
   std::deque<Request> queue_;  // guarded by queue_mu_
   bool closing_ = false;       // guarded by queue_mu_: no more requests
   std::vector<std::thread> workers_;
-
-  std::mutex pool_mu_;
-  std::vector<Buffer> pool_;  // guarded by pool_mu_
 };
 
 }  // namespace vss::vssd

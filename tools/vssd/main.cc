@@ -5,7 +5,7 @@
 //
 //   vssd [--store DIR] [--socket PATH] [--nbd unix:PATH | tcp:[HOST:]PORT]...
 //        [--event-timeout-ms N] [--freeze-timeout-ms N] [--hold-timeout-ms N]
-//        [--no-fsfreeze]
+//        [--no-fsfreeze] [NBD options]
 //
 // The store is --store, else $VSS_STORE, else $XDG_DATA_HOME/vss, else
 // ~/.local/share/vss (as vssctl finds it); it must exist. The control socket
@@ -34,6 +34,13 @@
 //
 // is that helper (FD: its end of the socket to vssd), not meant to be run
 // by hand. It thaws what vssd froze if vssd dies, and exits with vssd.
+//
+// NBD options (server.h has who may do what over NBD, and the defaults):
+//   --nbd-insecure          serve TCP in plain text, to everyone
+//   --tls-psk FILE          TLS with pre-shared keys (psktool's format)
+//   --tls-x509 DIR          TLS with certificates (qemu's x509 directory)
+//   --nbd-handshake-timeout-ms N, --nbd-idle-timeout-ms N (0: none),
+//   --nbd-max-connections N, --nbd-memory-limit SIZE
 //
 // At start, non-persistent shadows left by a previous run are removed (with
 // a shadow-removed-at-recovery event); persistent ones are kept.
@@ -85,7 +92,9 @@ int Fail(const std::string& message) {
 constexpr const char* kUsage =
     "usage: vssd [--store DIR] [--socket PATH] [--nbd unix:PATH | "
     "tcp:[HOST:]PORT]... [--event-timeout-ms N] [--freeze-timeout-ms N] "
-    "[--hold-timeout-ms N] [--no-fsfreeze]\n";
+    "[--hold-timeout-ms N] [--no-fsfreeze] [--nbd-insecure] [--tls-psk FILE] "
+    "[--tls-x509 DIR] [--nbd-handshake-timeout-ms N] [--nbd-idle-timeout-ms N] "
+    "[--nbd-max-connections N] [--nbd-memory-limit SIZE]\n";
 
 // Parses a positive millisecond count.
 bool ParseMs(const std::string& v, uint32_t* out) {
@@ -137,7 +146,16 @@ int main(int argc, char** argv) {
   std::vector<std::string> addresses;
   vss::CoordinatorOptions coordinator_options;
   bool fsfreeze = true;
+  vss::vssd::NbdOptions nbd_options;
   for (int i = 1; i < argc; ++i) {
+    // The NBD server's own options (server.h).
+    std::string nbd_error;
+    if (int used = vss::vssd::ParseNbdArgument(argc, argv, i, &nbd_options, &nbd_error);
+        used != 0) {
+      if (used < 0) return Fail(nbd_error);
+      i += used - 1;
+      continue;
+    }
     std::string arg = argv[i];
     auto value = [&](const std::string& opt, std::string* out) {
       if (arg == opt) {
@@ -282,7 +300,10 @@ int main(int argc, char** argv) {
         vss::vssd::ControlServer& control;
         ~StopControl() { control.Stop(); }
       } stop_control{control};
-      vss::vssd::Server server(&registry);
+      nbd_options.owner = owner;
+      auto nbd_server = vss::vssd::Server::Create(&registry, nbd_options);
+      if (!nbd_server.ok()) return Fail(nbd_server.status().ToString());
+      vss::vssd::Server& server = **nbd_server;
       DropStaleShadows(**store);
       for (const auto& a : addresses) {
         vss::Status s = server.Listen(a);

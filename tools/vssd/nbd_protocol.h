@@ -29,6 +29,7 @@ inline constexpr uint32_t kClientFlagsKnown =
 inline constexpr uint32_t kOptExportName = 1;
 inline constexpr uint32_t kOptAbort = 2;
 inline constexpr uint32_t kOptList = 3;
+inline constexpr uint32_t kOptStartTls = 5;
 inline constexpr uint32_t kOptInfo = 6;
 inline constexpr uint32_t kOptGo = 7;
 inline constexpr uint32_t kOptStructuredReply = 8;
@@ -43,6 +44,7 @@ inline constexpr uint32_t kRepMetaContext = 4;
 inline constexpr uint32_t kRepErrUnsup = 0x80000001;
 inline constexpr uint32_t kRepErrPolicy = 0x80000002;
 inline constexpr uint32_t kRepErrInvalid = 0x80000003;
+inline constexpr uint32_t kRepErrTlsReqd = 0x80000005;
 inline constexpr uint32_t kRepErrUnknown = 0x80000006;
 inline constexpr uint32_t kRepErrShutdown = 0x80000007;
 
@@ -100,9 +102,10 @@ inline constexpr uint32_t kStateZero = 2;
 // vss:changed:<shadow> flags.
 inline constexpr uint32_t kStateChanged = 1;
 
-// Limits vssd enforces. Reads and writes larger than kMaxPayload are
-// refused with EINVAL (advertised as the maximum block size); option
-// payloads larger than kMaxOptionLength end the handshake.
+// Limits vssd enforces. Reads and writes larger than kMaxPayload (or than
+// the server's payload memory cap, if smaller) are refused with EINVAL (the
+// smaller is advertised as the maximum block size); option payloads larger
+// than kMaxOptionLength end the handshake.
 inline constexpr uint32_t kMaxPayload = 32u << 20;
 inline constexpr uint32_t kMaxOptionLength = 64u << 10;
 inline constexpr uint32_t kMaxString = 4096;
