@@ -46,30 +46,32 @@ void RoundTrip(const Json& j, F read) {
 // The readers of a result, per call this side makes (remote_service.cc).
 using ResultReader = std::function<void(const Json&)>;
 const std::vector<std::pair<std::string, ResultReader>>& OurCalls() {
-  static const auto* calls = new std::vector<std::pair<std::string, ResultReader>>{
-      {"ListWriters",
-       [](const Json& j) {
-         for (const Json& w : j) RoundTrip(w, WriterStatusFromJson);
-       }},
-      {"ListProviders",
-       [](const Json& j) {
-         for (const Json& p : j) RoundTrip(p, ProviderPropFromJson);
-       }},
-      {"Query",
-       [](const Json& j) {
-         for (const Json& p : j) RoundTrip(p, SnapshotPropFromJson);
-       }},
-      {"GetWriterMetadata",
-       [](const Json& j) { RoundTrip(j, WriterMetadataFromJsonValue); }},
-      {"GetWriterComponents",
-       [](const Json& j) { RoundTrip(j, WriterComponentsFromJson); }},
-      {"WriterEvent", [](const Json& j) { RoundTrip(j, EventResultFromJson); }},
-      {"CreateBackupComponents",
-       [](const Json& j) {
-         j.at("handle").get<int64_t>();
-         GuidFromJson(j.at("session_id"));
-       }},
-  };
+  static const auto* calls =
+      new std::vector<std::pair<std::string, ResultReader>>{
+          {"ListWriters",
+           [](const Json& j) {
+             for (const Json& w : j) RoundTrip(w, WriterStatusFromJson);
+           }},
+          {"ListProviders",
+           [](const Json& j) {
+             for (const Json& p : j) RoundTrip(p, ProviderPropFromJson);
+           }},
+          {"Query",
+           [](const Json& j) {
+             for (const Json& p : j) RoundTrip(p, SnapshotPropFromJson);
+           }},
+          {"GetWriterMetadata",
+           [](const Json& j) { RoundTrip(j, WriterMetadataFromJsonValue); }},
+          {"GetWriterComponents",
+           [](const Json& j) { RoundTrip(j, WriterComponentsFromJson); }},
+          {"WriterEvent",
+           [](const Json& j) { RoundTrip(j, EventResultFromJson); }},
+          {"CreateBackupComponents",
+           [](const Json& j) {
+             j.at("handle").get<int64_t>();
+             GuidFromJson(j.at("session_id"));
+           }},
+      };
   return *calls;
 }
 

@@ -59,7 +59,9 @@ bool ReceiveMessage(Stream& in, vss::fuse::NbdReply& reply,
   const uint32_t magic = nbd::Get32(head.data());
   if (magic == nbd::kSimpleReplyMagic) {
     if (!in.Take(12, &head)) return false;
-    if (!reply.OnSimpleReply(nbd::Get32(head.data()), nbd::Get64(head.data() + 4))
+    if (!reply
+             .OnSimpleReply(nbd::Get32(head.data()),
+                            nbd::Get64(head.data() + 4))
              .ok()) {
       return false;
     }
@@ -101,8 +103,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   request.handle = nbd::Get64(p + 13);
   const uint32_t context_id = nbd::Get32(p + 21);
 
-  std::vector<uint8_t> read_into(
-      request.type == nbd::kCmdRead ? request.length : 0);
+  std::vector<uint8_t> read_into(request.type == nbd::kCmdRead ? request.length
+                                                               : 0);
   fuse::NbdReply reply(request, structured, read_into, context_id);
   Stream in({bytes + kRequestBytes, size - kRequestBytes});
   while (!reply.done()) {
