@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# tools/dev.sh demo|test: the one developer script.
+# tools/dev.sh demo|test|fuzz: the one developer script.
 #
 #   demo  install missing Debian packages, build Release in build/, run
 #         tools/demo.sh
 #   test  the same set-up, run every test in build/, then build with
-#         sanitizers (-DVSS_SANITIZE=ON) in build-asan/ and run them there
+#         sanitizers (-DVSS_SANITIZE=ON) in build-asan/ and run them there,
+#         then build the fuzz targets with clang (-DVSS_FUZZ=ON) in
+#         build-fuzz/ and run each for $VSS_FUZZ_SECONDS (default 10) s
+#   fuzz [SECONDS [TARGET...]]
+#         build build-fuzz/ and run each fuzz target (or the TARGETs named,
+#         e.g. nbd_reply) for SECONDS (default 300) s, one after another;
+#         a crash stops the run and its input is kept in build-fuzz/crashes/
 #
 # Run it as yourself or as root, without sudo: it asks for sudo itself,
 # only when packages are missing and it is not root.
@@ -66,9 +72,33 @@ case ${1:-} in
     ctest --test-dir build --output-on-failure -j2
     build build-asan -DVSS_SANITIZE=ON
     ctest --test-dir build-asan --output-on-failure -j2
+    # libFuzzer targets: seeds replayed, then a short run each
+    # (tests/fuzz/run_fuzz.sh).
+    CC=clang CXX=clang++ build build-fuzz -DVSS_FUZZ=ON \
+      -DVSS_FUZZ_SECONDS="${VSS_FUZZ_SECONDS:-10}"
+    ctest --test-dir build-fuzz --output-on-failure -j2
+    ;;
+  fuzz)
+    # A longer run than the test step's: every target (or those named) for
+    # SECONDS each, over a copy of testdata/fuzz/NAME/. A crash's input
+    # stays in build-fuzz/crashes/NAME/; once fixed, it becomes a seed.
+    seconds=${2:-300}
+    install_missing
+    CC=clang CXX=clang++ build build-fuzz -DVSS_FUZZ=ON
+    targets=("${@:3}")
+    if ((${#targets[@]} == 0)); then
+      for t in build-fuzz/tests/fuzz/*_fuzz; do
+        t=${t##*/}
+        targets+=("${t%_fuzz}")
+      done
+    fi
+    for t in "${targets[@]}"; do
+      tests/fuzz/run_fuzz.sh "build-fuzz/tests/fuzz/${t}_fuzz" \
+        "testdata/fuzz/$t" "$seconds"
+    done
     ;;
   *)
-    echo "usage: tools/dev.sh demo|test" >&2
+    echo "usage: tools/dev.sh demo|test|fuzz [SECONDS [TARGET...]]" >&2
     exit 2
     ;;
 esac
