@@ -15,13 +15,9 @@ namespace vss::vssd {
 
 Status ControlServer::Listen(const std::string& path) {
   std::vector<int> fds;
-  // The socket file takes its mode from the umask at bind(): 0660 from the
-  // start, so there is no moment at which others may connect (a chmod after
-  // bind would leave one, and would follow whatever the path became).
-  const mode_t saved = ::umask(0117);
-  Status s = ListenUnix(path, &fds);
-  ::umask(saved);
-  VSS_RETURN_IF_ERROR(s);
+  // ListenUnix binds in a private directory, gives the socket mode 0660
+  // there and renames it into place: no moment at which others may connect.
+  VSS_RETURN_IF_ERROR(ListenUnix(path, &fds));
   listener_ = fds[0];
   path_ = path;
   if (::pipe2(stop_pipe_, O_CLOEXEC) != 0) return ErrnoError(errno, "pipe");
