@@ -119,6 +119,16 @@ class TempDir {
 class GateDevice final : public ForwardingDevice {
  public:
   explicit GateDevice(BlockDevice* target) : ForwardingDevice(target) {}
+  // `*slot` points at this device while it lives; the destructor clears it,
+  // so a test holding the slot never calls a gate that an engine freed (for
+  // instance when OpenVolume fails after opening the image).
+  GateDevice(BlockDevice* target, GateDevice** slot)
+      : ForwardingDevice(target), slot_(slot) {
+    if (slot_ != nullptr) *slot_ = this;
+  }
+  ~GateDevice() override {
+    if (slot_ != nullptr && *slot_ == this) *slot_ = nullptr;
+  }
 
   void Cut() { cut_.store(true); }
   // Cuts after `n` more forwarded calls (n == 0 cuts now).
@@ -158,6 +168,7 @@ class GateDevice final : public ForwardingDevice {
     if (cut_.load()) return IoError("simulated power cut (test gate)");
     return OkStatus();
   }
+  GateDevice** slot_ = nullptr;
   std::atomic<bool> cut_{false};
   std::atomic<int64_t> countdown_{-1};
 };
@@ -172,8 +183,7 @@ inline ImageOpener GatedOpener(BlockDevice* target, GateDevice** gate) {
         if (create && size != target->size()) {
           return InvalidArgumentError("test opener: size mismatch for " + path);
         }
-        auto dev = std::make_unique<GateDevice>(target);
-        if (gate != nullptr) *gate = dev.get();
+        auto dev = std::make_unique<GateDevice>(target, gate);
         return std::unique_ptr<BlockDevice>(std::move(dev));
       };
 }

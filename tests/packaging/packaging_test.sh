@@ -154,10 +154,14 @@ for kind in with-cmake/build with-pkgconfig; do
   [[ $? -eq 2 ]] || die "$kind: requester without arguments: want exit 2"
 
   # The writer subscribes in-process and stops on SIGTERM.
-  "$bin/writer" "$store" disk/data >"$work/writer.log" 2>&1 &
+  # The log is emptied here, not by the child's redirection: otherwise the
+  # wait below could read the last round's "subscribed" line before the new
+  # writer has even started, and signal it too early.
+  : >"$work/writer.log"
+  "$bin/writer" "$store" disk/data >>"$work/writer.log" 2>&1 &
   wpid=$!
   pids=("$wpid")
-  wait_for_line "$work/writer.log" "^writer: subscribed, in-process on " 10 ||
+  wait_for_line "$work/writer.log" "^writer: subscribed, in-process on " 120 ||
     die "$kind: writer did not subscribe" "$work/writer.log"
   kill -TERM "$wpid"
   wait "$wpid" || die "$kind: writer exit $? on SIGTERM" "$work/writer.log"
@@ -182,10 +186,11 @@ if [[ ! -S $store/vssd.sock ]]; then
   exit 0
 fi
 bin=$work/with-cmake/build
-"$bin/writer" "$store" disk/data >"$work/writer.log" 2>&1 &
+: >"$work/writer.log"
+"$bin/writer" "$store" disk/data >>"$work/writer.log" 2>&1 &
 wpid=$!
 pids+=("$wpid")
-wait_for_line "$work/writer.log" "^writer: subscribed, vssd" 10 ||
+wait_for_line "$work/writer.log" "^writer: subscribed, vssd" 120 ||
   die "writer did not subscribe through vssd" "$work/writer.log"
 run "$work/backup.log" "$bin/requester" backup "$store" disk "$work/backup-vssd.json"
 grep -q "^using vssd" "$work/backup.log" || die "requester did not use vssd" "$work/backup.log"
@@ -198,7 +203,7 @@ for event in "Freeze" "Thaw" "BackupComplete"; do
 done
 run "$work/restore.log" "$bin/requester" restore "$store" "$work/backup-vssd.json"
 grep -q "^restored 1 component(s)" "$work/restore.log" || die "restore through vssd" "$work/restore.log"
-wait_for_line "$work/writer.log" "^writer: PostRestore" 5 || die "writer got no PostRestore" "$work/writer.log"
+wait_for_line "$work/writer.log" "^writer: PostRestore" 120 || die "writer got no PostRestore" "$work/writer.log"
 kill -TERM "$wpid"
 wait "$wpid" || die "writer exit $? on SIGTERM" "$work/writer.log"
 kill -TERM "$vssd_pid"

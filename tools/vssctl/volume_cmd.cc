@@ -78,7 +78,9 @@ Status RunCreate(Cli& cli, const CreateOptions& o) {
   StatusOr<metadata::VolumeRow> added = store->CreateVolume(req);
   if (added.status().code() == StatusCode::kUnsupported) {
     // "web.qcow2 is a qcow2 image; ...": the file as the user named it.
-    const std::string& m = added.status().message();
+    // status() returns a copy: keep it alive while its message is read.
+    const Status refused = added.status();
+    const std::string& m = refused.message();
     size_t is = m.find(" is a ");
     if (is != std::string::npos) {
       return Status(StatusCode::kUnsupported, o.path + m.substr(is));
