@@ -23,10 +23,10 @@
 
 #include "chunk_map.h"
 #include "record.h"
-#include "vss/file.h"
-#include "vss/guid.h"
+#include "vss/base/file.h"
+#include "vss/base/guid.h"
 #include "vss/metadata/catalog.h"
-#include "vss/status.h"
+#include "vss/base/status.h"
 
 namespace vss::engine {
 

@@ -7,8 +7,8 @@
 #include <span>
 #include <vector>
 
-#include "vss/guid.h"
-#include "vss/status.h"
+#include "vss/base/guid.h"
+#include "vss/base/status.h"
 
 namespace vss::engine {
 

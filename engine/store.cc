@@ -12,8 +12,8 @@
 #include "diff_area.h"
 #include "volume_state.h"
 #include "vss/engine/volume.h"
-#include "vss/image_probe.h"
-#include "vss/raw_image.h"
+#include "vss/formats/image_probe.h"
+#include "vss/formats/raw_image.h"
 
 namespace vss::engine {
 namespace {

@@ -60,7 +60,7 @@
 #include "chunk_map.h"
 #include "diff_area.h"
 #include "pending_writes.h"
-#include "vss/block_device.h"
+#include "vss/formats/block_device.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
 #include "vss/metadata/catalog.h"

@@ -1,4 +1,4 @@
-#include "vss/block_device.h"
+#include "vss/formats/block_device.h"
 
 #include <string>
 

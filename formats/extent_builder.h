@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "vss/block_device.h"
+#include "vss/formats/block_device.h"
 
 namespace vss {
 

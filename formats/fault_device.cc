@@ -1,4 +1,4 @@
-#include "vss/fault_device.h"
+#include "vss/formats/fault_device.h"
 
 namespace vss {
 

@@ -1,4 +1,4 @@
-#include "vss/image_probe.h"
+#include "vss/formats/image_probe.h"
 
 #include <algorithm>
 #include <vector>

@@ -1,4 +1,4 @@
-#include "vss/memory_device.h"
+#include "vss/formats/memory_device.h"
 
 #include <algorithm>
 #include <cstring>

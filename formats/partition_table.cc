@@ -17,7 +17,7 @@
 // GPT entry: 0 type GUID, 16 unique GUID, 32 first LBA, 40 last LBA
 //   (inclusive), 48 attributes, 56 name (UTF-16LE). A GUID on disk has its
 //   first three fields little-endian and the last eight bytes as they are.
-#include "vss/partition_table.h"
+#include "vss/formats/partition_table.h"
 
 #include <array>
 #include <cstdio>

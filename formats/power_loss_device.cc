@@ -1,4 +1,4 @@
-#include "vss/power_loss_device.h"
+#include "vss/formats/power_loss_device.h"
 
 #include <algorithm>
 #include <cstring>

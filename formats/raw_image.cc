@@ -1,4 +1,4 @@
-#include "vss/raw_image.h"
+#include "vss/formats/raw_image.h"
 
 #include <fcntl.h>
 #include <linux/falloc.h>

@@ -8,7 +8,7 @@
 
 #include <string>
 
-#include "vss/status.h"
+#include "vss/base/status.h"
 
 namespace vss::metadata::internal {
 

@@ -14,8 +14,8 @@
 #include <type_traits>
 #include <unordered_map>
 
-#include "vss/guid.h"
-#include "vss/status.h"
+#include "vss/base/guid.h"
+#include "vss/base/status.h"
 
 namespace vss::metadata::internal {
 

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "vss/api/hresult.h"
-#include "vss/guid.h"
+#include "vss/base/guid.h"
 
 namespace vss::internal {
 

@@ -36,9 +36,9 @@
 #include "engine_test_util.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
-#include "vss/mem_file_system.h"
-#include "vss/memory_device.h"
-#include "vss/power_loss_device.h"
+#include "vss/base/mem_file_system.h"
+#include "vss/formats/memory_device.h"
+#include "vss/formats/power_loss_device.h"
 
 namespace vss::engine {
 namespace {

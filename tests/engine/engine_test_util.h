@@ -20,10 +20,10 @@
 #include <string>
 #include <vector>
 
-#include "vss/block_device.h"
+#include "vss/formats/block_device.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
-#include "vss/status.h"
+#include "vss/base/status.h"
 
 namespace vss::engine::test_util {
 

@@ -29,9 +29,9 @@
 #include "engine_test_util.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
-#include "vss/mem_file_system.h"
-#include "vss/memory_device.h"
-#include "vss/raw_image.h"
+#include "vss/base/mem_file_system.h"
+#include "vss/formats/memory_device.h"
+#include "vss/formats/raw_image.h"
 
 namespace vss::engine {
 namespace {

@@ -14,9 +14,9 @@
 #include "../../engine/record.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
-#include "vss/fault_device.h"
-#include "vss/mem_file_system.h"
-#include "vss/memory_device.h"
+#include "vss/formats/fault_device.h"
+#include "vss/base/mem_file_system.h"
+#include "vss/formats/memory_device.h"
 
 namespace vss::engine {
 namespace {

@@ -11,11 +11,11 @@
 #include <vector>
 
 #include "test_util.h"
-#include "vss/block_device.h"
-#include "vss/fault_device.h"
-#include "vss/memory_device.h"
-#include "vss/power_loss_device.h"
-#include "vss/raw_image.h"
+#include "vss/formats/block_device.h"
+#include "vss/formats/fault_device.h"
+#include "vss/formats/memory_device.h"
+#include "vss/formats/power_loss_device.h"
+#include "vss/formats/raw_image.h"
 
 namespace vss {
 namespace {

@@ -1,12 +1,12 @@
 // FaultDevice: the Nth matching call fails once or from then on; failed
 // calls do not reach the target.
 
-#include "vss/fault_device.h"
+#include "vss/formats/fault_device.h"
 
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vss/memory_device.h"
+#include "vss/formats/memory_device.h"
 
 namespace vss {
 namespace {

@@ -1,4 +1,4 @@
-#include "vss/guid.h"
+#include "vss/base/guid.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // ProbeImageFormat over byte arrays, and CheckRawImage over a device.
 
-#include "vss/image_probe.h"
+#include "vss/formats/image_probe.h"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "test_util.h"
-#include "vss/memory_device.h"
+#include "vss/formats/memory_device.h"
 
 namespace vss {
 namespace {

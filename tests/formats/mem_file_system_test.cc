@@ -1,7 +1,7 @@
 // MemFileSystem: POSIX-like names and handles, power loss of unsynced data
 // and names, fault rules.
 
-#include "vss/mem_file_system.h"
+#include "vss/base/mem_file_system.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 // MemoryDevice specifics: page accounting (cost follows the data).
 
-#include "vss/memory_device.h"
+#include "vss/formats/memory_device.h"
 
 #include <gtest/gtest.h>
 

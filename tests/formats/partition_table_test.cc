@@ -1,7 +1,7 @@
 // ReadPartitionTable: MBR (primary and logical) and GPT tables built byte by
 // byte here, damaged variants of each, and images partitioned by sfdisk
 // (util-linux) compared with sfdisk's own reading of them.
-#include "vss/partition_table.h"
+#include "vss/formats/partition_table.h"
 
 #include <gtest/gtest.h>
 
@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "test_util.h"
-#include "vss/fault_device.h"
-#include "vss/memory_device.h"
-#include "vss/raw_image.h"
+#include "vss/formats/fault_device.h"
+#include "vss/formats/memory_device.h"
+#include "vss/formats/raw_image.h"
 
 namespace vss {
 namespace {

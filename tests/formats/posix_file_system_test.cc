@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include "test_util.h"
-#include "vss/file.h"
+#include "vss/base/file.h"
 
 namespace vss {
 namespace {

@@ -1,12 +1,12 @@
 // PowerLossDevice: unflushed writes are visible but not durable; a power
 // loss drops, keeps or tears them; a flush applies them in order.
 
-#include "vss/power_loss_device.h"
+#include "vss/formats/power_loss_device.h"
 
 #include <gtest/gtest.h>
 
 #include "test_util.h"
-#include "vss/memory_device.h"
+#include "vss/formats/memory_device.h"
 
 namespace vss {
 namespace {

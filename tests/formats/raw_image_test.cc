@@ -1,7 +1,7 @@
 // RawImage behaviour beyond the conformance suite: creation, opening, the
 // advisory lock and its holder in messages, durability across reopen.
 
-#include "vss/raw_image.h"
+#include "vss/formats/raw_image.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "vss/status.h"
+#include "vss/base/status.h"
 
 namespace vss::testing {
 

@@ -7,8 +7,8 @@
 
 #include <vector>
 
-#include "vss/fault_device.h"
-#include "vss/memory_device.h"
+#include "vss/formats/fault_device.h"
+#include "vss/formats/memory_device.h"
 
 namespace vss::fuse {
 namespace {

@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <span>
 
-#include "vss/image_probe.h"
+#include "vss/formats/image_probe.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::span<const uint8_t> file(data, size);

@@ -13,8 +13,8 @@
 #include <cstdlib>
 #include <span>
 
-#include "vss/memory_device.h"
-#include "vss/partition_table.h"
+#include "vss/formats/memory_device.h"
+#include "vss/formats/partition_table.h"
 
 namespace {
 

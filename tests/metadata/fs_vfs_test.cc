@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "vss/mem_file_system.h"
+#include "vss/base/mem_file_system.h"
 #include "vss/metadata/catalog.h"
 
 namespace vss::metadata {

@@ -82,7 +82,7 @@ echo "ok: README code blocks match tests/packaging"
 # --- 2. Install. -----------------------------------------------------------
 prefix=$work/prefix
 run "$work/install.log" "$CMAKE" --install "$BUILD" --prefix "$prefix"
-for f in include/vss/vss.h include/vss/api/service.h include/vss/guid.h \
+for f in include/vss/vss.h include/vss/api/service.h include/vss/base/guid.h include/vss/formats/block_device.h \
          include/vss/engine/store.h bin/vssctl bin/vssd; do
   [[ -e $prefix/$f ]] || die "not installed: $f" "$work/install.log"
 done

@@ -21,7 +21,7 @@
 #include <functional>
 #include <string>
 
-#include "vss/status.h"
+#include "vss/base/status.h"
 
 namespace vss::fuse {
 

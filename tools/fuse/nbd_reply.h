@@ -28,8 +28,8 @@
 #include <string>
 #include <vector>
 
-#include "vss/block_device.h"
-#include "vss/status.h"
+#include "vss/formats/block_device.h"
+#include "vss/base/status.h"
 
 namespace vss::fuse {
 

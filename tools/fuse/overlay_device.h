@@ -25,8 +25,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "vss/block_device.h"
-#include "vss/status.h"
+#include "vss/formats/block_device.h"
+#include "vss/base/status.h"
 
 namespace vss::fuse {
 

@@ -43,7 +43,7 @@
 #include <string>
 #include <thread>
 
-#include "vss/status.h"
+#include "vss/base/status.h"
 #include "vss/vss.h"
 
 struct sqlite3;

@@ -36,8 +36,8 @@
 #include <vector>
 
 #include "common.h"
-#include "vss/block_device.h"
-#include "vss/status.h"
+#include "vss/formats/block_device.h"
+#include "vss/base/status.h"
 
 namespace vss::tools {
 

@@ -16,10 +16,10 @@
 #include <string>
 #include <vector>
 
-#include "vss/block_device.h"
+#include "vss/formats/block_device.h"
 #include "vss/engine/store.h"
 #include "vss/metadata/catalog.h"
-#include "vss/status.h"
+#include "vss/base/status.h"
 
 namespace CLI {
 class App;

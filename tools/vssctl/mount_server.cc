@@ -17,7 +17,7 @@
 #include "fuse/overlay_device.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
-#include "vss/partition_table.h"
+#include "vss/formats/partition_table.h"
 
 namespace vss::tools {
 namespace {

@@ -41,7 +41,7 @@
 #include <vector>
 
 #include "fuse/background.h"
-#include "vss/status.h"
+#include "vss/base/status.h"
 
 namespace vss::tools {
 

@@ -11,7 +11,7 @@
 
 #include "common.h"
 #include "vss/engine/volume.h"
-#include "vss/raw_image.h"
+#include "vss/formats/raw_image.h"
 
 namespace vss::tools {
 namespace {

@@ -15,7 +15,7 @@
 #include <thread>
 
 #include "vss/api/service_host.h"
-#include "vss/status.h"
+#include "vss/base/status.h"
 
 namespace vss::vssd {
 

@@ -39,7 +39,7 @@
 #include "exports.h"
 #include "payload_memory.h"
 #include "tls.h"
-#include "vss/status.h"
+#include "vss/base/status.h"
 
 namespace vss::vssd {
 

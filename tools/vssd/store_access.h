@@ -25,7 +25,7 @@
 
 #include <string>
 
-#include "vss/status.h"
+#include "vss/base/status.h"
 
 namespace vss::vssd {
 

@@ -22,11 +22,11 @@
 #include <string>
 #include <vector>
 
-#include "vss/block_device.h"
+#include "vss/formats/block_device.h"
 #include "vss/engine/store.h"
-#include "vss/guid.h"
+#include "vss/base/guid.h"
 #include "vss/metadata/catalog.h"
-#include "vss/status.h"
+#include "vss/base/status.h"
 
 namespace vss::engine {
 

@@ -41,8 +41,8 @@
 #include <string>
 #include <vector>
 
-#include "vss/guid.h"
-#include "vss/status.h"
+#include "vss/base/guid.h"
+#include "vss/base/status.h"
 
 struct sqlite3;
 

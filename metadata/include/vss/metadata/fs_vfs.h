@@ -46,8 +46,8 @@
 #include <memory>
 #include <string>
 
-#include "vss/file.h"
-#include "vss/status.h"
+#include "vss/base/file.h"
+#include "vss/base/status.h"
 
 namespace vss::metadata {
 

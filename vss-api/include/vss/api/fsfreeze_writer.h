@@ -45,7 +45,7 @@
 #include "vss/api/thaw_guard.h"
 #include "vss/api/writer.h"
 #include "vss/api/writer_event.h"
-#include "vss/guid.h"
+#include "vss/base/guid.h"
 
 namespace vss {
 

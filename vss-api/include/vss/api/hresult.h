@@ -21,7 +21,7 @@
 #include <utility>
 #include <variant>
 
-#include "vss/status.h"
+#include "vss/base/status.h"
 
 namespace vss {
 

@@ -23,7 +23,7 @@
 
 #include "vss/api/hresult.h"
 #include "vss/api/types.h"
-#include "vss/guid.h"
+#include "vss/base/guid.h"
 #include "vss/metadata/catalog.h"
 
 namespace vss {

@@ -51,7 +51,7 @@
 #include <string>
 #include <vector>
 
-#include "vss/status.h"
+#include "vss/base/status.h"
 
 namespace vss {
 

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <string>
 
-#include "vss/guid.h"
+#include "vss/base/guid.h"
 
 namespace vss {
 

@@ -25,7 +25,7 @@
 #include "vss/api/types.h"
 #include "vss/api/writer_event.h"
 #include "vss/api/writer_metadata.h"
-#include "vss/guid.h"
+#include "vss/base/guid.h"
 
 namespace vss {
 

@@ -24,7 +24,7 @@
 #include "vss/api/hresult.h"
 #include "vss/api/types.h"
 #include "vss/api/writer_metadata.h"
-#include "vss/guid.h"
+#include "vss/base/guid.h"
 
 namespace vss {
 

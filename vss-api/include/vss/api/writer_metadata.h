@@ -27,7 +27,7 @@
 
 #include "vss/api/hresult.h"
 #include "vss/api/types.h"
-#include "vss/guid.h"
+#include "vss/base/guid.h"
 
 namespace vss {
 

@@ -34,8 +34,8 @@
 #include <string_view>
 #include <vector>
 
-#include "vss/block_device.h"
-#include "vss/status.h"
+#include "vss/formats/block_device.h"
+#include "vss/base/status.h"
 
 namespace vss {
 

@@ -1,4 +1,4 @@
-#include "vss/mem_file_system.h"
+#include "vss/base/mem_file_system.h"
 
 #include <algorithm>
 #include <cstring>

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "vss/block_device.h"
+#include "vss/formats/block_device.h"
 
 namespace vss {
 

@@ -20,8 +20,8 @@
 #include <string>
 #include <vector>
 
-#include "vss/file.h"
-#include "vss/power_loss_device.h"
+#include "vss/base/file.h"
+#include "vss/base/power_loss_mode.h"
 
 namespace vss {
 

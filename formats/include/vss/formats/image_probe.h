@@ -29,8 +29,8 @@
 #include <string>
 #include <string_view>
 
-#include "vss/block_device.h"
-#include "vss/status.h"
+#include "vss/formats/block_device.h"
+#include "vss/base/status.h"
 
 namespace vss {
 

@@ -19,7 +19,7 @@
 #include <memory>
 #include <string>
 
-#include "vss/block_device.h"
+#include "vss/formats/block_device.h"
 
 namespace vss {
 

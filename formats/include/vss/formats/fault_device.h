@@ -9,7 +9,7 @@
 #include <mutex>
 #include <optional>
 
-#include "vss/block_device.h"
+#include "vss/formats/block_device.h"
 
 namespace vss {
 

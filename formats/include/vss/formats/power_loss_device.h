@@ -13,14 +13,11 @@
 #include <mutex>
 #include <vector>
 
-#include "vss/block_device.h"
+#include "vss/base/power_loss_mode.h"
+#include "vss/formats/block_device.h"
 
 namespace vss {
 
-enum class PowerLossMode {
-  kDropAll,     // every unsynced write is lost
-  kRandom,      // each unsynced write is kept, dropped or torn at random
-};
 
 class PowerLossDevice final : public ForwardingDevice {
  public:

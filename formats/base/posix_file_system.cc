@@ -19,7 +19,7 @@
 #include <system_error>
 #include <vector>
 
-#include "vss/file.h"
+#include "vss/base/file.h"
 
 namespace vss {
 namespace {

@@ -1,4 +1,4 @@
-#include "vss/status.h"
+#include "vss/base/status.h"
 
 #include <cstring>
 
