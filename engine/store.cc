@@ -12,8 +12,7 @@
 #include "diff_area.h"
 #include "volume_state.h"
 #include "vss/engine/volume.h"
-#include "vss/formats/image_probe.h"
-#include "vss/formats/raw_image.h"
+#include "vss/formats/registry.h"
 
 namespace vss::engine {
 namespace {
@@ -55,37 +54,29 @@ std::string CanonicalImagePath(const std::string& path) {
   return abs;
 }
 
-// An opened image must be the file its path names, not one reached through
-// a symbolic link in a directory of the path (O_NOFOLLOW guards only the
-// last component). The kernel's name for the descriptor says which file was
-// opened. Where /proc is not mounted the check is skipped.
-Status CheckOpenedByRealPath(const RawImage& img, const std::string& path) {
-  std::string link = "/proc/self/fd/" + std::to_string(img.fd());
-  char buf[4096];
-  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
-  if (n <= 0) return OkStatus();
-  std::string opened(buf, static_cast<size_t>(n));
-  if (opened == path) return OkStatus();
-  return FailedPreconditionError(path + " leads through a symbolic link to " + opened +
-                                 "; vss opens images only by their real path");
+// Opens (or creates) the image of a volume: through the test hook when one
+// is set, else with the registry's driver for `format`. An existing image
+// is opened only by its real path, and only by its format's driver (rule
+// 11: a qcow2 file read as raw would be destroyed by the first write); a
+// new image's name is durable before the catalog can refer to it.
+StatusOr<std::unique_ptr<BlockDevice>> OpenImage(const StoreOptions& o,
+                                                 const std::string& path,
+                                                 const std::string& format,
+                                                 bool create, uint64_t size) {
+  if (o.open_image) return o.open_image(path, create, size);
+  VSS_ASSIGN_OR_RETURN(const ImageDriver* driver, DriverRegistry::Default().Find(format));
+  if (create) return driver->Create({.path = path, .size = size});
+  return driver->Open({.path = path, .writable = true, .require_real_path = true});
 }
 
-// The default ImageOpener: a raw image. A new image's name is made durable
-// before the catalog can refer to it; an existing one is opened only by its
-// real path and only when its header is no other disk-image format (rule
-// 11: a qcow2 file read as raw would be destroyed by the first write).
-StatusOr<std::unique_ptr<BlockDevice>> OpenRawImage(const std::string& path,
-                                                    bool create, uint64_t size) {
-  if (create) {
-    VSS_ASSIGN_OR_RETURN(auto img, RawImage::Create(path, size));
-    // Orders the new image's name before the catalog row that names it.
-    VSS_RETURN_IF_ERROR(FileSystem::Default()->SyncDir(ParentOf(path)));
-    return std::unique_ptr<BlockDevice>(std::move(img));
-  }
-  VSS_ASSIGN_OR_RETURN(auto img, RawImage::Open(path));
-  VSS_RETURN_IF_ERROR(CheckOpenedByRealPath(*img, path));
-  VSS_RETURN_IF_ERROR(CheckRawImage(*img, path));
-  return std::unique_ptr<BlockDevice>(std::move(img));
+// The format of a volume being registered: the one asked for, raw for a new
+// image (or one the test hook opens), else what the file's header shows.
+StatusOr<std::string> VolumeFormat(const StoreOptions& o, const CreateVolumeRequest& req,
+                                   const std::string& path) {
+  if (!req.format.empty()) return req.format;
+  if (req.create || o.open_image) return std::string("raw");
+  VSS_ASSIGN_OR_RETURN(const ImageDriver* driver, DriverRegistry::Default().ProbeFile(path));
+  return std::string(driver->name());
 }
 
 // Why a store whose catalog.db is missing may not start afresh: it still
@@ -164,7 +155,6 @@ StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
   if (options.dir.empty()) return InvalidArgumentError("no store directory given");
   options.dir = AbsolutePath(options.dir);
   if (!options.fs) options.fs = FileSystem::Default();
-  if (!options.open_image) options.open_image = OpenRawImage;
   // 0700 and durable in its parent (CreateDirs) before the catalog is made.
   VSS_RETURN_IF_ERROR(FileSystem::Default()->CreateDirs(options.dir)
                           .WithContext("store " + options.dir));
@@ -197,7 +187,9 @@ StatusOr<metadata::VolumeRow> Store::CreateVolume(const CreateVolumeRequest& req
     if (v.path == row.path)
       return AlreadyExistsError(row.path + " is already volume '" + v.name + "'");
   }
-  VSS_ASSIGN_OR_RETURN(auto image, options_.open_image(row.path, req.create, req.size.value_or(0)));
+  VSS_ASSIGN_OR_RETURN(row.format, VolumeFormat(options_, req, row.path));
+  VSS_ASSIGN_OR_RETURN(auto image, OpenImage(options_, row.path, row.format, req.create,
+                                             req.size.value_or(0)));
   row.size = image->size();
   if (!req.create && req.size && *req.size != row.size)
     return InvalidArgumentError(row.path + " is " + std::to_string(row.size) +
@@ -222,7 +214,8 @@ Status Store::RemoveVolume(const Guid& id) {
   // An image that is gone, is a link or has become another format cannot be
   // in use through vss either, and does not stop the volume from being
   // forgotten.
-  StatusOr<std::unique_ptr<BlockDevice>> image = options_.open_image(row->path, false, 0);
+  StatusOr<std::unique_ptr<BlockDevice>> image =
+      OpenImage(options_, row->path, row->format, false, 0);
   if (!image.ok()) {
     StatusCode c = image.status().code();
     if (c != StatusCode::kNotFound && c != StatusCode::kFailedPrecondition &&
@@ -287,7 +280,7 @@ StatusOr<Volume*> Store::OpenVolumeLocked(const Guid& id) {
         " with another volume (allowed by older versions of vss), so their "
         "records may overwrite each other; remove one of them with "
         "`vssctl volume remove --force` and add it again");
-  VSS_ASSIGN_OR_RETURN(auto image, options_.open_image(row->path, false, 0));
+  VSS_ASSIGN_OR_RETURN(auto image, OpenImage(options_, row->path, row->format, false, 0));
   VSS_ASSIGN_OR_RETURN(auto state, VolumeState::Open(this, *row, std::move(image)));
   volumes_.push_back(std::unique_ptr<Volume>(new Volume(std::move(state))));
   return volumes_.back().get();

@@ -101,24 +101,35 @@ ImageFormat ProbeImageFormat(std::span<const uint8_t> head,
   return ImageFormat::kRaw;
 }
 
-StatusOr<ImageFormat> ProbeDevice(BlockDevice& dev) {
-  std::vector<uint8_t> head(std::min<uint64_t>(dev.size(), kProbeHeadBytes));
-  VSS_RETURN_IF_ERROR(dev.Read(0, head));
-  std::vector<uint8_t> tail;
+Status ReadProbeBytes(BlockDevice& dev, std::vector<uint8_t>* head,
+                      std::vector<uint8_t>* tail) {
+  head->resize(std::min<uint64_t>(dev.size(), kProbeHeadBytes));
+  VSS_RETURN_IF_ERROR(dev.Read(0, *head));
+  tail->clear();
   if (dev.size() >= kProbeTailBytes) {
-    tail.resize(kProbeTailBytes);
-    VSS_RETURN_IF_ERROR(dev.Read(dev.size() - kProbeTailBytes, tail));
+    tail->resize(kProbeTailBytes);
+    VSS_RETURN_IF_ERROR(dev.Read(dev.size() - kProbeTailBytes, *tail));
   }
+  return OkStatus();
+}
+
+StatusOr<ImageFormat> ProbeDevice(BlockDevice& dev) {
+  std::vector<uint8_t> head, tail;
+  VSS_RETURN_IF_ERROR(ReadProbeBytes(dev, &head, &tail));
   return ProbeImageFormat(head, tail);
+}
+
+Status UnreadableImageError(ImageFormat format, const std::string& path) {
+  std::string name(ImageFormatName(format));
+  return UnsupportedError(path + " is a " + name +
+                          " image; vss reads only raw volumes until a " + name +
+                          " driver lands");
 }
 
 Status CheckRawImage(BlockDevice& dev, const std::string& path) {
   VSS_ASSIGN_OR_RETURN(ImageFormat format, ProbeDevice(dev));
   if (format == ImageFormat::kRaw) return OkStatus();
-  std::string name(ImageFormatName(format));
-  return UnsupportedError(path + " is a " + name +
-                          " image; vss reads only raw volumes until a " + name +
-                          " driver lands");
+  return UnreadableImageError(format, path);
 }
 
 }  // namespace vss

@@ -28,12 +28,12 @@ using internal::Query;
 
 constexpr char kInsertVolume[] =
     "INSERT INTO volumes (id, name, path, size, chunk_size, next_epoch, "
-    "created) VALUES (?, ?, ?, ?, ?, ?, ?)";
+    "created, format) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
 constexpr char kListVolumes[] =
-    "SELECT id, name, path, size, chunk_size, next_epoch, created "
+    "SELECT id, name, path, size, chunk_size, next_epoch, created, format "
     "FROM volumes ORDER BY name";
 constexpr char kFindVolume[] =
-    "SELECT id, name, path, size, chunk_size, next_epoch, created "
+    "SELECT id, name, path, size, chunk_size, next_epoch, created, format "
     "FROM volumes WHERE id = ?";
 constexpr char kSetNextEpoch[] =
     "UPDATE volumes SET next_epoch = ? WHERE id = ?";
@@ -166,6 +166,7 @@ VolumeRow ReadVolume(ColumnReader& r) {
   v.chunk_size = r.U32();
   v.next_epoch = r.U64();
   v.created = r.I64();
+  v.format = r.Text();
   return v;
 }
 
@@ -589,7 +590,7 @@ StatusOr<Transaction> Catalog::Begin() {
 Status Catalog::InsertVolume(const VolumeRow& v) {
   std::lock_guard<std::recursive_mutex> l(mu_);
   return impl_->Run(kInsertVolume, "insert volume", v.id, v.name, v.path,
-                    v.size, v.chunk_size, v.next_epoch, v.created);
+                    v.size, v.chunk_size, v.next_epoch, v.created, v.format);
 }
 
 StatusOr<std::vector<VolumeRow>> Catalog::ListVolumes() {

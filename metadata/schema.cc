@@ -132,6 +132,11 @@ BEGIN
   SELECT RAISE(ABORT, 'UNIQUE constraint failed: diff_areas.dir');
 END;
 )sql",
+    // 2 -> 3: each volume's image format, the name of the driver that opens
+    // it (formats/registry.h). Every volume of an older store is raw.
+    R"sql(
+ALTER TABLE volumes ADD COLUMN format TEXT NOT NULL DEFAULT 'raw';
+)sql",
 };
 
 constexpr int kLatest = static_cast<int>(std::size(kMigrations));

@@ -373,6 +373,26 @@ test_damaged_catalog() {
   VSS_STORE=$store expect_fail 1 "damaged catalog" volume list
   ok "damaged catalog: names the file, got: $errline" grep -q "catalog.db" <<<"$errline"
 }
+# Each volume records its image format: raw for every volume this build
+# makes; a format without a driver is refused by name and makes no file.
+test_volume_format() {
+  expect_ok "volume show --json" volume show disk --json
+  ok "show: format raw" eq "$(jq -r .format <<<"$out")" raw
+  expect_ok "volume list --json" volume list --json
+  ok "list: every volume raw" eq "$(jq -r '[.[].format] | unique | join(",")' <<<"$out")" raw
+  expect_ok "volume show text" volume show raw
+  ok "show text: format line" grep -q "Format: *raw" <<<"$out"
+  expect_ok "volume create --format raw" volume create fmt.img --size 1M --format raw --json
+  ok "create --format raw: format" eq "$(jq -r .format <<<"$out")" raw
+  expect_ok "remove fmt" volume remove fmt.img
+  expect_fail 1 "volume create --format qcow2" volume create fmt.qcow2 --size 1M --format qcow2
+  ok "qcow2: one line naming the format, got: $errline" \
+    eq "$errline" "vssctl: vss has no qcow2 driver yet; formats: nbd, raw"
+  ok "qcow2: no file made" test ! -e fmt.qcow2
+  expect_fail 1 "volume create --format floppy" volume create fmt.fd --size 1M --format floppy
+  ok "floppy: unknown format named, got: $errline" grep -q "unknown image format 'floppy'" <<<"$errline"
+  ok "floppy: no file made" test ! -e fmt.fd
+}
 
 # ------------------------------------------------- issue 10 (findings 0, 1, 5, 8, 10)
 # qemu-img makes a real image of each format; none may be taken for raw.
@@ -503,7 +523,7 @@ test_symlinks() {
   expect_ok "remove vialink" volume remove vialink
 }
 
-for t in test_volume_create_add test_volume_list_show test_volume_write_read \
+for t in test_volume_create_add test_volume_list_show test_volume_format test_volume_write_read \
   test_shadow_create_list_show test_shadow_keeps_old_bytes test_shadow_sets_and_diff \
   test_shadow_verify_export test_contexts_and_delete test_revert test_storage \
   test_diff_area_full_and_events test_bad_input test_ambiguous_prefix \

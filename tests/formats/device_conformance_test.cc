@@ -16,6 +16,7 @@
 #include "vss/formats/memory_device.h"
 #include "vss/formats/power_loss_device.h"
 #include "vss/formats/raw_image.h"
+#include "vss/formats/registry.h"
 
 namespace vss {
 namespace {
@@ -57,6 +58,33 @@ class RawImageHarness : public Harness {
  private:
   TempDir dir_;
   std::unique_ptr<RawImage> device_;
+};
+
+// The raw image driver, created and opened through the registry.
+class RawDriverHarness : public Harness {
+ public:
+  RawDriverHarness() {
+    auto dev = Driver()->Create({.path = dir_.File("disk.img"), .size = kSize});
+    EXPECT_TRUE(dev.ok()) << dev.status().ToString();
+    if (dev.ok()) device_ = std::move(dev).value();
+  }
+  BlockDevice* device() override { return device_.get(); }
+  StatusOr<std::unique_ptr<BlockDevice>> ReadOnly() override {
+    const std::string path = dir_.File("ro.img");
+    {
+      VSS_ASSIGN_OR_RETURN(auto rw,
+                           Driver()->Create({.path = path, .size = kSize}));
+      VSS_RETURN_IF_ERROR(rw->Write(500, Pattern(10000, 9)));
+    }
+    return Driver()->Open({.path = path, .writable = false});
+  }
+
+ private:
+  static const ImageDriver* Driver() {
+    return *DriverRegistry::Default().Find("raw");
+  }
+  TempDir dir_;
+  std::unique_ptr<BlockDevice> device_;
 };
 
 class MemoryHarness : public Harness {
@@ -311,6 +339,7 @@ TEST_P(DeviceConformanceTest, ReadOnly_RejectsWritesAndChangesNothing) {
 std::vector<DeviceKind> AllKinds() {
   return {
       {"RawImage", [] { return std::make_unique<RawImageHarness>(); }},
+      {"RawDriver", [] { return std::make_unique<RawDriverHarness>(); }},
       {"MemoryDevice", [] { return std::make_unique<MemoryHarness>(); }},
       {"FaultDeviceWithoutRule",
        [] { return std::make_unique<WrapperHarness<FaultDevice>>(); }},

@@ -1,4 +1,4 @@
-// Fuzz target: the NBD client's reply parser (tools/fuse/nbd_reply.h), fed
+// Fuzz target: the NBD client's reply parser (vss/formats/nbd_reply.h), fed
 // the way NbdDevice::ReceiveMessage feeds it from the socket.
 //
 // Input: a 25-byte request (big-endian, as on the wire)
@@ -18,8 +18,8 @@
 #include <span>
 #include <vector>
 
-#include "fuse/nbd_reply.h"
-#include "vssd/nbd_protocol.h"
+#include "vss/formats/nbd_protocol.h"
+#include "vss/formats/nbd_reply.h"
 
 namespace {
 
@@ -51,7 +51,7 @@ constexpr uint32_t kMaxRead = 1u << 20;
 
 // One message, as NbdDevice::ReceiveMessage reads it; false when the
 // connection would be dropped (refused message or end of the bytes).
-bool ReceiveMessage(Stream& in, vss::fuse::NbdReply& reply,
+bool ReceiveMessage(Stream& in, vss::NbdReply& reply,
                     std::span<uint8_t> read_into) {
   using namespace vss;
   std::span<const uint8_t> head;
@@ -75,8 +75,8 @@ bool ReceiveMessage(Stream& in, vss::fuse::NbdReply& reply,
   if (magic != nbd::kStructuredReplyMagic) return false;
   if (!in.Take(16, &head)) return false;
   const uint8_t* p = head.data();
-  fuse::NbdChunkHeader h{nbd::Get16(p), nbd::Get16(p + 2), nbd::Get64(p + 4),
-                         nbd::Get32(p + 12)};
+  NbdChunkHeader h{nbd::Get16(p), nbd::Get16(p + 2), nbd::Get64(p + 4),
+                   nbd::Get32(p + 12)};
   if (!reply.OnChunkHeader(h).ok()) return false;
   std::span<const uint8_t> payload;
   if (!in.Take(h.length, &payload)) return false;
@@ -92,7 +92,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   using namespace vss;
   if (size < kRequestBytes) return 0;
   const uint8_t* p = bytes;
-  fuse::NbdRequest request;
+  NbdRequest request;
   request.type = kCommands[(p[0] & 7) % 6];
   const bool structured = p[0] & 0x80;
   request.offset = nbd::Get64(p + 1);
@@ -105,7 +105,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
 
   std::vector<uint8_t> read_into(request.type == nbd::kCmdRead ? request.length
                                                                : 0);
-  fuse::NbdReply reply(request, structured, read_into, context_id);
+  NbdReply reply(request, structured, read_into, context_id);
   Stream in({bytes + kRequestBytes, size - kRequestBytes});
   while (!reply.done()) {
     if (!ReceiveMessage(in, reply, read_into)) return 0;

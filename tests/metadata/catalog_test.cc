@@ -200,6 +200,7 @@ TEST_F(CatalogTest, Volume_RoundTripsEveryFieldAcrossReopen) {
   EXPECT_EQ(g.chunk_size, v.chunk_size);
   EXPECT_EQ(g.next_epoch, v.next_epoch);
   EXPECT_EQ(g.created, v.created);
+  EXPECT_EQ(g.format, "raw");
   auto all = catalog_->ListVolumes();
   ASSERT_TRUE(all.ok());
   ASSERT_EQ(all->size(), 1u);
@@ -896,9 +897,10 @@ TEST_F(CatalogTest, Migration_Version1StoreOpensKeepsRowsAndGainsTheDirRule) {
       "DROP TRIGGER diff_areas_dir_unique_update;"
       "DROP INDEX diff_areas_by_dir;"
       "UPDATE diff_areas SET dir = '/srv/diff';"
+      "ALTER TABLE volumes DROP COLUMN format;"
       "PRAGMA user_version = 1;");
   Open();
-  EXPECT_EQ(RawInt("PRAGMA user_version"), 2);
+  EXPECT_EQ(RawInt("PRAGMA user_version"), Catalog::kSchemaVersion);
   auto rows = catalog_->ListDiffAreas();
   ASSERT_TRUE(rows.ok());
   ASSERT_EQ(rows->size(), 2u);
@@ -908,6 +910,50 @@ TEST_F(CatalogTest, Migration_Version1StoreOpensKeepsRowsAndGainsTheDirRule) {
   EXPECT_EQ(catalog_->UpsertDiffArea({c.id, "/srv/diff", 1, 0}).code(),
             StatusCode::kAlreadyExists);
   EXPECT_TRUE(catalog_->UpsertDiffArea({c.id, "/srv/c", 1, 0}).ok());
+}
+
+TEST_F(CatalogTest, Volume_FormatRoundTrips) {
+  Open();
+  VolumeRow v = MakeVolume("vm1");
+  v.format = "qcow2";
+  ASSERT_TRUE(catalog_->InsertVolume(v).ok());
+  Open();
+  auto found = catalog_->FindVolume(v.id);
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->format, "qcow2");
+  EXPECT_EQ((*catalog_->ListVolumes())[0].format, "qcow2");
+}
+
+TEST_F(CatalogTest, Migration_Version2StoreOpensWithEveryVolumeRaw) {
+  Open();
+  catalog_.reset();
+  // Back to schema version 2, as the build before image formats left it,
+  // with a volume written by that build's INSERT (no format column).
+  RawExec(
+      "ALTER TABLE volumes DROP COLUMN format;"
+      "INSERT INTO volumes (id, name, path, size, chunk_size, next_epoch, "
+      "created) VALUES ('00000000-0000-0000-0000-0000000000a1', 'old', "
+      "'/images/old.img', 1048576, 65536, 3, 1);"
+      "PRAGMA user_version = 2;");
+  ASSERT_EQ(RawInt("SELECT count(*) FROM pragma_table_info('volumes') "
+                   "WHERE name = 'format'"),
+            0);
+  Open();
+  EXPECT_EQ(RawInt("PRAGMA user_version"), Catalog::kSchemaVersion);
+  auto rows = catalog_->ListVolumes();
+  ASSERT_TRUE(rows.ok()) << rows.status().ToString();
+  ASSERT_EQ(rows->size(), 1u);
+  const VolumeRow& old = (*rows)[0];
+  EXPECT_EQ(old.name, "old");
+  EXPECT_EQ(old.path, "/images/old.img");
+  EXPECT_EQ(old.size, 1048576u);
+  EXPECT_EQ(old.next_epoch, 3u);
+  EXPECT_EQ(old.format, "raw");
+  // The migrated store takes new volumes of any format.
+  VolumeRow v = MakeVolume("new");
+  v.format = "qcow2";
+  ASSERT_TRUE(catalog_->InsertVolume(v).ok());
+  EXPECT_EQ((*catalog_->FindVolume(v.id))->format, "qcow2");
 }
 
 // Fills a catalog with enough rows to span many pages, then closes it.

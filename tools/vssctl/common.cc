@@ -286,6 +286,7 @@ Json VolumeToJson(const metadata::VolumeRow& v) {
               {"path", v.path},
               {"size", v.size},
               {"chunk_size", v.chunk_size},
+              {"format", v.format},
               {"created", metadata::VssTimestampToIso8601(v.created)}};
 }
 

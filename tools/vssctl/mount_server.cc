@@ -13,8 +13,8 @@
 
 #include "fuse/host_mounts.h"
 #include "fuse/image_fs.h"
-#include "fuse/nbd_device.h"
-#include "fuse/overlay_device.h"
+#include "vss/formats/nbd_device.h"
+#include "vss/formats/overlay_device.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
 #include "vss/formats/partition_table.h"
@@ -30,7 +30,7 @@ class DeviceSource {
   DeviceSource(engine::Store* store, const std::string& store_dir)
       : store_(store) {
     std::string socket = store_dir + "/nbd.sock";
-    if (fuse::NbdDevice::ServerListening(socket)) socket_ = socket;
+    if (NbdDevice::ServerListening(socket)) socket_ = socket;
   }
   const char* via() const { return socket_.empty() ? "in-process" : "vssd"; }
 
@@ -51,7 +51,7 @@ class DeviceSource {
 
  private:
   StatusOr<BlockDevice*> Nbd(const std::string& name) {
-    VSS_ASSIGN_OR_RETURN(auto dev, fuse::NbdDevice::Connect(socket_, name));
+    VSS_ASSIGN_OR_RETURN(auto dev, NbdDevice::Connect(socket_, name));
     owned_.push_back(std::move(dev));
     return owned_.back().get();
   }
@@ -231,7 +231,7 @@ void AddReplayFiles(fuse::ImageFsConfig* config, Json* report,
     if (!files[i].contains("mount_dir")) continue;
     const fuse::ImageFile image = config->files[i];  // push_back reallocates
     if (!HoldsReplayableLog(*image.device, image.offset, image.size)) continue;
-    overlays->push_back(std::make_unique<fuse::OverlayDevice>(
+    overlays->push_back(std::make_unique<OverlayDevice>(
         image.device, image.offset, image.size));
     std::string name =
         "." + files[i]["mount_dir"].get<std::string>() + ".replay";

@@ -24,6 +24,7 @@ struct CreateOptions {
   std::string size;
   std::string name;
   std::string chunk_size;
+  std::string format;  // create: the image format (empty: raw)
   bool create = true;
 };
 
@@ -50,6 +51,7 @@ std::string AbsolutePath(const std::string& path) {
 void PrintVolumeLines(const metadata::VolumeRow& v) {
   std::printf("   ID:         %s\n", Braced(v.id).c_str());
   std::printf("   Image:      %s\n", v.path.c_str());
+  std::printf("   Format:     %s\n", v.format.c_str());
   std::printf("   Size:       %s (%llu bytes)\n", FormatBytes(v.size).c_str(),
               static_cast<unsigned long long>(v.size));
   std::printf("   Chunk size: %s\n", FormatBytes(v.chunk_size).c_str());
@@ -62,6 +64,7 @@ Status RunCreate(Cli& cli, const CreateOptions& o) {
   req.path = AbsolutePath(o.path);
   req.name = o.name;
   req.create = o.create;
+  req.format = o.format;
   if (o.create) {
     VSS_ASSIGN_OR_RETURN(req.size, ParseSize(o.size, "--size"));
   }
@@ -297,6 +300,8 @@ void AddCreate(CLI::App& noun, Cli& cli, bool create) {
     c->add_option("--size", o->size, "Size of the new image (e.g. 10G)")
         ->type_name("SIZE")
         ->required();
+    c->add_option("--format", o->format, "Image format (default: raw)")
+        ->type_name("FORMAT");
   }
   c->add_option("--name", o->name, "Volume name (default: the file name)");
   c->add_option(

@@ -27,7 +27,7 @@
 
 #include "backup_dir.h"
 #include "common.h"
-#include "fuse/nbd_device.h"
+#include "vss/formats/nbd_device.h"
 #include "vss/api/service.h"
 #include "vss/engine/volume.h"
 
@@ -328,8 +328,8 @@ std::string NbdSocket(const Service& service) { return service.store_dir() + "/n
 
 StatusOr<std::unique_ptr<BlockDevice>> ConnectNbd(const Service& service,
                                                   const std::string& export_name) {
-  StatusOr<std::unique_ptr<fuse::NbdDevice>> dev =
-      fuse::NbdDevice::Connect(NbdSocket(service), export_name);
+  StatusOr<std::unique_ptr<NbdDevice>> dev =
+      NbdDevice::Connect(NbdSocket(service), export_name);
   if (!dev.ok()) {
     return dev.status().WithContext("reading " + export_name + " through vssd's NBD socket " +
                                     NbdSocket(service));

@@ -11,7 +11,7 @@
 #include <cstring>
 #include <system_error>
 
-#include "nbd_protocol.h"
+#include "vss/formats/nbd_protocol.h"
 
 namespace vss::vssd {
 namespace {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "nbd_protocol.h"
+#include "vss/formats/nbd_protocol.h"
 
 namespace vss::vssd {
 namespace {

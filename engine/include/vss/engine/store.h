@@ -54,8 +54,10 @@ inline constexpr const char* kSoftwareProviderId =
 
 inline constexpr uint32_t kDefaultChunkSize = 64 * 1024;
 
-// Opens the block device behind an image path. The default opens a RawImage
-// (creating a sparse file of `size` bytes when `create`).
+// Opens the block device behind an image path (creating an image of `size`
+// bytes when `create`). A test hook: by default (StoreOptions::open_image
+// null) the store opens each volume with the driver of its format from
+// DriverRegistry::Default() (vss/formats/registry.h).
 using ImageOpener = std::function<StatusOr<std::unique_ptr<BlockDevice>>(
     const std::string& path, bool create, uint64_t size)>;
 
@@ -66,7 +68,7 @@ struct StoreOptions {
   // SQLite's own VFS. Tests put it on the power-loss file system. Not null:
   // one process at a time may open the store (see metadata/fs_vfs.h).
   FileSystem* catalog_fs = nullptr;
-  ImageOpener open_image;               // null = RawImage
+  ImageOpener open_image;               // null = the format's driver
   // Index rows kept in memory before they are written to the catalog.
   size_t index_flush_rows = 8192;
   // Size at which a segment file is closed and a new one started.
@@ -83,6 +85,9 @@ struct CreateVolumeRequest {
   std::string name;                // empty: the file's base name
   uint32_t chunk_size = kDefaultChunkSize;
   bool create = true;              // false: register an existing image
+  // The image format (a driver name of vss/formats/registry.h). Empty:
+  // "raw" on create; on add, the format the file's header shows.
+  std::string format;
 };
 
 // One shadow of a created set.
@@ -140,7 +145,9 @@ class Store {
   // by which alone it is opened later. Errors: kAlreadyExists (name or path
   // taken; on create, the file exists), kInvalidArgument (chunk size, size),
   // kNotFound (add: no file), kUnsupported (add: the file is a qcow2, QED,
-  // VHDX, VHD, VMDK or VDI image, not raw). Nothing is left behind on failure.
+  // VHDX, VHD, VMDK or VDI image, not raw; create: no driver for
+  // req.format yet, or one that cannot create), kInvalidArgument (an
+  // unknown req.format). Nothing is left behind on failure.
   StatusOr<metadata::VolumeRow> CreateVolume(const CreateVolumeRequest& req);
   // Forgets a volume: its shadows, index and diff-area files are deleted;
   // the image file stays.

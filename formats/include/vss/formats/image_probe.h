@@ -28,9 +28,10 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
-#include "vss/formats/block_device.h"
 #include "vss/base/status.h"
+#include "vss/formats/block_device.h"
 
 namespace vss {
 
@@ -59,13 +60,24 @@ std::string_view ImageFormatName(ImageFormat format);
 ImageFormat ProbeImageFormat(std::span<const uint8_t> head,
                              std::span<const uint8_t> tail);
 
+// Reads the head (up to kProbeHeadBytes) and the tail (kProbeTailBytes,
+// or nothing when the device is shorter) of `dev`, as the probe takes
+// them. Errors: the device's read errors.
+Status ReadProbeBytes(BlockDevice& dev, std::vector<uint8_t>* head,
+                      std::vector<uint8_t>* tail);
+
 // Reads the head and tail of `dev` and probes them. Errors: the device's
 // read errors.
 StatusOr<ImageFormat> ProbeDevice(BlockDevice& dev);
 
-// OK when `dev` probes as raw; otherwise kUnsupported with one line naming
-// `path` and the format ("PATH is a qcow2 image; vss reads only raw volumes
-// until a qcow2 driver lands"). Read errors are returned as they are.
+// The refusal of a file of `format` that no driver reads: kUnsupported
+// with one line naming `path` and the format ("PATH is a qcow2 image; vss
+// reads only raw volumes until a qcow2 driver lands").
+// REQUIRES: format != ImageFormat::kRaw.
+Status UnreadableImageError(ImageFormat format, const std::string& path);
+
+// OK when `dev` probes as raw; otherwise UnreadableImageError(format,
+// path). Read errors are returned as they are.
 Status CheckRawImage(BlockDevice& dev, const std::string& path);
 
 }  // namespace vss

@@ -64,6 +64,7 @@ struct VolumeRow {
   uint32_t chunk_size = 0; // bytes, power of two, 4 KiB..1 MiB
   uint64_t next_epoch = 1; // epoch number the next shadow of it gets
   int64_t created = 0;     // VSS timestamp
+  std::string format = "raw";  // image driver name (formats/registry.h)
 };
 
 struct DiffAreaRow {
@@ -174,7 +175,7 @@ class [[nodiscard]] Transaction {
 
 class Catalog {
  public:
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Opens the catalog database at `path` and applies migrations up to
   // kSchemaVersion. A missing file is created atomically: made and

@@ -84,8 +84,10 @@ inline constexpr uint16_t kReplyTypeOffsetData = 1;
 inline constexpr uint16_t kReplyTypeOffsetHole = 2;
 inline constexpr uint16_t kReplyTypeBlockStatus = 5;
 inline constexpr uint16_t kReplyTypeError = 0x8001;
-inline constexpr uint16_t kReplyTypeErrorOffset = 0x8002;  // vssd never sends it
-inline constexpr uint16_t kReplyTypeErrorBit = 0x8000;     // set in every error type
+inline constexpr uint16_t kReplyTypeErrorOffset =
+    0x8002;  // vssd never sends it
+inline constexpr uint16_t kReplyTypeErrorBit =
+    0x8000;  // set in every error type
 
 // Errors on the wire (the protocol's numbering, equal to Linux errno).
 inline constexpr uint32_t kEPerm = 1;

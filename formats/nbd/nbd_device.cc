@@ -1,4 +1,4 @@
-#include "nbd_device.h"
+#include "vss/formats/nbd_device.h"
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -11,10 +11,10 @@
 #include <string_view>
 #include <vector>
 
-#include "nbd_reply.h"
-#include "vssd/nbd_protocol.h"  // the wire constants vssd itself uses
+#include "vss/formats/nbd_protocol.h"
+#include "vss/formats/nbd_reply.h"
 
-namespace vss::fuse {
+namespace vss {
 namespace {
 
 constexpr uint64_t kPiece = 8u << 20;            // largest read or write sent
@@ -190,8 +190,8 @@ StatusOr<Opened> Go(int fd, const std::string& name, const std::string& what) {
     }
     if (r.type == nbd::kRepInfo && r.data.size() >= 12 &&
         nbd::Get16(r.data.data()) == nbd::kInfoExport) {
-      info = Opened{nbd::Get64(r.data.data() + 2),
-                    nbd::Get16(r.data.data() + 10)};
+      info =
+          Opened{nbd::Get64(r.data.data() + 2), nbd::Get16(r.data.data() + 10)};
     }
   }
   if (!info || info->size == 0) {
@@ -233,7 +233,8 @@ StatusOr<Opened> Handshake(int fd, const std::string& name,
 }  // namespace
 
 StatusOr<std::unique_ptr<NbdDevice>> NbdDevice::Connect(
-    const std::string& socket_path, const std::string& export_name) {
+    const std::string& socket_path, const std::string& export_name,
+    bool read_only) {
   std::string what = "NBD export " + export_name + " on " + socket_path;
   VSS_ASSIGN_OR_RETURN(int fd, ConnectUnix(socket_path));
   StatusOr<Opened> opened = Handshake(fd, export_name, what);
@@ -241,9 +242,11 @@ StatusOr<std::unique_ptr<NbdDevice>> NbdDevice::Connect(
     ::close(fd);
     return opened.status();
   }
-  return std::unique_ptr<NbdDevice>(new NbdDevice(
-      export_name, fd, opened->size, opened->flags, opened->structured,
-      opened->allocation_context));
+  uint16_t flags = opened->flags;
+  if (read_only) flags |= nbd::kFlagReadOnly;
+  return std::unique_ptr<NbdDevice>(new NbdDevice(export_name, fd, opened->size,
+                                                  flags, opened->structured,
+                                                  opened->allocation_context));
 }
 
 bool NbdDevice::ServerListening(const std::string& socket_path) {
@@ -318,7 +321,8 @@ Status NbdDevice::Exchange(const Command& c) {
   return OkStatus();
 }
 
-Status NbdDevice::ReceiveMessage(NbdReply& reply, std::span<uint8_t> read_into) {
+Status NbdDevice::ReceiveMessage(NbdReply& reply,
+                                 std::span<uint8_t> read_into) {
   const char* lost = "the connection to the server was lost";
   uint8_t head[20];
   if (!RecvAll(fd_, head, 4)) return Broken(lost);
@@ -430,4 +434,4 @@ StatusOr<std::vector<Extent>> NbdDevice::DoExtents(uint64_t offset,
   return out;
 }
 
-}  // namespace vss::fuse
+}  // namespace vss

@@ -3,7 +3,7 @@
 // and hole chunks, server errors, the fallback when the server refuses
 // structured replies or base:allocation, and every kind of malformed reply
 // breaking the connection with kIoError.
-#include "fuse/nbd_device.h"
+#include "vss/formats/nbd_device.h"
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
@@ -21,7 +21,8 @@
 #include <thread>
 #include <vector>
 
-#include "vssd/nbd_protocol.h"
+#include "vss/formats/nbd_protocol.h"
+#include "vss/formats/registry.h"
 
 namespace vss {
 void PrintTo(const Extent& e, std::ostream* os) {
@@ -30,7 +31,7 @@ void PrintTo(const Extent& e, std::ostream* os) {
 }
 }  // namespace vss
 
-namespace vss::fuse {
+namespace vss {
 namespace {
 
 constexpr uint64_t kSize = 1 << 20;
@@ -306,6 +307,31 @@ TEST(NbdDevice, Handshake_AsksStructuredRepliesThenBaseAllocationBeforeGo) {
   EXPECT_EQ(server.options(),
             (std::vector<uint32_t>{nbd::kOptStructuredReply,
                                    nbd::kOptSetMetaContext, nbd::kOptGo}));
+}
+
+TEST(NbdDevice, NbdDriver_OpensTheExportOfAUriThroughTheRegistry) {
+  FakeServer server({});
+  auto driver = DriverRegistry::Default().Find("nbd");
+  ASSERT_TRUE(driver.ok()) << driver.status().ToString();
+  auto dev =
+      (*driver)->Open({.path = "nbd+unix:///shadow/x?socket=" + server.path(),
+                       .writable = false});
+  ASSERT_TRUE(dev.ok()) << dev.status().ToString();
+  EXPECT_EQ((*dev)->size(), kSize);
+  EXPECT_TRUE((*dev)->read_only());
+  auto all = (*dev)->Extents(0, kSize);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  EXPECT_EQ(*all, AllExtents());
+  std::vector<uint8_t> buf(4096);
+  ASSERT_TRUE((*dev)->Read(64 << 10, buf).ok());
+  EXPECT_EQ(buf, Contents(64 << 10, 4096));
+}
+
+TEST(NbdDevice, NbdDriver_NoServerIsAnError) {
+  auto driver = DriverRegistry::Default().Find("nbd");
+  ASSERT_TRUE(driver.ok());
+  auto dev = (*driver)->Open({.path = "/nonexistent/vss-test/nbd.sock"});
+  EXPECT_FALSE(dev.ok());
 }
 
 TEST(NbdDevice, Extents_ReportsTheServersHoles) {
@@ -621,4 +647,4 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 }  // namespace
-}  // namespace vss::fuse
+}  // namespace vss

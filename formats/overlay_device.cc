@@ -1,9 +1,9 @@
-#include "overlay_device.h"
+#include "vss/formats/overlay_device.h"
 
 #include <algorithm>
 #include <cstring>
 
-namespace vss::fuse {
+namespace vss {
 
 OverlayDevice::OverlayDevice(BlockDevice* base, uint64_t offset, uint64_t size)
     : BlockDevice(base->name() + " (overlay)", size, /*read_only=*/false),
@@ -95,4 +95,4 @@ StatusOr<std::vector<Extent>> OverlayDevice::DoExtents(uint64_t offset,
   return std::vector<Extent>{{offset, length, true}};
 }
 
-}  // namespace vss::fuse
+}  // namespace vss

@@ -1,7 +1,8 @@
 // NbdDevice: a BlockDevice whose bytes are an export of an NBD server,
-// reached over a Unix socket. It is how vssctl's FUSE front end reads and
-// writes through vssd when vssd serves the store (vssd then holds the
-// volume open, so vssctl could not open it itself).
+// reached over a Unix socket: the client of the "nbd" image driver
+// (nbd_driver.h). It is how vssctl's FUSE front end reads and writes
+// through vssd when vssd serves the store (vssd then holds the volume open,
+// so vssctl could not open it itself).
 //
 // The client speaks the fixed newstyle handshake. Before NBD_OPT_GO it asks
 // for structured replies (NBD_OPT_STRUCTURED_REPLY) and, if the server
@@ -42,20 +43,23 @@
 #include <string>
 #include <vector>
 
-#include "vss/formats/block_device.h"
 #include "vss/base/status.h"
+#include "vss/formats/block_device.h"
 
-namespace vss::fuse {
+namespace vss {
 
 class NbdReply;
 
 class NbdDevice final : public BlockDevice {
  public:
   // Connects to the server at `socket_path` and opens `export_name`
-  // ("live/disk", "shadow/<id>"). kNotFound if the server has no such
-  // export, kIoError if the connection or the handshake fails.
+  // ("live/disk", "shadow/<id>"). The device is read-only when the server
+  // says the export is, or when `read_only` (then nothing is ever sent
+  // that changes the export). kNotFound if the server has no such export,
+  // kIoError if the connection or the handshake fails.
   static StatusOr<std::unique_ptr<NbdDevice>> Connect(
-      const std::string& socket_path, const std::string& export_name);
+      const std::string& socket_path, const std::string& export_name,
+      bool read_only = false);
   // True when something accepts connections on `socket_path` (the
   // connection is closed again at once).
   static bool ServerListening(const std::string& socket_path);
@@ -78,8 +82,8 @@ class NbdDevice final : public BlockDevice {
     uint16_t type = 0;  // nbd::kCmd*
     uint64_t offset = 0;
     uint32_t length = 0;
-    std::span<const uint8_t> payload;       // NBD_CMD_WRITE: length bytes
-    std::span<uint8_t> read_into;           // NBD_CMD_READ: length bytes
+    std::span<const uint8_t> payload;        // NBD_CMD_WRITE: length bytes
+    std::span<uint8_t> read_into;            // NBD_CMD_READ: length bytes
     std::vector<Extent>* extents = nullptr;  // NBD_CMD_BLOCK_STATUS
   };
 
@@ -104,4 +108,4 @@ class NbdDevice final : public BlockDevice {
   std::vector<uint8_t> scratch_;  // a chunk's payload
 };
 
-}  // namespace vss::fuse
+}  // namespace vss

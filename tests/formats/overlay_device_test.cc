@@ -1,7 +1,7 @@
 // OverlayDevice: writes stay in the overlay and never reach the device
 // underneath; reads combine both at any alignment; a failing base read is
 // an error, not stale or zero data.
-#include "fuse/overlay_device.h"
+#include "vss/formats/overlay_device.h"
 
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 #include "vss/formats/fault_device.h"
 #include "vss/formats/memory_device.h"
 
-namespace vss::fuse {
+namespace vss {
 namespace {
 
 constexpr uint64_t kBaseSize = 64 << 10;
@@ -103,4 +103,4 @@ TEST(OverlayDevice, BaseReadErrorsAreReturned) {
 }
 
 }  // namespace
-}  // namespace vss::fuse
+}  // namespace vss

@@ -28,10 +28,10 @@
 #include <string>
 #include <vector>
 
-#include "vss/formats/block_device.h"
 #include "vss/base/status.h"
+#include "vss/formats/block_device.h"
 
-namespace vss::fuse {
+namespace vss {
 
 // The fields of a request a reply is checked against.
 struct NbdRequest {
@@ -114,4 +114,4 @@ class NbdReply {
   std::vector<Extent> extents_;
 };
 
-}  // namespace vss::fuse
+}  // namespace vss

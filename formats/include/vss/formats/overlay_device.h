@@ -25,10 +25,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "vss/formats/block_device.h"
 #include "vss/base/status.h"
+#include "vss/formats/block_device.h"
 
-namespace vss::fuse {
+namespace vss {
 
 class OverlayDevice final : public BlockDevice {
  public:
@@ -63,4 +63,4 @@ class OverlayDevice final : public BlockDevice {
   std::unordered_map<uint64_t, std::vector<uint8_t>> blocks_;  // written
 };
 
-}  // namespace vss::fuse
+}  // namespace vss

@@ -1,12 +1,12 @@
-#include "nbd_reply.h"
+#include "vss/formats/nbd_reply.h"
 
 #include <algorithm>
 #include <cstring>
 #include <iterator>
 
-#include "vssd/nbd_protocol.h"  // the wire constants vssd itself uses
+#include "vss/formats/nbd_protocol.h"
 
-namespace vss::fuse {
+namespace vss {
 namespace {
 
 std::string TypeName(uint16_t type) {
@@ -80,8 +80,8 @@ Status NbdReply::OnChunkHeader(const NbdChunkHeader& h) {
       fits = h.length >= 14 && h.length <= kMaxErrorPayload;
       break;
     default:  // ERROR, and error types not known here
-      fits =
-          (h.type & nbd::kReplyTypeErrorBit) && h.length >= 6 && h.length <= kMaxErrorPayload;
+      fits = (h.type & nbd::kReplyTypeErrorBit) && h.length >= 6 &&
+             h.length <= kMaxErrorPayload;
   }
   if (!fits) {
     return Malformed("unexpected " + TypeName(h.type) + " chunk of " +
@@ -213,4 +213,4 @@ Status NbdReply::Finish() {
   return OkStatus();
 }
 
-}  // namespace vss::fuse
+}  // namespace vss

@@ -1,0 +1,36 @@
+#include "vss/formats/driver.h"
+
+#include <algorithm>
+
+namespace vss {
+
+StatusOr<std::unique_ptr<BlockDevice>> ImageDriver::Create(
+    const ImageCreateRequest& request) const {
+  return UnsupportedError("the " + std::string(name()) +
+                          " driver cannot create images (" + request.path +
+                          ")");
+}
+
+StatusOr<ImageCheckResult> ImageDriver::Check(const std::string& path) const {
+  return UnsupportedError("the " + std::string(name()) +
+                          " driver cannot check images (" + path + ")");
+}
+
+StatusOr<ImageInfo> ImageDriver::Info(const std::string& path) const {
+  return UnsupportedError("the " + std::string(name()) +
+                          " driver cannot describe images (" + path + ")");
+}
+
+Status ImageDriver::CheckOptionKeys(
+    const DriverOptions& options,
+    std::initializer_list<std::string_view> known) const {
+  for (const auto& [key, value] : options) {
+    if (std::find(known.begin(), known.end(), key) == known.end()) {
+      return InvalidArgumentError("the " + std::string(name()) +
+                                  " driver has no option '" + key + "'");
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace vss
