@@ -2,6 +2,8 @@
 // formats library: RawImage and the test doubles, each writable and
 // read-only.
 
+#include "vss/testing/device_conformance.h"
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,7 +13,6 @@
 #include "vss/formats/memory_device.h"
 #include "vss/formats/power_loss_device.h"
 #include "vss/formats/raw_image.h"
-#include "vss/testing/device_conformance.h"
 #include "vss/testing/pattern.h"
 #include "vss/testing/temp_dir.h"
 

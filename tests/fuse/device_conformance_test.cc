@@ -3,6 +3,8 @@
 // export, read-write, and a shadow export, read-only), and OverlayDevice
 // over a range of a memory device and over a shadow.
 
+#include "vss/testing/device_conformance.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -17,7 +19,6 @@
 #include "fuse/overlay_device.h"
 #include "server.h"
 #include "vss/formats/memory_device.h"
-#include "vss/testing/device_conformance.h"
 #include "vss/testing/pattern.h"
 #include "vss/testing/volume_devices.h"
 

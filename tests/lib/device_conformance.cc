@@ -25,6 +25,8 @@ std::string DeviceKindName(const ::testing::TestParamInfo<DeviceKind>& info) {
   return info.param.name;
 }
 
+void PrintTo(const DeviceKind& kind, std::ostream* os) { *os << kind.name; }
+
 void DeviceConformanceTest::SetUp() {
   ASSERT_TRUE(kind().make) << kind().name << " has no factory";
   StatusOr<std::unique_ptr<ConformanceDevice>> made = kind().make();
@@ -148,8 +150,7 @@ TEST_P(DeviceConformanceTest, PastEnd_FailsOutOfRangeAndWritesNothing) {
             WriteCode(StatusCode::kOutOfRange));
   EXPECT_EQ(dev_->WriteZeroes(kSize - 1, 2).code(),
             WriteCode(StatusCode::kOutOfRange));
-  EXPECT_EQ(dev_->Discard(kSize, 1).code(),
-            WriteCode(StatusCode::kOutOfRange));
+  EXPECT_EQ(dev_->Discard(kSize, 1).code(), WriteCode(StatusCode::kOutOfRange));
   EXPECT_THAT(dev_->Extents(1, kSize), StatusIs(StatusCode::kOutOfRange));
   ExpectMatchesModel(0, kSize);
 }
@@ -159,12 +160,10 @@ TEST_P(DeviceConformanceTest, OffsetPlusLengthOverflow_FailsOutOfRange) {
   std::vector<uint8_t> buf(16);
   const uint64_t huge = UINT64_MAX - 7;
   EXPECT_THAT(dev_->Read(huge, buf), StatusIs(StatusCode::kOutOfRange));
-  EXPECT_EQ(dev_->Write(huge, data).code(),
-            WriteCode(StatusCode::kOutOfRange));
+  EXPECT_EQ(dev_->Write(huge, data).code(), WriteCode(StatusCode::kOutOfRange));
   EXPECT_EQ(dev_->WriteZeroes(8, UINT64_MAX).code(),
             WriteCode(StatusCode::kOutOfRange));
-  EXPECT_EQ(dev_->Discard(huge, 16).code(),
-            WriteCode(StatusCode::kOutOfRange));
+  EXPECT_EQ(dev_->Discard(huge, 16).code(), WriteCode(StatusCode::kOutOfRange));
   EXPECT_THAT(dev_->Extents(16, UINT64_MAX - 8),
               StatusIs(StatusCode::kOutOfRange));
   ExpectMatchesModel(0, kSize);

@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,8 @@ struct DeviceKind {
 
 // The name of an instantiation's test: the kind's name.
 std::string DeviceKindName(const ::testing::TestParamInfo<DeviceKind>& info);
+// Prints a kind (in failure messages) as its name.
+void PrintTo(const DeviceKind& kind, std::ostream* os);
 
 // The fixture: a fresh device per case and the model of its bytes.
 class DeviceConformanceTest : public ::testing::TestWithParam<DeviceKind> {

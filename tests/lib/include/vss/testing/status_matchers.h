@@ -90,9 +90,9 @@ inline ::testing::PolymorphicMatcher<internal::IsOkImpl> IsOk() {
 template <typename MessageMatcher>
 ::testing::PolymorphicMatcher<internal::StatusIsImpl> StatusIs(
     StatusCode code, MessageMatcher&& message) {
-  return ::testing::MakePolymorphicMatcher(internal::StatusIsImpl(
-      code, ::testing::MatcherCast<const std::string&>(
-                std::forward<MessageMatcher>(message))));
+  return ::testing::MakePolymorphicMatcher(
+      internal::StatusIsImpl(code, ::testing::MatcherCast<const std::string&>(
+                                       std::forward<MessageMatcher>(message))));
 }
 inline ::testing::PolymorphicMatcher<internal::StatusIsImpl> StatusIs(
     StatusCode code) {
@@ -102,17 +102,17 @@ inline ::testing::PolymorphicMatcher<internal::StatusIsImpl> StatusIs(
 }  // namespace vss::testing
 
 // A fatal failure unless `expr` (a Status or StatusOr) is OK.
-#define VSS_ASSERT_OK(expr)                                       \
-  do {                                                            \
+#define VSS_ASSERT_OK(expr)                                                 \
+  do {                                                                      \
     const ::vss::Status vss_s_ = ::vss::testing::internal::GetStatus(expr); \
-    ASSERT_TRUE(vss_s_.ok()) << #expr << ": " << vss_s_.ToString(); \
+    ASSERT_TRUE(vss_s_.ok()) << #expr << ": " << vss_s_.ToString();         \
   } while (0)
 
 // A non-fatal failure unless `expr` (a Status or StatusOr) is OK.
-#define VSS_EXPECT_OK(expr)                                       \
-  do {                                                            \
+#define VSS_EXPECT_OK(expr)                                                 \
+  do {                                                                      \
     const ::vss::Status vss_s_ = ::vss::testing::internal::GetStatus(expr); \
-    EXPECT_TRUE(vss_s_.ok()) << #expr << ": " << vss_s_.ToString(); \
+    EXPECT_TRUE(vss_s_.ok()) << #expr << ": " << vss_s_.ToString();         \
   } while (0)
 
 // `lhs = value of expr` (a StatusOr), or a fatal test failure. `lhs` may

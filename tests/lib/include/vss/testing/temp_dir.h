@@ -61,9 +61,7 @@ class TempDir {
   // The directory's absolute path.
   const std::string& path() const { return path_; }
   // The path of `name` inside the directory (nothing is created).
-  std::string File(const std::string& name) const {
-    return path_ + "/" + name;
-  }
+  std::string File(const std::string& name) const { return path_ + "/" + name; }
 
  private:
   std::string path_;

@@ -37,13 +37,12 @@ class VolumeStore {
   // Opens a store in a new TempDir and creates the volume.
   static StatusOr<std::unique_ptr<VolumeStore>> Create() {
     auto made = std::unique_ptr<VolumeStore>(new VolumeStore());
-    VSS_ASSIGN_OR_RETURN(made->store_,
-                         engine::Store::Open({.dir = made->dir_.File("store")}));
-    VSS_ASSIGN_OR_RETURN(auto row,
-                         made->store_->CreateVolume(
-                             {.path = made->dir_.File("disk.img"),
-                              .size = kConformanceDeviceSize,
-                              .name = "disk"}));
+    VSS_ASSIGN_OR_RETURN(
+        made->store_, engine::Store::Open({.dir = made->dir_.File("store")}));
+    VSS_ASSIGN_OR_RETURN(auto row, made->store_->CreateVolume(
+                                       {.path = made->dir_.File("disk.img"),
+                                        .size = kConformanceDeviceSize,
+                                        .name = "disk"}));
     made->volume_id_ = row.id;
     return made;
   }
@@ -69,9 +68,9 @@ class VolumeStore {
     VSS_ASSIGN_OR_RETURN(engine::Volume * volume, Volume());
     constexpr uint64_t kSize = kConformanceDeviceSize;
     at_shadow->assign(kSize, 0);
-    for (auto [offset, length, seed] : {std::tuple<uint64_t, uint64_t, int>{
-                                            0, 300000, 31},
-                                        {kSize - 70000, 70000, 32}}) {
+    for (auto [offset, length, seed] :
+         {std::tuple<uint64_t, uint64_t, int>{0, 300000, 31},
+          {kSize - 70000, 70000, 32}}) {
       std::vector<uint8_t> data = Pattern(length, seed);
       VSS_RETURN_IF_ERROR(volume->Write(offset, data));
       std::copy(data.begin(), data.end(), at_shadow->begin() + offset);
