@@ -5,20 +5,15 @@
 
 #include "vss/testing/device_conformance.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "exports.h"
 #include "fuse/nbd_device.h"
 #include "fuse/overlay_device.h"
-#include "server.h"
 #include "vss/formats/memory_device.h"
+#include "vss/testing/nbd_server.h"
 #include "vss/testing/pattern.h"
 #include "vss/testing/volume_devices.h"
 
@@ -48,21 +43,6 @@ class NbdConformanceDevice final : public ConformanceDevice {
     return std::unique_ptr<ConformanceDevice>(std::move(made));
   }
 
-  // Disconnects, then stops and joins the server.
-  ~NbdConformanceDevice() override {
-    device_.reset();
-    if (thread_.joinable()) {
-      char c = 1;
-      EXPECT_EQ(::write(stop_[1], &c, 1), 1);
-      thread_.join();
-    }
-    server_.reset();
-    registry_.reset();
-    for (int fd : stop_) {
-      if (fd >= 0) ::close(fd);
-    }
-  }
-
   BlockDevice& device() override { return *device_; }
   std::vector<uint8_t> InitialContents() override {
     return initial_.empty() ? ConformanceDevice::InitialContents() : initial_;
@@ -71,26 +51,18 @@ class NbdConformanceDevice final : public ConformanceDevice {
  private:
   // Starts the server on a Unix socket in the store's directory.
   Status Serve() {
-    registry_ = std::make_unique<vssd::ExportRegistry>(&store_->store());
-    vssd::NbdOptions options;
-    options.owner = ::getuid();
-    VSS_ASSIGN_OR_RETURN(server_,
-                         vssd::Server::Create(registry_.get(), options));
     socket_ = store_->dir().File("nbd.sock");
-    VSS_RETURN_IF_ERROR(server_->Listen("unix:" + socket_));
-    if (::pipe2(stop_, O_CLOEXEC) != 0) return IoError("pipe2 failed");
-    thread_ = std::thread([this] { server_->Run(stop_[0]); });
+    VSS_ASSIGN_OR_RETURN(server_,
+                         InProcessNbdServer::Start(&store_->store(), socket_));
     return OkStatus();
   }
 
   std::unique_ptr<VolumeStore> store_;
   std::vector<uint8_t> initial_;
-  std::unique_ptr<vssd::ExportRegistry> registry_;
-  std::unique_ptr<vssd::Server> server_;
   std::string socket_;
-  int stop_[2] = {-1, -1};
-  std::thread thread_;
-  std::unique_ptr<fuse::NbdDevice> device_;
+  std::unique_ptr<InProcessNbdServer> server_;
+  std::unique_ptr<fuse::NbdDevice> device_;  // disconnects before the server
+                                             // stops (members go in reverse)
 };
 
 // An OverlayDevice over [kOffset, +kConformanceDeviceSize) of a larger

@@ -60,22 +60,21 @@ void DeviceConformanceTest::WriteBoth(uint64_t offset,
 }
 
 void DeviceConformanceTest::ZeroBoth(uint64_t offset, uint64_t length) {
-  if (kind().read_only) {
-    EXPECT_THAT(dev_->WriteZeroes(offset, length),
-                StatusIs(StatusCode::kFailedPrecondition));
-    return;
-  }
-  VSS_ASSERT_OK(dev_->WriteZeroes(offset, length));
-  std::fill_n(model_.begin() + offset, length, 0);
+  ClearBoth(&BlockDevice::WriteZeroes, offset, length);
 }
 
 void DeviceConformanceTest::DiscardBoth(uint64_t offset, uint64_t length) {
+  ClearBoth(&BlockDevice::Discard, offset, length);
+}
+
+void DeviceConformanceTest::ClearBoth(ClearOp op, uint64_t offset,
+                                      uint64_t length) {
   if (kind().read_only) {
-    EXPECT_THAT(dev_->Discard(offset, length),
+    EXPECT_THAT((dev_->*op)(offset, length),
                 StatusIs(StatusCode::kFailedPrecondition));
     return;
   }
-  VSS_ASSERT_OK(dev_->Discard(offset, length));
+  VSS_ASSERT_OK((dev_->*op)(offset, length));
   std::fill_n(model_.begin() + offset, length, 0);
 }
 

@@ -104,6 +104,9 @@ class DeviceConformanceTest : public ::testing::TestWithParam<DeviceKind> {
   // WriteZeroes or Discard on the device and in the model, the same way.
   void ZeroBoth(uint64_t offset, uint64_t length);
   void DiscardBoth(uint64_t offset, uint64_t length);
+  // WriteZeroes or Discard (`op`): both read back as zeroes.
+  using ClearOp = Status (BlockDevice::*)(uint64_t, uint64_t);
+  void ClearBoth(ClearOp op, uint64_t offset, uint64_t length);
   // Reads [offset, offset + length) and compares it with the model.
   void ExpectMatchesModel(uint64_t offset, uint64_t length);
   // Checks Extents(offset, length) against the model: an exact ordered
