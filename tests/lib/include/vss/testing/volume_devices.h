@@ -47,8 +47,11 @@ class VolumeStore {
     return made;
   }
 
+  // The directory holding the store ("store") and the image ("disk.img");
+  // other files may be put there.
   const TempDir& dir() const { return dir_; }
   engine::Store& store() { return *store_; }
+  // The id of the volume "disk".
   const Guid& volume_id() const { return volume_id_; }
   // The open volume (opened on first use). Owned by the store.
   StatusOr<engine::Volume*> Volume() { return store_->OpenVolume(volume_id_); }
