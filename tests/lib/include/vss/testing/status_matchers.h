@@ -20,7 +20,7 @@
 #include "vss/base/status.h"
 
 namespace vss::testing {
-namespace internal {
+namespace matchers_internal {
 
 inline const Status& GetStatus(const Status& s) { return s; }
 template <typename T>
@@ -78,23 +78,23 @@ class StatusIsImpl {
   ::testing::Matcher<const std::string&> message_;
 };
 
-}  // namespace internal
+}  // namespace matchers_internal
 
 // Matches an OK Status, or a StatusOr holding a value.
-inline ::testing::PolymorphicMatcher<internal::IsOkImpl> IsOk() {
-  return ::testing::MakePolymorphicMatcher(internal::IsOkImpl());
+inline ::testing::PolymorphicMatcher<matchers_internal::IsOkImpl> IsOk() {
+  return ::testing::MakePolymorphicMatcher(matchers_internal::IsOkImpl());
 }
 
 // Matches a Status (or a StatusOr's status) with code `code` and, when
 // given, a message matched by `message` (e.g. HasSubstr("chunk 3")).
 template <typename MessageMatcher>
-::testing::PolymorphicMatcher<internal::StatusIsImpl> StatusIs(
+::testing::PolymorphicMatcher<matchers_internal::StatusIsImpl> StatusIs(
     StatusCode code, MessageMatcher&& message) {
-  return ::testing::MakePolymorphicMatcher(
-      internal::StatusIsImpl(code, ::testing::MatcherCast<const std::string&>(
-                                       std::forward<MessageMatcher>(message))));
+  return ::testing::MakePolymorphicMatcher(matchers_internal::StatusIsImpl(
+      code, ::testing::MatcherCast<const std::string&>(
+                std::forward<MessageMatcher>(message))));
 }
-inline ::testing::PolymorphicMatcher<internal::StatusIsImpl> StatusIs(
+inline ::testing::PolymorphicMatcher<matchers_internal::StatusIsImpl> StatusIs(
     StatusCode code) {
   return StatusIs(code, ::testing::_);
 }
@@ -102,17 +102,19 @@ inline ::testing::PolymorphicMatcher<internal::StatusIsImpl> StatusIs(
 }  // namespace vss::testing
 
 // A fatal failure unless `expr` (a Status or StatusOr) is OK.
-#define VSS_ASSERT_OK(expr)                                                 \
-  do {                                                                      \
-    const ::vss::Status vss_s_ = ::vss::testing::internal::GetStatus(expr); \
-    ASSERT_TRUE(vss_s_.ok()) << #expr << ": " << vss_s_.ToString();         \
+#define VSS_ASSERT_OK(expr)                                         \
+  do {                                                              \
+    const ::vss::Status vss_s_ =                                    \
+        ::vss::testing::matchers_internal::GetStatus(expr);         \
+    ASSERT_TRUE(vss_s_.ok()) << #expr << ": " << vss_s_.ToString(); \
   } while (0)
 
 // A non-fatal failure unless `expr` (a Status or StatusOr) is OK.
-#define VSS_EXPECT_OK(expr)                                                 \
-  do {                                                                      \
-    const ::vss::Status vss_s_ = ::vss::testing::internal::GetStatus(expr); \
-    EXPECT_TRUE(vss_s_.ok()) << #expr << ": " << vss_s_.ToString();         \
+#define VSS_EXPECT_OK(expr)                                         \
+  do {                                                              \
+    const ::vss::Status vss_s_ =                                    \
+        ::vss::testing::matchers_internal::GetStatus(expr);         \
+    EXPECT_TRUE(vss_s_.ok()) << #expr << ": " << vss_s_.ToString(); \
   } while (0)
 
 // `lhs = value of expr` (a StatusOr), or a fatal test failure. `lhs` may
