@@ -10,56 +10,16 @@
 # Not -e: a failed check is counted and the run goes on.
 # shellcheck disable=SC2016  # eval strings
 set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 VSSCTL=$(realpath "$1")
 command -v jq >/dev/null || { echo "vss_cli_test: jq is required (tools/dev.sh installs it)"; exit 1; }
-work=$(mktemp -d "${TMPDIR:-/tmp}/vss-cli-e2e.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+make_work vss-cli-e2e
 cd "$work" || exit 1
 export VSS_STORE=$work/store
 unset XDG_DATA_HOME VSS_SOCKET
 
-failures=0
-checks=0
-pass() { checks=$((checks + 1)); }
-fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "FAIL: $*"; }
-ok() {  # ok DESCRIPTION CONDITION-COMMAND...
-  local what=$1; shift
-  if "$@"; then pass; else fail "$what"; fi
-}
-v() { "$VSSCTL" "$@"; }
-eq() { [[ $1 == "$2" ]]; }
-contains() { [[ $1 == *"$2"* ]]; }
-# The store's state and the volumes' bytes, to check that a failed command
-# changed nothing.
-state() {
-  { v volume list --json; v shadow list --json; v storage list --json; } 2>/dev/null
-  sha256sum ./*.img 2>/dev/null
-}
-# expect_ok DESCRIPTION ARGS...: must succeed with nothing on stderr;
-# stdout in $out.
-expect_ok() {
-  local what=$1; shift
-  if out=$(v "$@" 2>err); then pass; else fail "$what: exit $? ($(cat err))"; fi
-  ok "$what: nothing on stderr, got: $(head -c 300 err)" test ! -s err
-}
-# expect_fail CODE DESCRIPTION ARGS...: must exit CODE with one line
-# "vssctl: ..." on stderr and leave the store and volumes unchanged; the
-# line is left in $errline.
-expect_fail() {
-  local code=$1 what=$2; shift 2
-  local before after rc
-  before=$(state)
-  v "$@" >/dev/null 2>err
-  rc=$?
-  errline=$(cat err)
-  after=$(state)
-  ok "$what: exit $rc, want $code" eq "$rc" "$code"
-  ok "$what: one line on stderr, got: $errline" \
-    eval '[[ $(wc -l <err) -eq 1 && $errline == vssctl:\ * ]]'
-  ok "$what: store unchanged" eq "$before" "$after"
-}
-shadow_count() { v shadow list --json | jq length; }
 # flip_byte FILE OFFSET: inverts one byte in place (a damaged backup).
 flip_byte() {
   local b

@@ -10,11 +10,13 @@
 # Not -e: a failed check is counted and the run goes on.
 # shellcheck disable=SC2016  # eval strings
 set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 VSSCTL=$(realpath "$1")
 VSSD=$(realpath "$2")
 command -v jq >/dev/null || { echo "vss_daemon_test: jq is required (tools/dev.sh installs it)"; exit 1; }
-work=$(mktemp -d "${TMPDIR:-/tmp}/vss-daemon-e2e.XXXXXX")
+make_work vss-daemon-e2e
 cd "$work" || exit 1
 export VSS_STORE=$work/store
 unset XDG_DATA_HOME VSS_SOCKET
@@ -24,26 +26,9 @@ vssd_pid=
 cleanup() {
   local p
   for p in "${writer_pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-  if [[ -n $vssd_pid ]]; then
-    kill -TERM "$vssd_pid" 2>/dev/null
-    wait "$vssd_pid" 2>/dev/null
-  fi
-  rm -rf "$work"
+  stop_pid "$vssd_pid"
 }
-trap cleanup EXIT
-
-failures=0
-checks=0
-pass() { checks=$((checks + 1)); }
-fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "FAIL: $*"; }
-ok() {  # ok DESCRIPTION CONDITION-COMMAND...
-  local what=$1; shift
-  if "$@"; then pass; else fail "$what"; fi
-}
-v() { "$VSSCTL" "$@"; }
-eq() { [[ $1 == "$2" ]]; }
-contains() { [[ $1 == *"$2"* ]]; }
-shadow_count() { v shadow list --json | jq length; }
+at_exit cleanup
 
 # The limits of the coordinator in vssd. Only the freeze window is tested
 # here (a writer that stalls past it): it is short enough for a quick test
@@ -55,18 +40,13 @@ shadow_count() { v shadow list --json | jq length; }
 # fsfreeze writer (tested by vss_fsfreeze_test) is left out so that the
 # writer counts are theirs.
 freeze_window_s=10
-ready_lines=0
 start_vssd() {
+  local before
+  before=$(control_socket_lines vssd.err)
   "$VSSD" --store "$VSS_STORE" --no-fsfreeze --event-timeout-ms 600000 \
     --freeze-timeout-ms $((freeze_window_s * 1000)) --hold-timeout-ms 600000 2>>vssd.err &
   vssd_pid=$!
-  local i
-  # Ready once it says so (after it dropped what a previous run left).
-  for ((i = 0; i < 600; i++)); do
-    [[ $(grep -c ': control socket ' vssd.err) -gt $ready_lines ]] && { ready_lines=$((ready_lines + 1)); return 0; }
-    kill -0 "$vssd_pid" 2>/dev/null || break
-    sleep 0.1
-  done
+  wait_for_vssd vssd.err "$vssd_pid" "$before" && return 0
   echo "vss_daemon_test: vssd did not start: $(tail -1 vssd.err)"
   exit 1
 }

@@ -22,17 +22,18 @@
 # unmounts, detaches and stops everything the test made, even on failure.
 # shellcheck disable=SC2016  # eval strings
 set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 VSSCTL=$(realpath "$1")
 VSSD=$(realpath "$2")
-skip() { echo "SKIP: $*"; exit 77; }
 [[ $(id -u) -eq 0 ]] || skip "needs root (loop devices, mount, FIFREEZE)"
 [[ -e /dev/loop-control ]] || skip "no loop devices (/dev/loop-control)"
 for tool in losetup mkfs.ext4 mount umount fsfreeze jq; do
   command -v "$tool" >/dev/null || skip "$tool is not installed"
 done
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/vss-fsfreeze-kill.XXXXXX")
+make_work vss-fsfreeze-kill
 export VSS_STORE=$work/store
 unset XDG_DATA_HOME VSS_SOCKET
 mnt=$work/mnt
@@ -43,50 +44,27 @@ create_pid=
 probe_pid=
 guard_pids=()
 
-# Running and not a zombie.
-alive() { [[ -e /proc/$1 ]] && ! grep -q '^[0-9]* (.*) Z ' "/proc/$1/stat" 2>/dev/null; }
 cleanup() {
   local p
   # Thaw first: nothing below may block on the frozen filesystem.
   mountpoint -q "$mnt" 2>/dev/null && fsfreeze -u "$mnt" 2>/dev/null
   for p in "$writer_pid" "$create_pid" "$vssd_pid" "$probe_pid"; do
-    [[ -n $p ]] && kill -KILL "$p" 2>/dev/null && wait "$p" 2>/dev/null
+    stop_pid "$p" KILL
   done
   for p in "${guard_pids[@]}"; do alive "$p" && kill -KILL "$p" 2>/dev/null; done
   if mountpoint -q "$mnt" 2>/dev/null; then umount "$mnt" 2>/dev/null || umount -l "$mnt"; fi
   [[ -n $loopdev ]] && losetup -d "$loopdev" 2>/dev/null
-  rm -rf "$work"
 }
-trap cleanup EXIT
+at_exit cleanup
 cd "$work" || exit 1
 
-failures=0
-checks=0
-pass() { checks=$((checks + 1)); }
-fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "FAIL: $*"; }
-ok() {  # ok DESCRIPTION COMMAND...
-  local what=$1; shift
-  if "$@"; then pass; else fail "$what"; fi
-}
-v() { "$VSSCTL" "$@"; }
-eq() { [[ $1 == "$2" ]]; }
-# waits_for SECONDS COMMAND...: true once COMMAND succeeds, polling.
-waits_for() {
-  local secs=$1 i; shift
-  for ((i = 0; i < secs * 20; i++)); do
-    "$@" && return 0
-    sleep 0.05
-  done
-  return 1
-}
 gone() { ! alive "$1"; }
 lines_of() { grep -c "$1" "$2" 2>/dev/null; }
 
-started() { [[ $(lines_of ': control socket ' vssd.err) -gt $1 ]]; }
 start_vssd() {
   # A killed vssd leaves its socket file: wait for the new one's line.
   local before
-  before=$(lines_of ': control socket ' vssd.err)
+  before=$(control_socket_lines vssd.err)
   # group: in a process group of its own (setsid execs it: same pid), so
   # that the test can kill that whole group.
   local launcher=()
@@ -94,7 +72,7 @@ start_vssd() {
   "${launcher[@]}" "$VSSD" --store "$VSS_STORE" --freeze-timeout-ms 120000 \
     --event-timeout-ms 120000 2>>vssd.err &
   vssd_pid=$!
-  if ! waits_for 60 started "$before"; then
+  if ! wait_for_vssd vssd.err "$vssd_pid" "$before"; then
     echo "vssd did not start: $(tail -3 vssd.err)"
     exit 1
   fi
@@ -158,7 +136,7 @@ frozen_then_kill() {
   "$VSSCTL" writer simulate --name slow --level system --delay-at freeze=60 \
     --log slow.log 2>slow.err &
   writer_pid=$!
-  waits_for 10 grep -q "^ready" slow.err 2>/dev/null || fail "$how: the simulated writer did not get ready: $(cat slow.err)"
+  waits_for 120 grep -q "^ready" slow.err 2>/dev/null || fail "$how: the simulated writer did not get ready: $(cat slow.err)"
   v shadow create fs --context backup >create.out 2>create.err &
   create_pid=$!
   # The guard holds a descriptor of the mountpoint from just before the
@@ -171,7 +149,7 @@ frozen_then_kill() {
     if [[ $how == group ]]; then
       ok "vssd leads its own process group" eq "$(ps -o pgid= "$vssd_pid" | tr -d ' ')" "$vssd_pid"
       ok "the guard lives in a session of its own" eq "$(ps -o sid= "$guard" | tr -d ' ')" "$guard"
-      kill -KILL -- "-$vssd_pid"
+      kill_group "$vssd_pid"
     else
       kill -KILL "$vssd_pid"
     fi
@@ -216,7 +194,7 @@ kill -TERM "$vssd_pid"
 wait "$vssd_pid"
 ok "vssd stops with exit 0" eq "$?" 0
 vssd_pid=
-ok "after a normal stop the guard exits" waits_for 5 gone "$guard"
+ok "after a normal stop the guard exits" waits_for 60 gone "$guard"
 ok "after a normal stop the guard says nothing" eq "$(lines_of vss-thaw-guard vssd.err)" "$before"
 
 # --------------------- vssd killed with nothing frozen: the guard exits quietly
@@ -224,11 +202,11 @@ start_vssd
 kill -KILL "$vssd_pid"
 wait "$vssd_pid" 2>/dev/null
 vssd_pid=
-ok "after SIGKILL with nothing frozen the guard exits" waits_for 5 gone "$guard"
+ok "after SIGKILL with nothing frozen the guard exits" waits_for 60 gone "$guard"
 ok "after SIGKILL with nothing frozen the guard says nothing" \
   eq "$(lines_of vss-thaw-guard vssd.err)" "$before"
 start_probe end
-ok "the filesystem takes writes at the end" waits_for 5 gone "$probe_pid"
+ok "the filesystem takes writes at the end" waits_for 60 gone "$probe_pid"
 probe_pid=
 
 for p in "${guard_pids[@]}"; do ok "no guard is left running (pid $p)" gone "$p"; done

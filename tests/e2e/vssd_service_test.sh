@@ -7,47 +7,32 @@
 #
 # usage: vssd_service_test.sh VSSCTL VSSD HOLD_REQUESTER
 set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 VSSCTL=$(realpath "$1")
 VSSD=$(realpath "$2")
 HOLD=$(realpath "$3")
 command -v jq >/dev/null || { echo "vssd_service_test: jq is required"; exit 1; }
-work=$(mktemp -d "${TMPDIR:-/tmp}/vssd-e2e.XXXXXX")
+make_work vssd-e2e
 daemon=
 holder=
 cleanup() {
-  [[ -n $holder ]] && kill -9 "$holder" 2>/dev/null
-  [[ -n $daemon ]] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
-  rm -rf "$work"
+  stop_pid "$holder" 9
+  stop_pid "$daemon"
 }
-trap cleanup EXIT
+at_exit cleanup
 cd "$work" || exit 1
 S=$work/store
-failures=0
-checks=0
-check() {  # check DESCRIPTION COMMAND...
-  local what=$1; shift
-  checks=$((checks + 1))
-  if "$@"; then :; else failures=$((failures + 1)); echo "FAIL: $what"; fi
-}
 v() { "$VSSCTL" --store "$S" "$@"; }
-shadow_count() { v shadow list --json | jq length; }
 has_shadow() { v shadow list --json | jq -e --arg id "$1" 'map(.shadow_id) | index($id) != null' >/dev/null; }
 lacks_shadow() { ! has_shadow "$1"; }
-# wait_until COMMAND...: polls, up to 60 s.
-wait_until() {
-  for _ in $(seq 600); do "$@" && return 0; sleep 0.1; done
-  return 1
-}
-# vssd is ready once it says so on stderr (after it dropped the shadows a
-# previous run left); its socket file exists a little earlier.
-ready_lines() { grep -c ': control socket ' "$work/vssd.log" 2>/dev/null; }
 start_daemon() {
   local before
-  before=$(ready_lines)
+  before=$(control_socket_lines "$work/vssd.log")
   "$VSSD" --store "$S" 2>>"$work/vssd.log" &
   daemon=$!
-  wait_until eval '[[ $(ready_lines) -gt $before ]]'
+  wait_for_vssd "$work/vssd.log" "$daemon" "$before"
 }
 stop_daemon() {
   kill "$daemon" && wait "$daemon"
@@ -57,11 +42,11 @@ stop_daemon() {
 }
 
 v volume create "$work/v.img" --size 64M --name v >/dev/null || exit 1
-check "vssd starts and makes its control socket" start_daemon
-check "control socket is mode 0660" test "$(stat -c %a "$S/vssd.sock")" = 660
-check "a second vssd on the same store is refused" \
+ok "vssd starts and makes its control socket" start_daemon
+ok "control socket is mode 0660" test "$(stat -c %a "$S/vssd.sock")" = 660
+ok "a second vssd on the same store is refused" \
   bash -c "! '$VSSD' --store '$S' 2>'$work/second.err'"
-check "the refusal is one line naming the socket" \
+ok "the refusal is one line naming the socket" \
   bash -c "[[ \$(wc -l <'$work/second.err') == 1 ]] && grep -q vssd.sock '$work/second.err'"
 
 # Another user who can reach the socket (group root, mode 0660) is
@@ -70,9 +55,9 @@ if ((EUID == 0)) && command -v setpriv >/dev/null && setpriv --reuid=65534 --reg
    && setpriv --reuid=65534 --regid=0 --clear-groups test -x "$HOLD"; then
   chmod 755 "$work" "$S"
   setpriv --reuid=65534 --regid=0 --clear-groups "$HOLD" "$S" v 0 </dev/null >/dev/null 2>"$work/nobody.err"
-  check "an unprivileged user is refused" grep -q E_ACCESSDENIED "$work/nobody.err"
-  check "the refusal names the user" grep -q "uid 65534" "$work/nobody.err"
-  check "the refused user created nothing" test "$(shadow_count)" = 0
+  ok "an unprivileged user is refused" grep -q E_ACCESSDENIED "$work/nobody.err"
+  ok "the refusal names the user" grep -q "uid 65534" "$work/nobody.err"
+  ok "the refused user created nothing" test "$(shadow_count)" = 0
   chmod 700 "$work"
 else
   echo "vssd_service_test: SKIP unprivileged peer check (needs root, setpriv and a binary nobody may run)"
@@ -82,24 +67,24 @@ fi
 coproc HOLDER { "$HOLD" "$S" v 0; }
 holder=$HOLDER_PID
 read -r -t 20 id <&"${HOLDER[0]}"
-check "the requester created a shadow through vssd" has_shadow "${id:-none}"
+ok "the requester created a shadow through vssd" has_shadow "${id:-none}"
 kill -9 "$holder"; wait "$holder" 2>/dev/null; holder=
-check "killing the requester releases its shadow" wait_until lacks_shadow "$id"
+ok "killing the requester releases its shadow" wait_until lacks_shadow "$id"
 
 # A persistent one (vssadmin's default) made in-process by vssctl: vssd
 # closed the volume when the killed requester's shadow went.
 per=$(v shadow create v --json | jq -r '.shadows[0].shadow_id')
-check "a persistent shadow was created" has_shadow "$per"
+ok "a persistent shadow was created" has_shadow "$per"
 # NO_AUTO_RELEASE (0x8) without PERSISTENT: kept after its requester exits
 # (vssd keeps the volume open for it).
 nar=$("$HOLD" "$S" v 8 </dev/null)
-check "a NO_AUTO_RELEASE shadow outlives its requester" has_shadow "$nar"
+ok "a NO_AUTO_RELEASE shadow outlives its requester" has_shadow "$nar"
 
-check "vssd stops cleanly on SIGTERM" stop_daemon
-check "vssd starts again" start_daemon
-check "after the restart the non-persistent shadow is gone" lacks_shadow "$nar"
-check "after the restart the persistent shadow is kept" has_shadow "$per"
-check "the removal is an event" bash -c "'$VSSCTL' --store '$S' events --json | jq -e 'map(select(.kind == \"shadow-removed-at-recovery\")) | length >= 1' >/dev/null"
+ok "vssd stops cleanly on SIGTERM" stop_daemon
+ok "vssd starts again" start_daemon
+ok "after the restart the non-persistent shadow is gone" lacks_shadow "$nar"
+ok "after the restart the persistent shadow is kept" has_shadow "$per"
+ok "the removal is an event" bash -c "'$VSSCTL' --store '$S' events --json | jq -e 'map(select(.kind == \"shadow-removed-at-recovery\")) | length >= 1' >/dev/null"
 stop_daemon
 
 echo "vssd_service_test: $checks checks, $failures failed"

@@ -15,25 +15,17 @@
 # The ownership part needs root and sqlite3: exits 77 (skipped) without
 # them, after the refusal checks, which any user can run.
 set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 VSSCTL=$(realpath "$1")
 VSSD=$(realpath "$2")
-work=$(mktemp -d "${TMPDIR:-/tmp}/vssd-owner.XXXXXX")
+make_work vssd-owner
 daemon=
-cleanup() {
-  [[ -n $daemon ]] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
+cleanup() { stop_pid "$daemon"; }
+at_exit cleanup
 cd "$work" || exit 1
 S=$work/store
-failures=0
-checks=0
-check() {  # check DESCRIPTION COMMAND...
-  local what=$1; shift
-  checks=$((checks + 1))
-  if "$@"; then :; else failures=$((failures + 1)); echo "FAIL: $what"; fi
-}
 v() { "$VSSCTL" --store "$S" "$@"; }
 finish() {
   echo "vssd_store_owner_test: $checks checks, $failures failures"
@@ -54,10 +46,10 @@ chmod 0700 "$S"
 
 # ------------------------------------------- writable by others: refused
 chmod g+w "$S"
-check "a group-writable store directory is refused, naming it" refused "$S: .*group-writable"
+ok "a group-writable store directory is refused, naming it" refused "$S: .*group-writable"
 chmod 0700 "$S"
 chmod o+w "$S/catalog.db"
-check "a world-writable catalog is refused, naming it" refused "$S/catalog.db: .*world-writable"
+ok "a world-writable catalog is refused, naming it" refused "$S/catalog.db: .*world-writable"
 chmod 0600 "$S/catalog.db"
 
 if ((EUID != 0)); then
@@ -90,25 +82,25 @@ chown -R nobody: "$S"
 
 "$VSSD" --store "$S" --no-fsfreeze 2>vssd.err &
 daemon=$!
-started() { grep -q ': control socket ' vssd.err; }
-for _ in $(seq 200); do started && break; kill -0 "$daemon" 2>/dev/null || break; sleep 0.05; done
-check "vssd starts on nobody's store: $(cat vssd.err)" started
-check "vssd says, in one line, that it runs as the store's owner" \
+wait_for_vssd vssd.err "$daemon" 0 120
+ok "vssd starts on nobody's store: $(cat vssd.err)" \
+  eval '[[ $(control_socket_lines vssd.err) -gt 0 ]]'
+ok "vssd says, in one line, that it runs as the store's owner" \
   eval '[[ $(grep -c "runs as uid 65534" vssd.err) -eq 1 ]]'
-check "vssd runs as nobody: $(grep '^Uid' "/proc/$daemon/status")" \
+ok "vssd runs as nobody: $(grep '^Uid' "/proc/$daemon/status")" \
   eval '[[ $(awk "/^Uid:/ {print \$2 \$3 \$4 \$5}" /proc/$daemon/status) == 65534655346553465534 ]]'
-check "vssd keeps no supplementary group of root" \
+ok "vssd keeps no supplementary group of root" \
   eval '! awk "/^Groups:/" /proc/$daemon/status | grep -qw 0'
-check "the root-only file is not opened: a clear error names it" \
+ok "the root-only file is not opened: a clear error names it" \
   grep -q "$secret.*[Pp]ermission denied" vssd.err
-check "the root-only file is unchanged" eval '[[ $(sha256sum <"$secret") == "$secret_sum" ]]'
-check "the control socket belongs to nobody" test "$(stat -c %U "$S/vssd.sock")" = nobody
-check "the control socket is mode 0660" test "$(stat -c %a "$S/vssd.sock")" = 660
-check "root may still talk to it" eval 'v writers list --json >/dev/null'
+ok "the root-only file is unchanged" eval '[[ $(sha256sum <"$secret") == "$secret_sum" ]]'
+ok "the control socket belongs to nobody" test "$(stat -c %U "$S/vssd.sock")" = nobody
+ok "the control socket is mode 0660" test "$(stat -c %a "$S/vssd.sock")" = 660
+ok "root may still talk to it" eval 'v writers list --json >/dev/null'
 kill -TERM "$daemon"
 wait "$daemon"
-check "vssd stops with exit 0" test $? -eq 0
+ok "vssd stops with exit 0" test $? -eq 0
 daemon=
-check "the root-only file is still unchanged" eval '[[ $(sha256sum <"$secret") == "$secret_sum" ]]'
+ok "the root-only file is still unchanged" eval '[[ $(sha256sum <"$secret") == "$secret_sum" ]]'
 
 finish

@@ -130,7 +130,7 @@ TEST(EngineConcurrencyTest,
   std::cout << "engine concurrency test: VSS_SEED=" << seed << std::endl;
   SCOPED_TRACE("VSS_SEED=" + std::to_string(seed));
   const int max_writes = 2000000;  // writers run until the shadows are done
-  TempDir dir(/*prefer_shm=*/true);
+  TempDir dir({.prefer_shm = true});
   MemoryDevice image(kSize, "conc.img");
   MemFileSystem fs;
   StoreOptions o;

@@ -75,7 +75,7 @@ struct ModelShadow {
 class ModelRun {
  public:
   explicit ModelRun(const RunConfig& cfg)
-      : cfg_(cfg), rng_(cfg.seed), dir_(/*prefer_shm=*/true) {}
+      : cfg_(cfg), rng_(cfg.seed), dir_({.prefer_shm = true}) {}
 
   void Run() {
     SCOPED_TRACE(cfg_.ToString());

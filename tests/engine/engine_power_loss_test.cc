@@ -73,7 +73,7 @@ class PowerLossRun {
         size_(size),
         cycles_(cycles),
         rng_(seed),
-        dir_(/*prefer_shm=*/true),
+        dir_({.prefer_shm = true}),
         base_(size, "pl.img"),
         image_(&base_) {}
 

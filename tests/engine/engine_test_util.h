@@ -1,7 +1,8 @@
 // Helpers shared by the engine's randomized, power-loss, crash and damage
-// tests: seeds from the environment, temporary directories, in-memory image
-// openers, a device that can be "unplugged" to simulate a power cut, and
-// status assertions. Test-only; not part of any library.
+// tests: seeds from the environment, in-memory image openers, a device that
+// can be "unplugged" to simulate a power cut; temporary directories and
+// status assertions come from the shared test library (tests/lib).
+// Test-only; not part of any library.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -24,29 +25,13 @@
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
 #include "vss/base/status.h"
+#include "vss/testing/status_matchers.h"
+#include "vss/testing/temp_dir.h"
 
 namespace vss::engine::test_util {
 
-#define VSS_ASSERT_OK(expr)                                         \
-  do {                                                              \
-    const ::vss::Status vss_s_ = (expr);                            \
-    ASSERT_TRUE(vss_s_.ok()) << #expr << ": " << vss_s_.ToString(); \
-  } while (0)
-
-#define VSS_EXPECT_OK(expr)                                         \
-  do {                                                              \
-    const ::vss::Status vss_s_ = (expr);                            \
-    EXPECT_TRUE(vss_s_.ok()) << #expr << ": " << vss_s_.ToString(); \
-  } while (0)
-
-// `lhs = value of expr` or a fatal test failure.
-#define VSS_ASSERT_OK_AND_ASSIGN(lhs, expr)                                 \
-  VSS_ASSERT_OK_AND_ASSIGN_IMPL_(VSS_STATUS_CONCAT_(vss_t_, __LINE__), lhs, \
-                                 expr)
-#define VSS_ASSERT_OK_AND_ASSIGN_IMPL_(tmp, lhs, expr)               \
-  auto tmp = (expr);                                                 \
-  ASSERT_TRUE(tmp.ok()) << #expr << ": " << tmp.status().ToString(); \
-  lhs = std::move(tmp).value()
+using ::vss::testing::TempDir;
+using ::vss::testing::TempDirOptions;
 
 inline uint64_t EnvU64(const char* name, uint64_t fallback) {
   const char* v = std::getenv(name);
@@ -74,44 +59,6 @@ inline constexpr bool kSanitized =
 #else
     false;
 #endif
-
-// A temporary directory removed on destruction, unless the test failed (then
-// its path is printed so the store can be inspected).
-class TempDir {
- public:
-  // prefer_shm: put it on tmpfs (/dev/shm) when there, for speed.
-  explicit TempDir(bool prefer_shm = false) {
-    std::string base;
-    if (const char* t = std::getenv("TMPDIR"); t != nullptr && *t != '\0') {
-      base = t;
-    } else {
-      base = "/tmp";
-    }
-    if (prefer_shm && std::filesystem::is_directory("/dev/shm")) {
-      base = "/dev/shm";
-    }
-    std::string templ = base + "/vss-engine-test-XXXXXX";
-    char* p = mkdtemp(templ.data());
-    if (p == nullptr) {
-      ADD_FAILURE() << "mkdtemp in " << base << " failed";
-    }
-    path_ = templ;
-  }
-  ~TempDir() {
-    if (::testing::Test::HasFailure()) {
-      std::cout << "kept test directory " << path_ << std::endl;
-      return;
-    }
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // A device that forwards until Cut(): then every call fails with kIoError and
 // does nothing, as if the disk had lost power. Calls may also be counted

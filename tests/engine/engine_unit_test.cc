@@ -17,19 +17,16 @@
 #include "vss/formats/fault_device.h"
 #include "vss/base/mem_file_system.h"
 #include "vss/formats/memory_device.h"
+#include "vss/testing/status_matchers.h"
+#include "vss/testing/temp_dir.h"
 
 namespace vss::engine {
 namespace {
 
-template <typename T>
-Status ToStatus(const StatusOr<T>& s) { return s.status(); }
-inline Status ToStatus(const Status& s) { return s; }
+using ::vss::testing::TempDir;
 
-#define ASSERT_OK(expr)                                              \
-  do {                                                               \
-    Status _s = ToStatus(expr);                                      \
-    ASSERT_TRUE(_s.ok()) << #expr << ": " << _s.ToString();          \
-  } while (0)
+// This file's short name for VSS_ASSERT_OK (a Status or a StatusOr).
+#define ASSERT_OK(expr) VSS_ASSERT_OK(expr)
 
 constexpr uint32_t kChunk = 64 * 1024;
 
@@ -39,19 +36,6 @@ std::vector<uint8_t> Bytes(size_t n, uint32_t seed) {
   for (auto& b : v) b = static_cast<uint8_t>(rng() % 5);  // compressible
   return v;
 }
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/vss-unit-XXXXXX";
-    path_ = mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // A store on real files with one volume.
 class VolumeTest : public ::testing::Test {

@@ -14,11 +14,12 @@
 # every mount, loop device and process the test made, even on failure.
 # shellcheck disable=SC2016  # eval strings
 set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=../e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../e2e/lib.sh"
 
 VSSCTL=$(realpath "$1")
 VSSD=$(realpath "$2")
 PROBE=$(realpath "$3")
-skip() { echo "SKIP: $*"; exit 77; }
 [[ $(id -u) -eq 0 ]] || skip "needs root (FUSE, loop devices, mount)"
 [[ -c /dev/fuse ]] || skip "no /dev/fuse"
 for tool in jq losetup blkid sfdisk mkfs.ext4 mkfs.xfs mkfs.vfat sha256sum cmp \
@@ -26,7 +27,7 @@ for tool in jq losetup blkid sfdisk mkfs.ext4 mkfs.xfs mkfs.vfat sha256sum cmp \
   command -v "$tool" >/dev/null || skip "$tool is not installed"
 done
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/vss-fuse-test.XXXXXX")
+make_work vss-fuse-test
 export VSS_STORE=$work/store
 unset XDG_DATA_HOME
 vssd_pid=
@@ -51,39 +52,15 @@ cleanup() {
     "$VSSCTL" unmount "$m" >/dev/null 2>&1 || umount -l "$m"
   done
   [[ -n $vssd_pid ]] && kill "$vssd_pid" 2>/dev/null && wait "$vssd_pid"
-  rm -rf "$work"
 }
-trap cleanup EXIT
+at_exit cleanup
 cd "$work" || exit 1
 
-failures=0
-checks=0
-fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "FAIL: $*"; }
-ok() {  # ok DESCRIPTION COMMAND...
-  local what=$1; shift
-  if "$@"; then checks=$((checks + 1)); else fail "$what"; fi
-}
-v() { "$VSSCTL" "$@"; }
-eq() { [[ $1 == "$2" ]]; }
-# expect_ok DESCRIPTION ARGS...: vssctl succeeds; stdout in $out.
-expect_ok() {
-  local what=$1; shift
-  if out=$(v "$@" 2>err); then checks=$((checks + 1)); else fail "$what: exit $? ($(cat err))"; fi
-}
-# expect_fail CODE DESCRIPTION ARGS...: exit CODE, one line "vssctl: ..."
-# on stderr, mounts unchanged. The line is left in $errline.
-expect_fail() {
-  local code=$1 what=$2; shift 2
-  local before rc
-  before=$(grep -c "$work" /proc/self/mountinfo)
-  v "$@" >/dev/null 2>err
-  rc=$?
-  errline=$(cat err)
-  ok "$what: exit $rc, want $code" eq "$rc" "$code"
-  ok "$what: one line on stderr, got: $errline" \
-    eval '[[ $(wc -l <err) -eq 1 && $errline == vssctl:\ * ]]'
-  ok "$what: nothing mounted" eq "$(grep -c "$work" /proc/self/mountinfo)" "$before"
-}
+# What a failed vssctl command must leave unchanged here: the mounts.
+state() { grep -c "$work" /proc/self/mountinfo; }
+state_what="nothing mounted"
+# A successful vssctl command may say something on stderr.
+expect_ok_stderr=allowed
 is_vss_mount() { mounts_beneath "$1" | grep -qx "$1 fuse.vss"; }
 json_file() {  # json_file PARTITION: the name of that file in $out
   jq -r --argjson p "$1" '[.files[] | select(.partition == $p)][0].name' <<<"$out"
@@ -232,7 +209,7 @@ test_partitions_filesystem() {
 start_vssd() {  # start_vssd [VSSD OPTIONS...]
   "$VSSD" --store "$VSS_STORE" "$@" 2>vssd.log &
   vssd_pid=$!
-  for _ in $(seq 100); do [[ -S $VSS_STORE/nbd.sock ]] && return; sleep 0.05; done
+  waits_for 120 test -S "$VSS_STORE/nbd.sock" && return
   fail "vssd did not start: $(cat vssd.log)"
 }
 stop_vssd() {

@@ -19,25 +19,21 @@
 #include <thread>
 #include <vector>
 
+#include "vss/testing/temp_dir.h"
+
 namespace vss::metadata {
 namespace {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under /tmp, removed with the fixture.
+// A fresh directory (a TempDir), removed with the fixture.
 class CatalogTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/vss-catalog-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
+    dir_ = tmp_.path();
     path_ = dir_ + "/catalog.db";
   }
-  void TearDown() override {
-    catalog_.reset();
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
+  void TearDown() override { catalog_.reset(); }
 
   // Opens (or reopens) the catalog at path_ into catalog_.
   void Open() {
@@ -143,6 +139,7 @@ class CatalogTest : public ::testing::Test {
     return std::string(std::istreambuf_iterator<char>(f), {});
   }
 
+  ::vss::testing::TempDir tmp_;
   std::string dir_;
   std::string path_;
   std::unique_ptr<Catalog> catalog_;

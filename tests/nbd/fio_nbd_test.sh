@@ -34,10 +34,11 @@
 # stopped and the scratch directory removed.
 # shellcheck disable=SC2016  # eval strings
 set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=../e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../e2e/lib.sh"
 
 VSSCTL=$(realpath "$1")
 VSSD=$(realpath "$2")
-skip() { echo "SKIP: $*"; exit 77; }
 command -v fio >/dev/null || skip "fio is not installed (Debian: fio)"
 fio --enghelp=nbd >/dev/null 2>&1 || skip "fio was built without the nbd ioengine (fio --enghelp=nbd)"
 for tool in nbdcopy nbdinfo jq cmp; do
@@ -47,7 +48,7 @@ done
 SEED=${VSS_TEST_SEED:-$(( (RANDOM << 15) | RANDOM ))}
 echo "fio_nbd_test: seed $SEED (replay: VSS_TEST_SEED=$SEED $0 $*)"
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/vss-fio-nbd.XXXXXX")
+make_work vss-fio-nbd
 export VSS_STORE=$work/store
 unset XDG_DATA_HOME VSS_SOCKET
 SOCK=$work/nbd.sock
@@ -55,26 +56,12 @@ SIZE=64M
 vssd_pid=
 fio_pid=
 cleanup() {
-  [[ -n $fio_pid ]] && kill -KILL "$fio_pid" 2>/dev/null && wait "$fio_pid" 2>/dev/null
-  if [[ -n $vssd_pid ]]; then
-    kill -TERM "$vssd_pid" 2>/dev/null
-    wait "$vssd_pid" 2>/dev/null
-  fi
-  [[ -n ${KEEP_WORK:-} ]] || rm -rf "$work"
+  stop_pid "$fio_pid" KILL
+  stop_pid "$vssd_pid"
 }
-trap cleanup EXIT
+at_exit cleanup
 cd "$work" || exit 1
 
-failures=0
-checks=0
-pass() { checks=$((checks + 1)); }
-fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "FAIL: $*"; }
-ok() {  # ok DESCRIPTION COMMAND...
-  local what=$1; shift
-  if "$@"; then pass; else fail "$what"; fi
-}
-v() { "$VSSCTL" "$@"; }
-eq() { [[ $1 == "$2" ]]; }
 live="nbd+unix:///live/v?socket=$SOCK"
 shadow_uri() { echo "nbd+unix:///shadow/$1?socket=$SOCK"; }
 

@@ -17,6 +17,8 @@
 #include "server.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
+#include "vss/testing/nbd_server.h"
+#include "vss/testing/temp_dir.h"
 
 namespace vss::nbdtest {
 namespace {
@@ -28,50 +30,33 @@ constexpr uint16_t kRead = 0, kWrite = 1;
 class NbdServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char templ[] = "/tmp/nbd-server-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(templ), nullptr);
-    dir_ = templ;
+    dir_ = tmp_.path();
     auto store = engine::Store::Open({.dir = dir_ + "/store"});
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     store_ = std::move(store).value();
     auto row = store_->CreateVolume(
         {.path = dir_ + "/disk.img", .size = kSize, .name = "disk"});
     ASSERT_TRUE(row.ok()) << row.status().ToString();
-    registry_ = std::make_unique<vssd::ExportRegistry>(store_.get());
     vssd::NbdOptions options;
-    options.owner = ::getuid();
     options.memory_limit = kCap;
-    auto server = vssd::Server::Create(registry_.get(), options);
-    ASSERT_TRUE(server.ok()) << server.status().ToString();
-    server_ = std::move(server).value();
     socket_ = dir_ + "/nbd.sock";
-    ASSERT_TRUE(server_->Listen("unix:" + socket_).ok());
-    ASSERT_EQ(::pipe2(stop_, O_CLOEXEC), 0);
-    thread_ = std::thread([this] { server_->Run(stop_[0]); });
+    auto nbd = testing::InProcessNbdServer::Start(store_.get(), socket_,
+                                                  options);
+    ASSERT_TRUE(nbd.ok()) << nbd.status().ToString();
+    nbd_ = std::move(nbd).value();
+    server_ = &nbd_->server();
   }
 
   void TearDown() override {
-    if (thread_.joinable()) {
-      char c = 1;
-      EXPECT_EQ(::write(stop_[1], &c, 1), 1);
-      thread_.join();
-    }
-    server_.reset();
-    registry_.reset();
+    nbd_.reset();
     store_.reset();
-    for (int fd : stop_) {
-      if (fd >= 0) ::close(fd);
-    }
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
 
+  ::vss::testing::TempDir tmp_;
   std::string dir_, socket_;
   std::unique_ptr<engine::Store> store_;
-  std::unique_ptr<vssd::ExportRegistry> registry_;
-  std::unique_ptr<vssd::Server> server_;
-  int stop_[2] = {-1, -1};
-  std::thread thread_;
+  std::unique_ptr<testing::InProcessNbdServer> nbd_;
+  vssd::Server* server_ = nullptr;  // nbd_'s
 };
 
 TEST_F(NbdServerTest, PayloadMemory_StaysUnderItsCapWithManyLargeRequests) {

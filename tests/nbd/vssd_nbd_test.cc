@@ -28,6 +28,7 @@
 
 #include "nbd_client.h"
 #include "vss/engine/store.h"
+#include "vss/testing/temp_dir.h"
 #include "vss/engine/volume.h"
 
 namespace vss::nbdtest {
@@ -100,9 +101,7 @@ void WriteFile(const std::string& path, const std::vector<uint8_t>& data) {
 class VssdTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char templ[] = "/tmp/vssd-test-XXXXXX";
-    ASSERT_NE(::mkdtemp(templ), nullptr);
-    dir_ = templ;
+    dir_ = tmp_.path();
     store_dir_ = dir_ + "/store";
     socket_ = dir_ + "/nbd.sock";
     shadow_ = Bytes(kSize, 0);
@@ -143,8 +142,6 @@ class VssdTest : public ::testing::Test {
       EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0)
           << "vssd did not exit 0 on SIGTERM (status " << st << ")";
     }
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
 
   static pid_t StartVssd(const std::vector<std::string>& args) {
@@ -259,6 +256,7 @@ class VssdTest : public ::testing::Test {
     return out;
   }
 
+  ::vss::testing::TempDir tmp_;
   std::string dir_, store_dir_, socket_, shadow_id_;
   Guid volume_id_;
   std::vector<uint8_t> shadow_, live_;  // expected contents

@@ -15,6 +15,8 @@
 #
 # usage: packaging_test.sh SOURCE_DIR BUILD_DIR CMAKE CXX VSSCTL VSSD
 set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=../e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../e2e/lib.sh"
 
 if [[ $# -ne 6 ]]; then
   echo "usage: packaging_test.sh SOURCE_DIR BUILD_DIR CMAKE CXX VSSCTL VSSD" >&2
@@ -28,34 +30,18 @@ VSSCTL=$(realpath "$5")
 VSSD=$(realpath "$6")
 SAMPLES=$SRC/tests/packaging
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/vss-packaging.XXXXXX")
+make_work vss-packaging
 pids=()
 cleanup() {
   local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-  rm -rf "$work"
+  for p in "${pids[@]}"; do stop_pid "$p"; done
 }
-trap cleanup EXIT
+at_exit cleanup
 
-# die MESSAGE [LOG]: prints the message (and the log) and fails the test.
-die() {
-  echo "FAIL: $1"
-  [[ $# -gt 1 && -f $2 ]] && sed 's/^/  | /' "$2"
-  exit 1
-}
 # run LOG COMMAND...: runs the command with its output in LOG; dies on failure.
 run() {
   local log=$1; shift
   "$@" >"$log" 2>&1 || die "exit $?: $*" "$log"
-}
-# wait_for_line FILE PATTERN SECONDS: true once FILE has a line matching PATTERN.
-wait_for_line() {
-  local i
-  for ((i = 0; i < $3 * 10; i++)); do
-    grep -q -- "$2" "$1" 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
 }
 
 # --- 1. The README shows exactly the sources that are built here. ----------
@@ -174,11 +160,7 @@ done
 "$VSSD" --store "$store" >"$work/vssd.log" 2>&1 &
 vssd_pid=$!
 pids+=("$vssd_pid")
-for ((i = 0; i < 50; i++)); do
-  [[ -S $store/vssd.sock ]] && break
-  kill -0 "$vssd_pid" 2>/dev/null || break
-  sleep 0.1
-done
+wait_for_vssd "$work/vssd.log" "$vssd_pid" 0 120
 if [[ ! -S $store/vssd.sock ]]; then
   kill -TERM "$vssd_pid" 2>/dev/null
   wait "$vssd_pid" 2>/dev/null

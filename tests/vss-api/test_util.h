@@ -1,7 +1,8 @@
 // Shared fixtures for the vss-api tests: a temporary store with two small
 // sparse volumes, a coordinator over the software provider, and a
 // TestWriter that records every event into a shared EventLog and can veto,
-// fail or stall at a chosen event.
+// fail or stall at a chosen event. TempDir and the status matchers come
+// from the shared test library (tests/lib).
 #pragma once
 
 #include <stdlib.h>
@@ -22,28 +23,11 @@
 
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
+#include "vss/testing/status_matchers.h"
+#include "vss/testing/temp_dir.h"
 #include "vss/vss.h"
 
 namespace vss::testing {
-
-class TempDir {
- public:
-  TempDir() {
-    const char* t = std::getenv("TMPDIR");
-    std::string base = (t != nullptr && *t != '\0') ? t : "/tmp";
-    std::string templ = base + "/vss-api-test-XXXXXX";
-    if (mkdtemp(templ.data()) == nullptr) ADD_FAILURE() << "mkdtemp in " << base << " failed";
-    path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // Every event of every writer, in the order the handlers ran.
 class EventLog {
