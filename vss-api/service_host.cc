@@ -1,4 +1,4 @@
-#include "vss/api/service_host.h"
+#include "vss/api/daemon/service_host.h"
 
 #include <unistd.h>
 

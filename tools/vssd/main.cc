@@ -28,7 +28,7 @@
 // set (through a loop device) are frozen at the set's Freeze and thawed at
 // Thaw or Abort, or when the freeze window runs out. So that a vssd killed
 // while they are frozen does not leave them frozen, vssd runs a copy of
-// itself as the writer's thaw guard (vss/api/thaw_guard.h):
+// itself as the writer's thaw guard (vss/api/daemon/thaw_guard.h):
 //
 //   vssd --thaw-guard FD
 //
@@ -69,8 +69,8 @@
 #include "vss/api/fsfreeze_writer.h"
 #include "vss/api/provider.h"
 #include "vss/api/service.h"
-#include "vss/api/service_host.h"
-#include "vss/api/thaw_guard.h"
+#include "vss/api/daemon/service_host.h"
+#include "vss/api/daemon/thaw_guard.h"
 #include "vss/engine/store.h"
 
 namespace {
