@@ -201,6 +201,20 @@ bool IsHex128(const std::string& s) {
 
 }  // namespace
 
+Status ForEachPiece(BlockDevice& src, uint64_t offset, uint64_t length, std::span<uint8_t> buf,
+                    ProgressReporter& progress,
+                    const std::function<Status(uint64_t, std::span<uint8_t>)>& each) {
+  for (uint64_t done = 0; done < length;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(length - done, buf.size()));
+    std::span<uint8_t> piece = buf.first(n);
+    VSS_RETURN_IF_ERROR(src.Read(offset + done, piece));
+    VSS_RETURN_IF_ERROR(each(offset + done, piece));
+    done += n;
+    progress.Add(n);
+  }
+  return OkStatus();
+}
+
 // --- ProgressReporter ---
 
 ProgressReporter::ProgressReporter(const ProgressCallback& callback, std::string what,
@@ -297,18 +311,14 @@ StatusOr<BackupDir::ImageResult> BackupDir::WriteImage(
         hasher.UpdateZeroes(e.length);
         continue;
       }
-      for (uint64_t done = 0; done < e.length;) {
-        size_t n = static_cast<size_t>(std::min(e.length - done, kPiece));
-        std::span<uint8_t> piece(buf.data(), n);
-        VSS_RETURN_IF_ERROR(src.Read(e.offset + done, piece));
-        hasher.Update(piece);
-        if (!AllZero(piece)) {
-          VSS_RETURN_IF_ERROR(PwriteAll(fd, piece, e.offset + done, path));
-          out.data_bytes += n;
-        }
-        done += n;
-        progress.Add(n);
-      }
+      VSS_RETURN_IF_ERROR(ForEachPiece(
+          src, e.offset, e.length, buf, progress,
+          [&](uint64_t at, std::span<uint8_t> piece) -> Status {
+            hasher.Update(piece);
+            if (AllZero(piece)) return OkStatus();
+            out.data_bytes += piece.size();
+            return PwriteAll(fd, piece, at, path);
+          }));
     }
   }
   out.xxh3_128 = hasher.HexDigest();

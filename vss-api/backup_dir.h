@@ -31,6 +31,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +60,14 @@ class ProgressReporter {
   const ProgressCallback& callback_;
   ProgressEvent event_;
 };
+
+// Reads [offset, offset + length) of `src` in pieces of at most
+// `buf.size()` bytes (REQUIRES: not empty) and hands each to `each` with
+// its offset, then reports its size to `progress`. Stops at the first
+// error, of the read or of `each`.
+Status ForEachPiece(BlockDevice& src, uint64_t offset, uint64_t length, std::span<uint8_t> buf,
+                    ProgressReporter& progress,
+                    const std::function<Status(uint64_t, std::span<uint8_t>)>& each);
 
 // A backup directory being filled. On destruction without Commit(), every
 // file this run made is removed, and the directory if this run created it.

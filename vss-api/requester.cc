@@ -16,11 +16,13 @@
 namespace vss {
 namespace {
 
-struct NamedContext {
+template <typename T>
+struct Named {
   const char* name;
-  int32_t value;
+  T value;
 };
-constexpr NamedContext kContexts[] = {
+
+constexpr Named<int32_t> kContexts[] = {
     {"backup", VSS_CTX_BACKUP},
     {"file-share-backup", VSS_CTX_FILE_SHARE_BACKUP},
     {"app-rollback", VSS_CTX_APP_ROLLBACK},
@@ -29,17 +31,38 @@ constexpr NamedContext kContexts[] = {
     {"client-accessible-writers", VSS_CTX_CLIENT_ACCESSIBLE_WRITERS},
 };
 
-struct NamedBackupType {
-  const char* name;
-  VSS_BACKUP_TYPE value;
-};
-constexpr NamedBackupType kBackupTypes[] = {
+constexpr Named<VSS_BACKUP_TYPE> kBackupTypes[] = {
     {"full", VSS_BT_FULL},
     {"copy", VSS_BT_COPY},
     {"incremental", VSS_BT_INCREMENTAL},
     {"differential", VSS_BT_DIFFERENTIAL},
     {"log", VSS_BT_LOG},
 };
+
+template <typename T, size_t N>
+std::vector<std::string> NamesOf(const Named<T> (&table)[N]) {
+  std::vector<std::string> out;
+  for (const Named<T>& e : table) out.emplace_back(e.name);
+  return out;
+}
+
+// The value named `name`; kInvalidArgument saying it is an unknown `what`.
+template <typename T, size_t N>
+StatusOr<T> ValueOf(const Named<T> (&table)[N], const std::string& name, const char* what) {
+  for (const Named<T>& e : table) {
+    if (name == e.name) return e.value;
+  }
+  return InvalidArgumentError(std::string("unknown ") + what + " '" + name + "'");
+}
+
+// The name of `value`, or its number.
+template <typename T, size_t N>
+std::string NameOf(const Named<T> (&table)[N], T value) {
+  for (const Named<T>& e : table) {
+    if (value == e.value) return e.name;
+  }
+  return std::to_string(static_cast<int32_t>(value));
+}
 
 StatusCode CodeOf(HResult hr) {
   if (hr == VSS_E_OBJECT_NOT_FOUND) return StatusCode::kNotFound;
@@ -181,45 +204,21 @@ std::vector<WriterStatus> GatherWriterStatuses(BackupComponents& bc) {
   return out;
 }
 
-std::vector<std::string> ContextNames() {
-  std::vector<std::string> out;
-  for (const NamedContext& c : kContexts) out.emplace_back(c.name);
-  return out;
-}
+std::vector<std::string> ContextNames() { return NamesOf(kContexts); }
 
 StatusOr<int32_t> ContextFromName(const std::string& name) {
-  for (const NamedContext& c : kContexts) {
-    if (name == c.name) return c.value;
-  }
-  return InvalidArgumentError("unknown shadow copy context '" + name + "'");
+  return ValueOf(kContexts, name, "shadow copy context");
 }
 
-std::vector<std::string> BackupTypeNames() {
-  std::vector<std::string> out;
-  for (const NamedBackupType& t : kBackupTypes) out.emplace_back(t.name);
-  return out;
-}
+std::string ContextNameOf(int32_t context) { return NameOf(kContexts, context); }
+
+std::vector<std::string> BackupTypeNames() { return NamesOf(kBackupTypes); }
 
 StatusOr<VSS_BACKUP_TYPE> BackupTypeFromName(const std::string& name) {
-  for (const NamedBackupType& t : kBackupTypes) {
-    if (name == t.name) return t.value;
-  }
-  return InvalidArgumentError("unknown backup type '" + name + "'");
+  return ValueOf(kBackupTypes, name, "backup type");
 }
 
-std::string BackupTypeName(VSS_BACKUP_TYPE type) {
-  for (const NamedBackupType& t : kBackupTypes) {
-    if (type == t.value) return t.name;
-  }
-  return std::to_string(static_cast<int32_t>(type));
-}
-
-std::string ContextNameOf(int32_t context) {
-  for (const NamedContext& c : kContexts) {
-    if (context == c.value) return c.name;
-  }
-  return std::to_string(context);
-}
+std::string BackupTypeName(VSS_BACKUP_TYPE type) { return NameOf(kBackupTypes, type); }
 
 StatusOr<ShadowSetResult> CreateShadowSet(BackupComponents& bc, const ShadowSetRequest& req) {
   ShadowSetResult out;

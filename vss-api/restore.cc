@@ -34,7 +34,7 @@ StatusOr<uint64_t> WriteBack(BlockDevice& src, BlockDevice& dst, const ProgressC
                              const std::string& what) {
   VSS_ASSIGN_OR_RETURN(auto extents, src.Extents(0, src.size()));
   ProgressReporter progress(callback, what, src.size());
-  std::vector<uint8_t> buf(std::min(src.size(), kPiece));
+  std::vector<uint8_t> buf(std::min(std::max<uint64_t>(src.size(), 1), kPiece));
   uint64_t written = 0;
   for (const Extent& e : extents) {
     if (!e.allocated) {
@@ -45,15 +45,11 @@ StatusOr<uint64_t> WriteBack(BlockDevice& src, BlockDevice& dst, const ProgressC
       progress.Add(e.length);
       continue;
     }
-    for (uint64_t done = 0; done < e.length;) {
-      size_t n = static_cast<size_t>(std::min(e.length - done, kPiece));
-      std::span<uint8_t> piece(buf.data(), n);
-      VSS_RETURN_IF_ERROR(src.Read(e.offset + done, piece));
-      VSS_RETURN_IF_ERROR(dst.Write(e.offset + done, piece));
-      written += n;
-      done += n;
-      progress.Add(n);
-    }
+    VSS_RETURN_IF_ERROR(ForEachPiece(src, e.offset, e.length, buf, progress,
+                                     [&](uint64_t at, std::span<uint8_t> piece) {
+                                       written += piece.size();
+                                       return dst.Write(at, piece);
+                                     }));
   }
   VSS_RETURN_IF_ERROR(dst.Flush());
   return written;
