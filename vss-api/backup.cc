@@ -1,6 +1,8 @@
 // vss::Backup (vss/api/backup.h): the requester's backup of volumes into a
 // directory, durable before the shadows are released.
 
+#include "vss/api/backup.h"
+
 #include <algorithm>
 #include <cerrno>
 #include <fstream>
@@ -10,7 +12,6 @@
 
 #include "backup_dir.h"
 #include "requester_devices.h"
-#include "vss/api/backup.h"
 #include "vss/metadata/catalog.h"
 
 namespace vss {
@@ -34,12 +35,15 @@ std::string ImageName(const std::string& volume) {
   return name + ".img";
 }
 
-StatusOr<std::optional<BackupComponentsDocument>> ReadBase(const std::string& base_dir) {
+StatusOr<std::optional<BackupComponentsDocument>> ReadBase(
+    const std::string& base_dir) {
   if (base_dir.empty()) return std::optional<BackupComponentsDocument>();
   StatusOr<std::string> text = ReadFile(base_dir + "/backup.json");
-  if (!text.ok()) return text.status().WithContext("--base " + base_dir + ": no backup.json");
+  if (!text.ok())
+    return text.status().WithContext("--base " + base_dir + ": no backup.json");
   VssStatusOr<BackupComponentsDocument> doc = BackupComponentsFromJson(*text);
-  if (!doc.ok()) return StatusFromVss(doc.status(), "--base " + base_dir + "/backup.json");
+  if (!doc.ok())
+    return StatusFromVss(doc.status(), "--base " + base_dir + "/backup.json");
   return std::optional<BackupComponentsDocument>(std::move(doc).value());
 }
 
@@ -48,7 +52,8 @@ Status DeleteSet(BackupComponents& bc, const Guid& set_id) {
   VssStatusOr<BackupComponents::DeleteResult> r =
       bc.DeleteSnapshots(set_id, VSS_OBJECT_SNAPSHOT_SET, true);
   if (!r.ok()) {
-    return StatusFromVss(r.status(), "deleting shadow copy set {" + set_id.ToString() + "}");
+    return StatusFromVss(
+        r.status(), "deleting shadow copy set {" + set_id.ToString() + "}");
   }
   return OkStatus();
 }
@@ -60,13 +65,16 @@ Status CopyShadows(Service& service, BackupComponents& bc, BackupDir& dir,
                    const BackupRequest& req, const ShadowSetResult& set,
                    std::vector<BackedUpVolume>& out) {
   for (const SnapshotProp& p : set.shadows) {
-    BackedUpVolume v{p.original_volume_name, p.snapshot_id, p.snapshot_device_object,
+    BackedUpVolume v{p.original_volume_name, p.snapshot_id,
+                     p.snapshot_device_object,
                      ImageName(p.original_volume_name)};
     Status s = [&]() -> Status {
-      VSS_ASSIGN_OR_RETURN(std::unique_ptr<BlockDevice> view,
-                           OpenShadowView(service, p.snapshot_id, req.open_export));
-      VSS_ASSIGN_OR_RETURN(BackupDir::ImageResult image,
-                           dir.WriteImage(v.image, *view, "copying " + v.volume));
+      VSS_ASSIGN_OR_RETURN(
+          std::unique_ptr<BlockDevice> view,
+          OpenShadowView(service, p.snapshot_id, req.open_export));
+      VSS_ASSIGN_OR_RETURN(
+          BackupDir::ImageResult image,
+          dir.WriteImage(v.image, *view, "copying " + v.volume));
       v.size = image.size;
       v.xxh3_128 = image.xxh3_128;
       v.data_bytes = image.data_bytes;
@@ -75,8 +83,8 @@ Status CopyShadows(Service& service, BackupComponents& bc, BackupDir& dir,
     if (!s.ok()) {
       DeleteSet(bc, set.set_id).IgnoreError();
       return AbortAfterSet(bc, req.on_aborted,
-                           "copying shadow copy {" + p.snapshot_id.ToString() + "} of volume '" +
-                               v.volume + "'",
+                           "copying shadow copy {" + p.snapshot_id.ToString() +
+                               "} of volume '" + v.volume + "'",
                            s);
     }
     out.push_back(std::move(v));
@@ -122,7 +130,8 @@ std::string ManifestText(const Service& service, const BackupResult& r) {
       {"volumes", volumes},
       {"components", components},
       {"writers", Json::parse(WriterStatusesJson(r.writers))},
-      {"backup_complete", r.backup_complete.ok() ? "ok" : r.backup_complete.message()},
+      {"backup_complete",
+       r.backup_complete.ok() ? "ok" : r.backup_complete.message()},
       {"shadows_kept", r.shadows_kept}};
   if (!r.base_dir.empty()) {
     manifest["base"] = r.base_dir;
@@ -132,7 +141,8 @@ std::string ManifestText(const Service& service, const BackupResult& r) {
 }
 
 // backup.json, then manifest.json, each durable, then the names.
-Status WriteDocuments(BackupDir& dir, const std::string& bcd, const BackupResult& r) {
+Status WriteDocuments(BackupDir& dir, const std::string& bcd,
+                      const BackupResult& r) {
   // backup.json before manifest.json: the manifest is the mark of a
   // complete backup, so it is the last name to appear (each document is
   // fsync'ed before its rename, see WriteDocument).
@@ -150,24 +160,31 @@ Status WriteDocuments(BackupDir& dir, const std::string& bcd, const BackupResult
 }  // namespace
 
 StatusOr<BackupResult> Backup(Service& service, const BackupRequest& req) {
-  VSS_ASSIGN_OR_RETURN(std::optional<BackupComponentsDocument> base, ReadBase(req.base_dir));
+  VSS_ASSIGN_OR_RETURN(std::optional<BackupComponentsDocument> base,
+                       ReadBase(req.base_dir));
   BackupResult r;
   r.dir = req.dir;
   r.backup_type = req.backup_type;
-  r.context_name = req.context_name.empty() ? ContextNameOf(req.context) : req.context_name;
+  r.context_name =
+      req.context_name.empty() ? ContextNameOf(req.context) : req.context_name;
   r.context = req.context;
   r.shadows_kept = req.keep_shadows;
   if (base) r.base_dir = req.base_dir;
   if (req.keep_shadows) {
-    VSS_ASSIGN_OR_RETURN(r.context, KeptContext(service, req.context, r.context_name,
-                                                "this process", "use a persistent context"));
+    VSS_ASSIGN_OR_RETURN(
+        r.context, KeptContext(service, req.context, r.context_name,
+                               "this process", "use a persistent context"));
   }
-  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BackupDir> dir, BackupDir::Create(req.dir, req.progress));
-  VssStatusOr<std::unique_ptr<BackupComponents>> created = service.CreateBackupComponents();
-  if (!created.ok()) return StatusFromVss(created.status(), "CreateVssBackupComponents");
+  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BackupDir> dir,
+                       BackupDir::Create(req.dir, req.progress));
+  VssStatusOr<std::unique_ptr<BackupComponents>> created =
+      service.CreateBackupComponents();
+  if (!created.ok())
+    return StatusFromVss(created.status(), "CreateVssBackupComponents");
   BackupComponents& bc = **created;
-  ShadowSetRequest set_req{req.volumes, r.context, req.backup_type, true,
-                           base ? &*base : nullptr, req.on_aborted};
+  ShadowSetRequest set_req{
+      req.volumes,   r.context, req.backup_type, true, base ? &*base : nullptr,
+      req.on_aborted};
   VSS_ASSIGN_OR_RETURN(ShadowSetResult set, CreateShadowSet(bc, set_req));
   r.set_id = set.set_id;
   r.components = set.components;
@@ -176,7 +193,8 @@ StatusOr<BackupResult> Backup(Service& service, const BackupRequest& req) {
 
   // The backup is in the directory: tell the writers.
   for (const ComponentKey& k : set.components) {
-    VSS_RETURN_IF_ERROR(StatusFromVss(bc.SetBackupSucceeded(k, true), "SetBackupSucceeded"));
+    VSS_RETURN_IF_ERROR(
+        StatusFromVss(bc.SetBackupSucceeded(k, true), "SetBackupSucceeded"));
   }
   VssStatus complete = WaitForAsync(bc.BackupComplete());
   r.writers = GatherWriterStatuses(bc);

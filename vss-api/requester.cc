@@ -48,11 +48,13 @@ std::vector<std::string> NamesOf(const Named<T> (&table)[N]) {
 
 // The value named `name`; kInvalidArgument saying it is an unknown `what`.
 template <typename T, size_t N>
-StatusOr<T> ValueOf(const Named<T> (&table)[N], const std::string& name, const char* what) {
+StatusOr<T> ValueOf(const Named<T> (&table)[N], const std::string& name,
+                    const char* what) {
   for (const Named<T>& e : table) {
     if (name == e.name) return e.value;
   }
-  return InvalidArgumentError(std::string("unknown ") + what + " '" + name + "'");
+  return InvalidArgumentError(std::string("unknown ") + what + " '" + name +
+                              "'");
 }
 
 // The name of `value`, or its number.
@@ -88,15 +90,18 @@ VssStatus AddAllComponents(BackupComponents& bc, const ShadowSetRequest& req,
     const Guid writer_id = md->GetIdentity().writer_id;
     for (const ComponentInfo& c : md->document().components) {
       // Two instances of one writer class share its components.
-      if (!seen.insert({writer_id, c.logical_path, c.component_name}).second) continue;
+      if (!seen.insert({writer_id, c.logical_path, c.component_name}).second)
+        continue;
       ComponentKey key{writer_id, c.type, c.logical_path, c.component_name};
       VSS_RETURN_IF_VSS_ERROR(bc.AddComponent(key));
       out.components.push_back(key);
       if (req.base == nullptr) continue;
       WriterComponents* wc = req.base->FindWriter(writer_id);
-      const Component* old = wc ? wc->Find(c.logical_path, c.component_name) : nullptr;
+      const Component* old =
+          wc ? wc->Find(c.logical_path, c.component_name) : nullptr;
       if (old != nullptr && !old->GetBackupStamp().empty()) {
-        VSS_RETURN_IF_VSS_ERROR(bc.SetPreviousBackupStamp(key, old->GetBackupStamp()));
+        VSS_RETURN_IF_VSS_ERROR(
+            bc.SetPreviousBackupStamp(key, old->GetBackupStamp()));
         ++out.previous_stamps;
       }
     }
@@ -106,32 +111,37 @@ VssStatus AddAllComponents(BackupComponents& bc, const ShadowSetRequest& req,
 
 // The failure of a sequence after StartSnapshotSet: AbortBackup (Abort to
 // the writers that still need it), the report, then the error.
-Status Aborted(BackupComponents& bc, const AbortCallback& on_aborted, const std::string& what,
-               const VssStatus& cause) {
+Status Aborted(BackupComponents& bc, const AbortCallback& on_aborted,
+               const std::string& what, const VssStatus& cause) {
   bc.AbortBackup().IgnoreError();  // a set that failed was aborted already
   Status error = StatusFromVss(cause, what);
-  if (on_aborted) on_aborted(AbortReport{what, error, GatherWriterStatuses(bc)});
+  if (on_aborted)
+    on_aborted(AbortReport{what, error, GatherWriterStatuses(bc)});
   return error;
 }
 
 // The steps before StartSnapshotSet: nothing to undo when one fails.
-Status PrepareSet(BackupComponents& bc, const ShadowSetRequest& req, ShadowSetResult& out) {
+Status PrepareSet(BackupComponents& bc, const ShadowSetRequest& req,
+                  ShadowSetResult& out) {
   const bool with_writers = (req.context & VSS_VOLSNAP_ATTR_NO_WRITERS) == 0;
-  VSS_RETURN_IF_ERROR(StatusFromVss(bc.InitializeForBackup(), "InitializeForBackup"));
+  VSS_RETURN_IF_ERROR(
+      StatusFromVss(bc.InitializeForBackup(), "InitializeForBackup"));
   VSS_RETURN_IF_ERROR(StatusFromVss(bc.SetContext(req.context), "SetContext"));
   // Component mode is asked for first so that Identify tells the writers
   // so; it falls back to volume mode below when no writer has components.
-  VSS_RETURN_IF_ERROR(StatusFromVss(
-      bc.SetBackupState(req.select_components && with_writers, false, req.backup_type),
-      "SetBackupState"));
-  if (!with_writers) return OkStatus();
   VSS_RETURN_IF_ERROR(
-      StatusFromVss(WaitForAsync(bc.GatherWriterMetadata()), "GatherWriterMetadata"));
+      StatusFromVss(bc.SetBackupState(req.select_components && with_writers,
+                                      false, req.backup_type),
+                    "SetBackupState"));
+  if (!with_writers) return OkStatus();
+  VSS_RETURN_IF_ERROR(StatusFromVss(WaitForAsync(bc.GatherWriterMetadata()),
+                                    "GatherWriterMetadata"));
   if (!req.select_components) return OkStatus();
-  VSS_RETURN_IF_ERROR(StatusFromVss(AddAllComponents(bc, req, out), "AddComponent"));
+  VSS_RETURN_IF_ERROR(
+      StatusFromVss(AddAllComponents(bc, req, out), "AddComponent"));
   if (out.components.empty()) {
-    VSS_RETURN_IF_ERROR(
-        StatusFromVss(bc.SetBackupState(false, false, req.backup_type), "SetBackupState"));
+    VSS_RETURN_IF_ERROR(StatusFromVss(
+        bc.SetBackupState(false, false, req.backup_type), "SetBackupState"));
   }
   return OkStatus();
 }
@@ -164,17 +174,18 @@ std::string WriterStateName(VSS_WRITER_STATE s) {
 std::string WriterStatusesJson(const std::vector<WriterStatus>& ws) {
   nlohmann::json out = nlohmann::json::array();
   for (const WriterStatus& w : ws) {
-    out.push_back(nlohmann::json{{"name", w.name},
-                                 {"instance_name", w.instance_name},
-                                 {"writer_id", w.writer_id.ToString()},
-                                 {"instance_id", w.instance_id.ToString()},
-                                 {"state", static_cast<int>(w.state)},
-                                 {"state_name", WriterStateName(w.state)},
-                                 {"last_event", w.last_event},
-                                 {"last_error", HResultHex(w.failure)},
-                                 {"last_error_name", HResultName(w.failure)},
-                                 {"application_hr", HResultHex(w.application_hr)},
-                                 {"message", w.message}});
+    out.push_back(
+        nlohmann::json{{"name", w.name},
+                       {"instance_name", w.instance_name},
+                       {"writer_id", w.writer_id.ToString()},
+                       {"instance_id", w.instance_id.ToString()},
+                       {"state", static_cast<int>(w.state)},
+                       {"state_name", WriterStateName(w.state)},
+                       {"last_event", w.last_event},
+                       {"last_error", HResultHex(w.failure)},
+                       {"last_error_name", HResultName(w.failure)},
+                       {"application_hr", HResultHex(w.application_hr)},
+                       {"message", w.message}});
   }
   return out.dump();
 }
@@ -182,7 +193,8 @@ std::string WriterStatusesJson(const std::vector<WriterStatus>& ws) {
 Status StatusFromVss(const VssStatus& s, const std::string& what) {
   if (s.ok()) return OkStatus();
   std::string message = s.ToString();
-  return Status(CodeOf(s.code()), what.empty() ? message : what + ": " + message);
+  return Status(CodeOf(s.code()),
+                what.empty() ? message : what + ": " + message);
 }
 
 VssStatus WaitForAsync(VssStatusOr<std::shared_ptr<Async>> op) {
@@ -210,7 +222,9 @@ StatusOr<int32_t> ContextFromName(const std::string& name) {
   return ValueOf(kContexts, name, "shadow copy context");
 }
 
-std::string ContextNameOf(int32_t context) { return NameOf(kContexts, context); }
+std::string ContextNameOf(int32_t context) {
+  return NameOf(kContexts, context);
+}
 
 std::vector<std::string> BackupTypeNames() { return NamesOf(kBackupTypes); }
 
@@ -218,9 +232,12 @@ StatusOr<VSS_BACKUP_TYPE> BackupTypeFromName(const std::string& name) {
   return ValueOf(kBackupTypes, name, "backup type");
 }
 
-std::string BackupTypeName(VSS_BACKUP_TYPE type) { return NameOf(kBackupTypes, type); }
+std::string BackupTypeName(VSS_BACKUP_TYPE type) {
+  return NameOf(kBackupTypes, type);
+}
 
-StatusOr<ShadowSetResult> CreateShadowSet(BackupComponents& bc, const ShadowSetRequest& req) {
+StatusOr<ShadowSetResult> CreateShadowSet(BackupComponents& bc,
+                                          const ShadowSetRequest& req) {
   ShadowSetResult out;
   VSS_RETURN_IF_ERROR(PrepareSet(bc, req, out));
   VssStatusOr<Guid> set = bc.StartSnapshotSet();
@@ -229,7 +246,9 @@ StatusOr<ShadowSetResult> CreateShadowSet(BackupComponents& bc, const ShadowSetR
   std::vector<Guid> ids;
   for (const std::string& v : req.volumes) {
     VssStatusOr<Guid> id = bc.AddToSnapshotSet(v);
-    if (!id.ok()) return Aborted(bc, req.on_aborted, "AddToSnapshotSet(" + v + ")", id.status());
+    if (!id.ok())
+      return Aborted(bc, req.on_aborted, "AddToSnapshotSet(" + v + ")",
+                     id.status());
     ids.push_back(*id);
   }
   VssStatus s = WaitForAsync(bc.PrepareForBackup());
@@ -238,7 +257,8 @@ StatusOr<ShadowSetResult> CreateShadowSet(BackupComponents& bc, const ShadowSetR
   if (!s.ok()) return Aborted(bc, req.on_aborted, "DoSnapshotSet", s);
   for (const Guid& id : ids) {
     VssStatusOr<SnapshotProp> p = bc.GetSnapshotProperties(id);
-    if (!p.ok()) return Aborted(bc, req.on_aborted, "GetSnapshotProperties", p.status());
+    if (!p.ok())
+      return Aborted(bc, req.on_aborted, "GetSnapshotProperties", p.status());
     out.shadows.push_back(*p);
   }
   return out;
@@ -250,35 +270,41 @@ Status AbortAfterSet(BackupComponents& bc, const AbortCallback& on_aborted,
 }
 
 StatusOr<int32_t> KeptContext(const Service& service, int32_t context,
-                              const std::string& context_name, const std::string& program,
+                              const std::string& context_name,
+                              const std::string& program,
                               const std::string& hint) {
-  const bool auto_release =
-      (context & (VSS_VOLSNAP_ATTR_PERSISTENT | VSS_VOLSNAP_ATTR_NO_AUTO_RELEASE)) == 0;
+  const bool auto_release = (context & (VSS_VOLSNAP_ATTR_PERSISTENT |
+                                        VSS_VOLSNAP_ATTR_NO_AUTO_RELEASE)) == 0;
   if (!auto_release) return context;
   if (service.remote()) return context | VSS_VOLSNAP_ATTR_NO_AUTO_RELEASE;
-  return FailedPreconditionError(
-      "context " + context_name +
-      " makes non-persistent auto-release shadow copies, which would be released as soon as " +
-      program + " exits: no vssd runs to hold them (store " + service.store_dir() + "); " + hint);
+  return FailedPreconditionError("context " + context_name +
+                                 " makes non-persistent auto-release shadow "
+                                 "copies, which would be released as soon as " +
+                                 program +
+                                 " exits: no vssd runs to hold them (store " +
+                                 service.store_dir() + "); " + hint);
 }
 
 // --- Devices ---
 
-StatusOr<std::unique_ptr<BlockDevice>> OpenExport(const Service& service,
-                                                  const ExportOpener& open_export,
-                                                  const std::string& export_name) {
+StatusOr<std::unique_ptr<BlockDevice>> OpenExport(
+    const Service& service, const ExportOpener& open_export,
+    const std::string& export_name) {
   if (!open_export) {
-    return UnsupportedError("reaching " + export_name + " through " + service.Describe() +
+    return UnsupportedError("reaching " + export_name + " through " +
+                            service.Describe() +
                             " needs an NBD client (the request's open_export)");
   }
   return open_export(export_name);
 }
 
-StatusOr<std::unique_ptr<BlockDevice>> OpenShadowView(Service& service, const Guid& id,
-                                                      const ExportOpener& open_export) {
+StatusOr<std::unique_ptr<BlockDevice>> OpenShadowView(
+    Service& service, const Guid& id, const ExportOpener& open_export) {
   if (engine::Store* store = service.store()) {
-    VSS_ASSIGN_OR_RETURN(metadata::ShadowRow row, store->ResolveShadow(id.ToString()));
-    VSS_ASSIGN_OR_RETURN(engine::Volume * volume, store->OpenVolume(row.volume_id));
+    VSS_ASSIGN_OR_RETURN(metadata::ShadowRow row,
+                         store->ResolveShadow(id.ToString()));
+    VSS_ASSIGN_OR_RETURN(engine::Volume * volume,
+                         store->OpenVolume(row.volume_id));
     return volume->OpenShadow(row.id);
   }
   return OpenExport(service, open_export, "shadow/" + id.ToString());
@@ -293,7 +319,8 @@ StatusOr<LiveVolume> OpenLiveVolume(Service& service, const std::string& name,
     out.name = row.name;
     return out;
   }
-  VSS_ASSIGN_OR_RETURN(out.owned, OpenExport(service, open_export, "live/" + name));
+  VSS_ASSIGN_OR_RETURN(out.owned,
+                       OpenExport(service, open_export, "live/" + name));
   out.device = out.owned.get();
   out.name = name;
   return out;

@@ -13,8 +13,8 @@ namespace vss {
 // A read-only view of shadow `id`: through the engine in-process, else
 // vssd's export "shadow/<id>" through `open_export` (kUnsupported when it
 // is empty). Errors name the shadow.
-StatusOr<std::unique_ptr<BlockDevice>> OpenShadowView(Service& service, const Guid& id,
-                                                      const ExportOpener& open_export);
+StatusOr<std::unique_ptr<BlockDevice>> OpenShadowView(
+    Service& service, const Guid& id, const ExportOpener& open_export);
 
 // A live volume to write, every write through copy-on-write.
 struct LiveVolume {

@@ -31,7 +31,9 @@ namespace vss::internal::rpc {
 // A name usable as a template argument.
 template <size_t N>
 struct Name {
-  constexpr Name(const char (&text)[N]) { std::copy_n(text, N, s); }  // NOLINT: implicit
+  constexpr Name(const char (&text)[N]) {
+    std::copy_n(text, N, s);
+  }  // NOLINT: implicit
   char s[N];
 };
 
@@ -90,17 +92,22 @@ struct ListOf {
 };
 struct WriterComponentsCodec {
   static Json Encode(const WriterComponents& c) { return ToJson(c); }
-  static WriterComponents Decode(const Json& j) { return WriterComponentsFromJson(j); }
+  static WriterComponents Decode(const Json& j) {
+    return WriterComponentsFromJson(j);
+  }
 };
 struct MetadataCodec {
-  static Json Encode(const ExamineWriterMetadata& m) { return ToJson(m.document()); }
+  static Json Encode(const ExamineWriterMetadata& m) {
+    return ToJson(m.document());
+  }
   static ExamineWriterMetadata Decode(const Json& j) {
     return ExamineWriterMetadata(WriterMetadataFromJsonValue(j));
   }
 };
 struct DeleteResultCodec {
   static Json Encode(const BackupComponents::DeleteResult& r) {
-    return Json{{"deleted", r.deleted}, {"non_deleted", NullableGuid::Encode(r.non_deleted)}};
+    return Json{{"deleted", r.deleted},
+                {"non_deleted", NullableGuid::Encode(r.non_deleted)}};
   }
   static BackupComponents::DeleteResult Decode(const Json& j) {
     BackupComponents::DeleteResult r;
@@ -131,12 +138,14 @@ struct ValueReply {
     if (!v.ok()) return v.status();
     return C::Encode(*v);
   }
-  static auto Read(const VssStatusOr<Json>& r) -> VssStatusOr<decltype(C::Decode(Json()))> {
+  static auto Read(const VssStatusOr<Json>& r)
+      -> VssStatusOr<decltype(C::Decode(Json()))> {
     if (!r.ok()) return r.status();
     try {
       return C::Decode(*r);
     } catch (const std::exception& e) {
-      return VssError(E_UNEXPECTED, std::string("vssd answered wrongly: ") + e.what());
+      return VssError(E_UNEXPECTED,
+                      std::string("vssd answered wrongly: ") + e.what());
     }
   }
 };
@@ -182,64 +191,89 @@ struct Method {
 template <Name N, auto Fn>
 struct AsyncMethod {
   static constexpr const char* kName = N.s;
-  static VssStatusOr<std::shared_ptr<Async>> Start(BackupComponents& b) { return (b.*Fn)(); }
+  static VssStatusOr<std::shared_ptr<Async>> Start(BackupComponents& b) {
+    return (b.*Fn)();
+  }
 };
 
 using BC = BackupComponents;
 using Key = Arg<"key", KeyCodec>;
 
-using InitializeForBackup = Method<"InitializeForBackup", &BC::InitializeForBackup, StatusReply,
-                                   Arg<"bcd", Plain<std::string>>>;
-using InitializeForRestore = Method<"InitializeForRestore", &BC::InitializeForRestore,
-                                    StatusReply, Arg<"bcd", Plain<std::string>>>;
-using SetContext =
-    Method<"SetContext", &BC::SetContext, StatusReply, Arg<"context", Plain<int32_t>>>;
+using InitializeForBackup =
+    Method<"InitializeForBackup", &BC::InitializeForBackup, StatusReply,
+           Arg<"bcd", Plain<std::string>>>;
+using InitializeForRestore =
+    Method<"InitializeForRestore", &BC::InitializeForRestore, StatusReply,
+           Arg<"bcd", Plain<std::string>>>;
+using SetContext = Method<"SetContext", &BC::SetContext, StatusReply,
+                          Arg<"context", Plain<int32_t>>>;
 using SetBackupState =
     Method<"SetBackupState", &BC::SetBackupState, StatusReply,
-           Arg<"select_components", Plain<bool>>, Arg<"bootable_system_state", Plain<bool>>,
-           Arg<"backup_type", Enum<VSS_BACKUP_TYPE>>, Arg<"partial_file_support", Plain<bool>>>;
-using SetRestoreState = Method<"SetRestoreState", &BC::SetRestoreState, StatusReply,
-                               Arg<"restore_type", Enum<VSS_RESTORE_TYPE>>>;
+           Arg<"select_components", Plain<bool>>,
+           Arg<"bootable_system_state", Plain<bool>>,
+           Arg<"backup_type", Enum<VSS_BACKUP_TYPE>>,
+           Arg<"partial_file_support", Plain<bool>>>;
+using SetRestoreState =
+    Method<"SetRestoreState", &BC::SetRestoreState, StatusReply,
+           Arg<"restore_type", Enum<VSS_RESTORE_TYPE>>>;
 using GetWriterMetadataCount =
     Method<"GetWriterMetadataCount", &BC::GetWriterMetadataCount, CountReply>;
-using GetWriterMetadata = Method<"GetWriterMetadata", &BC::GetWriterMetadata,
-                                 ValueReply<MetadataCodec>, Arg<"index", Plain<size_t>>>;
-using GetWriterStatusCount = Method<"GetWriterStatusCount", &BC::GetWriterStatusCount, CountReply>;
-using GetWriterStatus = Method<"GetWriterStatus", &BC::GetWriterStatus,
-                               ValueReply<WriterStatusCodec>, Arg<"index", Plain<size_t>>>;
-using AddComponent = Method<"AddComponent", &BC::AddComponent, StatusReply, Key>;
-using SetBackupSucceeded = Method<"SetBackupSucceeded", &BC::SetBackupSucceeded, StatusReply,
-                                  Key, Arg<"succeeded", Plain<bool>>>;
-using SetBackupOptions = Method<"SetBackupOptions", &BC::SetBackupOptions, StatusReply, Key,
-                                Arg<"options", Plain<std::string>>>;
-using SetPreviousBackupStamp = Method<"SetPreviousBackupStamp", &BC::SetPreviousBackupStamp,
-                                      StatusReply, Key, Arg<"stamp", Plain<std::string>>>;
+using GetWriterMetadata =
+    Method<"GetWriterMetadata", &BC::GetWriterMetadata,
+           ValueReply<MetadataCodec>, Arg<"index", Plain<size_t>>>;
+using GetWriterStatusCount =
+    Method<"GetWriterStatusCount", &BC::GetWriterStatusCount, CountReply>;
+using GetWriterStatus =
+    Method<"GetWriterStatus", &BC::GetWriterStatus,
+           ValueReply<WriterStatusCodec>, Arg<"index", Plain<size_t>>>;
+using AddComponent =
+    Method<"AddComponent", &BC::AddComponent, StatusReply, Key>;
+using SetBackupSucceeded =
+    Method<"SetBackupSucceeded", &BC::SetBackupSucceeded, StatusReply, Key,
+           Arg<"succeeded", Plain<bool>>>;
+using SetBackupOptions =
+    Method<"SetBackupOptions", &BC::SetBackupOptions, StatusReply, Key,
+           Arg<"options", Plain<std::string>>>;
+using SetPreviousBackupStamp =
+    Method<"SetPreviousBackupStamp", &BC::SetPreviousBackupStamp, StatusReply,
+           Key, Arg<"stamp", Plain<std::string>>>;
 using GetWriterComponentsCount =
-    Method<"GetWriterComponentsCount", &BC::GetWriterComponentsCount, CountReply>;
-using GetWriterComponents = Method<"GetWriterComponents", &BC::GetWriterComponents,
-                                   ValueReply<WriterComponentsCodec>, Arg<"index", Plain<size_t>>>;
-using SaveAsJson = Method<"SaveAsJson", &BC::SaveAsJson, ValueReply<Plain<std::string>>>;
-using StartSnapshotSet = Method<"StartSnapshotSet", &BC::StartSnapshotSet, ValueReply<GuidCodec>>;
+    Method<"GetWriterComponentsCount", &BC::GetWriterComponentsCount,
+           CountReply>;
+using GetWriterComponents =
+    Method<"GetWriterComponents", &BC::GetWriterComponents,
+           ValueReply<WriterComponentsCodec>, Arg<"index", Plain<size_t>>>;
+using SaveAsJson =
+    Method<"SaveAsJson", &BC::SaveAsJson, ValueReply<Plain<std::string>>>;
+using StartSnapshotSet =
+    Method<"StartSnapshotSet", &BC::StartSnapshotSet, ValueReply<GuidCodec>>;
 using AddToSnapshotSet =
     Method<"AddToSnapshotSet", &BC::AddToSnapshotSet, ValueReply<GuidCodec>,
            Arg<"volume", Plain<std::string>>, Arg<"provider_id", NullableGuid>>;
 using AbortBackup = Method<"AbortBackup", &BC::AbortBackup, StatusReply>;
-using GetSnapshotProperties = Method<"GetSnapshotProperties", &BC::GetSnapshotProperties,
-                                     ValueReply<SnapshotPropCodec>, Arg<"snapshot_id", GuidCodec>>;
-using Query = Method<"Query", &BC::Query, ValueReply<ListOf<SnapshotPropCodec>>>;
+using GetSnapshotProperties =
+    Method<"GetSnapshotProperties", &BC::GetSnapshotProperties,
+           ValueReply<SnapshotPropCodec>, Arg<"snapshot_id", GuidCodec>>;
+using Query =
+    Method<"Query", &BC::Query, ValueReply<ListOf<SnapshotPropCodec>>>;
 using DeleteSnapshots =
-    Method<"DeleteSnapshots", &BC::DeleteSnapshots, ValueReply<DeleteResultCodec>,
-           Arg<"source_id", GuidCodec>, Arg<"type", Enum<VSS_OBJECT_TYPE>>,
-           Arg<"force", Plain<bool>>>;
-using RevertToSnapshot = Method<"RevertToSnapshot", &BC::RevertToSnapshot, StatusReply,
-                                Arg<"snapshot_id", GuidCodec>, Arg<"force_dismount", Plain<bool>>>;
-using SetSelectedForRestore = Method<"SetSelectedForRestore", &BC::SetSelectedForRestore,
-                                     StatusReply, Key, Arg<"selected", Plain<bool>>>;
-using SetFileRestoreStatus = Method<"SetFileRestoreStatus", &BC::SetFileRestoreStatus,
-                                    StatusReply, Key, Arg<"status", Enum<VSS_FILE_RESTORE_STATUS>>>;
+    Method<"DeleteSnapshots", &BC::DeleteSnapshots,
+           ValueReply<DeleteResultCodec>, Arg<"source_id", GuidCodec>,
+           Arg<"type", Enum<VSS_OBJECT_TYPE>>, Arg<"force", Plain<bool>>>;
+using RevertToSnapshot =
+    Method<"RevertToSnapshot", &BC::RevertToSnapshot, StatusReply,
+           Arg<"snapshot_id", GuidCodec>, Arg<"force_dismount", Plain<bool>>>;
+using SetSelectedForRestore =
+    Method<"SetSelectedForRestore", &BC::SetSelectedForRestore, StatusReply,
+           Key, Arg<"selected", Plain<bool>>>;
+using SetFileRestoreStatus =
+    Method<"SetFileRestoreStatus", &BC::SetFileRestoreStatus, StatusReply, Key,
+           Arg<"status", Enum<VSS_FILE_RESTORE_STATUS>>>;
 
-using GatherWriterMetadata = AsyncMethod<"GatherWriterMetadata", &BC::GatherWriterMetadata>;
-using GatherWriterStatus = AsyncMethod<"GatherWriterStatus", &BC::GatherWriterStatus>;
+using GatherWriterMetadata =
+    AsyncMethod<"GatherWriterMetadata", &BC::GatherWriterMetadata>;
+using GatherWriterStatus =
+    AsyncMethod<"GatherWriterStatus", &BC::GatherWriterStatus>;
 using PrepareForBackup = AsyncMethod<"PrepareForBackup", &BC::PrepareForBackup>;
 using DoSnapshotSet = AsyncMethod<"DoSnapshotSet", &BC::DoSnapshotSet>;
 using BackupComplete = AsyncMethod<"BackupComplete", &BC::BackupComplete>;
@@ -250,14 +284,17 @@ using PostRestore = AsyncMethod<"PostRestore", &BC::PostRestore>;
 template <typename... M>
 struct List {};
 using SyncMethods =
-    List<InitializeForBackup, InitializeForRestore, SetContext, SetBackupState, SetRestoreState,
-         GetWriterMetadataCount, GetWriterMetadata, GetWriterStatusCount, GetWriterStatus,
-         AddComponent, SetBackupSucceeded, SetBackupOptions, SetPreviousBackupStamp,
-         GetWriterComponentsCount, GetWriterComponents, SaveAsJson, StartSnapshotSet,
-         AddToSnapshotSet, AbortBackup, GetSnapshotProperties, Query, DeleteSnapshots,
-         RevertToSnapshot, SetSelectedForRestore, SetFileRestoreStatus>;
-using AsyncMethods = List<GatherWriterMetadata, GatherWriterStatus, PrepareForBackup,
-                          DoSnapshotSet, BackupComplete, PreRestore, PostRestore>;
+    List<InitializeForBackup, InitializeForRestore, SetContext, SetBackupState,
+         SetRestoreState, GetWriterMetadataCount, GetWriterMetadata,
+         GetWriterStatusCount, GetWriterStatus, AddComponent,
+         SetBackupSucceeded, SetBackupOptions, SetPreviousBackupStamp,
+         GetWriterComponentsCount, GetWriterComponents, SaveAsJson,
+         StartSnapshotSet, AddToSnapshotSet, AbortBackup, GetSnapshotProperties,
+         Query, DeleteSnapshots, RevertToSnapshot, SetSelectedForRestore,
+         SetFileRestoreStatus>;
+using AsyncMethods =
+    List<GatherWriterMetadata, GatherWriterStatus, PrepareForBackup,
+         DoSnapshotSet, BackupComplete, PreRestore, PostRestore>;
 
 using SyncServe = VssStatusOr<Json> (*)(BackupComponents&, const Json&);
 using AsyncStart = VssStatusOr<std::shared_ptr<Async>> (*)(BackupComponents&);

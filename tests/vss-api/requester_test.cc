@@ -3,6 +3,7 @@
 // restores that put back the bytes of each backup's instant, a damaged
 // image refused before any change, and a failed set reported and undone.
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <cstdint>
@@ -11,8 +12,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "test_util.h"
 #include "vss/api/backup.h"
@@ -29,7 +28,8 @@ constexpr uint64_t kVolumeSize = uint64_t{4} << 20;
 // `length` bytes of a pattern that differs per `seed`.
 std::vector<uint8_t> Pattern(uint8_t seed, size_t length) {
   std::vector<uint8_t> out(length);
-  for (size_t i = 0; i < length; ++i) out[i] = static_cast<uint8_t>(seed + i * 7 + i / 4096);
+  for (size_t i = 0; i < length; ++i)
+    out[i] = static_cast<uint8_t>(seed + i * 7 + i / 4096);
   return out;
 }
 
@@ -47,7 +47,8 @@ class RequesterTest : public ::testing::Test {
     engine::StoreOptions so;
     so.dir = store_dir();
     {
-      StatusOr<std::unique_ptr<engine::Store>> store = engine::Store::Open(std::move(so));
+      StatusOr<std::unique_ptr<engine::Store>> store =
+          engine::Store::Open(std::move(so));
       ASSERT_TRUE(store.ok()) << store.status().ToString();
       for (const char* name : {"vol1", "vol2"}) {
         engine::CreateVolumeRequest req;
@@ -60,7 +61,8 @@ class RequesterTest : public ::testing::Test {
     ServiceOptions options;
     options.store_dir = store_dir();
     options.mode = ServiceOptions::Mode::kInProcess;
-    VssStatusOr<std::unique_ptr<Service>> service = Service::Connect(std::move(options));
+    VssStatusOr<std::unique_ptr<Service>> service =
+        Service::Connect(std::move(options));
     ASSERT_TRUE(service.ok()) << service.status().ToString();
     service_ = std::move(service).value();
   }
@@ -76,7 +78,9 @@ class RequesterTest : public ::testing::Test {
   }
 
   std::string store_dir() const { return dir_.path() + "/store"; }
-  std::string backup_dir(const std::string& name) const { return dir_.path() + "/" + name; }
+  std::string backup_dir(const std::string& name) const {
+    return dir_.path() + "/" + name;
+  }
 
   engine::Volume* Volume(const std::string& name) {
     StatusOr<metadata::VolumeRow> row = service_->store()->ResolveVolume(name);
@@ -93,7 +97,8 @@ class RequesterTest : public ::testing::Test {
   }
 
   // Writes `data` at `offset` of the volume and flushes it.
-  void WriteVolume(const std::string& name, uint64_t offset, const std::vector<uint8_t>& data) {
+  void WriteVolume(const std::string& name, uint64_t offset,
+                   const std::vector<uint8_t>& data) {
     engine::Volume* v = Volume(name);
     ASSERT_TRUE(v->Write(offset, data).ok());
     ASSERT_TRUE(v->Flush().ok());
@@ -142,7 +147,8 @@ TEST_F(RequesterTest, FullIncrementalRestore_PutBackTheBytesOfEachBackup) {
   EXPECT_EQ(ReadFileBytes(backup_dir("full") + "/vol1.img"), at_full);
   EXPECT_TRUE(fs::exists(backup_dir("full") + "/backup.json"));
   EXPECT_TRUE(fs::exists(backup_dir("full") + "/manifest.json"));
-  EXPECT_NE(full->manifest.find("\"backup_type\": \"full\""), std::string::npos);
+  EXPECT_NE(full->manifest.find("\"backup_type\": \"full\""),
+            std::string::npos);
   // The set was deleted: the store keeps no shadow.
   StatusOr<std::vector<metadata::ShadowRow>> shadows =
       service_->store()->catalog().ListShadows();
@@ -164,7 +170,8 @@ TEST_F(RequesterTest, FullIncrementalRestore_PutBackTheBytesOfEachBackup) {
   EXPECT_EQ(ReadFileBytes(backup_dir("incr") + "/vol1.img"), at_incremental);
 
   WriteVolume("vol1", 0, Pattern(3, kVolumeSize));
-  StatusOr<RestoreResult> restored = Restore(*service_, RestoreRequest{.dir = backup_dir("full")});
+  StatusOr<RestoreResult> restored =
+      Restore(*service_, RestoreRequest{.dir = backup_dir("full")});
   ASSERT_TRUE(restored.ok()) << restored.status().ToString();
   EXPECT_TRUE(restored->status().ok()) << restored->status().ToString();
   EXPECT_EQ(restored->set_id, full->set_id);
@@ -177,7 +184,8 @@ TEST_F(RequesterTest, FullIncrementalRestore_PutBackTheBytesOfEachBackup) {
   EXPECT_GE(log_.IndexOf("A:PreRestore"), 0);
   EXPECT_GT(log_.IndexOf("A:PostRestore"), log_.IndexOf("A:PreRestore"));
 
-  restored = Restore(*service_, RestoreRequest{.dir = backup_dir("incr"), .volume = "vol1"});
+  restored = Restore(
+      *service_, RestoreRequest{.dir = backup_dir("incr"), .volume = "vol1"});
   ASSERT_TRUE(restored.ok()) << restored.status().ToString();
   EXPECT_EQ(ReadVolume("vol1"), at_incremental);
 }
@@ -186,17 +194,21 @@ TEST_F(RequesterTest, Restore_DamagedImage_RefusedBeforeAnyChange) {
   WriteVolume("vol1", 0, Pattern(4, 64 << 10));
   ASSERT_TRUE(RunBackup(backup_dir("b"), VSS_BT_FULL).ok());
   {
-    std::fstream f(backup_dir("b") + "/vol1.img", std::ios::in | std::ios::out | std::ios::binary);
+    std::fstream f(backup_dir("b") + "/vol1.img",
+                   std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(100);
     f.put('\x5a');
   }
   WriteVolume("vol1", 0, Pattern(5, 64 << 10));
   const std::vector<uint8_t> before = ReadVolume("vol1");
 
-  StatusOr<RestoreResult> r = Restore(*service_, RestoreRequest{.dir = backup_dir("b")});
+  StatusOr<RestoreResult> r =
+      Restore(*service_, RestoreRequest{.dir = backup_dir("b")});
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().code(), StatusCode::kCorruption) << r.status().ToString();
-  EXPECT_NE(r.status().message().find("vol1.img"), std::string::npos) << r.status().ToString();
+  EXPECT_EQ(r.status().code(), StatusCode::kCorruption)
+      << r.status().ToString();
+  EXPECT_NE(r.status().message().find("vol1.img"), std::string::npos)
+      << r.status().ToString();
   EXPECT_EQ(ReadVolume("vol1"), before);
 }
 
@@ -228,10 +240,12 @@ TEST_F(RequesterTest, Backup_WriterFailsFreeze_AbortReportedAndNothingLeft) {
 }
 
 TEST_F(RequesterTest, Backup_KeepShadowsInProcessAutoRelease_Refused) {
-  BackupRequest req{.volumes = {"vol1"}, .dir = backup_dir("b"), .keep_shadows = true};
+  BackupRequest req{
+      .volumes = {"vol1"}, .dir = backup_dir("b"), .keep_shadows = true};
   StatusOr<BackupResult> r = Backup(*service_, req);
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition) << r.status().ToString();
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition)
+      << r.status().ToString();
   EXPECT_FALSE(fs::exists(backup_dir("b")));
 }
 
@@ -241,14 +255,19 @@ TEST(RequesterNames, ContextsAndBackupTypes_RoundTrip) {
     ASSERT_TRUE(t.ok()) << name;
     EXPECT_EQ(BackupTypeName(*t), name);
   }
-  EXPECT_EQ(BackupTypeFromName("weekly").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(BackupTypeFromName("weekly").status().code(),
+            StatusCode::kInvalidArgument);
   ASSERT_EQ(ContextNames().size(), 6u);
   EXPECT_EQ(*ContextFromName("backup"), VSS_CTX_BACKUP);
-  EXPECT_EQ(*ContextFromName("client-accessible-writers"), VSS_CTX_CLIENT_ACCESSIBLE_WRITERS);
-  EXPECT_EQ(ContextFromName("bogus").status().code(), StatusCode::kInvalidArgument);
-  Status s = StatusFromVss(VssError(VSS_E_BAD_STATE, "out of order"), "DoSnapshotSet");
+  EXPECT_EQ(*ContextFromName("client-accessible-writers"),
+            VSS_CTX_CLIENT_ACCESSIBLE_WRITERS);
+  EXPECT_EQ(ContextFromName("bogus").status().code(),
+            StatusCode::kInvalidArgument);
+  Status s =
+      StatusFromVss(VssError(VSS_E_BAD_STATE, "out of order"), "DoSnapshotSet");
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
-  EXPECT_EQ(s.message().rfind("DoSnapshotSet: VSS_E_BAD_STATE", 0), 0u) << s.message();
+  EXPECT_EQ(s.message().rfind("DoSnapshotSet: VSS_E_BAD_STATE", 0), 0u)
+      << s.message();
 }
 
 }  // namespace

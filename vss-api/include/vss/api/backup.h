@@ -119,8 +119,8 @@ using AbortCallback = std::function<void(const AbortReport&)>;
 
 // Opens an NBD export of vssd ("shadow/<id>" read-only, "live/<volume>"
 // read-write) of the Service's store. Only used through vssd.
-using ExportOpener =
-    std::function<StatusOr<std::unique_ptr<BlockDevice>>(const std::string& export_name)>;
+using ExportOpener = std::function<StatusOr<std::unique_ptr<BlockDevice>>(
+    const std::string& export_name)>;
 
 // --- A shadow copy set through the requester sequence ---
 
@@ -151,7 +151,8 @@ struct ShadowSetResult {
 // GetSnapshotProperties. A failure before StartSnapshotSet changes nothing;
 // a later one aborts the backup (AbortBackup) and is reported to
 // `on_aborted`. REQUIRES: `bc` is fresh (not initialized).
-StatusOr<ShadowSetResult> CreateShadowSet(BackupComponents& bc, const ShadowSetRequest& req);
+StatusOr<ShadowSetResult> CreateShadowSet(BackupComponents& bc,
+                                          const ShadowSetRequest& req);
 
 // The context to use for shadows that must outlive the requester's
 // process: unchanged when persistent or NO_AUTO_RELEASE already; with
@@ -160,7 +161,8 @@ StatusOr<ShadowSetResult> CreateShadowSet(BackupComponents& bc, const ShadowSetR
 // message names the context (`context_name`), the program (`program`)
 // whose exit would release them and the store, and ends with `hint`.
 StatusOr<int32_t> KeptContext(const Service& service, int32_t context,
-                              const std::string& context_name, const std::string& program,
+                              const std::string& context_name,
+                              const std::string& program,
                               const std::string& hint);
 
 // --- Backup ---
@@ -193,10 +195,10 @@ struct BackedUpVolume {
   std::string volume;  // the store's volume name
   Guid shadow_id;
   std::string device_object;
-  std::string image;       // file name in the backup directory
-  uint64_t size = 0;       // bytes of the image and the volume
-  std::string xxh3_128;    // hex, of every byte of the image
-  uint64_t data_bytes = 0; // non-zero bytes written
+  std::string image;        // file name in the backup directory
+  uint64_t size = 0;        // bytes of the image and the volume
+  std::string xxh3_128;     // hex, of every byte of the image
+  uint64_t data_bytes = 0;  // non-zero bytes written
 };
 
 struct BackupResult {
@@ -205,9 +207,9 @@ struct BackupResult {
   std::string context_name;
   int32_t context = 0;  // as used (KeptContext applied)
   VSS_BACKUP_TYPE backup_type = VSS_BT_FULL;
-  std::vector<BackedUpVolume> volumes;  // in the order of the request
+  std::vector<BackedUpVolume> volumes;   // in the order of the request
   std::vector<ComponentKey> components;  // backed up, each marked succeeded
-  std::string base_dir;        // the request's; empty: no base
+  std::string base_dir;                  // the request's; empty: no base
   size_t previous_stamps = 0;  // with a base: components given its stamps
   std::vector<WriterStatus> writers;  // after BackupComplete
   // The writers' answer to BackupComplete. The backup is complete either
@@ -253,7 +255,8 @@ class VerifiedBackup {
   // no backup.json or the volume is not in the backup; kCorruption naming
   // the file and what is wrong; kUnsupported for a backup without
   // checksums. Opens no store.
-  static StatusOr<std::unique_ptr<VerifiedBackup>> Open(const RestoreRequest& req);
+  static StatusOr<std::unique_ptr<VerifiedBackup>> Open(
+      const RestoreRequest& req);
 
   const std::string& dir() const { return dir_; }
   const std::string& document() const { return document_; }  // backup.json
