@@ -17,6 +17,8 @@
 #include <sstream>
 #include <utility>
 
+#include "vss/api/daemon/thaw_guard.h"
+
 namespace vss {
 namespace {
 

@@ -6,27 +6,18 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <utility>
 
 #include "ipc.h"
 #include "remote.h"
+#include "rpc_methods.h"
 #include "wire.h"
 
 namespace vss::internal {
 namespace {
 
-// Unwraps a reply into T with `read`; a reply of the wrong shape is
-// E_UNEXPECTED.
-template <typename T, typename F>
-VssStatusOr<T> Read(const VssStatusOr<Json>& r, F read) {
-  if (!r.ok()) return r.status();
-  try {
-    return read(*r);
-  } catch (const std::exception& e) {
-    return VssError(E_UNEXPECTED, std::string("vssd answered wrongly: ") + e.what());
-  }
-}
 
-VssStatus Status(const VssStatusOr<Json>& r) { return r.ok() ? VssStatus::Ok() : r.status(); }
+VssStatus Status(const VssStatusOr<Json>& r) { return rpc::StatusReply::Read(r); }
 
 class RemoteService;
 
@@ -42,136 +33,117 @@ class RemoteBackupComponents final : public BackupComponents {
   }
 
   VssStatus InitializeForBackup(const std::string& bcd_json) override {
-    return Status(Call("InitializeForBackup", {{"bcd", bcd_json}}));
+    return Invoke<rpc::InitializeForBackup>(bcd_json);
   }
   VssStatus InitializeForRestore(const std::string& bcd_json) override {
-    return Status(Call("InitializeForRestore", {{"bcd", bcd_json}}));
+    return Invoke<rpc::InitializeForRestore>(bcd_json);
   }
-  VssStatus SetContext(int32_t context) override {
-    return Status(Call("SetContext", {{"context", context}}));
-  }
+  VssStatus SetContext(int32_t context) override { return Invoke<rpc::SetContext>(context); }
   VssStatus SetBackupState(bool select_components, bool bootable_system_state,
                            VSS_BACKUP_TYPE backup_type, bool partial_file_support) override {
-    return Status(Call("SetBackupState", {{"select_components", select_components},
-                                          {"bootable_system_state", bootable_system_state},
-                                          {"backup_type", backup_type},
-                                          {"partial_file_support", partial_file_support}}));
+    return Invoke<rpc::SetBackupState>(select_components, bootable_system_state, backup_type,
+                                       partial_file_support);
   }
   VssStatus SetRestoreState(VSS_RESTORE_TYPE restore_type) override {
-    return Status(Call("SetRestoreState", {{"restore_type", restore_type}}));
+    return Invoke<rpc::SetRestoreState>(restore_type);
   }
   Guid GetSessionId() const override { return session_; }
 
   VssStatusOr<std::shared_ptr<Async>> GatherWriterMetadata() override {
-    return StartAsync("GatherWriterMetadata");
+    return StartAsync<rpc::GatherWriterMetadata>();
   }
-  size_t GetWriterMetadataCount() const override { return Count("GetWriterMetadataCount"); }
+  size_t GetWriterMetadataCount() const override {
+    return Invoke<rpc::GetWriterMetadataCount>();
+  }
   VssStatusOr<ExamineWriterMetadata> GetWriterMetadata(size_t i) const override {
-    return Read<ExamineWriterMetadata>(Call("GetWriterMetadata", {{"index", i}}), [](const Json& j) {
-      return ExamineWriterMetadata(WriterMetadataFromJsonValue(j));
-    });
+    return Invoke<rpc::GetWriterMetadata>(i);
   }
   VssStatusOr<std::shared_ptr<Async>> GatherWriterStatus() override {
-    return StartAsync("GatherWriterStatus");
+    return StartAsync<rpc::GatherWriterStatus>();
   }
-  size_t GetWriterStatusCount() const override { return Count("GetWriterStatusCount"); }
+  size_t GetWriterStatusCount() const override { return Invoke<rpc::GetWriterStatusCount>(); }
   VssStatusOr<WriterStatus> GetWriterStatus(size_t i) const override {
-    return Read<WriterStatus>(Call("GetWriterStatus", {{"index", i}}), WriterStatusFromJson);
+    return Invoke<rpc::GetWriterStatus>(i);
   }
 
   VssStatus AddComponent(const ComponentKey& key) override {
-    return Status(Call("AddComponent", {{"key", ToJson(key)}}));
+    return Invoke<rpc::AddComponent>(key);
   }
   VssStatus SetBackupSucceeded(const ComponentKey& key, bool succeeded) override {
-    return Status(Call("SetBackupSucceeded", {{"key", ToJson(key)}, {"succeeded", succeeded}}));
+    return Invoke<rpc::SetBackupSucceeded>(key, succeeded);
   }
   VssStatus SetBackupOptions(const ComponentKey& key, const std::string& options) override {
-    return Status(Call("SetBackupOptions", {{"key", ToJson(key)}, {"options", options}}));
+    return Invoke<rpc::SetBackupOptions>(key, options);
   }
   VssStatus SetPreviousBackupStamp(const ComponentKey& key, const std::string& stamp) override {
-    return Status(Call("SetPreviousBackupStamp", {{"key", ToJson(key)}, {"stamp", stamp}}));
+    return Invoke<rpc::SetPreviousBackupStamp>(key, stamp);
   }
-  size_t GetWriterComponentsCount() const override { return Count("GetWriterComponentsCount"); }
+  size_t GetWriterComponentsCount() const override {
+    return Invoke<rpc::GetWriterComponentsCount>();
+  }
   VssStatusOr<WriterComponents> GetWriterComponents(size_t i) const override {
-    return Read<WriterComponents>(Call("GetWriterComponents", {{"index", i}}),
-                                  WriterComponentsFromJson);
+    return Invoke<rpc::GetWriterComponents>(i);
   }
-  VssStatusOr<std::string> SaveAsJson() const override {
-    return Read<std::string>(Call("SaveAsJson"), [](const Json& j) { return j.get<std::string>(); });
-  }
+  VssStatusOr<std::string> SaveAsJson() const override { return Invoke<rpc::SaveAsJson>(); }
 
-  VssStatusOr<Guid> StartSnapshotSet() override {
-    return Read<Guid>(Call("StartSnapshotSet"), GuidFromJson);
-  }
+  VssStatusOr<Guid> StartSnapshotSet() override { return Invoke<rpc::StartSnapshotSet>(); }
   VssStatusOr<Guid> AddToSnapshotSet(const std::string& volume, const Guid& provider_id) override {
-    return Read<Guid>(
-        Call("AddToSnapshotSet",
-             {{"volume", volume},
-              {"provider_id", provider_id.IsNull() ? "" : provider_id.ToString()}}),
-        GuidFromJson);
+    return Invoke<rpc::AddToSnapshotSet>(volume, provider_id);
   }
   VssStatusOr<std::shared_ptr<Async>> PrepareForBackup() override {
-    return StartAsync("PrepareForBackup");
+    return StartAsync<rpc::PrepareForBackup>();
   }
-  VssStatusOr<std::shared_ptr<Async>> DoSnapshotSet() override { return StartAsync("DoSnapshotSet"); }
+  VssStatusOr<std::shared_ptr<Async>> DoSnapshotSet() override {
+    return StartAsync<rpc::DoSnapshotSet>();
+  }
   VssStatusOr<std::shared_ptr<Async>> BackupComplete() override {
-    return StartAsync("BackupComplete");
+    return StartAsync<rpc::BackupComplete>();
   }
-  VssStatus AbortBackup() override { return Status(Call("AbortBackup")); }
+  VssStatus AbortBackup() override { return Invoke<rpc::AbortBackup>(); }
 
   VssStatusOr<SnapshotProp> GetSnapshotProperties(const Guid& snapshot_id) override {
-    return Read<SnapshotProp>(
-        Call("GetSnapshotProperties", {{"snapshot_id", snapshot_id.ToString()}}),
-        SnapshotPropFromJson);
+    return Invoke<rpc::GetSnapshotProperties>(snapshot_id);
   }
-  VssStatusOr<std::vector<SnapshotProp>> Query() override {
-    return Read<std::vector<SnapshotProp>>(Call("Query"), [](const Json& j) {
-      std::vector<SnapshotProp> out;
-      for (const Json& p : j) out.push_back(SnapshotPropFromJson(p));
-      return out;
-    });
-  }
+  VssStatusOr<std::vector<SnapshotProp>> Query() override { return Invoke<rpc::Query>(); }
   VssStatusOr<DeleteResult> DeleteSnapshots(const Guid& source_id, VSS_OBJECT_TYPE type,
                                             bool force) override {
-    return Read<DeleteResult>(
-        Call("DeleteSnapshots",
-             {{"source_id", source_id.ToString()}, {"type", type}, {"force", force}}),
-        [](const Json& j) {
-          DeleteResult r;
-          r.deleted = j.at("deleted").get<int32_t>();
-          std::string nd = j.at("non_deleted").get<std::string>();
-          if (!nd.empty()) r.non_deleted = GuidFromJson(nd);
-          return r;
-        });
+    return Invoke<rpc::DeleteSnapshots>(source_id, type, force);
   }
   VssStatus RevertToSnapshot(const Guid& snapshot_id, bool force_dismount) override {
-    return Status(Call("RevertToSnapshot", {{"snapshot_id", snapshot_id.ToString()},
-                                            {"force_dismount", force_dismount}}));
+    return Invoke<rpc::RevertToSnapshot>(snapshot_id, force_dismount);
   }
 
   VssStatus SetSelectedForRestore(const ComponentKey& key, bool selected) override {
-    return Status(Call("SetSelectedForRestore", {{"key", ToJson(key)}, {"selected", selected}}));
+    return Invoke<rpc::SetSelectedForRestore>(key, selected);
   }
-  VssStatusOr<std::shared_ptr<Async>> PreRestore() override { return StartAsync("PreRestore"); }
+  VssStatusOr<std::shared_ptr<Async>> PreRestore() override {
+    return StartAsync<rpc::PreRestore>();
+  }
   VssStatus SetFileRestoreStatus(const ComponentKey& key,
                                  VSS_FILE_RESTORE_STATUS status) override {
-    return Status(Call("SetFileRestoreStatus", {{"key", ToJson(key)}, {"status", status}}));
+    return Invoke<rpc::SetFileRestoreStatus>(key, status);
   }
-  VssStatusOr<std::shared_ptr<Async>> PostRestore() override { return StartAsync("PostRestore"); }
+  VssStatusOr<std::shared_ptr<Async>> PostRestore() override {
+    return StartAsync<rpc::PostRestore>();
+  }
 
  private:
   VssStatusOr<Json> Call(const std::string& method, Json args = Json::object()) const {
     args["handle"] = handle_;
     return channel_->Call(method, std::move(args));
   }
-  size_t Count(const std::string& method) const {
-    VssStatusOr<Json> r = Call(method);
-    return r.ok() && r->is_number_unsigned() ? r->get<size_t>() : 0;
+  // A method of the table (rpc_methods.h): its arguments encoded, its
+  // reply read, by the same definitions the host serves it with.
+  template <typename M, typename... A>
+  auto Invoke(const A&... args) const
+      -> decltype(M::Reply::Read(std::declval<VssStatusOr<Json>>())) {
+    return M::Reply::Read(Call(M::kName, M::Encode(args...)));
   }
   // vssd starts the operation and answers at once (or with the call-time
   // error); the Async here waits for vssd's "Wait" and forwards Cancel.
-  VssStatusOr<std::shared_ptr<Async>> StartAsync(const std::string& method) {
-    VssStatus s = Status(Call(method));
+  template <typename M>
+  VssStatusOr<std::shared_ptr<Async>> StartAsync() {
+    VssStatus s = Status(Call(M::kName));
     if (!s.ok()) return s;
     std::shared_ptr<Channel> channel = channel_;
     int64_t handle = handle_;
@@ -247,20 +219,12 @@ class RemoteService final : public Service {
     }
   }
   VssStatusOr<std::vector<WriterStatus>> ListWriters() override {
-    return Read<std::vector<WriterStatus>>(channel_->Call("ListWriters", Json::object()),
-                                           [](const Json& j) {
-                                             std::vector<WriterStatus> out;
-                                             for (const Json& w : j) out.push_back(WriterStatusFromJson(w));
-                                             return out;
-                                           });
+    return rpc::ValueReply<rpc::ListOf<rpc::WriterStatusCodec>>::Read(
+        channel_->Call("ListWriters", Json::object()));
   }
   VssStatusOr<std::vector<ProviderProp>> ListProviders() override {
-    return Read<std::vector<ProviderProp>>(channel_->Call("ListProviders", Json::object()),
-                                           [](const Json& j) {
-                                             std::vector<ProviderProp> out;
-                                             for (const Json& p : j) out.push_back(ProviderPropFromJson(p));
-                                             return out;
-                                           });
+    return rpc::ValueReply<rpc::ListOf<rpc::ProviderPropCodec>>::Read(
+        channel_->Call("ListProviders", Json::object()));
   }
 
   VssStatus Subscribe(std::shared_ptr<WriterEndpoint> endpoint) override {

@@ -1,4 +1,4 @@
-#include "vss/api/service_host.h"
+#include "vss/api/daemon/service_host.h"
 
 #include <unistd.h>
 
@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "ipc.h"
+#include "rpc_methods.h"
 #include "vss/api/backup_components.h"
 #include "wire.h"
 
@@ -21,6 +22,7 @@ namespace {
 
 using internal::Channel;
 using internal::Json;
+namespace rpc = internal::rpc;
 
 // A writer in the peer's process, as the coordinator sees it: each event is
 // a "WriterEvent" call on the connection.
@@ -87,166 +89,16 @@ struct Requester {
   explicit Requester(Coordinator& c) : bc(c) {}
 };
 
-using SyncCall = std::function<VssStatusOr<Json>(BackupComponents&, const Json&)>;
-using AsyncCall = std::function<VssStatusOr<std::shared_ptr<Async>>(BackupComponents&)>;
-
-template <typename T>
-VssStatusOr<Json> Wrap(const VssStatusOr<T>& v, const std::function<Json(const T&)>& f) {
-  if (!v.ok()) return v.status();
-  return f(*v);
-}
-
-VssStatusOr<Json> Done(const VssStatus& s) {
-  if (!s.ok()) return s;
-  return Json();
-}
-
-const std::map<std::string, SyncCall>& SyncCalls() {
-  using internal::ComponentKeyFromJson;
-  static const std::map<std::string, SyncCall> calls = {
-      {"InitializeForBackup",
-       [](BackupComponents& b, const Json& a) {
-         return Done(b.InitializeForBackup(a.at("bcd").get<std::string>()));
-       }},
-      {"InitializeForRestore",
-       [](BackupComponents& b, const Json& a) {
-         return Done(b.InitializeForRestore(a.at("bcd").get<std::string>()));
-       }},
-      {"SetContext",
-       [](BackupComponents& b, const Json& a) {
-         return Done(b.SetContext(a.at("context").get<int32_t>()));
-       }},
-      {"SetBackupState",
-       [](BackupComponents& b, const Json& a) {
-         return Done(b.SetBackupState(a.at("select_components").get<bool>(),
-                                      a.at("bootable_system_state").get<bool>(),
-                                      static_cast<VSS_BACKUP_TYPE>(a.at("backup_type").get<int>()),
-                                      a.at("partial_file_support").get<bool>()));
-       }},
-      {"SetRestoreState",
-       [](BackupComponents& b, const Json& a) {
-         return Done(
-             b.SetRestoreState(static_cast<VSS_RESTORE_TYPE>(a.at("restore_type").get<int>())));
-       }},
-      {"GetWriterMetadataCount",
-       [](BackupComponents& b, const Json&) -> VssStatusOr<Json> {
-         return Json(b.GetWriterMetadataCount());
-       }},
-      {"GetWriterMetadata",
-       [](BackupComponents& b, const Json& a) {
-         return Wrap<ExamineWriterMetadata>(
-             b.GetWriterMetadata(a.at("index").get<size_t>()),
-             [](const ExamineWriterMetadata& m) { return internal::ToJson(m.document()); });
-       }},
-      {"GetWriterStatusCount",
-       [](BackupComponents& b, const Json&) -> VssStatusOr<Json> {
-         return Json(b.GetWriterStatusCount());
-       }},
-      {"GetWriterStatus",
-       [](BackupComponents& b, const Json& a) {
-         return Wrap<WriterStatus>(b.GetWriterStatus(a.at("index").get<size_t>()),
-                                   [](const WriterStatus& s) { return internal::ToJson(s); });
-       }},
-      {"AddComponent",
-       [](BackupComponents& b, const Json& a) {
-         return Done(b.AddComponent(ComponentKeyFromJson(a.at("key"))));
-       }},
-      {"SetBackupSucceeded",
-       [](BackupComponents& b, const Json& a) {
-         return Done(b.SetBackupSucceeded(ComponentKeyFromJson(a.at("key")),
-                                          a.at("succeeded").get<bool>()));
-       }},
-      {"SetBackupOptions",
-       [](BackupComponents& b, const Json& a) {
-         return Done(b.SetBackupOptions(ComponentKeyFromJson(a.at("key")),
-                                        a.at("options").get<std::string>()));
-       }},
-      {"SetPreviousBackupStamp",
-       [](BackupComponents& b, const Json& a) {
-         return Done(b.SetPreviousBackupStamp(ComponentKeyFromJson(a.at("key")),
-                                              a.at("stamp").get<std::string>()));
-       }},
-      {"GetWriterComponentsCount",
-       [](BackupComponents& b, const Json&) -> VssStatusOr<Json> {
-         return Json(b.GetWriterComponentsCount());
-       }},
-      {"GetWriterComponents",
-       [](BackupComponents& b, const Json& a) {
-         return Wrap<WriterComponents>(b.GetWriterComponents(a.at("index").get<size_t>()),
-                                       [](const WriterComponents& c) { return internal::ToJson(c); });
-       }},
-      {"SaveAsJson",
-       [](BackupComponents& b, const Json&) {
-         return Wrap<std::string>(b.SaveAsJson(), [](const std::string& s) { return Json(s); });
-       }},
-      {"StartSnapshotSet",
-       [](BackupComponents& b, const Json&) {
-         return Wrap<Guid>(b.StartSnapshotSet(), [](const Guid& g) { return Json(g.ToString()); });
-       }},
-      {"AddToSnapshotSet",
-       [](BackupComponents& b, const Json& a) {
-         std::string provider = a.at("provider_id").get<std::string>();
-         return Wrap<Guid>(
-             b.AddToSnapshotSet(a.at("volume").get<std::string>(),
-                                provider.empty() ? Guid() : internal::GuidFromJson(provider)),
-             [](const Guid& g) { return Json(g.ToString()); });
-       }},
-      {"AbortBackup", [](BackupComponents& b, const Json&) { return Done(b.AbortBackup()); }},
-      {"GetSnapshotProperties",
-       [](BackupComponents& b, const Json& a) {
-         return Wrap<SnapshotProp>(
-             b.GetSnapshotProperties(internal::GuidFromJson(a.at("snapshot_id"))),
-             [](const SnapshotProp& p) { return internal::ToJson(p); });
-       }},
-      {"Query",
-       [](BackupComponents& b, const Json&) {
-         return Wrap<std::vector<SnapshotProp>>(b.Query(), [](const std::vector<SnapshotProp>& v) {
-           Json out = Json::array();
-           for (const auto& p : v) out.push_back(internal::ToJson(p));
-           return out;
-         });
-       }},
-      {"DeleteSnapshots",
-       [](BackupComponents& b, const Json& a) {
-         return Wrap<BackupComponents::DeleteResult>(
-             b.DeleteSnapshots(internal::GuidFromJson(a.at("source_id")),
-                               static_cast<VSS_OBJECT_TYPE>(a.at("type").get<int>()),
-                               a.at("force").get<bool>()),
-             [](const BackupComponents::DeleteResult& r) {
-               return Json{{"deleted", r.deleted},
-                           {"non_deleted", r.non_deleted.IsNull() ? "" : r.non_deleted.ToString()}};
-             });
-       }},
-      {"RevertToSnapshot",
-       [](BackupComponents& b, const Json& a) {
-         return Done(b.RevertToSnapshot(internal::GuidFromJson(a.at("snapshot_id")),
-                                        a.at("force_dismount").get<bool>()));
-       }},
-      {"SetSelectedForRestore",
-       [](BackupComponents& b, const Json& a) {
-         return Done(b.SetSelectedForRestore(ComponentKeyFromJson(a.at("key")),
-                                             a.at("selected").get<bool>()));
-       }},
-      {"SetFileRestoreStatus",
-       [](BackupComponents& b, const Json& a) {
-         return Done(b.SetFileRestoreStatus(
-             ComponentKeyFromJson(a.at("key")),
-             static_cast<VSS_FILE_RESTORE_STATUS>(a.at("status").get<int>())));
-       }},
-  };
+// The requester methods, made from the one table of rpc_methods.h.
+const std::map<std::string, rpc::SyncServe>& SyncCalls() {
+  static const std::map<std::string, rpc::SyncServe> calls =
+      rpc::MakeDispatch(rpc::SyncMethods{});
   return calls;
 }
 
-const std::map<std::string, AsyncCall>& AsyncCalls() {
-  static const std::map<std::string, AsyncCall> calls = {
-      {"GatherWriterMetadata", [](BackupComponents& b) { return b.GatherWriterMetadata(); }},
-      {"GatherWriterStatus", [](BackupComponents& b) { return b.GatherWriterStatus(); }},
-      {"PrepareForBackup", [](BackupComponents& b) { return b.PrepareForBackup(); }},
-      {"DoSnapshotSet", [](BackupComponents& b) { return b.DoSnapshotSet(); }},
-      {"BackupComplete", [](BackupComponents& b) { return b.BackupComplete(); }},
-      {"PreRestore", [](BackupComponents& b) { return b.PreRestore(); }},
-      {"PostRestore", [](BackupComponents& b) { return b.PostRestore(); }},
-  };
+const std::map<std::string, rpc::AsyncStart>& AsyncCalls() {
+  static const std::map<std::string, rpc::AsyncStart> calls =
+      rpc::MakeAsyncDispatch(rpc::AsyncMethods{});
   return calls;
 }
 
@@ -291,9 +143,8 @@ class HostConnection {
       return;
     }
     if (method == "ListWriters") {
-      Json out = Json::array();
-      for (const WriterStatus& s : coordinator_.ListWriters()) out.push_back(internal::ToJson(s));
-      reply(VssStatus::Ok(), out);
+      reply(VssStatus::Ok(),
+            rpc::ListOf<rpc::WriterStatusCodec>::Encode(coordinator_.ListWriters()));
       return;
     }
     if (method == "ListProviders") {
@@ -343,7 +194,7 @@ class HostConnection {
                                                     " subscribed on this connection");
       }
       writers_.erase(it);
-      return Done(coordinator_.Unsubscribe(id));
+      return rpc::StatusReply::Reply(coordinator_.Unsubscribe(id));
     }
     if (method == "CreateBackupComponents") {
       auto r = std::make_shared<Requester>(coordinator_);

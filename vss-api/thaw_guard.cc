@@ -1,4 +1,4 @@
-#include "vss/api/thaw_guard.h"
+#include "vss/api/daemon/thaw_guard.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>

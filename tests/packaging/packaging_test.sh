@@ -9,6 +9,9 @@
 #     with find_package(vss) and once with the README's pkg-config line.
 #  4. Both builds run: a store and a volume made with vssctl, a full backup
 #     and a restore in-process; the writer starts and stops cleanly.
+#  4b. The requester library (vss/api/backup.h) from the package: the sample
+#     tests/packaging/library/backup_files.cc backs a volume up into a
+#     directory and restores it, in-process; the bytes are compared.
 #  5. Through vssd, when vssd has its control socket (STORE/vssd.sock): the
 #     writer subscribes through the daemon and the requester's backup and
 #     restore reach it. Skipped, and said so, while vssd has no such socket.
@@ -76,6 +79,11 @@ pc_file=$(find "$prefix" -name vss.pc -path '*/pkgconfig/*' | head -n1)
 config=$(find "$prefix" -name vssConfig.cmake | head -n1)
 [[ -n $pc_file ]] || die "not installed: lib/pkgconfig/vss.pc" "$work/install.log"
 [[ -n $config ]] || die "not installed: lib/cmake/vss/vssConfig.cmake" "$work/install.log"
+[[ -e $prefix/include/vss/api/backup.h ]] || die "not installed: include/vss/api/backup.h" "$work/install.log"
+# The daemon's side of vss-api is not part of the package.
+for f in service_host.h thaw_guard.h daemon/service_host.h daemon/thaw_guard.h; do
+  [[ -e $prefix/include/vss/api/$f ]] && die "installed, but internal to vssd: include/vss/api/$f"
+done
 ls "$(dirname "$pc_file")"/../libvss_api.* >/dev/null 2>&1 ||
   die "not installed: the vss_api library next to $pc_file" "$work/install.log"
 echo "ok: installed into a temporary prefix"
@@ -90,6 +98,11 @@ cp "$SAMPLES/requester.cc" "$SAMPLES/writer.cc" "$work/with-pkgconfig/"
   run "$work/cmake-configure.log" "$CMAKE" -S "$work/with-cmake" -B "$work/with-cmake/build" \
     -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_CXX_COMPILER="$CXX"
   run "$work/cmake-build.log" "$CMAKE" --build "$work/with-cmake/build"
+  mkdir -p "$work/library"
+  cp "$SAMPLES/library/CMakeLists.txt" "$SAMPLES/library/backup_files.cc" "$work/library/"
+  run "$work/library-configure.log" "$CMAKE" -S "$work/library" -B "$work/library/build" \
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_CXX_COMPILER="$CXX"
+  run "$work/library-build.log" "$CMAKE" --build "$work/library/build"
 ) &
 cmake_job=$!
 (
@@ -155,6 +168,29 @@ for kind in with-cmake/build with-pkgconfig; do
   grep -q "^writer: stopped" "$work/writer.log" || die "$kind: writer did not stop" "$work/writer.log"
   echo "ok: $kind: in-process backup, restore and writer"
 done
+
+# --- 4b. The requester library from the package. ---------------------------
+lib_bin=$work/library/build/backup_files
+run "$work/vssctl.log" "$VSSCTL" --store "$store" volume write disk --offset 8M --pattern 0x5c --length 2M
+"$VSSCTL" --store "$store" volume read disk --offset 0 --length 64M >"$work/disk.before" ||
+  die "reading the volume before the backup"
+run "$work/lib-backup.log" "$lib_bin" backup "$store" "$work/lib-backup" disk
+grep -q "^backed up disk to $work/lib-backup/disk.img (67108864 bytes, xxh3-128 [0-9a-f]\{32\})" \
+  "$work/lib-backup.log" || die "backup_files: no image reported" "$work/lib-backup.log"
+cmp -s "$work/disk.before" "$work/lib-backup/disk.img" ||
+  die "backup_files: the image differs from the volume"
+[[ -f $work/lib-backup/manifest.json && -f $work/lib-backup/backup.json ]] ||
+  die "backup_files: no manifest.json or backup.json"
+run "$work/vssctl.log" "$VSSCTL" --store "$store" volume write disk --offset 0 --pattern 0x11 --length 16M
+run "$work/lib-restore.log" "$lib_bin" restore "$store" "$work/lib-backup"
+grep -q "^restored disk from $work/lib-backup/disk.img" "$work/lib-restore.log" ||
+  die "backup_files: restore not reported" "$work/lib-restore.log"
+"$VSSCTL" --store "$store" volume read disk --offset 0 --length 64M | cmp -s - "$work/disk.before" ||
+  die "backup_files: the restored volume differs from the backup"
+"$lib_bin" restore "$store" "$work/lib-backup/nowhere" >/dev/null 2>"$work/err.log" &&
+  die "backup_files: restore from a missing directory succeeded"
+grep -q "nowhere" "$work/err.log" || die "backup_files: missing directory not named" "$work/err.log"
+echo "ok: the requester library's Backup and Restore from the installed package"
 
 # --- 5. Through vssd, when it has a control socket. ---------------------------
 "$VSSD" --store "$store" >"$work/vssd.log" 2>&1 &

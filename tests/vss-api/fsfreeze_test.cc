@@ -30,7 +30,7 @@
 
 #include "test_util.h"
 #include "vss/api/fsfreeze_writer.h"
-#include "vss/api/thaw_guard.h"
+#include "vss/api/daemon/thaw_guard.h"
 
 namespace vss::testing {
 namespace {

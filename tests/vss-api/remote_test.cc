@@ -19,7 +19,7 @@
 
 #include "ipc.h"
 #include "test_util.h"
-#include "vss/api/service_host.h"
+#include "vss/api/daemon/service_host.h"
 #include "wire.h"
 
 namespace vss::testing {

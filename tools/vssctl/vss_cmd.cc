@@ -17,75 +17,18 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <algorithm>
-#include <cerrno>
+#include <csignal>
 #include <cstdio>
-#include <fstream>
-#include <map>
-#include <set>
-#include <sstream>
+#include <cstdlib>
+#include <cstring>
 
-#include "backup_dir.h"
 #include "common.h"
 #include "vss/formats/nbd_device.h"
 #include "vss/api/service.h"
-#include "vss/engine/volume.h"
+#include "vss/api/backup.h"
 
 namespace vss::tools {
 namespace {
-
-constexpr uint64_t kPiece = uint64_t{1} << 20;
-
-struct NamedContext {
-  const char* name;
-  int32_t value;
-};
-constexpr NamedContext kContexts[] = {
-    {"backup", VSS_CTX_BACKUP},
-    {"file-share-backup", VSS_CTX_FILE_SHARE_BACKUP},
-    {"app-rollback", VSS_CTX_APP_ROLLBACK},
-    {"nas-rollback", VSS_CTX_NAS_ROLLBACK},
-    {"client-accessible", VSS_CTX_CLIENT_ACCESSIBLE},
-    {"client-accessible-writers", VSS_CTX_CLIENT_ACCESSIBLE_WRITERS},
-};
-
-int32_t ContextValue(const std::string& name) {
-  for (const NamedContext& c : kContexts) {
-    if (name == c.name) return c.value;
-  }
-  return VSS_CTX_BACKUP;  // CLI11 checked the name
-}
-
-const std::map<std::string, VSS_BACKUP_TYPE> kBackupTypes = {
-    {"full", VSS_BT_FULL},
-    {"copy", VSS_BT_COPY},
-    {"incremental", VSS_BT_INCREMENTAL},
-    {"differential", VSS_BT_DIFFERENTIAL},
-    {"log", VSS_BT_LOG},
-};
-
-std::string WriterStateName(VSS_WRITER_STATE s) {
-  static const char* kNames[] = {
-      "VSS_WS_UNKNOWN",
-      "VSS_WS_STABLE",
-      "VSS_WS_WAITING_FOR_FREEZE",
-      "VSS_WS_WAITING_FOR_THAW",
-      "VSS_WS_WAITING_FOR_POST_SNAPSHOT",
-      "VSS_WS_WAITING_FOR_BACKUP_COMPLETE",
-      "VSS_WS_FAILED_AT_IDENTIFY",
-      "VSS_WS_FAILED_AT_PREPARE_BACKUP",
-      "VSS_WS_FAILED_AT_PREPARE_SNAPSHOT",
-      "VSS_WS_FAILED_AT_FREEZE",
-      "VSS_WS_FAILED_AT_THAW",
-      "VSS_WS_FAILED_AT_POST_SNAPSHOT",
-      "VSS_WS_FAILED_AT_BACKUP_COMPLETE",
-      "VSS_WS_FAILED_AT_PRE_RESTORE",
-      "VSS_WS_FAILED_AT_POST_RESTORE",
-      "VSS_WS_FAILED_AT_BACKUPSHUTDOWN",
-  };
-  if (s >= 0 && s < static_cast<int32_t>(std::size(kNames))) return kNames[s];
-  return std::to_string(s);
-}
 
 std::string ProviderTypeName(VSS_PROVIDER_TYPE t) {
   switch (t) {
@@ -98,18 +41,6 @@ std::string ProviderTypeName(VSS_PROVIDER_TYPE t) {
   return "Unknown";
 }
 
-StatusCode CodeOf(HResult hr) {
-  if (hr == VSS_E_OBJECT_NOT_FOUND) return StatusCode::kNotFound;
-  if (hr == VSS_E_OBJECT_ALREADY_EXISTS) return StatusCode::kAlreadyExists;
-  if (hr == E_INVALIDARG) return StatusCode::kInvalidArgument;
-  if (hr == VSS_E_BAD_STATE) return StatusCode::kFailedPrecondition;
-  if (hr == VSS_E_VOLUME_IN_USE) return StatusCode::kBusy;
-  if (hr == VSS_E_INSUFFICIENT_STORAGE) return StatusCode::kNoSpace;
-  if (hr == VSS_E_NOT_SUPPORTED || hr == VSS_E_UNSUPPORTED_CONTEXT) {
-    return StatusCode::kUnsupported;
-  }
-  return StatusCode::kInternal;
-}
 
 template <typename T>
 StatusOr<T> FromVssOr(VssStatusOr<T> v, const std::string& what) {
@@ -118,16 +49,6 @@ StatusOr<T> FromVssOr(VssStatusOr<T> v, const std::string& what) {
 }
 
 // Waits for an asynchronous VSS operation; OK when it finished, else its
-// failure (a cancellation counts as one).
-VssStatus WaitFor(VssStatusOr<std::shared_ptr<Async>> op) {
-  if (!op.ok()) return op.status();
-  (*op)->Wait();
-  VssStatus r = (*op)->Result();
-  if (r.code() == VSS_S_ASYNC_FINISHED) return VssStatus::Ok();
-  if (r.ok()) return VssError(r.code(), "the operation was cancelled");
-  return r;
-}
-
 StatusOr<std::unique_ptr<Service>> Connect(Cli& cli) {
   ServiceOptions options;
   options.store_dir = cli.resolved_store_dir();
@@ -140,36 +61,16 @@ std::string Iso8601Now() {
   return metadata::VssTimestampToIso8601(metadata::NowVssTimestamp());
 }
 
+
+int32_t ContextValue(const std::string& name) {
+  StatusOr<int32_t> v = ContextFromName(name);
+  return v.ok() ? *v : VSS_CTX_BACKUP;  // CLI11 checked the name
+}
+
 // --- Writer statuses ---
 
-std::vector<WriterStatus> WriterStatuses(BackupComponents& bc) {
-  WaitFor(bc.GatherWriterStatus()).IgnoreError();  // states are kept live
-  std::vector<WriterStatus> out;
-  for (size_t i = 0; i < bc.GetWriterStatusCount(); ++i) {
-    VssStatusOr<WriterStatus> s = bc.GetWriterStatus(i);
-    if (s.ok()) out.push_back(*s);
-  }
-  return out;
-}
-
-Json WriterStatusToJson(const WriterStatus& w) {
-  return Json{{"name", w.name},
-              {"instance_name", w.instance_name},
-              {"writer_id", w.writer_id.ToString()},
-              {"instance_id", w.instance_id.ToString()},
-              {"state", static_cast<int>(w.state)},
-              {"state_name", WriterStateName(w.state)},
-              {"last_event", w.last_event},
-              {"last_error", HResultHex(w.failure)},
-              {"last_error_name", HResultName(w.failure)},
-              {"application_hr", HResultHex(w.application_hr)},
-              {"message", w.message}};
-}
-
 Json WriterStatusesToJson(const std::vector<WriterStatus>& ws) {
-  Json out = Json::array();
-  for (const auto& w : ws) out.push_back(WriterStatusToJson(w));
-  return out;
+  return Json::parse(WriterStatusesJson(ws));
 }
 
 std::string ErrorText(const WriterStatus& w) {
@@ -194,123 +95,56 @@ void PrintWriterLines(const std::vector<WriterStatus>& ws) {
   }
 }
 
-// --- The backup sequence shared by `shadow create --context` and `backup` ---
 
-struct SetRequest {
-  std::vector<std::string> volumes;
-  int32_t context = VSS_CTX_BACKUP;
-  VSS_BACKUP_TYPE backup_type = VSS_BT_FULL;
-  // backup: add every component the writers report (component mode).
-  bool select_components = false;
-  // The previous backup's document: its backup stamps become the previous
-  // stamps of the same components (incremental / differential).
-  BackupComponentsDocument* base = nullptr;
-};
-
-struct SetResult {
-  Guid set_id;
-  std::vector<SnapshotProp> shadows;  // in the order of the volumes
-  std::vector<ComponentKey> components;
-  size_t previous_stamps = 0;         // components given a previous stamp
-};
-
-std::string KeyText(const ComponentKey& k) {
-  return (k.logical_path.empty() ? "" : k.logical_path + "\\") + k.component_name;
-}
-
-// Adds every component of every writer that answered Identify.
-VssStatus AddAllComponents(BackupComponents& bc, const SetRequest& req, SetResult& out) {
-  std::set<std::tuple<Guid, std::string, std::string>> seen;
-  for (size_t i = 0; i < bc.GetWriterMetadataCount(); ++i) {
-    VssStatusOr<ExamineWriterMetadata> md = bc.GetWriterMetadata(i);
-    if (!md.ok()) return md.status();
-    const Guid writer_id = md->GetIdentity().writer_id;
-    for (const ComponentInfo& c : md->document().components) {
-      // Two instances of one writer class share its components.
-      if (!seen.insert({writer_id, c.logical_path, c.component_name}).second) continue;
-      ComponentKey key{writer_id, c.type, c.logical_path, c.component_name};
-      VSS_RETURN_IF_VSS_ERROR(bc.AddComponent(key));
-      out.components.push_back(key);
-      if (req.base == nullptr) continue;
-      WriterComponents* wc = req.base->FindWriter(writer_id);
-      const Component* old = wc ? wc->Find(c.logical_path, c.component_name) : nullptr;
-      if (old != nullptr && !old->GetBackupStamp().empty()) {
-        VSS_RETURN_IF_VSS_ERROR(bc.SetPreviousBackupStamp(key, old->GetBackupStamp()));
-        ++out.previous_stamps;
-      }
+// The report of a sequence that failed after StartSnapshotSet: what each
+// writer says, on stdout (the error itself is returned).
+AbortCallback PrintAborted(Cli& cli) {
+  return [&cli](const AbortReport& r) {
+    if (cli.json) {
+      PrintJson(Json{{"ok", false}, {"error", r.error.message()},
+                     {"writers", WriterStatusesToJson(r.writers)}});
+    } else {
+      std::printf("%s failed; no shadow copy was kept.\n", r.what.c_str());
+      PrintWriterLines(r.writers);
     }
-  }
-  return VssStatus::Ok();
+  };
 }
 
-// The failure of a sequence after StartSnapshotSet: AbortBackup (Abort to
-// the writers that still need it), then what each writer says, on stdout,
-// then the error.
-Status Aborted(Cli& cli, BackupComponents& bc, const std::string& what,
-               const VssStatus& cause) {
-  bc.AbortBackup().IgnoreError();  // a set that failed was aborted already
-  std::vector<WriterStatus> ws = WriterStatuses(bc);
-  Status error = FromVss(cause, what);
-  if (cli.json) {
-    PrintJson(Json{{"ok", false}, {"error", error.message()},
-                   {"writers", WriterStatusesToJson(ws)}});
-  } else {
-    std::printf("%s failed; no shadow copy was kept.\n", what.c_str());
-    PrintWriterLines(ws);
-  }
-  return error;
-}
-
-// InitializeForBackup, SetContext, SetBackupState, GatherWriterMetadata,
-// [AddComponent...], StartSnapshotSet, AddToSnapshotSet..., PrepareForBackup,
-// DoSnapshotSet. A failure before StartSnapshotSet changes nothing; a later
-// one aborts the backup (see Aborted).
-Status CreateSet(Cli& cli, BackupComponents& bc, const SetRequest& req, SetResult& out) {
-  const bool with_writers = (req.context & VSS_VOLSNAP_ATTR_NO_WRITERS) == 0;
-  VSS_RETURN_IF_ERROR(FromVss(bc.InitializeForBackup(), "InitializeForBackup"));
-  VSS_RETURN_IF_ERROR(FromVss(bc.SetContext(req.context), "SetContext"));
-  // Component mode is asked for first so that Identify tells the writers
-  // so; it falls back to volume mode below when no writer has components.
-  VSS_RETURN_IF_ERROR(FromVss(
-      bc.SetBackupState(req.select_components && with_writers, false, req.backup_type),
-      "SetBackupState"));
-  if (with_writers) {
-    VSS_RETURN_IF_ERROR(FromVss(WaitFor(bc.GatherWriterMetadata()), "GatherWriterMetadata"));
-    if (req.select_components) {
-      VSS_RETURN_IF_ERROR(FromVss(AddAllComponents(bc, req, out), "AddComponent"));
-      if (out.components.empty()) {
-        VSS_RETURN_IF_ERROR(FromVss(bc.SetBackupState(false, false, req.backup_type),
-                                    "SetBackupState"));
-      }
+// Progress of the library's long work on stderr (a Progress line per
+// piece of work, shown when stderr is a terminal).
+ProgressCallback ShowProgress() {
+  auto current = std::make_shared<std::unique_ptr<Progress>>();
+  auto shown = std::make_shared<uint64_t>(0);
+  return [current, shown](const ProgressEvent& e) {
+    if (e.finished) {
+      current->reset();
+      return;
     }
-  }
-  VssStatusOr<Guid> set = bc.StartSnapshotSet();
-  if (!set.ok()) return FromVss(set.status(), "StartSnapshotSet");
-  out.set_id = *set;
-  std::vector<Guid> ids;
-  for (const std::string& v : req.volumes) {
-    VssStatusOr<Guid> id = bc.AddToSnapshotSet(v);
-    if (!id.ok()) return Aborted(cli, bc, "AddToSnapshotSet(" + v + ")", id.status());
-    ids.push_back(*id);
-  }
-  VssStatus s = WaitFor(bc.PrepareForBackup());
-  if (!s.ok()) return Aborted(cli, bc, "PrepareForBackup", s);
-  s = WaitFor(bc.DoSnapshotSet());
-  if (!s.ok()) return Aborted(cli, bc, "DoSnapshotSet", s);
-  for (const Guid& id : ids) {
-    VssStatusOr<SnapshotProp> p = bc.GetSnapshotProperties(id);
-    if (!p.ok()) return Aborted(cli, bc, "GetSnapshotProperties", p.status());
-    out.shadows.push_back(*p);
-  }
-  return OkStatus();
+    if (e.done == 0) {
+      *current = std::make_unique<Progress>(e.what, e.total);
+      *shown = 0;
+      return;
+    }
+    if (*current) (*current)->Add(e.done - *shown);
+    *shown = e.done;
+  };
 }
 
-// Deletes the set's shadows; the error names what is left.
-Status DeleteSet(BackupComponents& bc, const Guid& set_id) {
-  VssStatusOr<BackupComponents::DeleteResult> r =
-      bc.DeleteSnapshots(set_id, VSS_OBJECT_SNAPSHOT_SET, true);
-  if (!r.ok()) return FromVss(r.status(), "deleting shadow copy set " + Braced(set_id));
-  return OkStatus();
+// --- Devices through vssd ---
+
+std::string NbdSocket(const Service& service) { return service.store_dir() + "/nbd.sock"; }
+
+// vssd's NBD exports of the service's store (shadow/<id>, live/<volume>).
+ExportOpener NbdExports(const Service& service) {
+  return [&service](const std::string& export_name) -> StatusOr<std::unique_ptr<BlockDevice>> {
+    StatusOr<std::unique_ptr<NbdDevice>> dev =
+        NbdDevice::Connect(NbdSocket(service), export_name);
+    if (!dev.ok()) {
+      return dev.status().WithContext("reading " + export_name +
+                                      " through vssd's NBD socket " + NbdSocket(service));
+    }
+    return std::unique_ptr<BlockDevice>(std::move(dev).value());
+  };
 }
 
 Json ShadowPropToJson(const SnapshotProp& p) {
@@ -320,101 +154,6 @@ Json ShadowPropToJson(const SnapshotProp& p) {
               {"attributes", p.snapshot_attributes},
               {"attribute_names", AttributeNames(p.snapshot_attributes)},
               {"persistent", (p.snapshot_attributes & VSS_VOLSNAP_ATTR_PERSISTENT) != 0}};
-}
-
-// --- Devices: shadows to read, volumes to write ---
-
-std::string NbdSocket(const Service& service) { return service.store_dir() + "/nbd.sock"; }
-
-StatusOr<std::unique_ptr<BlockDevice>> ConnectNbd(const Service& service,
-                                                  const std::string& export_name) {
-  StatusOr<std::unique_ptr<NbdDevice>> dev =
-      NbdDevice::Connect(NbdSocket(service), export_name);
-  if (!dev.ok()) {
-    return dev.status().WithContext("reading " + export_name + " through vssd's NBD socket " +
-                                    NbdSocket(service));
-  }
-  return std::unique_ptr<BlockDevice>(std::move(dev).value());
-}
-
-// A read-only view of a shadow copy.
-StatusOr<std::unique_ptr<BlockDevice>> OpenShadowView(Service& service, const Guid& id) {
-  if (engine::Store* store = service.store()) {
-    VSS_ASSIGN_OR_RETURN(metadata::ShadowRow row, store->ResolveShadow(id.ToString()));
-    VSS_ASSIGN_OR_RETURN(engine::Volume * volume, store->OpenVolume(row.volume_id));
-    return volume->OpenShadow(row.id);
-  }
-  return ConnectNbd(service, "shadow/" + id.ToString());
-}
-
-// A live volume to write, every write through copy-on-write.
-struct LiveVolume {
-  std::string name;
-  BlockDevice* device = nullptr;       // the engine's volume, or `owned`
-  std::unique_ptr<BlockDevice> owned;  // an NBD connection to vssd
-};
-
-StatusOr<LiveVolume> OpenLiveVolume(Service& service, const std::string& name) {
-  LiveVolume out;
-  if (engine::Store* store = service.store()) {
-    VSS_ASSIGN_OR_RETURN(metadata::VolumeRow row, store->ResolveVolume(name));
-    VSS_ASSIGN_OR_RETURN(out.device, store->OpenVolume(row.id));
-    out.name = row.name;
-    return out;
-  }
-  VSS_ASSIGN_OR_RETURN(out.owned, ConnectNbd(service, "live/" + name));
-  out.device = out.owned.get();
-  out.name = name;
-  return out;
-}
-
-// Makes `dst` equal to the image `src` (same size): its data is written,
-// and what is a hole in `src` is zeroed where `dst` holds data. Returns the
-// data bytes written.
-StatusOr<uint64_t> WriteBack(BlockDevice& src, BlockDevice& dst, const std::string& what) {
-  VSS_ASSIGN_OR_RETURN(auto extents, src.Extents(0, src.size()));
-  Progress progress(what, src.size());
-  std::vector<uint8_t> buf(std::min(src.size(), kPiece));
-  uint64_t written = 0;
-  for (const Extent& e : extents) {
-    if (!e.allocated) {
-      VSS_ASSIGN_OR_RETURN(auto old, dst.Extents(e.offset, e.length));
-      for (const Extent& o : old) {
-        if (o.allocated) VSS_RETURN_IF_ERROR(dst.WriteZeroes(o.offset, o.length));
-      }
-      progress.Add(e.length);
-      continue;
-    }
-    for (uint64_t done = 0; done < e.length;) {
-      size_t n = static_cast<size_t>(std::min(e.length - done, kPiece));
-      std::span<uint8_t> piece(buf.data(), n);
-      VSS_RETURN_IF_ERROR(src.Read(e.offset + done, piece));
-      VSS_RETURN_IF_ERROR(dst.Write(e.offset + done, piece));
-      written += n;
-      done += n;
-      progress.Add(n);
-    }
-  }
-  VSS_RETURN_IF_ERROR(dst.Flush());
-  return written;
-}
-
-// --- Files ---
-
-StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return ErrnoError(errno, path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  if (in.bad()) return IoError("reading " + path);
-  return s.str();
-}
-
-// The image file name of a volume in a backup directory.
-std::string ImageName(const std::string& volume) {
-  std::string name = volume;
-  std::replace(name.begin(), name.end(), '/', '_');
-  return name + ".img";
 }
 
 // --- writers list, providers list ---
@@ -484,6 +223,17 @@ Status RunProvidersList(Cli& cli) {
 
 // --- backup ---
 
+// The test-only fault point of `vssctl backup`: when the environment
+// variable VSSCTL_TEST_KILL_AT equals `point`, the process sends itself
+// SIGKILL. Tests use it to stop a backup at a chosen instant
+// ("backup-release": after the backup is durable, before the shadows are
+// released). Never set outside tests.
+void TestKillPoint(const char* point) {
+  const char* at = std::getenv("VSSCTL_TEST_KILL_AT");
+  if (at != nullptr && std::strcmp(at, point) == 0) ::raise(SIGKILL);
+}
+
+
 struct BackupOptions {
   std::vector<std::string> volumes;
   std::string to;
@@ -493,163 +243,59 @@ struct BackupOptions {
   bool keep_shadows = false;
 };
 
-// The shadows of a set that must outlive this process: an auto-release
-// context is refused in-process (the shadows would go with vssctl) and
-// made NO_AUTO_RELEASE through vssd (the daemon holds them).
-StatusOr<int32_t> KeptContext(const Service& service, int32_t context,
-                              const std::string& context_name, const std::string& hint) {
-  const bool auto_release =
-      (context & (VSS_VOLSNAP_ATTR_PERSISTENT | VSS_VOLSNAP_ATTR_NO_AUTO_RELEASE)) == 0;
-  if (!auto_release) return context;
-  if (service.remote()) return context | VSS_VOLSNAP_ATTR_NO_AUTO_RELEASE;
-  return FailedPreconditionError(
-      "context " + context_name +
-      " makes non-persistent auto-release shadow copies, which would be released as soon as "
-      "vssctl exits: no vssd runs to hold them (store " + service.store_dir() + "); " + hint);
+void PrintBackup(Cli& cli, const Service& service, const BackupResult& r) {
+  if (cli.json) {
+    Json manifest = Json::parse(r.manifest);
+    manifest["dir"] = r.dir;
+    PrintJson(manifest);
+    return;
+  }
+  std::printf("Backed up shadow copy set %s (%s, context %s, %s) to %s\n",
+              Braced(r.set_id).c_str(), BackupTypeName(r.backup_type).c_str(),
+              r.context_name.c_str(), service.Describe().c_str(), r.dir.c_str());
+  for (const BackedUpVolume& v : r.volumes) {
+    std::printf("   Volume '%s': shadow copy {%s}, %s image %s, %s of data\n", v.volume.c_str(),
+                v.shadow_id.ToString().c_str(), FormatBytes(v.size).c_str(), v.image.c_str(),
+                FormatBytes(v.data_bytes).c_str());
+  }
+  std::printf("   %zu components backed up%s\n", r.components.size(),
+              r.base_dir.empty() ? ""
+                                 : (", " + std::to_string(r.previous_stamps) +
+                                    " with the previous backup's stamps")
+                                       .c_str());
+  PrintWriterLines(r.writers);
+  if (!r.backup_complete.ok()) {
+    std::printf("BackupComplete: %s\n", r.backup_complete.message().c_str());
+  }
+  std::printf("Shadow copies %s\n", r.shadows_kept ? "kept" : "deleted");
 }
 
 Status RunBackup(Cli& cli, const BackupOptions& o) {
-  std::optional<BackupComponentsDocument> base;
-  if (!o.base.empty()) {
-    StatusOr<std::string> text = ReadFile(o.base + "/backup.json");
-    if (!text.ok()) return text.status().WithContext("--base " + o.base + ": no backup.json");
-    VSS_ASSIGN_OR_RETURN(base, FromVssOr(BackupComponentsFromJson(*text),
-                                         "--base " + o.base + "/backup.json"));
-  }
   VSS_ASSIGN_OR_RETURN(std::unique_ptr<Service> service, Connect(cli));
-  SetRequest req;
+  BackupRequest req;
   req.volumes = o.volumes;
+  req.dir = o.to;
+  VSS_ASSIGN_OR_RETURN(req.backup_type, BackupTypeFromName(o.type));
   req.context = ContextValue(o.context);
-  req.backup_type = kBackupTypes.at(o.type);
-  req.select_components = true;
-  req.base = base ? &*base : nullptr;
+  req.context_name = o.context;
+  req.base_dir = o.base;
+  req.keep_shadows = o.keep_shadows;
   if (o.keep_shadows) {
     VSS_ASSIGN_OR_RETURN(req.context,
-                         KeptContext(*service, req.context, o.context,
+                         KeptContext(*service, req.context, o.context, "vssctl",
                                      "use a persistent --context (app-rollback, "
                                      "client-accessible-writers, ...) with --keep-shadows"));
   }
-  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BackupDir> dir, BackupDir::Create(o.to));
-  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BackupComponents> bc,
-                       FromVssOr(service->CreateBackupComponents(), "CreateVssBackupComponents"));
-  SetResult set;
-  VSS_RETURN_IF_ERROR(CreateSet(cli, *bc, req, set));
-
-  // Copy each shadow into a sparse image, each one synced and read back
-  // against its checksum (BackupDir::WriteImage).
-  Json volumes = Json::array();
-  for (const SnapshotProp& p : set.shadows) {
-    std::string image_name = ImageName(p.original_volume_name);
-    Status s = [&]() -> Status {
-      VSS_ASSIGN_OR_RETURN(std::unique_ptr<BlockDevice> view,
-                           OpenShadowView(*service, p.snapshot_id));
-      VSS_ASSIGN_OR_RETURN(
-          BackupDir::ImageResult image,
-          dir->WriteImage(image_name, *view, "copying " + p.original_volume_name));
-      volumes.push_back({{"volume", p.original_volume_name},
-                         {"shadow_id", p.snapshot_id.ToString()},
-                         {"device_object", p.snapshot_device_object},
-                         {"image", image_name},
-                         {"size", image.size},
-                         {"xxh3_128", image.xxh3_128},
-                         {"data_bytes", image.data_bytes}});
-      return OkStatus();
-    }();
-    if (!s.ok()) {
-      DeleteSet(*bc, set.set_id).IgnoreError();
-      return Aborted(cli, *bc,
-                     "copying shadow copy " + Braced(p.snapshot_id) + " of volume '" +
-                         p.original_volume_name + "'",
-                     VssStatus::FromStatus(s));
-    }
-  }
-  // Orders the images' names (their bytes were synced one by one) before
-  // BackupComplete: a writer may truncate its logs once told the backup
-  // succeeded, so the data must be on the medium first.
-  if (Status s = dir->SyncNames(); !s.ok()) {
-    DeleteSet(*bc, set.set_id).IgnoreError();
-    return Aborted(cli, *bc, "syncing the backup directory", VssStatus::FromStatus(s));
-  }
-
-  // The backup is in DIR: tell the writers.
-  Json components = Json::array();
-  for (const ComponentKey& k : set.components) {
-    VSS_RETURN_IF_ERROR(FromVss(bc->SetBackupSucceeded(k, true), "SetBackupSucceeded"));
-    components.push_back({{"writer_id", k.writer_id.ToString()},
-                          {"logical_path", k.logical_path},
-                          {"name", k.component_name},
-                          {"backup_succeeded", true}});
-  }
-  VssStatus complete = WaitFor(bc->BackupComplete());
-  std::vector<WriterStatus> writers = WriterStatuses(*bc);
-  VSS_ASSIGN_OR_RETURN(std::string bcd, FromVssOr(bc->SaveAsJson(), "SaveAsJson"));
-
-  Json manifest{{"version", kBackupManifestVersion},
-                {"created", Iso8601Now()},
-                {"store", service->store_dir()},
-                {"service", ServiceKind(*service)},
-                {"context", o.context},
-                {"context_value", req.context},
-                {"backup_type", o.type},
-                {"set_id", set.set_id.ToString()},
-                {"volumes", volumes},
-                {"components", components},
-                {"writers", WriterStatusesToJson(writers)},
-                {"backup_complete", complete.ok() ? "ok" : complete.ToString()},
-                {"shadows_kept", o.keep_shadows}};
-  if (base) {
-    manifest["base"] = o.base;
-    manifest["previous_stamps"] = set.previous_stamps;
-  }
-  // backup.json before manifest.json: the manifest is the mark of a
-  // complete backup, so it is the last name to appear (each document is
-  // fsync'ed before its rename, see WriteDocument).
-  VSS_RETURN_IF_ERROR(dir->WriteDocument("backup.json", bcd));
-  VSS_RETURN_IF_ERROR(dir->WriteDocument("manifest.json", manifest.dump(2) + "\n"));
-  // Orders the renames of backup.json and manifest.json (and the images'
-  // names) before the release of the shadows below.
-  VSS_RETURN_IF_ERROR(dir->SyncNames());
-  // Orders the backup directory's own entry (new when --to was created)
-  // before the release of the shadows: without it a crash could lose the
-  // whole directory after the shadows are gone.
-  VSS_RETURN_IF_ERROR(dir->SyncParent());
-  // The backup is durable and complete: from here the shadows may go.
-  TestKillPoint("backup-release");
-  dir->Commit();
-  if (!o.keep_shadows) {
-    if (Status s = DeleteSet(*bc, set.set_id); !s.ok()) {
-      return s.WithContext("the backup in " + o.to + " is complete");
-    }
-  }
-
-  if (cli.json) {
-    manifest["dir"] = o.to;
-    PrintJson(manifest);
-  } else {
-    std::printf("Backed up shadow copy set %s (%s, context %s, %s) to %s\n",
-                Braced(set.set_id).c_str(), o.type.c_str(), o.context.c_str(),
-                service->Describe().c_str(), o.to.c_str());
-    for (const Json& v : volumes) {
-      std::printf("   Volume '%s': shadow copy {%s}, %s image %s, %s of data\n",
-                  v["volume"].get<std::string>().c_str(),
-                  v["shadow_id"].get<std::string>().c_str(),
-                  FormatBytes(v["size"].get<uint64_t>()).c_str(),
-                  v["image"].get<std::string>().c_str(),
-                  FormatBytes(v["data_bytes"].get<uint64_t>()).c_str());
-    }
-    std::printf("   %zu components backed up%s\n", set.components.size(),
-                base ? (", " + std::to_string(set.previous_stamps) +
-                        " with the previous backup's stamps")
-                           .c_str()
-                     : "");
-    PrintWriterLines(writers);
-    if (!complete.ok()) std::printf("BackupComplete: %s\n", complete.ToString().c_str());
-    std::printf("Shadow copies %s\n", o.keep_shadows ? "kept" : "deleted");
-  }
+  req.progress = ShowProgress();
+  req.on_aborted = PrintAborted(cli);
+  req.open_export = NbdExports(*service);
+  req.before_release = [] { TestKillPoint("backup-release"); };
+  VSS_ASSIGN_OR_RETURN(BackupResult r, Backup(*service, req));
+  PrintBackup(cli, *service, r);
   // A writer that failed BackupComplete does not undo the backup, but the
   // run says so with its exit status.
-  if (!complete.ok()) return FromVss(complete, "BackupComplete (the backup in " + o.to + " is complete)");
-  return OkStatus();
+  return r.backup_complete.WithContext("BackupComplete (the backup in " + o.to +
+                                       " is complete)");
 }
 
 // --- restore ---
@@ -659,138 +305,48 @@ struct RestoreOptions {
   std::string volume;
 };
 
-// A volume of the backup to put back.
-struct RestoreItem {
-  std::string volume;
-  std::string image_path;
-  std::unique_ptr<BlockDevice> image;  // verified against its checksum
-  LiveVolume target;
-};
+const char* FileRestoreStatusName(VSS_FILE_RESTORE_STATUS s) {
+  return s == VSS_RS_ALL ? "VSS_RS_ALL" : s == VSS_RS_NONE ? "VSS_RS_NONE" : "VSS_RS_FAILED";
+}
 
-std::vector<ComponentKey> ComponentsOf(const BackupComponentsDocument& doc) {
-  std::vector<ComponentKey> out;
-  for (const WriterComponents& w : doc.writers) {
-    for (const Component& c : w.components()) {
-      out.push_back({w.GetWriterInfo().writer_id, c.GetComponentType(), c.GetLogicalPath(),
-                     c.GetComponentName()});
+void PrintRestore(Cli& cli, const std::string& dir, const RestoreResult& r) {
+  if (cli.json) {
+    Json restored = Json::array();
+    for (const RestoredVolume& v : r.restored) {
+      restored.push_back({{"volume", v.volume},
+                          {"image", v.image},
+                          {"size", v.size},
+                          {"data_bytes", v.data_bytes}});
     }
+    PrintJson(Json{{"ok", r.status().ok()},
+                   {"dir", dir},
+                   {"set_id", r.set_id.ToString()},
+                   {"restored", restored},
+                   {"components", r.components.size()},
+                   {"writers", WriterStatusesToJson(r.writers)}});
+    return;
   }
-  return out;
+  for (const RestoredVolume& v : r.restored) {
+    std::printf("Restored volume '%s' from %s (%s of data)\n", v.volume.c_str(),
+                v.image.c_str(), FormatBytes(v.data_bytes).c_str());
+  }
+  std::printf("   %zu components, file restore status %s\n", r.components.size(),
+              FileRestoreStatusName(r.file_status));
+  PrintWriterLines(r.writers);
 }
 
 Status RunRestore(Cli& cli, const RestoreOptions& o) {
-  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BackupSource> source, BackupSource::Open(o.dir));
-  StatusOr<std::string> bcd = source->ReadDocument("backup.json");
-  if (!bcd.ok() && bcd.status().code() == StatusCode::kNotFound) {
-    return NotFoundError(o.dir + " has no backup.json: not a backup made by vssctl backup");
-  }
-  if (!bcd.ok()) return bcd.status();
-  VSS_ASSIGN_OR_RETURN(std::vector<ManifestVolume> manifest, source->ReadManifest());
-  VSS_ASSIGN_OR_RETURN(BackupComponentsDocument doc,
-                       FromVssOr(BackupComponentsFromJson(*bcd), o.dir + "/backup.json"));
-
-  // Which volumes, and can they be restored: every check before any change.
-  std::vector<RestoreItem> items;
-  std::string held;
-  for (const ManifestVolume& v : manifest) {
-    held += (held.empty() ? "" : ", ") + v.volume;
-    if (!o.volume.empty() && v.volume != o.volume) continue;
-    RestoreItem item;
-    item.volume = v.volume;
-    item.image_path = source->PathOf(v.image);
-    items.push_back(std::move(item));
-  }
-  if (items.empty()) {
-    return NotFoundError("volume '" + o.volume + "' is not in the backup in " + o.dir +
-                         " (it holds: " + (held.empty() ? "nothing" : held) + ")");
-  }
-  // Every image is checked (a file inside the backup, of the recorded size,
-  // with the recorded checksum) before the store is even opened.
-  for (RestoreItem& item : items) {
-    for (const ManifestVolume& v : manifest) {
-      if (v.volume != item.volume) continue;
-      VSS_ASSIGN_OR_RETURN(item.image, source->OpenVerifiedImage(v));
-    }
-  }
+  RestoreRequest req;
+  req.dir = o.dir;
+  req.volume = o.volume;
+  req.progress = ShowProgress();
+  // Every image is checked before the store is even opened.
+  VSS_ASSIGN_OR_RETURN(std::unique_ptr<VerifiedBackup> backup, VerifiedBackup::Open(req));
   VSS_ASSIGN_OR_RETURN(std::unique_ptr<Service> service, Connect(cli));
-  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BackupComponents> bc,
-                       FromVssOr(service->CreateBackupComponents(), "CreateVssBackupComponents"));
-  VSS_RETURN_IF_ERROR(FromVss(bc->InitializeForRestore(*bcd), "InitializeForRestore"));
-  for (RestoreItem& item : items) {
-    StatusOr<LiveVolume> target = OpenLiveVolume(*service, item.volume);
-    if (!target.ok()) {
-      return target.status().WithContext("restoring volume '" + item.volume + "'");
-    }
-    item.target = std::move(target).value();
-    if (item.target.device->size() != item.image->size()) {
-      return FailedPreconditionError(
-          "volume '" + item.volume + "' is " + std::to_string(item.target.device->size()) +
-          " bytes but its backup image " + item.image_path + " is " +
-          std::to_string(item.image->size()) + " bytes; not restoring");
-    }
-  }
-
-// The restore sequence.
-  VSS_RETURN_IF_ERROR(FromVss(WaitFor(bc->GatherWriterMetadata()), "GatherWriterMetadata"));
-  std::vector<ComponentKey> keys = ComponentsOf(doc);
-  for (const ComponentKey& k : keys) {
-    VSS_RETURN_IF_ERROR(FromVss(bc->SetSelectedForRestore(k, true),
-                                "SetSelectedForRestore(" + KeyText(k) + ")"));
-  }
-  VSS_RETURN_IF_ERROR(FromVss(bc->SetRestoreState(VSS_RTYPE_BY_COPY), "SetRestoreState"));
-  VssStatus pre = WaitFor(bc->PreRestore());
-
-  // A writer that failed PreRestore is not ready for its data: nothing is
-  // written, the components are marked not restored, PostRestore still ends
-  // the sequence for the writers.
-  Status copied = pre.ok() ? OkStatus() : FromVss(pre, "PreRestore");
-  Json restored = Json::array();
-  for (RestoreItem& item : items) {
-    if (!copied.ok()) break;
-    StatusOr<uint64_t> data =
-        WriteBack(*item.image, *item.target.device, "restoring " + item.volume);
-    if (!data.ok()) {
-      copied = data.status().WithContext("restoring volume '" + item.volume + "' from " +
-                                         item.image_path);
-      break;
-    }
-    restored.push_back({{"volume", item.volume},
-                        {"image", item.image_path},
-                        {"size", item.image->size()},
-                        {"data_bytes", *data}});
-  }
-  const VSS_FILE_RESTORE_STATUS file_status =
-      copied.ok() ? VSS_RS_ALL : (restored.empty() && !pre.ok() ? VSS_RS_NONE : VSS_RS_FAILED);
-  for (const ComponentKey& k : keys) {
-    VSS_RETURN_IF_ERROR(FromVss(bc->SetFileRestoreStatus(k, file_status),
-                                "SetFileRestoreStatus(" + KeyText(k) + ")"));
-  }
-  VssStatus post = WaitFor(bc->PostRestore());
-  std::vector<WriterStatus> writers = WriterStatuses(*bc);
-
-  if (cli.json) {
-    PrintJson(Json{{"ok", copied.ok() && post.ok()},
-                   {"dir", o.dir},
-                   {"set_id", doc.snapshot_set_id.ToString()},
-                   {"restored", restored},
-                   {"components", keys.size()},
-                   {"writers", WriterStatusesToJson(writers)}});
-  } else {
-    for (const Json& r : restored) {
-      std::printf("Restored volume '%s' from %s (%s of data)\n",
-                  r["volume"].get<std::string>().c_str(),
-                  r["image"].get<std::string>().c_str(),
-                  FormatBytes(r["data_bytes"].get<uint64_t>()).c_str());
-    }
-    std::printf("   %zu components, file restore status %s\n", keys.size(),
-                file_status == VSS_RS_ALL    ? "VSS_RS_ALL"
-                : file_status == VSS_RS_NONE ? "VSS_RS_NONE"
-                                             : "VSS_RS_FAILED");
-    PrintWriterLines(writers);
-  }
-  VSS_RETURN_IF_ERROR(copied);
-  if (!post.ok()) return FromVss(post, "PostRestore (the volumes were restored)");
-  return OkStatus();
+  req.open_export = NbdExports(*service);
+  VSS_ASSIGN_OR_RETURN(RestoreResult r, Restore(*service, *backup, req));
+  PrintRestore(cli, o.dir, r);
+  return r.status();
 }
 
 // --- Registration ---
@@ -814,8 +370,7 @@ void AddListNouns(CLI::App& app, Cli& cli) {
 }
 
 void AddBackupRestore(CLI::App& app, Cli& cli) {
-  std::vector<std::string> types;
-  for (const auto& [name, value] : kBackupTypes) types.push_back(name);
+  std::vector<std::string> types = BackupTypeNames();
 
   auto bo = std::make_shared<BackupOptions>();
   CLI::App* backup = app.add_subcommand(
@@ -867,6 +422,7 @@ void AddBackupRestore(CLI::App& app, Cli& cli) {
   restore->callback([&cli, ro] { cli.run = [&cli, ro] { return RunRestore(cli, *ro); }; });
 }
 
+
 }  // namespace
 
 // --- Shared with the other commands (common.h) ---
@@ -885,17 +441,9 @@ StatusOr<bool> RevertThroughVssd(Cli& cli, const Guid& shadow, bool force_dismou
   return true;
 }
 
-std::vector<std::string> VssContextNames() {
-  std::vector<std::string> out;
-  for (const NamedContext& c : kContexts) out.emplace_back(c.name);
-  return out;
-}
+std::vector<std::string> VssContextNames() { return ContextNames(); }
 
-Status FromVss(const VssStatus& s, const std::string& what) {
-  if (s.ok()) return OkStatus();
-  std::string message = s.ToString();
-  return Status(CodeOf(s.code()), what.empty() ? message : what + ": " + message);
-}
+Status FromVss(const VssStatus& s, const std::string& what) { return StatusFromVss(s, what); }
 
 Status CreateShadowSetWithRequester(Cli& cli, const RequesterCreateOptions& o) {
   int32_t context = ContextValue(o.context);
@@ -904,21 +452,21 @@ Status CreateShadowSetWithRequester(Cli& cli, const RequesterCreateOptions& o) {
   VSS_ASSIGN_OR_RETURN(std::unique_ptr<Service> service, Connect(cli));
   // vssctl exits right after: the shadows must not be auto-released.
   VSS_ASSIGN_OR_RETURN(context,
-                       KeptContext(*service, context, o.context,
+                       KeptContext(*service, context, o.context, "vssctl",
                                    "give --no-auto-release, run vssd, or use a persistent "
                                    "context (app-rollback, nas-rollback, client-accessible, "
                                    "client-accessible-writers)"));
   VSS_ASSIGN_OR_RETURN(std::unique_ptr<BackupComponents> bc,
                        FromVssOr(service->CreateBackupComponents(), "CreateVssBackupComponents"));
-  SetRequest req;
+  ShadowSetRequest req;
   req.volumes = o.volumes;
   req.context = context;
   // Not a backup: writers must not record it as one (no log truncation).
   req.backup_type = VSS_BT_COPY;
-  SetResult set;
-  VSS_RETURN_IF_ERROR(CreateSet(cli, *bc, req, set));
-  VssStatus complete = WaitFor(bc->BackupComplete());
-  std::vector<WriterStatus> writers = WriterStatuses(*bc);
+  req.on_aborted = PrintAborted(cli);
+  VSS_ASSIGN_OR_RETURN(ShadowSetResult set, CreateShadowSet(*bc, req));
+  VssStatus complete = WaitForAsync(bc->BackupComplete());
+  std::vector<WriterStatus> writers = GatherWriterStatuses(*bc);
 
   const bool persistent = (context & VSS_VOLSNAP_ATTR_PERSISTENT) != 0;
   std::string note;
@@ -967,3 +515,4 @@ void AddVssCommands(CLI::App& app, Cli& cli) {
 }
 
 }  // namespace vss::tools
+

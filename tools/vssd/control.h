@@ -14,7 +14,7 @@
 #include <string>
 #include <thread>
 
-#include "vss/api/service_host.h"
+#include "vss/api/daemon/service_host.h"
 #include "vss/base/status.h"
 
 namespace vss::vssd {

@@ -7,6 +7,9 @@
 //        [--event-timeout-ms N] [--freeze-timeout-ms N] [--hold-timeout-ms N]
 //        [--no-fsfreeze] [NBD options]
 //
+// Options are parsed with CLI11 (`vssd --help`); a bad option or value is
+// one line on stderr and exit 1.
+//
 // The store is --store, else $VSS_STORE, else $XDG_DATA_HOME/vss, else
 // ~/.local/share/vss (as vssctl finds it); it must exist. The control socket
 // is --socket, else $VSS_SOCKET, else STORE/vssd.sock (mode 0660; root and
@@ -28,7 +31,7 @@
 // set (through a loop device) are frozen at the set's Freeze and thawed at
 // Thaw or Abort, or when the freeze window runs out. So that a vssd killed
 // while they are frozen does not leave them frozen, vssd runs a copy of
-// itself as the writer's thaw guard (vss/api/thaw_guard.h):
+// itself as the writer's thaw guard (vss/api/daemon/thaw_guard.h):
 //
 //   vssd --thaw-guard FD
 //
@@ -52,12 +55,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -69,8 +76,8 @@
 #include "vss/api/fsfreeze_writer.h"
 #include "vss/api/provider.h"
 #include "vss/api/service.h"
-#include "vss/api/service_host.h"
-#include "vss/api/thaw_guard.h"
+#include "vss/api/daemon/service_host.h"
+#include "vss/api/daemon/thaw_guard.h"
 #include "vss/engine/store.h"
 
 namespace {
@@ -89,13 +96,6 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-constexpr const char* kUsage =
-    "usage: vssd [--store DIR] [--socket PATH] [--nbd unix:PATH | "
-    "tcp:[HOST:]PORT]... [--event-timeout-ms N] [--freeze-timeout-ms N] "
-    "[--hold-timeout-ms N] [--no-fsfreeze] [--nbd-insecure] [--tls-psk FILE] "
-    "[--tls-x509 DIR] [--nbd-handshake-timeout-ms N] [--nbd-idle-timeout-ms N] "
-    "[--nbd-max-connections N] [--nbd-memory-limit SIZE]\n";
-
 // Parses a positive millisecond count.
 bool ParseMs(const std::string& v, uint32_t* out) {
   if (v.empty() || v.size() > 9 ||
@@ -104,6 +104,132 @@ bool ParseMs(const std::string& v, uint32_t* out) {
   }
   *out = static_cast<uint32_t>(std::stoul(v));
   return *out > 0;
+}
+
+// What the command line asks for.
+struct Options {
+  std::string store_dir;
+  std::string socket_path;
+  std::vector<std::string> addresses;  // --nbd
+  vss::CoordinatorOptions coordinator;
+  bool fsfreeze = true;
+  vss::vssd::NbdOptions nbd;
+};
+
+// The options given as text, checked after parsing so that each bad value
+// gets its own one-line message.
+struct RawOptions {
+  std::string store_dir;
+  std::string socket_path;
+  std::vector<std::string> addresses;
+  std::map<std::string, std::string> ms;   // the coordinator's timeouts
+  std::map<std::string, std::string> nbd;  // server.h's options with a value
+  bool nbd_insecure = false;
+  bool no_fsfreeze = false;
+};
+
+// The NBD server's options with a value (server.h), with their help.
+struct NbdValued {
+  const char* name;
+  const char* type;
+  const char* help;
+};
+constexpr NbdValued kNbdValued[] = {
+    {"--tls-psk", "FILE", "TLS with pre-shared keys (psktool's format)"},
+    {"--tls-x509", "DIR", "TLS with certificates (qemu's x509 directory)"},
+    {"--nbd-handshake-timeout-ms", "N", "From accept to transmission (default 10000)"},
+    {"--nbd-idle-timeout-ms", "N", "Idle timeout (default 0: none)"},
+    {"--nbd-max-connections", "N", "Connections at once (default 128)"},
+    {"--nbd-memory-limit", "SIZE", "Request payload bytes, all clients (default 256M)"}};
+
+void AddOptions(CLI::App& app, RawOptions& raw) {
+  app.add_option("--store", raw.store_dir,
+                 "Store directory (default $VSS_STORE, else $XDG_DATA_HOME/vss)")
+      ->type_name("DIR");
+  app.add_option("--socket", raw.socket_path,
+                 "Control socket (default $VSS_SOCKET, else STORE/vssd.sock)")
+      ->type_name("PATH");
+  app.add_option("--nbd", raw.addresses, "NBD listener (default unix:STORE/nbd.sock)")
+      ->type_name("unix:PATH|tcp:[HOST:]PORT")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  const std::pair<const char*, const char*> kMs[] = {
+      {"--event-timeout-ms", "Writer answer timeout (default 180000)"},
+      {"--freeze-timeout-ms", "Freeze-to-thaw window (default 60000)"},
+      {"--hold-timeout-ms", "Hold of writes during commit (default 10000)"}};
+  for (const auto& [name, help] : kMs) {
+    app.add_option(name, raw.ms[name], help)->type_name("N");
+  }
+  app.add_flag("--no-fsfreeze", raw.no_fsfreeze, "Do not subscribe the fsfreeze writer");
+  app.add_flag("--nbd-insecure", raw.nbd_insecure, "Serve TCP in plain text, to everyone");
+  for (const NbdValued& o : kNbdValued) {
+    app.add_option(o.name, raw.nbd[o.name], o.help)->type_name(o.type);
+  }
+}
+
+// Checks the values of `raw` into `out`; false with `error` set (one line)
+// on a bad one.
+bool CheckOptions(const CLI::App& app, const RawOptions& raw, Options& out,
+                  std::string& error) {
+  if (app.count("--store") > 0 && raw.store_dir.empty()) {
+    error = "--store needs a directory";
+    return false;
+  }
+  if (app.count("--socket") > 0 && raw.socket_path.empty()) {
+    error = "--socket needs a path";
+    return false;
+  }
+  for (const std::string& v : raw.addresses) {
+    if (v.rfind("unix:", 0) != 0 && v.rfind("tcp:", 0) != 0) {
+      error = "--nbd " + v + ": expected unix:PATH or tcp:[HOST:]PORT";
+      return false;
+    }
+  }
+  uint32_t* const ms_fields[] = {&out.coordinator.event_timeout_ms,
+                                 &out.coordinator.freeze_timeout_ms,
+                                 &out.coordinator.hold_writes_timeout_ms};
+  const char* const ms_names[] = {"--event-timeout-ms", "--freeze-timeout-ms",
+                                  "--hold-timeout-ms"};
+  for (size_t i = 0; i < std::size(ms_names); ++i) {
+    if (app.count(ms_names[i]) > 0 && !ParseMs(raw.ms.at(ms_names[i]), ms_fields[i])) {
+      error = std::string(ms_names[i]) + " needs a positive number of milliseconds";
+      return false;
+    }
+  }
+  out.nbd.insecure = raw.nbd_insecure;
+  for (const NbdValued& o : kNbdValued) {
+    if (app.count(o.name) == 0) continue;
+    // server.h's parser checks the value and gives its message.
+    std::string arg = std::string(o.name) + "=" + raw.nbd.at(o.name);
+    char* argv[] = {arg.data()};
+    if (vss::vssd::ParseNbdArgument(1, argv, 0, &out.nbd, &error) < 0) return false;
+  }
+  out.store_dir = raw.store_dir;
+  out.socket_path = raw.socket_path;
+  out.addresses = raw.addresses;
+  out.fsfreeze = !raw.no_fsfreeze;
+  return true;
+}
+
+// Parses the command line: nullopt to go on, else the exit status (0 after
+// --help; 1 after a one-line error).
+std::optional<int> ParseCommandLine(int argc, char** argv, Options& out) {
+  CLI::App app{"vssd: the vss daemon of one store (VSS coordinator, NBD exports).", "vssd"};
+  app.footer(
+      "Requesters and writers of other processes reach the coordinator on the control\n"
+      "socket (vss-api/PROTOCOL.md); the store's volumes and shadows are NBD exports.\n"
+      "SIGTERM or SIGINT stops it cleanly.");
+  RawOptions raw;
+  AddOptions(app, raw);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    return Fail(std::string(e.what()) + " (see vssd --help)");
+  }
+  std::string error;
+  if (!CheckOptions(app, raw, out, error)) return Fail(error);
+  return std::nullopt;
 }
 
 // Opens each volume with non-persistent shadows once: opening removes the
@@ -128,6 +254,99 @@ void DropStaleShadows(vss::engine::Store& store) {
   }
 }
 
+// The store directory, absolute and normalized, checked, and its owner
+// become (store_access.h): before any file of the store is opened, and
+// before any thread starts. nullopt to go on, else the exit status.
+std::optional<int> BecomeStoreOwner(Options& o, uid_t* owner_out) {
+  if (o.store_dir.empty()) o.store_dir = vss::engine::DefaultStoreDir();
+  std::error_code ec;
+  auto abs = std::filesystem::absolute(o.store_dir, ec);
+  if (!ec) o.store_dir = abs.lexically_normal().string();
+  if (o.store_dir.size() > 1 && o.store_dir.back() == '/') o.store_dir.pop_back();
+  const std::string missing =
+      "store " + o.store_dir + " does not exist (create it with vssctl, or pass --store)";
+  auto dir = vss::vssd::CheckStoreDirectory(o.store_dir);
+  if (!dir.ok()) {
+    if (dir.status().code() == vss::StatusCode::kNotFound) return Fail(missing);
+    return Fail(dir.status().ToString());
+  }
+  o.store_dir = dir->path;
+  const uid_t owner = dir->owner;
+  if (::geteuid() != owner) {
+    std::string who;
+    if (vss::Status s = vss::vssd::BecomeUser(owner, &who); !s.ok()) {
+      return Fail("store " + o.store_dir + " belongs to uid " + std::to_string(owner) +
+                  ", and vssd acts for a store's owner only: " + s.ToString() +
+                  " (run vssd as that user)");
+    }
+    std::fprintf(stderr, "vssd: store %s belongs to %s: vssd runs as uid %u, with that user's "
+                 "rights only%s\n", o.store_dir.c_str(), who.c_str(),
+                 static_cast<unsigned>(owner),
+                 o.fsfreeze ? " (the fsfreeze writer freezes a filesystem only if that user "
+                              "may: FIFREEZE needs CAP_SYS_ADMIN)" : "");
+  }
+  if (vss::Status s = vss::vssd::CheckStoreFile(o.store_dir + "/catalog.db", owner); !s.ok()) {
+    if (s.code() == vss::StatusCode::kNotFound) return Fail(missing);
+    return Fail(s.ToString());
+  }
+  *owner_out = owner;
+  return std::nullopt;
+}
+
+// Serves the store until SIGTERM or SIGINT: the coordinator, the fsfreeze
+// writer, the service host on `control` and the NBD server. The exit
+// status.
+int Serve(Options& o, uid_t owner, vss::vssd::ControlServer& control,
+          vss::engine::Store& store) {
+  vss::vssd::ExportRegistry registry(&store);
+  vss::SoftwareProvider provider(store);
+  provider.SetVolumeUsers(&registry);
+  vss::Coordinator coordinator(provider, o.coordinator);
+  // After the coordinator, so it unsubscribes (and thaws) before it goes.
+  // Its watchdog uses the daemon's freeze window; its thaw guard is this
+  // very program (the same build, even if the file was replaced since).
+  vss::FsFreezeWriter fsfreeze_writer(
+      o.coordinator.freeze_timeout_ms,
+      o.fsfreeze ? std::vector<std::string>{"/proc/self/exe", "--thaw-guard"}
+                 : std::vector<std::string>{});
+  if (o.fsfreeze) {
+    vss::VssStatus s = fsfreeze_writer.Initialize();
+    if (s.ok()) s = fsfreeze_writer.Subscribe(coordinator);
+    if (!s.ok()) return Fail("fsfreeze writer: " + s.ToString());
+  }
+  {
+    // Destroyed before the coordinator: closing the requesters'
+    // connections releases their auto-release shadows.
+    vss::ServiceHost host(coordinator, o.store_dir, [](const std::string& line) {
+      std::fprintf(stderr, "vssd: %s\n", line.c_str());
+    });
+    // The control socket hands connections to `host` until this goes.
+    struct StopControl {
+      vss::vssd::ControlServer& control;
+      ~StopControl() { control.Stop(); }
+    } stop_control{control};
+    o.nbd.owner = owner;
+    auto nbd_server = vss::vssd::Server::Create(&registry, o.nbd);
+    if (!nbd_server.ok()) return Fail(nbd_server.status().ToString());
+    vss::vssd::Server& server = **nbd_server;
+    DropStaleShadows(store);
+    for (const auto& a : o.addresses) {
+      vss::Status s = server.Listen(a);
+      if (!s.ok()) return Fail(s.ToString());
+    }
+    control.Start(&host);
+    std::fprintf(stderr, "vssd: %s: control socket %s\n", o.store_dir.c_str(),
+                 o.socket_path.c_str());
+    for (const auto& a : o.addresses) {
+      std::fprintf(stderr, "vssd: serving %s on %s\n", o.store_dir.c_str(), a.c_str());
+    }
+    server.Run(g_stop_pipe[0]);
+    control.Stop();
+  }
+  registry.CloseAll();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -141,126 +360,24 @@ int main(int argc, char** argv) {
     }
     return vss::RunThawGuard(static_cast<int>(fd));
   }
-  std::string store_dir;
-  std::string socket_path;
-  std::vector<std::string> addresses;
-  vss::CoordinatorOptions coordinator_options;
-  bool fsfreeze = true;
-  vss::vssd::NbdOptions nbd_options;
-  for (int i = 1; i < argc; ++i) {
-    // The NBD server's own options (server.h).
-    std::string nbd_error;
-    if (int used = vss::vssd::ParseNbdArgument(argc, argv, i, &nbd_options, &nbd_error);
-        used != 0) {
-      if (used < 0) return Fail(nbd_error);
-      i += used - 1;
-      continue;
-    }
-    std::string arg = argv[i];
-    auto value = [&](const std::string& opt, std::string* out) {
-      if (arg == opt) {
-        if (i + 1 >= argc) return false;
-        *out = argv[++i];
-        return true;
-      }
-      *out = arg.substr(opt.size() + 1);
-      return true;
-    };
-    std::string v;
-    if (arg == "-h" || arg == "--help") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    } else if (arg == "--no-fsfreeze") {
-      fsfreeze = false;
-    } else if (arg == "--store" || arg.rfind("--store=", 0) == 0) {
-      if (!value("--store", &v) || v.empty())
-        return Fail("--store needs a directory");
-      store_dir = v;
-    } else if (arg == "--nbd" || arg.rfind("--nbd=", 0) == 0) {
-      if (!value("--nbd", &v))
-        return Fail("--nbd needs unix:PATH or tcp:[HOST:]PORT");
-      if (v.rfind("unix:", 0) != 0 && v.rfind("tcp:", 0) != 0) {
-        return Fail("--nbd " + v + ": expected unix:PATH or tcp:[HOST:]PORT");
-      }
-      addresses.push_back(v);
-    } else if (arg == "--socket" || arg.rfind("--socket=", 0) == 0) {
-      if (!value("--socket", &v) || v.empty())
-        return Fail("--socket needs a path");
-      socket_path = v;
-    } else if (arg.rfind("--event-timeout-ms", 0) == 0 ||
-               arg.rfind("--freeze-timeout-ms", 0) == 0 ||
-               arg.rfind("--hold-timeout-ms", 0) == 0) {
-      std::string opt = arg.substr(0, arg.find('='));
-      uint32_t* field = opt == "--event-timeout-ms"
-                            ? &coordinator_options.event_timeout_ms
-                        : opt == "--freeze-timeout-ms"
-                            ? &coordinator_options.freeze_timeout_ms
-                        : opt == "--hold-timeout-ms"
-                            ? &coordinator_options.hold_writes_timeout_ms
-                            : nullptr;
-      if (field == nullptr) return Fail("unknown argument '" + arg + "'");
-      if (!value(opt, &v) || !ParseMs(v, field)) {
-        return Fail(opt + " needs a positive number of milliseconds");
-      }
-    } else {
-      return Fail("unknown argument '" + arg + "' (" +
-                  std::string(kUsage).substr(7, std::strlen(kUsage) - 8) + ")");
-    }
-  }
-  if (store_dir.empty()) store_dir = vss::engine::DefaultStoreDir();
-  std::error_code ec;
-  auto abs = std::filesystem::absolute(store_dir, ec);
-  if (!ec) store_dir = abs.lexically_normal().string();
-  if (store_dir.size() > 1 && store_dir.back() == '/') store_dir.pop_back();
-
-  // Whom this daemon acts for (store_access.h): the store's owner, checked
-  // and become before any file of the store is opened, and before any
-  // thread starts.
-  auto dir = vss::vssd::CheckStoreDirectory(store_dir);
-  if (!dir.ok()) {
-    if (dir.status().code() == vss::StatusCode::kNotFound) {
-      return Fail("store " + store_dir +
-                  " does not exist (create it with vssctl, or pass --store)");
-    }
-    return Fail(dir.status().ToString());
-  }
-  store_dir = dir->path;
-  const uid_t owner = dir->owner;
-  if (::geteuid() != owner) {
-    std::string who;
-    if (vss::Status s = vss::vssd::BecomeUser(owner, &who); !s.ok()) {
-      return Fail("store " + store_dir + " belongs to uid " + std::to_string(owner) +
-                  ", and vssd acts for a store's owner only: " + s.ToString() +
-                  " (run vssd as that user)");
-    }
-    std::fprintf(stderr, "vssd: store %s belongs to %s: vssd runs as uid %u, with that user's "
-                 "rights only%s\n", store_dir.c_str(), who.c_str(),
-                 static_cast<unsigned>(owner),
-                 fsfreeze ? " (the fsfreeze writer freezes a filesystem only if that user "
-                            "may: FIFREEZE needs CAP_SYS_ADMIN)" : "");
-  }
-  if (vss::Status s = vss::vssd::CheckStoreFile(store_dir + "/catalog.db", owner); !s.ok()) {
-    if (s.code() == vss::StatusCode::kNotFound) {
-      return Fail("store " + store_dir +
-                  " does not exist (create it with vssctl, or pass --store)");
-    }
-    return Fail(s.ToString());
-  }
-  if (addresses.empty()) addresses.push_back("unix:" + store_dir + "/nbd.sock");
-  if (socket_path.empty()) socket_path = vss::DefaultSocketPath(store_dir);
+  Options o;
+  if (std::optional<int> rc = ParseCommandLine(argc, argv, o)) return *rc;
+  uid_t owner = 0;
+  if (std::optional<int> rc = BecomeStoreOwner(o, &owner)) return *rc;
+  if (o.addresses.empty()) o.addresses.push_back("unix:" + o.store_dir + "/nbd.sock");
+  if (o.socket_path.empty()) o.socket_path = vss::DefaultSocketPath(o.store_dir);
 
   // First, so that a second vssd on the store stops here; while the process
   // has one thread (Listen sets the umask around its bind).
   vss::vssd::ControlServer control(owner);
-  if (vss::Status s = control.Listen(socket_path); !s.ok()) {
+  if (vss::Status s = control.Listen(o.socket_path); !s.ok()) {
     return Fail("control socket: " + s.ToString());
   }
-
   vss::engine::StoreOptions options;
-  options.dir = store_dir;
+  options.dir = o.store_dir;
   auto store = vss::engine::Store::Open(options);
   if (!store.ok()) {
-    return Fail("store " + store_dir + ": " + store.status().ToString());
+    return Fail("store " + o.store_dir + ": " + store.status().ToString());
   }
 
   if (::pipe2(g_stop_pipe, O_CLOEXEC) != 0) return Fail(std::strerror(errno));
@@ -271,56 +388,7 @@ int main(int argc, char** argv) {
   ::sigaction(SIGINT, &sa, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
-  int rc = 0;
-  {
-    vss::vssd::ExportRegistry registry(store->get());
-    vss::SoftwareProvider provider(**store);
-    provider.SetVolumeUsers(&registry);
-    vss::Coordinator coordinator(provider, coordinator_options);
-    // After the coordinator, so it unsubscribes (and thaws) before it goes.
-    // Its watchdog uses the daemon's freeze window; its thaw guard is this
-    // very program (the same build, even if the file was replaced since).
-    vss::FsFreezeWriter fsfreeze_writer(
-        coordinator_options.freeze_timeout_ms,
-        fsfreeze ? std::vector<std::string>{"/proc/self/exe", "--thaw-guard"}
-                 : std::vector<std::string>{});
-    if (fsfreeze) {
-      vss::VssStatus s = fsfreeze_writer.Initialize();
-      if (s.ok()) s = fsfreeze_writer.Subscribe(coordinator);
-      if (!s.ok()) return Fail("fsfreeze writer: " + s.ToString());
-    }
-    {
-      // Destroyed before the coordinator: closing the requesters'
-      // connections releases their auto-release shadows.
-      vss::ServiceHost host(coordinator, store_dir, [](const std::string& line) {
-        std::fprintf(stderr, "vssd: %s\n", line.c_str());
-      });
-      // The control socket hands connections to `host` until this goes.
-      struct StopControl {
-        vss::vssd::ControlServer& control;
-        ~StopControl() { control.Stop(); }
-      } stop_control{control};
-      nbd_options.owner = owner;
-      auto nbd_server = vss::vssd::Server::Create(&registry, nbd_options);
-      if (!nbd_server.ok()) return Fail(nbd_server.status().ToString());
-      vss::vssd::Server& server = **nbd_server;
-      DropStaleShadows(**store);
-      for (const auto& a : addresses) {
-        vss::Status s = server.Listen(a);
-        if (!s.ok()) return Fail(s.ToString());
-      }
-      control.Start(&host);
-      std::fprintf(stderr, "vssd: %s: control socket %s\n", store_dir.c_str(),
-                   socket_path.c_str());
-      for (const auto& a : addresses) {
-        std::fprintf(stderr, "vssd: serving %s on %s\n", store_dir.c_str(),
-                     a.c_str());
-      }
-      server.Run(g_stop_pipe[0]);
-      control.Stop();
-    }
-    registry.CloseAll();
-  }
+  int rc = Serve(o, owner, control, **store);
   store->reset();  // flushes what is still open
   return rc;
 }

@@ -23,7 +23,7 @@
 // Abort, and the destructor thaws. If this process dies while a filesystem
 // is frozen (SIGKILL, a crash), the kernel does not thaw it (closing the
 // descriptor does not); given a thaw guard command, the freezer keeps a
-// helper process (vss/api/thaw_guard.h) that is told of each freeze before
+// helper process (a ThawGuard, internal to vss-api) that is told of each freeze before
 // the FIFREEZE and thaws what is still frozen when this process dies. vssd
 // gives it one; without one, such a death leaves the filesystem frozen
 // until `fsfreeze -u MOUNTPOINT`. A filesystem whose type cannot freeze
@@ -42,12 +42,13 @@
 #include <vector>
 
 #include "vss/api/hresult.h"
-#include "vss/api/thaw_guard.h"
 #include "vss/api/writer.h"
 #include "vss/api/writer_event.h"
 #include "vss/base/guid.h"
 
 namespace vss {
+
+class ThawGuard;  // the freezer's helper process, internal to vss-api
 
 // The writer class id of FsFreezeWriter.
 Guid FsFreezeWriterClassId();

@@ -1,7 +1,7 @@
-// BackupDir and BackupSource: the files of a backup made by `vssctl
-// backup`, written so that a crash never leaves a backup that looks
-// complete but is not, and read back by `vssctl restore` without trusting
-// anything in them.
+// BackupDir and BackupSource: the files of a backup made by vss::Backup
+// (vss/api/backup.h), written so that a crash never leaves a backup that
+// looks complete but is not, and read back by vss::Restore without trusting
+// anything in them. Internal to vss-api.
 //
 // A backup directory holds (all files 0600, a directory we create 0700,
 // whatever the umask):
@@ -27,21 +27,47 @@
 // renamed; the directory and then its parent are fsync'ed; only then may
 // the shadows be released.
 //
-// Single-threaded, like the rest of vssctl.
+// Not thread-safe: one thread uses a BackupDir or a BackupSource.
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "common.h"
+#include "vss/api/backup.h"
 #include "vss/formats/block_device.h"
 #include "vss/base/status.h"
 
-namespace vss::tools {
+namespace vss {
 
 inline constexpr int kBackupManifestVersion = 2;
+
+// Reports one piece of long work to a ProgressCallback (which may be
+// empty): done == 0 on construction, each Add, `finished` on destruction.
+class ProgressReporter {
+ public:
+  ProgressReporter(const ProgressCallback& callback, std::string what, uint64_t total);
+  ~ProgressReporter();
+  ProgressReporter(const ProgressReporter&) = delete;
+  ProgressReporter& operator=(const ProgressReporter&) = delete;
+  void Add(uint64_t bytes);
+
+ private:
+  void Report(bool finished);
+  const ProgressCallback& callback_;
+  ProgressEvent event_;
+};
+
+// Reads [offset, offset + length) of `src` in pieces of at most
+// `buf.size()` bytes (REQUIRES: not empty) and hands each to `each` with
+// its offset, then reports its size to `progress`. Stops at the first
+// error, of the read or of `each`.
+Status ForEachPiece(BlockDevice& src, uint64_t offset, uint64_t length, std::span<uint8_t> buf,
+                    ProgressReporter& progress,
+                    const std::function<Status(uint64_t, std::span<uint8_t>)>& each);
 
 // A backup directory being filled. On destruction without Commit(), every
 // file this run made is removed, and the directory if this run created it.
@@ -49,8 +75,9 @@ class BackupDir {
  public:
   // Creates `dir` (0700) or takes an existing empty directory.
   // kAlreadyExists when it is not a directory or not empty; errors name
-  // `--to DIR`.
-  static StatusOr<std::unique_ptr<BackupDir>> Create(const std::string& dir);
+  // `--to DIR`. Long work is reported to `progress` (may be empty).
+  static StatusOr<std::unique_ptr<BackupDir>> Create(const std::string& dir,
+                                                     ProgressCallback progress);
   ~BackupDir();
   BackupDir(const BackupDir&) = delete;
   BackupDir& operator=(const BackupDir&) = delete;
@@ -80,11 +107,12 @@ class BackupDir {
   const std::string& path() const { return dir_; }
 
  private:
-  BackupDir(std::string dir, int fd, bool created)
-      : dir_(std::move(dir)), fd_(fd), created_(created) {}
+  BackupDir(std::string dir, int fd, bool created, ProgressCallback progress)
+      : dir_(std::move(dir)), fd_(fd), created_(created), progress_(std::move(progress)) {}
   std::string dir_;
   int fd_;
   bool created_;
+  ProgressCallback progress_;
   bool committed_ = false;
   std::vector<std::string> names_;  // made by this run, to remove on failure
 };
@@ -101,8 +129,10 @@ struct ManifestVolume {
 // directory's descriptor with O_NOFOLLOW, so nothing outside it is read.
 class BackupSource {
  public:
-  // kNotFound when `dir` is not a directory.
-  static StatusOr<std::unique_ptr<BackupSource>> Open(const std::string& dir);
+  // kNotFound when `dir` is not a directory. Image checks are reported to
+  // `progress` (may be empty).
+  static StatusOr<std::unique_ptr<BackupSource>> Open(const std::string& dir,
+                                                      ProgressCallback progress);
   ~BackupSource();
   BackupSource(const BackupSource&) = delete;
   BackupSource& operator=(const BackupSource&) = delete;
@@ -127,16 +157,12 @@ class BackupSource {
   }
 
  private:
-  BackupSource(std::string dir, int fd) : dir_(std::move(dir)), fd_(fd) {}
+  BackupSource(std::string dir, int fd, ProgressCallback progress)
+      : dir_(std::move(dir)), fd_(fd), progress_(std::move(progress)) {}
   std::string dir_;
   int fd_;
+  ProgressCallback progress_;
 };
 
-// The test-only fault point of `vssctl backup`: when the environment
-// variable VSSCTL_TEST_KILL_AT equals `point`, the process sends itself
-// SIGKILL. Tests use it to stop a backup at a chosen instant
-// ("backup-release": after the backup is durable, before the shadows are
-// released). Never set outside tests.
-void TestKillPoint(const char* point);
 
-}  // namespace vss::tools
+}  // namespace vss

@@ -11,10 +11,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <span>
 
-namespace vss::tools {
+namespace vss {
 namespace {
+
+using Json = nlohmann::json;
 
 constexpr uint64_t kPiece = uint64_t{1} << 20;
 constexpr uint64_t kMaxDocument = uint64_t{64} << 20;
@@ -107,9 +110,10 @@ StatusOr<uint64_t> Seek(int fd, uint64_t pos, int whence, uint64_t size,
 // XXH3-128 of the first `size` bytes of the file, holes hashed as zeroes
 // without reading them.
 StatusOr<std::string> HashFile(int fd, uint64_t size, const std::string& what,
+                               const ProgressCallback& callback,
                                const std::string& progress_what) {
   Hasher hasher;
-  Progress progress(progress_what, size);
+  ProgressReporter progress(callback, progress_what, size);
   std::vector<uint8_t> buf(std::min(std::max<uint64_t>(size, 1), kPiece));
   for (uint64_t pos = 0; pos < size;) {
     VSS_ASSIGN_OR_RETURN(uint64_t data, Seek(fd, pos, SEEK_DATA, size, what));
@@ -197,9 +201,48 @@ bool IsHex128(const std::string& s) {
 
 }  // namespace
 
+Status ForEachPiece(BlockDevice& src, uint64_t offset, uint64_t length, std::span<uint8_t> buf,
+                    ProgressReporter& progress,
+                    const std::function<Status(uint64_t, std::span<uint8_t>)>& each) {
+  for (uint64_t done = 0; done < length;) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(length - done, buf.size()));
+    std::span<uint8_t> piece = buf.first(n);
+    VSS_RETURN_IF_ERROR(src.Read(offset + done, piece));
+    VSS_RETURN_IF_ERROR(each(offset + done, piece));
+    done += n;
+    progress.Add(n);
+  }
+  return OkStatus();
+}
+
+// --- ProgressReporter ---
+
+ProgressReporter::ProgressReporter(const ProgressCallback& callback, std::string what,
+                                   uint64_t total)
+    : callback_(callback) {
+  event_.what = std::move(what);
+  event_.total = total;
+  Report(false);
+}
+
+ProgressReporter::~ProgressReporter() { Report(true); }
+
+void ProgressReporter::Add(uint64_t bytes) {
+  if (bytes == 0) return;
+  event_.done += bytes;
+  Report(false);
+}
+
+void ProgressReporter::Report(bool finished) {
+  if (!callback_) return;
+  event_.finished = finished;
+  callback_(event_);
+}
+
 // --- BackupDir ---
 
-StatusOr<std::unique_ptr<BackupDir>> BackupDir::Create(const std::string& dir) {
+StatusOr<std::unique_ptr<BackupDir>> BackupDir::Create(const std::string& dir,
+                                                       ProgressCallback progress) {
   const std::string what = "--to " + dir;
   bool created = false;
   if (::mkdir(dir.c_str(), 0700) == 0) {
@@ -215,7 +258,7 @@ StatusOr<std::unique_ptr<BackupDir>> BackupDir::Create(const std::string& dir) {
       return AlreadyExistsError(what + " exists and is not a directory");
     return ErrnoError(err, what);
   }
-  std::unique_ptr<BackupDir> out(new BackupDir(dir, fd, created));
+  std::unique_ptr<BackupDir> out(new BackupDir(dir, fd, created, std::move(progress)));
   if (created) {
     // mkdir's mode went through the umask; the backup is private whatever
     // the umask.
@@ -261,25 +304,21 @@ StatusOr<BackupDir::ImageResult> BackupDir::WriteImage(
   for (const Extent& e : extents) allocated += e.allocated ? e.length : 0;
   Hasher hasher;
   {
-    Progress progress(what, allocated);
+    ProgressReporter progress(progress_, what, allocated);
     std::vector<uint8_t> buf(std::min(std::max<uint64_t>(out.size, 1), kPiece));
     for (const Extent& e : extents) {
       if (!e.allocated) {
         hasher.UpdateZeroes(e.length);
         continue;
       }
-      for (uint64_t done = 0; done < e.length;) {
-        size_t n = static_cast<size_t>(std::min(e.length - done, kPiece));
-        std::span<uint8_t> piece(buf.data(), n);
-        VSS_RETURN_IF_ERROR(src.Read(e.offset + done, piece));
-        hasher.Update(piece);
-        if (!AllZero(piece)) {
-          VSS_RETURN_IF_ERROR(PwriteAll(fd, piece, e.offset + done, path));
-          out.data_bytes += n;
-        }
-        done += n;
-        progress.Add(n);
-      }
+      VSS_RETURN_IF_ERROR(ForEachPiece(
+          src, e.offset, e.length, buf, progress,
+          [&](uint64_t at, std::span<uint8_t> piece) -> Status {
+            hasher.Update(piece);
+            if (AllZero(piece)) return OkStatus();
+            out.data_bytes += piece.size();
+            return PwriteAll(fd, piece, at, path);
+          }));
     }
   }
   out.xxh3_128 = hasher.HexDigest();
@@ -294,7 +333,7 @@ StatusOr<BackupDir::ImageResult> BackupDir::WriteImage(
   // honours the advice; otherwise they check the cached bytes).
   ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
   VSS_ASSIGN_OR_RETURN(std::string back,
-                       HashFile(fd, out.size, path, "verifying " + path));
+                       HashFile(fd, out.size, path, progress_, "verifying " + path));
   if (back != out.xxh3_128) {
     return CorruptionError(path +
                            ": read back after writing, its XXH3-128 is " +
@@ -350,13 +389,13 @@ Status BackupDir::SyncParent() {
 // --- BackupSource ---
 
 StatusOr<std::unique_ptr<BackupSource>> BackupSource::Open(
-    const std::string& dir) {
+    const std::string& dir, ProgressCallback progress) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0 && (errno == ENOENT || errno == ENOTDIR)) {
     return NotFoundError(dir + " is not a directory");
   }
   if (fd < 0) return ErrnoError(errno, dir);
-  return std::unique_ptr<BackupSource>(new BackupSource(dir, fd));
+  return std::unique_ptr<BackupSource>(new BackupSource(dir, fd, std::move(progress)));
 }
 
 BackupSource::~BackupSource() { ::close(fd_); }
@@ -476,7 +515,7 @@ StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedImage(
                            std::to_string(v.size));
   }
   VSS_ASSIGN_OR_RETURN(std::string sum,
-                       HashFile(fd, v.size, path, "verifying " + path));
+                       HashFile(fd, v.size, path, progress_, "verifying " + path));
   if (sum != v.xxh3_128) {
     return CorruptionError(path + " is damaged: its XXH3-128 is " + sum +
                            ", the manifest recorded " + v.xxh3_128);
@@ -484,9 +523,5 @@ StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedImage(
   return std::unique_ptr<BlockDevice>(std::move(image));
 }
 
-void TestKillPoint(const char* point) {
-  const char* at = std::getenv("VSSCTL_TEST_KILL_AT");
-  if (at != nullptr && std::strcmp(at, point) == 0) ::raise(SIGKILL);
-}
 
-}  // namespace vss::tools
+}  // namespace vss
