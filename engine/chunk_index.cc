@@ -10,17 +10,16 @@ namespace vss::engine {
 Location MakeLocation(uint32_t segment, uint64_t offset, uint32_t stored_len,
                       uint8_t codec) {
   const uint64_t bytes = RecordBytes(stored_len);
-  return Location{segment, static_cast<uint32_t>(offset / kRecordAlign),
+  return Location{segment,    static_cast<uint32_t>(offset / kRecordAlign),
                   stored_len, static_cast<uint16_t>(bytes / kRecordAlign),
-                  codec, 0};
+                  codec,      0};
 }
 
 void ChunkIndex::AddEpoch(uint64_t epoch) { epochs_[epoch]; }
 
 void ChunkIndex::Put(uint64_t epoch, uint64_t chunk, const Location& loc) {
   ChunkMap& map = epochs_.at(epoch);
-  if (const Location* old = map.Find(chunk))
-    live_bytes_ -= old->record_bytes();
+  if (const Location* old = map.Find(chunk)) live_bytes_ -= old->record_bytes();
   map.Put(chunk, loc);
   live_bytes_ += loc.record_bytes();
 }

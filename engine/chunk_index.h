@@ -83,8 +83,7 @@ class ChunkIndex {
   // other record of the range is freed. Without `merge`, all are freed.
   // Changes nothing: the owner commits the plan elsewhere first, then
   // calls ApplyDrop.
-  DropPlan PlanDrop(uint64_t first_epoch, uint64_t end_epoch,
-                    bool merge) const;
+  DropPlan PlanDrop(uint64_t first_epoch, uint64_t end_epoch, bool merge) const;
   // Applies a plan made by PlanDrop with no change to the index since.
   void ApplyDrop(const DropPlan& plan);
 

@@ -39,14 +39,18 @@ class ChunkStripes {
         held_.erase(std::unique(held_.begin(), held_.end()), held_.end());
       }
       for (size_t i : held_) {
-        if (exclusive_) s_->mu_[i].lock();
-        else s_->mu_[i].lock_shared();
+        if (exclusive_)
+          s_->mu_[i].lock();
+        else
+          s_->mu_[i].lock_shared();
       }
     }
     ~Guard() {
       for (auto it = held_.rbegin(); it != held_.rend(); ++it) {
-        if (exclusive_) s_->mu_[*it].unlock();
-        else s_->mu_[*it].unlock_shared();
+        if (exclusive_)
+          s_->mu_[*it].unlock();
+        else
+          s_->mu_[*it].unlock_shared();
       }
     }
     Guard(const Guard&) = delete;

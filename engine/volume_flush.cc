@@ -11,8 +11,8 @@ Status VolumeState::SyncDiffArea() {
   // The index says chunks are preserved by records whose durability is now
   // unknown for good (DiffArea::Sync): no overwrite may rely on them, so the
   // volume fails every write and flush until it is reopened.
-  write_behind_.Fail(
-      s.WithContext("diff area of volume " + row_.name + " failed; reopen the volume"));
+  write_behind_.Fail(s.WithContext("diff area of volume " + row_.name +
+                                   " failed; reopen the volume"));
   return write_behind_.Sticky();
 }
 
@@ -71,9 +71,9 @@ Status VolumeState::FlushIndex() {
   return s;
 }
 
-Status VolumeState::CommitIndexRows(const std::vector<metadata::IndexRow>& rows,
-                                    const std::vector<metadata::SegmentRow>& marks,
-                                    uint64_t used) {
+Status VolumeState::CommitIndexRows(
+    const std::vector<metadata::IndexRow>& rows,
+    const std::vector<metadata::SegmentRow>& marks, uint64_t used) {
   StatusOr<metadata::Transaction> tx = catalog_->Begin();
   VSS_RETURN_IF_ERROR(tx.status());
   VSS_RETURN_IF_ERROR(catalog_->InsertIndexRows(row_.id, rows));

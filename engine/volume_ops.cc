@@ -14,7 +14,8 @@ namespace vss::engine {
 namespace {
 
 // Sorts ranges and joins adjacent ones.
-std::vector<metadata::FreeRange> MergeRanges(std::vector<metadata::FreeRange> ranges) {
+std::vector<metadata::FreeRange> MergeRanges(
+    std::vector<metadata::FreeRange> ranges) {
   std::sort(ranges.begin(), ranges.end(), [](const auto& a, const auto& b) {
     return std::tie(a.segment, a.offset) < std::tie(b.segment, b.offset);
   });
@@ -74,23 +75,26 @@ Status VolumeState::DropShadowsLocked(const DropRequest& req) {
     std::lock_guard l(index_mu_);
     index_.ApplyDrop(plan);
     shadows_.erase(shadows_.begin() + req.first, shadows_.begin() + req.end);
-    any_persistent_ = std::any_of(shadows_.begin(), shadows_.end(),
-                                  [](const ShadowInfo& s) { return s.persistent; });
+    any_persistent_ =
+        std::any_of(shadows_.begin(), shadows_.end(),
+                    [](const ShadowInfo& s) { return s.persistent; });
     RecountLive();
     ++generation_;
   }
   return GiveBack(std::move(freed));
 }
 
-Status VolumeState::CommitDrop(const DropRequest& req, const ChunkIndex::DropPlan& plan,
+Status VolumeState::CommitDrop(const DropRequest& req,
+                               const ChunkIndex::DropPlan& plan,
                                const std::vector<metadata::FreeRange>& freed) {
   StatusOr<metadata::Transaction> tx = catalog_->Begin();
   VSS_RETURN_IF_ERROR(tx.status());
   for (const ChunkIndex::DropPlan::Move& m : plan.moves)
-    VSS_RETURN_IF_ERROR(
-        catalog_->MoveIndexRow(row_.id, m.from_epoch, m.chunk, *plan.merge_into));
+    VSS_RETURN_IF_ERROR(catalog_->MoveIndexRow(row_.id, m.from_epoch, m.chunk,
+                                               *plan.merge_into));
   for (size_t i = req.first; i < req.end; ++i) {
-    VSS_RETURN_IF_ERROR(catalog_->DeleteIndexRowsOfEpoch(row_.id, shadows_[i].epoch));
+    VSS_RETURN_IF_ERROR(
+        catalog_->DeleteIndexRowsOfEpoch(row_.id, shadows_[i].epoch));
     VSS_RETURN_IF_ERROR(catalog_->DeleteShadow(shadows_[i].id));
   }
   VSS_RETURN_IF_ERROR(catalog_->InsertFreeRanges(row_.id, freed));
@@ -147,8 +151,10 @@ Status VolumeState::Revert(const Guid& id) {
   VSS_RETURN_IF_ERROR(FlushIndex());
   // Every record the revert needs must read back intact before the volume
   // is touched: a revert that started must be able to finish.
-  VerifyReport check = CheckRecordsLocked(shadows_[*index], /*stop_at_first_error=*/true);
-  if (!check.errors.empty()) return IoError("cannot revert to " + check.errors.front());
+  VerifyReport check =
+      CheckRecordsLocked(shadows_[*index], /*stop_at_first_error=*/true);
+  if (!check.errors.empty())
+    return IoError("cannot revert to " + check.errors.front());
   VSS_RETURN_IF_ERROR(catalog_->PutJournal({row_.id, "revert", id.ToString()}));
   return RevertWorkLocked(*index);
 }
@@ -171,7 +177,8 @@ Status VolumeState::RevertWorkLocked(size_t index) {
     }
     chunk.resize(len);
     Status st = ReadChunkRecord(loc, c, chunk);
-    if (!st.ok()) return IoError("revert to " + ShadowLabel(id) + ": " + st.message());
+    if (!st.ok())
+      return IoError("revert to " + ShadowLabel(id) + ": " + st.message());
     VSS_RETURN_IF_ERROR(image_->Write(off, chunk));
   }
   // The image must hold the shadow's bytes before the records go.
@@ -182,7 +189,8 @@ Status VolumeState::RevertWorkLocked(size_t index) {
        .end = shadows_.size(),
        .merge = false,
        .event_kind = "volume-reverted",
-       .event_message = "volume " + row_.name + " reverted to shadow " + id.ToString(),
+       .event_message =
+           "volume " + row_.name + " reverted to shadow " + id.ToString(),
        .clear_journal = true});
 }
 
@@ -194,15 +202,13 @@ Status VolumeState::SetMaxBytes(int64_t max_bytes) {
   d.used_bytes = index_.live_bytes();
   VSS_RETURN_IF_ERROR(catalog_->UpsertDiffArea(d));
   // Shrinking below the used space deletes the oldest shadows.
-  while (max_bytes >= 0 && index_.live_bytes() > static_cast<uint64_t>(max_bytes) &&
+  while (max_bytes >= 0 &&
+         index_.live_bytes() > static_cast<uint64_t>(max_bytes) &&
          !shadows_.empty()) {
-    VSS_RETURN_IF_ERROR(DropShadowsLocked(
-        {.first = 0,
-         .end = 1,
-         .merge = true,
-         .event_kind = "shadow-deleted-diff-area-resized",
-         .event_message = ShadowLabel(shadows_[0].id) + " deleted: diff area resized to " +
-                          std::to_string(max_bytes) + " bytes"}));
+    VSS_RETURN_IF_ERROR(DropShadowsLocked(DropRequest::Oldest(
+        "shadow-deleted-diff-area-resized",
+        ShadowLabel(shadows_[0].id) + " deleted: diff area resized to " +
+            std::to_string(max_bytes) + " bytes")));
   }
   return OkStatus();
 }

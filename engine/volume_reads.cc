@@ -13,7 +13,8 @@ namespace {
 
 // Appends [off, off+len) of kind `alloc` to `out`, joining it to the last
 // extent when they are adjacent and of one kind.
-void PushExtent(std::vector<Extent>& out, uint64_t off, uint64_t len, bool alloc) {
+void PushExtent(std::vector<Extent>& out, uint64_t off, uint64_t len,
+                bool alloc) {
   if (len == 0) return;
   if (!out.empty() && out.back().allocated == alloc &&
       out.back().offset + out.back().length == off)
@@ -74,8 +75,10 @@ Status VolumeState::ReadShadow(const Guid& shadow, std::span<uint8_t> buf,
     // Unchanged since the shadow: one image read per run of chunks.
     uint64_t run_end = c;
     while (run_end + 1 <= last && !locs[run_end + 1 - first]) ++run_end;
-    uint64_t from = std::max(offset, c * cs), to = std::min(end, (run_end + 1) * cs);
-    VSS_RETURN_IF_ERROR(image_->Read(from, buf.subspan(from - offset, to - from)));
+    uint64_t from = std::max(offset, c * cs),
+             to = std::min(end, (run_end + 1) * cs);
+    VSS_RETURN_IF_ERROR(
+        image_->Read(from, buf.subspan(from - offset, to - from)));
     c = run_end + 1;
   }
   // Records decode in parallel, whole chunks straight into the caller's
@@ -85,13 +88,15 @@ Status VolumeState::ReadShadow(const Guid& shadow, std::span<uint8_t> buf,
     uint64_t c = preserved[i], len = ChunkLen(c);
     uint64_t from = std::max(offset, c * cs), to = std::min(end, c * cs + len);
     if (from == c * cs && to == c * cs + len) {
-      results[i] = ReadChunkRecord(*locs[c - first], c, buf.subspan(from - offset, len));
+      results[i] =
+          ReadChunkRecord(*locs[c - first], c, buf.subspan(from - offset, len));
       return;
     }
     std::vector<uint8_t> chunk(len);
     results[i] = ReadChunkRecord(*locs[c - first], c, chunk);
     if (results[i].ok())
-      std::memcpy(buf.data() + (from - offset), chunk.data() + (from - c * cs), to - from);
+      std::memcpy(buf.data() + (from - offset), chunk.data() + (from - c * cs),
+                  to - from);
   });
   for (const Status& st : results)
     if (!st.ok()) return IoError(ShadowLabel(shadow) + ": " + st.message());
@@ -100,14 +105,16 @@ Status VolumeState::ReadShadow(const Guid& shadow, std::span<uint8_t> buf,
 
 // Found by probing each chunk of the range or by walking the index,
 // whichever is smaller, so the cost is bounded by both.
-std::map<uint64_t, bool> VolumeState::PreservedChunks(uint64_t epoch, uint64_t first,
+std::map<uint64_t, bool> VolumeState::PreservedChunks(uint64_t epoch,
+                                                      uint64_t first,
                                                       uint64_t last) {
   std::map<uint64_t, bool> preserved;  // chunk -> allocated
   const uint8_t zero = static_cast<uint8_t>(Codec::kZero);
   std::lock_guard l(index_mu_);
   if (last - first < index_.CountFrom(epoch)) {
     for (uint64_t c = first; c <= last; ++c)
-      if (const Location* loc = index_.Lookup(epoch, c)) preserved[c] = loc->codec != zero;
+      if (const Location* loc = index_.Lookup(epoch, c))
+        preserved[c] = loc->codec != zero;
   } else {
     index_.ForEachIn(epoch, UINT64_MAX, [&](uint64_t c, const Location&) {
       if (c < first || c > last || preserved.count(c)) return;
@@ -123,12 +130,14 @@ StatusOr<std::vector<Extent>> VolumeState::ShadowExtents(const Guid& shadow,
   std::shared_lock s(structure_mu_);
   std::optional<size_t> index = ShadowIndex(shadow);
   if (!index) return NotFoundError(ShadowLabel(shadow) + " was deleted");
-  VSS_ASSIGN_OR_RETURN(std::vector<Extent> live, image_->Extents(offset, length));
+  VSS_ASSIGN_OR_RETURN(std::vector<Extent> live,
+                       image_->Extents(offset, length));
   // Preserved chunks in range: allocated unless they are zero records.
   std::map<uint64_t, bool> preserved;
   if (length > 0)
-    preserved = PreservedChunks(shadows_[*index].epoch, offset / row_.chunk_size,
-                                (offset + length - 1) / row_.chunk_size);
+    preserved =
+        PreservedChunks(shadows_[*index].epoch, offset / row_.chunk_size,
+                        (offset + length - 1) / row_.chunk_size);
   // Overlay: split live extents at preserved chunks.
   std::vector<Extent> out;
   auto pit = preserved.begin();
@@ -165,14 +174,18 @@ StatusOr<std::vector<ChangedExtent>> VolumeState::ChangedExtents(
     const Guid& from, std::optional<Guid> to) {
   std::shared_lock s(structure_mu_);
   std::optional<size_t> a = ShadowIndex(from);
-  if (!a) return NotFoundError("shadow " + from.ToString() + " is not a shadow of volume " + row_.name);
+  if (!a)
+    return NotFoundError("shadow " + from.ToString() +
+                         " is not a shadow of volume " + row_.name);
   uint64_t end_epoch = UINT64_MAX;
   if (to) {
     std::optional<size_t> b = ShadowIndex(*to);
-    if (!b) return NotFoundError("shadow " + to->ToString() + " is not a shadow of volume " + row_.name);
+    if (!b)
+      return NotFoundError("shadow " + to->ToString() +
+                           " is not a shadow of volume " + row_.name);
     if (shadows_[*b].epoch < shadows_[*a].epoch)
-      return InvalidArgumentError("shadow " + to->ToString() + " is older than shadow " +
-                                  from.ToString());
+      return InvalidArgumentError("shadow " + to->ToString() +
+                                  " is older than shadow " + from.ToString());
     end_epoch = shadows_[*b].epoch;
   }
   std::vector<ChangedExtent> out;

@@ -11,14 +11,16 @@ namespace vss::engine {
 // the end would wrap chunk * chunk_size around 2^64 (and land on another
 // chunk's bytes), an offset past 16 TiB would not fit the in-memory
 // Location. Returns what is wrong, or "" when the record can be indexed.
-std::string VolumeState::CheckRecordFields(uint64_t chunk, uint32_t raw_len, uint64_t offset,
-                                           uint32_t stored_len, uint8_t codec) const {
+std::string VolumeState::CheckRecordFields(uint64_t chunk, uint32_t raw_len,
+                                           uint64_t offset, uint32_t stored_len,
+                                           uint8_t codec) const {
   if (chunk >= chunk_count())
-    return "chunk " + std::to_string(chunk) + " is past the end of volume " + row_.name + " (" +
-           std::to_string(chunk_count()) + " chunks)";
+    return "chunk " + std::to_string(chunk) + " is past the end of volume " +
+           row_.name + " (" + std::to_string(chunk_count()) + " chunks)";
   if (raw_len != ChunkLen(chunk))
-    return "chunk " + std::to_string(chunk) + " has " + std::to_string(raw_len) +
-           " bytes, not " + std::to_string(ChunkLen(chunk));
+    return "chunk " + std::to_string(chunk) + " has " +
+           std::to_string(raw_len) + " bytes, not " +
+           std::to_string(ChunkLen(chunk));
   if (offset % kRecordAlign != 0 || offset / kRecordAlign > UINT32_MAX)
     return "offset " + std::to_string(offset) + " is not a valid record offset";
   if (stored_len > kMaxChunkSize || codec > static_cast<uint8_t>(Codec::kZstd))
@@ -38,18 +40,25 @@ Status VolumeState::Load() {
     any_persistent_ |= s.persistent;
   }
   std::sort(shadows_.begin(), shadows_.end(),
-            [](const ShadowInfo& a, const ShadowInfo& b) { return a.epoch < b.epoch; });
+            [](const ShadowInfo& a, const ShadowInfo& b) {
+              return a.epoch < b.epoch;
+            });
   VSS_ASSIGN_OR_RETURN(auto rows, catalog_->ListIndexRows(row_.id));
   for (const metadata::IndexRow& r : rows) {
-    if (!index_.HasEpoch(r.epoch)) continue;  // epoch without shadow: never read
-    std::string bad = CheckRecordFields(r.chunk, r.raw_len, r.offset, r.stored_len, r.codec);
+    if (!index_.HasEpoch(r.epoch))
+      continue;  // epoch without shadow: never read
+    std::string bad =
+        CheckRecordFields(r.chunk, r.raw_len, r.offset, r.stored_len, r.codec);
     if (bad.empty() && r.record_bytes != RecordBytes(r.stored_len))
-      bad = "record length " + std::to_string(r.record_bytes) + " does not match its payload";
+      bad = "record length " + std::to_string(r.record_bytes) +
+            " does not match its payload";
     if (!bad.empty())
-      return CorruptionError("catalog index row of volume " + row_.name + " (epoch " +
-                             std::to_string(r.epoch) + ", segment " + std::to_string(r.segment) +
+      return CorruptionError("catalog index row of volume " + row_.name +
+                             " (epoch " + std::to_string(r.epoch) +
+                             ", segment " + std::to_string(r.segment) +
                              ") is invalid: " + bad);
-    index_.Put(r.epoch, r.chunk, MakeLocation(r.segment, r.offset, r.stored_len, r.codec));
+    index_.Put(r.epoch, r.chunk,
+               MakeLocation(r.segment, r.offset, r.stored_len, r.codec));
   }
   VSS_ASSIGN_OR_RETURN(auto segs, catalog_->ListSegments(row_.id));
   std::vector<std::string> warnings;
@@ -57,7 +66,8 @@ Status VolumeState::Load() {
                       store_->options().segment_bytes};
   VSS_ASSIGN_OR_RETURN(diff_, DiffArea::Open(o, segs, &warnings));
   for (const std::string& w : warnings)
-    store_->RecordEvent(row_.id, std::nullopt, "diff-area-damaged", w).IgnoreError();
+    store_->RecordEvent(row_.id, std::nullopt, "diff-area-damaged", w)
+        .IgnoreError();
   VSS_RETURN_IF_ERROR(IndexSegmentTails());
   RecountLive();
   return FlushIndex();
@@ -72,7 +82,8 @@ Status VolumeState::IndexSegmentTails() {
   VSS_RETURN_IF_ERROR(diff_->ScanTails([&](const DiffArea::Scanned& s) {
     const RecordHeader& h = s.header;
     const uint8_t codec = static_cast<uint8_t>(h.codec);
-    std::string bad = CheckRecordFields(h.chunk, h.raw_len, s.offset, h.stored_len, codec);
+    std::string bad =
+        CheckRecordFields(h.chunk, h.raw_len, s.offset, h.stored_len, codec);
     if (!bad.empty()) {
       if (rejected++ == 0)
         first_rejected = DiffArea::SegmentName(s.segment) + " offset " +
@@ -80,16 +91,19 @@ Status VolumeState::IndexSegmentTails() {
       return;
     }
     if (!index_.HasEpoch(h.epoch) || index_.Contains(h.epoch, h.chunk)) return;
-    index_.Put(h.epoch, h.chunk, MakeLocation(s.segment, s.offset, h.stored_len, codec));
+    index_.Put(h.epoch, h.chunk,
+               MakeLocation(s.segment, s.offset, h.stored_len, codec));
     pending_rows_.push_back({h.chunk, h.epoch, s.segment, s.offset,
                              static_cast<uint32_t>(RecordBytes(h.stored_len)),
                              h.stored_len, h.raw_len, codec, h.payload_hash});
   }));
   if (rejected > 0)
-    store_->RecordEvent(row_.id, std::nullopt, "diff-area-damaged",
-                        std::to_string(rejected) + " diff-area record(s) of volume " +
-                            row_.name + " in " + diff_row_.dir +
-                            " ignored as invalid; first: " + first_rejected)
+    store_
+        ->RecordEvent(row_.id, std::nullopt, "diff-area-damaged",
+                      std::to_string(rejected) +
+                          " diff-area record(s) of volume " + row_.name +
+                          " in " + diff_row_.dir +
+                          " ignored as invalid; first: " + first_rejected)
         .IgnoreError();
   return OkStatus();
 }

@@ -33,9 +33,10 @@ VolumeState::VolumeState(Store* store, const metadata::VolumeRow& row,
       image_(std::move(image)),
       write_behind_(row.name, row.chunk_size, image_.get(),
                     {.sync = [this] { return SyncDiffArea(); },
-                     .issue = [this](const PendingWrites::Entry& e) {
-                       return IssuePending(e);
-                     }}) {}
+                     .issue =
+                         [this](const PendingWrites::Entry& e) {
+                           return IssuePending(e);
+                         }}) {}
 
 VolumeState::~VolumeState() = default;
 
@@ -87,8 +88,10 @@ Status VolumeState::Modify(uint64_t offset, uint64_t length, ModKind kind,
       }
       if (erase_first == 0) {
         bool appended = false;
-        Status st = shadows_.empty() ? OkStatus() : Preserve(first, last, kind, &appended);
-        if (st.ok()) return CompleteLocked(offset, length, kind, data, appended);
+        Status st = shadows_.empty() ? OkStatus()
+                                     : Preserve(first, last, kind, &appended);
+        if (st.ok())
+          return CompleteLocked(offset, length, kind, data, appended);
         if (st.code() != StatusCode::kNoSpace) return st;
       }
     }
@@ -102,8 +105,9 @@ Status VolumeState::Modify(uint64_t offset, uint64_t length, ModKind kind,
   }
 }
 
-Status VolumeState::CompleteLocked(uint64_t offset, uint64_t length, ModKind kind,
-                                   std::span<const uint8_t> data, bool appended) {
+Status VolumeState::CompleteLocked(uint64_t offset, uint64_t length,
+                                   ModKind kind, std::span<const uint8_t> data,
+                                   bool appended) {
   // While any write is pending, later ones queue behind it, so the image
   // always holds a prefix of the completed writes (a killed process leaves
   // the volume as of one instant).
@@ -123,7 +127,8 @@ Status VolumeState::CompleteLocked(uint64_t offset, uint64_t length, ModKind kin
     // shadows, since the chunk's old bytes are what they hold.
     Status st = IssueToImage(offset, length, kind, data);
     if (!st.ok())
-      return st.WithContext("volume " + row_.name + ": " + ModLabel(kind, offset, length));
+      return st.WithContext("volume " + row_.name + ": " +
+                            ModLabel(kind, offset, length));
   }
   bool flush;
   {
@@ -137,9 +142,15 @@ Status VolumeState::IssueToImage(uint64_t offset, uint64_t length, ModKind kind,
                                  std::span<const uint8_t> data) {
   Status st;
   switch (kind) {
-    case ModKind::kWrite: st = image_->Write(offset, data); break;
-    case ModKind::kZeroes: st = image_->WriteZeroes(offset, length); break;
-    case ModKind::kDiscard: st = image_->Discard(offset, length); break;
+    case ModKind::kWrite:
+      st = image_->Write(offset, data);
+      break;
+    case ModKind::kZeroes:
+      st = image_->WriteZeroes(offset, length);
+      break;
+    case ModKind::kDiscard:
+      st = image_->Discard(offset, length);
+      break;
   }
   image_dirty_ = true;
   return st;
@@ -191,15 +202,18 @@ StatusOr<std::vector<std::pair<uint64_t, bool>>> VolumeState::ChunksToPreserve(
     if (need.empty()) return todo;
     uint64_t lo = need.front() * cs;
     uint64_t hi = need.back() * cs + ChunkLen(need.back());
-    VSS_ASSIGN_OR_RETURN(std::vector<Extent> extents, image_->Extents(lo, hi - lo));
-    for (uint64_t c : need) todo.push_back({c, !RangeUnallocated(extents, c * cs, ChunkLen(c))});
+    VSS_ASSIGN_OR_RETURN(std::vector<Extent> extents,
+                         image_->Extents(lo, hi - lo));
+    for (uint64_t c : need)
+      todo.push_back({c, !RangeUnallocated(extents, c * cs, ChunkLen(c))});
     return todo;
   }
   // Zeroing or discarding a hole changes nothing, and a discard may span
   // the whole volume: only the allocated chunks of the range are looked
   // at, so the work follows the data, not the length (rule 8).
   const uint64_t lo = first * cs, hi = last * cs + ChunkLen(last);
-  VSS_ASSIGN_OR_RETURN(std::vector<Extent> extents, image_->Extents(lo, hi - lo));
+  VSS_ASSIGN_OR_RETURN(std::vector<Extent> extents,
+                       image_->Extents(lo, hi - lo));
   std::lock_guard l(index_mu_);
   for (const Extent& e : extents) {
     if (!e.allocated || e.length == 0) continue;
@@ -220,7 +234,8 @@ Status VolumeState::Preserve(uint64_t first, uint64_t last, ModKind kind,
   const size_t per_batch = std::max<size_t>(1, kBatchBytes / row_.chunk_size);
   for (size_t begin = 0; begin < todo.size(); begin += per_batch) {
     size_t n = std::min(per_batch, todo.size() - begin);
-    VSS_RETURN_IF_ERROR(PreserveBatch(epoch, std::span(todo).subspan(begin, n)));
+    VSS_RETURN_IF_ERROR(
+        PreserveBatch(epoch, std::span(todo).subspan(begin, n)));
     // Set at once: if a later batch fails, the chunks of this one are
     // indexed as preserved by records not yet synced.
     *appended = true;
@@ -229,8 +244,8 @@ Status VolumeState::Preserve(uint64_t first, uint64_t last, ModKind kind,
   return OkStatus();
 }
 
-Status VolumeState::PreserveBatch(uint64_t epoch,
-                                  std::span<const std::pair<uint64_t, bool>> todo) {
+Status VolumeState::PreserveBatch(
+    uint64_t epoch, std::span<const std::pair<uint64_t, bool>> todo) {
   const uint64_t cs = row_.chunk_size;
   const size_t n = todo.size();
   const size_t slot = RecordBytes(static_cast<uint32_t>(cs));
@@ -240,8 +255,8 @@ Status VolumeState::PreserveBatch(uint64_t epoch,
   for (size_t i = 0; i < n; ++i) {
     auto [c, data] = todo[i];
     if (data)
-      VSS_RETURN_IF_ERROR(
-          image_->Read(c * cs, std::span(scratch.old_data.get() + i * cs, ChunkLen(c))));
+      VSS_RETURN_IF_ERROR(image_->Read(
+          c * cs, std::span(scratch.old_data.get() + i * cs, ChunkLen(c))));
   }
   // Compress the chunks of the batch in parallel, each into its own slot.
   std::vector<RecordHeader> headers(n);
@@ -250,11 +265,15 @@ Status VolumeState::PreserveBatch(uint64_t epoch,
     uint8_t* out = scratch.records.get() + i * slot;
     uint8_t* old = scratch.old_data.get() + i * cs;
     if (data) {
-      headers[i] = EncodeRecord(row_.id, c, epoch, std::span(old, ChunkLen(c)), out);
+      headers[i] =
+          EncodeRecord(row_.id, c, epoch, std::span(old, ChunkLen(c)), out);
     } else {
-      headers[i] = {row_.id, c, epoch, static_cast<uint32_t>(ChunkLen(c)), 0, Codec::kZero, 0};
+      headers[i] = {
+          row_.id,      c, epoch, static_cast<uint32_t>(ChunkLen(c)), 0,
+          Codec::kZero, 0};
       EncodeHeader(headers[i], out);
-      std::memset(out + kRecordHeaderBytes, 0, kRecordAlign - kRecordHeaderBytes);
+      std::memset(out + kRecordHeaderBytes, 0,
+                  kRecordAlign - kRecordHeaderBytes);
     }
   });
   // Pack the records end to end.
@@ -265,16 +284,19 @@ Status VolumeState::PreserveBatch(uint64_t epoch,
     if (packed != i * slot) std::memmove(base + packed, base + i * slot, bytes);
     packed += bytes;
   }
-  return AppendBatch(epoch, std::span<const uint8_t>(scratch.records.get(), packed), headers);
+  return AppendBatch(
+      epoch, std::span<const uint8_t>(scratch.records.get(), packed), headers);
 }
 
-Status VolumeState::AppendBatch(uint64_t epoch, std::span<const uint8_t> records,
+Status VolumeState::AppendBatch(uint64_t epoch,
+                                std::span<const uint8_t> records,
                                 const std::vector<RecordHeader>& headers) {
   std::lock_guard a(append_mu_);
   {
     std::lock_guard l(index_mu_);
     if (diff_row_.max_bytes >= 0 &&
-        index_.live_bytes() + records.size() > static_cast<uint64_t>(diff_row_.max_bytes))
+        index_.live_bytes() + records.size() >
+            static_cast<uint64_t>(diff_row_.max_bytes))
       return NoSpaceError("diff area of volume " + row_.name + " is full");
   }
   VSS_ASSIGN_OR_RETURN(auto where, diff_->Append(records));
@@ -283,9 +305,11 @@ Status VolumeState::AppendBatch(uint64_t epoch, std::span<const uint8_t> records
   for (const RecordHeader& h : headers) {
     const uint8_t codec = static_cast<uint8_t>(h.codec);
     const uint64_t bytes = RecordBytes(h.stored_len);
-    index_.Put(epoch, h.chunk, MakeLocation(where.first, at, h.stored_len, codec));
-    pending_rows_.push_back({h.chunk, epoch, where.first, at, static_cast<uint32_t>(bytes),
-                             h.stored_len, h.raw_len, codec, h.payload_hash});
+    index_.Put(epoch, h.chunk,
+               MakeLocation(where.first, at, h.stored_len, codec));
+    pending_rows_.push_back({h.chunk, epoch, where.first, at,
+                             static_cast<uint32_t>(bytes), h.stored_len,
+                             h.raw_len, codec, h.payload_hash});
     at += bytes;
   }
   return OkStatus();
@@ -295,23 +319,22 @@ Status VolumeState::EvictOldest(uint64_t generation) {
   std::unique_lock s(structure_mu_);
   if (generation_.load() != generation || shadows_.empty()) return OkStatus();
   VSS_RETURN_IF_ERROR(write_behind_.Drain());
-  std::string max = diff_row_.max_bytes < 0 ? "unbounded"
-                                            : std::to_string(diff_row_.max_bytes) + " bytes";
-  return DropShadowsLocked(
-      {.first = 0,
-       .end = 1,
-       .merge = true,
-       .event_kind = "shadow-deleted-diff-area-full",
-       .event_message = ShadowLabel(shadows_[0].id) + " deleted: diff area full (" +
-                        std::to_string(index_.live_bytes()) + " bytes used, maximum " +
-                        max + ")"});
+  std::string max = diff_row_.max_bytes < 0
+                        ? "unbounded"
+                        : std::to_string(diff_row_.max_bytes) + " bytes";
+  return DropShadowsLocked(DropRequest::Oldest(
+      "shadow-deleted-diff-area-full",
+      ShadowLabel(shadows_[0].id) + " deleted: diff area full (" +
+          std::to_string(index_.live_bytes()) + " bytes used, maximum " + max +
+          ")"));
 }
 
 Status VolumeState::ReadLive(uint64_t offset, std::span<uint8_t> buf) {
   std::shared_lock s(structure_mu_);
   // No pending write: the image has every completed write. (One that is
   // added meanwhile is concurrent with this read, which may miss it.)
-  if (buf.empty() || !write_behind_.has_pending()) return image_->Read(offset, buf);
+  if (buf.empty() || !write_behind_.has_pending())
+    return image_->Read(offset, buf);
   // The stripes keep the applier from issuing a queued write to the image
   // between the image read and the overlay.
   ChunkStripes::Guard g(&stripes_, offset / row_.chunk_size,

@@ -51,11 +51,11 @@
 #include "chunk_index.h"
 #include "chunk_stripes.h"
 #include "diff_area.h"
-#include "write_behind.h"
-#include "vss/formats/block_device.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
+#include "vss/formats/block_device.h"
 #include "vss/metadata/catalog.h"
+#include "write_behind.h"
 
 namespace vss::engine {
 
@@ -115,7 +115,8 @@ class VolumeState {
   Status Close();
 
   // Shadow reads (ShadowDevice).
-  Status ReadShadow(const Guid& shadow, std::span<uint8_t> buf, uint64_t offset);
+  Status ReadShadow(const Guid& shadow, std::span<uint8_t> buf,
+                    uint64_t offset);
   StatusOr<std::vector<Extent>> ShadowExtents(const Guid& shadow,
                                               uint64_t offset, uint64_t length);
   std::optional<ShadowInfo> FindShadow(const Guid& id);
@@ -151,6 +152,16 @@ class VolumeState {
     std::string event_message;
     // Clear the volume's journal in the same transaction (a revert ends).
     bool clear_journal = false;
+
+    // The oldest shadow alone, recording event `kind` with `message` (an
+    // eviction: the diff area is full or was made smaller).
+    static DropRequest Oldest(std::string kind, std::string message) {
+      return {.first = 0,
+              .end = 1,
+              .merge = true,
+              .event_kind = std::move(kind),
+              .event_message = std::move(message)};
+    }
   };
 
   VolumeState(Store* store, const metadata::VolumeRow& row,
@@ -163,8 +174,9 @@ class VolumeState {
   Status Recover();
   void RecountLive();
   // What makes a record read from disk unusable for this volume, or "".
-  std::string CheckRecordFields(uint64_t chunk, uint32_t raw_len, uint64_t offset,
-                                uint32_t stored_len, uint8_t codec) const;
+  std::string CheckRecordFields(uint64_t chunk, uint32_t raw_len,
+                                uint64_t offset, uint32_t stored_len,
+                                uint8_t codec) const;
 
   uint64_t chunk_count() const;
   // Bytes of chunk `chunk`. REQUIRES: chunk < chunk_count().
@@ -236,7 +248,8 @@ class VolumeState {
   // Shadow reads (volume_reads.cc).
   // Reads and checks every record shadow `info` depends on.
   // REQUIRES: structure_mu_ held (either mode).
-  VerifyReport CheckRecordsLocked(const ShadowInfo& info, bool stop_at_first_error);
+  VerifyReport CheckRecordsLocked(const ShadowInfo& info,
+                                  bool stop_at_first_error);
   // The records of the preserved chunks of [first, last] that shadow epoch
   // `epoch` reads, chunk -> allocated (false for zero records).
   std::map<uint64_t, bool> PreservedChunks(uint64_t epoch, uint64_t first,
@@ -262,8 +275,8 @@ class VolumeState {
   std::mutex append_mu_;
   mutable std::mutex index_mu_;
 
-  std::vector<ShadowInfo> shadows_;  // ascending epoch
-  ChunkIndex index_;                 // one epoch per shadow
+  std::vector<ShadowInfo> shadows_;               // ascending epoch
+  ChunkIndex index_;                              // one epoch per shadow
   std::vector<metadata::IndexRow> pending_rows_;  // not yet in the catalog
   std::atomic<uint64_t> generation_{0};  // bumped by structural changes
   bool any_persistent_ = false;

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <initializer_list>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -27,6 +28,13 @@ Location Loc(uint32_t id, uint16_t blocks = 1) {
   return loc;
 }
 
+// An index with the given empty epochs.
+ChunkIndex WithEpochs(std::initializer_list<uint64_t> epochs) {
+  ChunkIndex index;
+  for (uint64_t e : epochs) index.AddEpoch(e);
+  return index;
+}
+
 std::optional<uint32_t> LookupId(const ChunkIndex& index, uint64_t epoch,
                                  uint64_t chunk) {
   const Location* loc = index.Lookup(epoch, chunk);
@@ -45,8 +53,7 @@ TEST(ChunkIndexTest, MakeLocation_KeepsOffsetLengthAndCodec) {
 }
 
 TEST(ChunkIndexTest, Lookup_ReadsFirstEpochAtOrAfterTheShadowsOwn) {
-  ChunkIndex index;
-  for (uint64_t e : {1, 2, 3}) index.AddEpoch(e);
+  ChunkIndex index = WithEpochs({1, 2, 3});
   index.Put(2, 5, Loc(20));
   index.Put(3, 5, Loc(30));
   index.Put(3, 6, Loc(31));
@@ -66,8 +73,7 @@ TEST(ChunkIndexTest, Lookup_ReadsFirstEpochAtOrAfterTheShadowsOwn) {
 }
 
 TEST(ChunkIndexTest, ChunksOf_IsSortedDistinctAndBoundedByTheEpochRange) {
-  ChunkIndex index;
-  for (uint64_t e : {1, 2, 3}) index.AddEpoch(e);
+  ChunkIndex index = WithEpochs({1, 2, 3});
   index.Put(1, 9, Loc(1));
   index.Put(2, 4, Loc(2));
   index.Put(2, 9, Loc(3));
@@ -78,8 +84,7 @@ TEST(ChunkIndexTest, ChunksOf_IsSortedDistinctAndBoundedByTheEpochRange) {
 }
 
 TEST(ChunkIndexTest, LiveBytes_FollowPutsReplacementsAndSegments) {
-  ChunkIndex index;
-  index.AddEpoch(1);
+  ChunkIndex index = WithEpochs({1});
   index.Put(1, 0, Loc(1, 2));
   index.Put(1, 1, Loc(2, 3));
   EXPECT_EQ(index.live_bytes(), 5u * 4096);
@@ -90,8 +95,7 @@ TEST(ChunkIndexTest, LiveBytes_FollowPutsReplacementsAndSegments) {
 }
 
 TEST(ChunkIndexTest, DropWithMerge_HandsOverOnlyWhatThePreviousShadowLacks) {
-  ChunkIndex index;
-  for (uint64_t e : {1, 2, 3}) index.AddEpoch(e);
+  ChunkIndex index = WithEpochs({1, 2, 3});
   index.Put(1, 0, Loc(10));
   index.Put(2, 0, Loc(20));  // epoch 1 has chunk 0: freed
   index.Put(2, 1, Loc(21));  // epoch 1 reads it from here: handed over
@@ -115,8 +119,7 @@ TEST(ChunkIndexTest, DropWithMerge_HandsOverOnlyWhatThePreviousShadowLacks) {
 }
 
 TEST(ChunkIndexTest, DropOldestWithMerge_FreesEverything) {
-  ChunkIndex index;
-  for (uint64_t e : {1, 2}) index.AddEpoch(e);
+  ChunkIndex index = WithEpochs({1, 2});
   index.Put(1, 0, Loc(10));
   index.Put(2, 0, Loc(20));
   ChunkIndex::DropPlan plan = index.PlanDrop(1, 2, /*merge=*/true);
@@ -129,8 +132,7 @@ TEST(ChunkIndexTest, DropOldestWithMerge_FreesEverything) {
 }
 
 TEST(ChunkIndexTest, DropRangeWithoutMerge_FreesEveryRecordOfTheRange) {
-  ChunkIndex index;
-  for (uint64_t e : {1, 2, 3}) index.AddEpoch(e);
+  ChunkIndex index = WithEpochs({1, 2, 3});
   index.Put(1, 0, Loc(10));
   index.Put(2, 1, Loc(21));
   index.Put(3, 2, Loc(32));

@@ -48,8 +48,9 @@ class Recorder {
   explicit Recorder(BlockDevice* image) : image_(image) {}
 
   WriteBehind::Hooks Hooks() {
-    return {.sync = [this] { return Sync(); },
-            .issue = [this](const PendingWrites::Entry& e) { return Issue(e); }};
+    return {
+        .sync = [this] { return Sync(); },
+        .issue = [this](const PendingWrites::Entry& e) { return Issue(e); }};
   }
   void CloseGate() {
     std::lock_guard l(mu_);
@@ -92,9 +93,15 @@ class Recorder {
   Status Issue(const PendingWrites::Entry& e) {
     Status st;
     switch (e.kind) {
-      case ModKind::kWrite: st = image_->Write(e.offset, e.data); break;
-      case ModKind::kZeroes: st = image_->WriteZeroes(e.offset, e.length); break;
-      case ModKind::kDiscard: st = image_->Discard(e.offset, e.length); break;
+      case ModKind::kWrite:
+        st = image_->Write(e.offset, e.data);
+        break;
+      case ModKind::kZeroes:
+        st = image_->WriteZeroes(e.offset, e.length);
+        break;
+      case ModKind::kDiscard:
+        st = image_->Discard(e.offset, e.length);
+        break;
     }
     std::lock_guard l(mu_);
     events_.push_back("issue " + std::to_string(e.seq));
@@ -112,7 +119,9 @@ class Recorder {
   size_t issued_ = 0;
 };
 
-std::vector<uint8_t> Filled(size_t n, uint8_t v) { return std::vector<uint8_t>(n, v); }
+std::vector<uint8_t> Filled(size_t n, uint8_t v) {
+  return std::vector<uint8_t>(n, v);
+}
 
 std::vector<uint8_t> ReadBack(BlockDevice* d, uint64_t offset, size_t n) {
   std::vector<uint8_t> out(n);
@@ -144,7 +153,8 @@ TEST_F(WriteBehindTest, Drain_IssuesQueuedWritesOldestFirstAfterOneSync) {
   std::vector<std::string> issues;
   for (const std::string& e : rec_.events())
     if (e != "sync") issues.push_back(e);
-  EXPECT_EQ(issues, (std::vector<std::string>{"issue 1", "issue 2", "issue 3", "issue 4"}));
+  EXPECT_EQ(issues, (std::vector<std::string>{"issue 1", "issue 2", "issue 3",
+                                              "issue 4"}));
   EXPECT_EQ(rec_.events().front(), "sync");
   std::vector<uint8_t> want(12288, 0);
   std::fill(want.begin(), want.begin() + 4096, 'a');
@@ -207,7 +217,8 @@ TEST_F(WriteBehindTest, FailedIssue_IsStickyForEveryLaterCall) {
   Status s = wb.Drain();
   ASSERT_EQ(s.code(), StatusCode::kIoError) << s.ToString();
   EXPECT_NE(s.message().find("volume vol"), std::string::npos) << s.message();
-  EXPECT_NE(s.message().find("reopen the volume"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("reopen the volume"), std::string::npos)
+      << s.message();
   EXPECT_EQ(wb.Sticky().code(), StatusCode::kIoError);
   EXPECT_EQ(wb.WaitForRoom().code(), StatusCode::kIoError);
   EXPECT_EQ(wb.Drain().code(), StatusCode::kIoError);
