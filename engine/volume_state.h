@@ -1,52 +1,43 @@
-// VolumeState: the private state and algorithms behind engine::Volume:
-// copy-on-write, the in-memory index, shadow reads, delete with merge,
-// revert, recovery. See DESIGN.md (Data flow, Rules) for the model.
-//
-// Epochs: every shadow of the volume owns one epoch (its number, increasing
-// with time). epochs_[e] maps chunk -> record preserving the chunk as it was
-// when shadow e was taken, for chunks first modified while e was the newest
-// shadow (or handed over to e when a newer shadow was deleted). Shadow k
-// reads chunk c from the first epoch >= k that has c, else from the image.
+// VolumeState: the private state behind engine::Volume: copy-on-write of
+// volume writes into the diff area, shadow reads, structural operations
+// (delete with merge, revert, eviction), index flushing and recovery. See
+// DESIGN.md (Data flow, Rules) for the model. Its parts, each readable and
+// tested alone:
+//   ChunkIndex   (chunk_index.h)   epochs, lookup, merge; pure.
+//   WriteBehind  (write_behind.h)  the queue of acknowledged writes, its
+//                                  applier and barrier, the sticky failure.
+//   ChunkStripes (chunk_stripes.h) per-chunk locks.
+// Its members are defined by topic: volume_state.cc (open, writes, live
+// reads), volume_reads.cc (shadow reads, changed chunks, verification),
+// volume_ops.cc (structural operations), volume_flush.cc (flushes and the
+// index in the catalog), volume_recovery.cc (loading and recovery).
 //
 // Locks, in the order they are taken:
 //   structure_mu_  shared by reads and writes; exclusive for shadow create,
 //                  delete, revert and eviction ("writes held"). shadows_ and
-//                  the set of keys of epochs_ change only under it exclusive.
-//   stripes_       per-chunk (chunk % kStripes): exclusive for a write that
-//                  preserves and overwrites the chunk, shared for a shadow
-//                  read of it, so a shadow read never sees a half-preserved
-//                  chunk.
-//   apply_mu_      one thread at a time syncs the diff area for pending
-//                  writes and issues them to the image (the applier, or a
-//                  caller draining them). Taken before stripes.
+//                  the set of epochs of index_ change only under it
+//                  exclusive.
+//   WriteBehind's apply mutex: one thread at a time syncs the diff area for
+//                  queued writes and issues them. Taken before stripes.
+//   stripes_       per chunk: exclusive for a write that preserves and
+//                  overwrites the chunk, shared for a shadow read of it.
 //   flush_mu_      one index flush at a time.
 //   append_mu_     appends to the diff area.
-//   index_mu_      contents of the ChunkMaps, pending_.
-//   defer_mu_      pending_writes_, applier state, sticky_. Taken after
-//                  stripes, never together with index_mu_.
+//   index_mu_      the contents of index_, pending_rows_.
+//   WriteBehind's queue mutex: taken after stripes, never together with
+//                  index_mu_.
 //
-// Write-behind: a write that had to preserve chunks while a persistent
-// shadow exists completes once its records are appended (not yet synced);
-// it is kept in pending_writes_ (reads see it) and the applier thread syncs
-// the diff area once for every write pending at that moment and then issues
-// them to the image, oldest first. So the sync that rule 1 requires before
-// each overwrite is shared by all writes in flight, and it is not on the
-// write's own path. Flush(), a shadow-set commit and every structural
-// operation drain the pending writes first.
-//
-// An acknowledged write is never dropped (rule 9): before a write is made
-// pending, its image range is allocated (BlockDevice::Allocate), so issuing
-// it cannot fail for lack of space; a full image fails that write alone
-// with kNoSpace. An older pending zeroes or discard over the range would
-// give the space back when issued, so it is issued first. What can still
-// fail later (a medium error, a diff-area sync) makes the volume fail every
-// write and flush until it is reopened (sticky_): a failed diff-area sync in
-// particular is permanent, whoever sees it first.
+// Write-behind (write_behind.h): a write that had to preserve chunks while a
+// persistent shadow exists completes once its records are appended, and is
+// issued to the image after one shared diff-area sync. While any write is
+// queued, later ones queue behind it, so the image always holds a prefix of
+// the completed writes. An older queued zeroes or discard over a write's
+// range would give the write's reserved space back when issued, so it is
+// issued first.
 #pragma once
 
-#include <array>
 #include <atomic>
-#include <condition_variable>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -54,16 +45,17 @@
 #include <shared_mutex>
 #include <span>
 #include <string>
-#include <thread>
+#include <utility>
 #include <vector>
 
-#include "chunk_map.h"
+#include "chunk_index.h"
+#include "chunk_stripes.h"
 #include "diff_area.h"
-#include "pending_writes.h"
-#include "vss/formats/block_device.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
+#include "vss/formats/block_device.h"
 #include "vss/metadata/catalog.h"
+#include "write_behind.h"
 
 namespace vss::engine {
 
@@ -123,12 +115,14 @@ class VolumeState {
   Status Close();
 
   // Shadow reads (ShadowDevice).
-  Status ReadShadow(const Guid& shadow, std::span<uint8_t> buf, uint64_t offset);
+  Status ReadShadow(const Guid& shadow, std::span<uint8_t> buf,
+                    uint64_t offset);
   StatusOr<std::vector<Extent>> ShadowExtents(const Guid& shadow,
                                               uint64_t offset, uint64_t length);
   std::optional<ShadowInfo> FindShadow(const Guid& id);
 
-  // Structural operations (Store). Hold / Release bracket a shadow-set commit.
+  // Structural operations (Store; volume_ops.cc). Hold / Release bracket a
+  // shadow-set commit.
   void HoldWrites() { structure_mu_.lock(); }
   void ReleaseWrites() { structure_mu_.unlock(); }
   // REQUIRES: writes held. Makes the image and diff area durable.
@@ -145,27 +139,64 @@ class VolumeState {
   VolumeStats Stats();
 
  private:
-  static constexpr size_t kStripes = 256;
-  class StripeGuard;
+  // A drop of the shadows shadows_[first, end) with their epochs.
+  struct DropRequest {
+    size_t first = 0;
+    size_t end = 0;  // exclusive
+    // Hand the records the shadow before `first` still needs over to its
+    // epoch (a delete); otherwise free every record of the dropped epochs
+    // (a revert, whose image already holds what older shadows read).
+    bool merge = true;
+    // An event recorded in the same transaction; none when kind is empty.
+    std::string event_kind;
+    std::string event_message;
+    // Clear the volume's journal in the same transaction (a revert ends).
+    bool clear_journal = false;
+
+    // The oldest shadow alone, recording event `kind` with `message` (an
+    // eviction: the diff area is full or was made smaller).
+    static DropRequest Oldest(std::string kind, std::string message) {
+      return {.first = 0,
+              .end = 1,
+              .merge = true,
+              .event_kind = std::move(kind),
+              .event_message = std::move(message)};
+    }
+  };
 
   VolumeState(Store* store, const metadata::VolumeRow& row,
               std::unique_ptr<BlockDevice> image);
+
+  // Recovery (volume_recovery.cc).
   Status Load();
+  // Indexes the records of the segment tails past the catalog's marks.
+  Status IndexSegmentTails();
   Status Recover();
+  void RecountLive();
+  // What makes a record read from disk unusable for this volume, or "".
+  std::string CheckRecordFields(uint64_t chunk, uint32_t raw_len,
+                                uint64_t offset, uint32_t stored_len,
+                                uint8_t codec) const;
 
   uint64_t chunk_count() const;
   // Bytes of chunk `chunk`. REQUIRES: chunk < chunk_count().
   uint64_t ChunkLen(uint64_t chunk) const;
-  // What makes a record read from disk unusable for this volume, or "".
-  std::string CheckRecordFields(uint64_t chunk, uint32_t raw_len, uint64_t offset,
-                                uint32_t stored_len, uint8_t codec) const;
+
+  // Writes (volume_state.cc).
+  // The chunks of [first, last] to preserve in `epoch`, each with whether
+  // it holds data (else it is a hole). Zeroes and discards look only at the
+  // allocated chunks of the range. REQUIRES: as for Preserve.
+  StatusOr<std::vector<std::pair<uint64_t, bool>>> ChunksToPreserve(
+      uint64_t epoch, uint64_t first, uint64_t last, ModKind kind);
   // Preserves the chunks of [first, last] not yet preserved in the newest
   // epoch by appending records (not synced); sets *appended when it
   // appended any, also when it then fails part-way (the records appended
-  // so far are indexed). kNoSpace when the diff area is full. Zeroes and
-  // discards look only at the allocated chunks of the range. REQUIRES:
+  // so far are indexed). kNoSpace when the diff area is full. REQUIRES:
   // structure shared, stripes of the range exclusive, shadows_ not empty.
   Status Preserve(uint64_t first, uint64_t last, ModKind kind, bool* appended);
+  // Reads, encodes and appends the records of `todo` in `epoch`.
+  Status PreserveBatch(uint64_t epoch,
+                       std::span<const std::pair<uint64_t, bool>> todo);
   // Finishes a modification whose chunks are preserved: queues it behind
   // the pending writes (reserving its image space first) or issues it now.
   // kNoSpace naming the volume when the image is full; this write fails
@@ -176,49 +207,55 @@ class VolumeState {
   // Issues a modification to the image. REQUIRES: stripes exclusive.
   Status IssueToImage(uint64_t offset, uint64_t length, ModKind kind,
                       std::span<const uint8_t> data);
-
-  // Write-behind. WaitForRoom blocks a writer while the pending writes hold
-  // more than kMaxPendingBytes (before any lock is taken). ApplyPending
-  // syncs the diff area and issues every pending write up to at least
-  // sequence `upto`; DrainPending does it for all writes pending now.
-  // Both return sticky_ when the volume has failed.
-  Status WaitForRoom();
-  Status ApplyPending(uint64_t upto);
-  Status DrainPending();
-  void ApplierLoop();
-  Status Sticky();
-  void SetSticky(Status s);
-  // diff_->Sync(); a failure sets the sticky failure (a diff-area sync
-  // failure is permanent for the open volume) and is returned.
-  Status SyncDiffArea();
+  // WriteBehind's issue hook: IssueToImage with the entry's stripes held.
+  Status IssuePending(const PendingWrites::Entry& e);
   // Appends packed records and indexes them; kNoSpace past the maximum.
   Status AppendBatch(uint64_t epoch, std::span<const uint8_t> records,
                      const std::vector<RecordHeader>& headers);
   // Deletes the oldest shadow if the structure is still at `generation`.
   Status EvictOldest(uint64_t generation);
 
+  // Flushing (volume_flush.cc).
+  // diff_->Sync(); a failure becomes the sticky failure (a diff-area sync
+  // failure is permanent for the open volume) and is returned.
+  Status SyncDiffArea();
   // fdatasync of the image, skipped when nothing was written since the
   // last one (a clean fdatasync still costs a device cache flush).
   Status FlushImageIfDirty();
   // Writes pending index rows to the catalog after syncing the diff area.
   Status FlushIndex();
-  // REQUIRES: structure exclusive. Drops shadows_[from..to) with their
-  // epochs (merging records the shadow before `from` still needs when
-  // `merge`), in one catalog transaction, then gives space back.
-  Status DropShadowsLocked(size_t from, size_t to, bool merge,
-                           const std::string& event_kind,
-                           const std::string& event_message,
-                           bool clear_journal);
+  // Writes the rows, marks and usage figure in one catalog transaction.
+  Status CommitIndexRows(const std::vector<metadata::IndexRow>& rows,
+                         const std::vector<metadata::SegmentRow>& marks,
+                         uint64_t used);
+
+  // Structural operations (volume_ops.cc). REQUIRES: structure exclusive.
+  // Drops the shadows of `req` with their epochs in one catalog
+  // transaction, then gives space back.
+  Status DropShadowsLocked(const DropRequest& req);
+  // The catalog side of a drop, in one transaction.
+  Status CommitDrop(const DropRequest& req, const ChunkIndex::DropPlan& plan,
+                    const std::vector<metadata::FreeRange>& freed);
   Status RevertWorkLocked(size_t index);
+  Status GiveBack(std::vector<metadata::FreeRange> ranges);
+  // Removes the segments without live records (never the active one). The
+  // catalog forgets a segment before its file is removed, so a crash in
+  // between leaves a file that the next open rescans and removes.
+  Status RemoveEmptySegments();
+  // Index of shadow `id` in shadows_, or nullopt.
+  std::optional<size_t> ShadowIndex(const Guid& id) const;
+
+  // Shadow reads (volume_reads.cc).
   // Reads and checks every record shadow `info` depends on.
   // REQUIRES: structure_mu_ held (either mode).
-  VerifyReport CheckRecordsLocked(const ShadowInfo& info, bool stop_at_first_error);
-  Status GiveBack(std::vector<metadata::FreeRange> ranges);
-  void RecountLive();
-
-  // The record shadow epoch `epoch` reads chunk `chunk` from, if any.
-  // REQUIRES: index_mu_ held.
-  const Location* LookupLocked(uint64_t epoch, uint64_t chunk) const;
+  VerifyReport CheckRecordsLocked(const ShadowInfo& info,
+                                  bool stop_at_first_error);
+  // The records of the preserved chunks of [first, last] that shadow epoch
+  // `epoch` reads, chunk -> allocated (false for zero records).
+  std::map<uint64_t, bool> PreservedChunks(uint64_t epoch, uint64_t first,
+                                           uint64_t last);
+  // The record shadow epoch `epoch` reads `chunk` from. REQUIRES: it has one.
+  Location LookupRecord(uint64_t epoch, uint64_t chunk);
   Status ReadChunkRecord(const Location& loc, uint64_t chunk,
                          std::span<uint8_t> out);
   std::vector<uint64_t> ChunksOfEpochs(uint64_t from_epoch,
@@ -233,29 +270,21 @@ class VolumeState {
   metadata::DiffAreaRow diff_row_;
 
   FairSharedMutex structure_mu_;
-  std::array<std::shared_mutex, kStripes> stripes_;
+  ChunkStripes stripes_;
   std::mutex flush_mu_;
   std::mutex append_mu_;
   mutable std::mutex index_mu_;
 
-  std::vector<ShadowInfo> shadows_;       // ascending epoch
-  std::map<uint64_t, ChunkMap> epochs_;   // one per shadow
-  std::vector<metadata::IndexRow> pending_;
-  uint64_t used_bytes_ = 0;               // bytes of live records
-  std::atomic<uint64_t> generation_{0};   // bumped by structural changes
+  std::vector<ShadowInfo> shadows_;               // ascending epoch
+  ChunkIndex index_;                              // one epoch per shadow
+  std::vector<metadata::IndexRow> pending_rows_;  // not yet in the catalog
+  std::atomic<uint64_t> generation_{0};  // bumped by structural changes
   bool any_persistent_ = false;
-  std::atomic<bool> image_dirty_{true};   // written since the last image flush
+  std::atomic<bool> image_dirty_{true};  // written since the last image flush
 
-  std::mutex apply_mu_;
-  std::mutex defer_mu_;
-  std::condition_variable work_cv_;       // applier: writes pending, or stop
-  std::condition_variable progress_cv_;   // writers and drainers: applied
-  PendingWrites pending_writes_;          // guarded by defer_mu_
-  std::atomic<size_t> pending_count_{0};  // pending_writes_.count()
-  uint64_t applied_seq_ = 0;              // guarded by defer_mu_
-  bool stop_ = false;                     // guarded by defer_mu_
-  std::thread applier_;                   // started at the first pending write
-  Status sticky_;  // guarded by defer_mu_; set when durability is unknown
+  // Last: its applier thread calls back into the members above, so it is
+  // stopped before they are destroyed.
+  WriteBehind write_behind_;
 };
 
 }  // namespace vss::engine
