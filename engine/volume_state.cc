@@ -1,5 +1,6 @@
 #include "volume_state.h"
 
+#include "store_internal.h"
 #include "worker_pool.h"
 
 #include <algorithm>
@@ -68,7 +69,7 @@ class VolumeState::StripeGuard {
 
 VolumeState::VolumeState(Store* store, const metadata::VolumeRow& row,
                          std::unique_ptr<BlockDevice> image)
-    : store_(store), catalog_(&store->catalog()), row_(row),
+    : store_(store), catalog_(&CatalogOf(*store)), row_(row),
       image_(std::move(image)), pending_writes_(row.chunk_size) {}
 
 VolumeState::~VolumeState() {
@@ -130,7 +131,7 @@ std::string VolumeState::ShadowLabel(const Guid& id) const {
 // Loads shadows and index rows from the catalog, then indexes the segment
 // tails past the catalog's marks.
 Status VolumeState::Load() {
-  VSS_ASSIGN_OR_RETURN(diff_row_, store_->DiffAreaOf(row_.id));
+  VSS_ASSIGN_OR_RETURN(diff_row_, DiffAreaRowOf(*store_, row_.id));
   VSS_ASSIGN_OR_RETURN(auto shadows, catalog_->ListShadowsOfVolume(row_.id));
   for (const metadata::ShadowRow& s : shadows) {
     shadows_.push_back({s.id, s.epoch, IsPersistent(s)});

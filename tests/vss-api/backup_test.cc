@@ -256,7 +256,7 @@ TEST_F(VssApiTest, AddToSnapshotSet_DuplicatesUnknownsAndSecondSet) {
   EXPECT_EQ(bc.StartSnapshotSet().code(), VSS_E_SNAPSHOT_SET_IN_PROGRESS);
   ASSERT_TRUE(bc.AddToSnapshotSet("vol1").ok());
   EXPECT_EQ(bc.AddToSnapshotSet("vol1").code(), VSS_E_OBJECT_ALREADY_EXISTS);
-  StatusOr<metadata::VolumeRow> v1 = store_->ResolveVolume("vol1");
+  StatusOr<engine::VolumeInfo> v1 = store_->ResolveVolume("vol1");
   ASSERT_TRUE(v1.ok());
   EXPECT_EQ(bc.AddToSnapshotSet(v1->id.ToString()).code(), VSS_E_OBJECT_ALREADY_EXISTS);
   EXPECT_EQ(bc.AddToSnapshotSet("no-such-volume").code(), VSS_E_OBJECT_NOT_FOUND);
@@ -350,7 +350,7 @@ TEST_F(VssApiTest, AutoRelease_DeletesOnlyNonPersistentAutoReleaseShadows) {
     EXPECT_EQ(ShadowCount(), 4u);
   }
   EXPECT_EQ(ShadowCount(), 2u);
-  StatusOr<std::vector<metadata::ShadowRow>> rows = store_->catalog().ListShadows();
+  StatusOr<std::vector<engine::ShadowInfo>> rows = store_->ListShadows();
   ASSERT_TRUE(rows.ok());
   bool one_persistent = false;
   for (const auto& r : *rows) one_persistent |= r.persistent;
@@ -377,7 +377,7 @@ TEST_F(VssApiTest, SnapshotProperties_HaveEveryField) {
   // The set is already started by PrepareBackup; add the second volume.
   ASSERT_TRUE(s1.ok());
   ASSERT_TRUE(bc.AddToSnapshotSet("vol2").ok());
-  const int64_t before = metadata::NowVssTimestamp();
+  const int64_t before = engine::NowTimestamp();
   ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
   VssStatusOr<SnapshotProp> p = bc.GetSnapshotProperties(*s1);  // by the id AddToSnapshotSet gave
   ASSERT_TRUE(p.ok()) << p.status().ToString();
@@ -392,7 +392,7 @@ TEST_F(VssApiTest, SnapshotProperties_HaveEveryField) {
   EXPECT_EQ(p->snapshot_attributes & kContextBitsMask, VSS_CTX_APP_ROLLBACK);
   EXPECT_TRUE(p->snapshot_attributes & VSS_VOLSNAP_ATTR_DIFFERENTIAL);
   EXPECT_GE(p->creation_timestamp, before - 10'000'000);
-  EXPECT_LE(p->creation_timestamp, metadata::NowVssTimestamp());
+  EXPECT_LE(p->creation_timestamp, engine::NowTimestamp());
   EXPECT_EQ(p->status, VSS_SS_CREATED);
   VssStatusOr<SnapshotProp> again = bc.GetSnapshotProperties(p->snapshot_id);
   ASSERT_TRUE(again.ok());

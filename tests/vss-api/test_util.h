@@ -304,7 +304,7 @@ class VssApiTest : public ::testing::Test {
         req.path = dir_.path() + "/" + name + ".img";
         req.size = uint64_t{4} << 20;
         req.name = name;
-        StatusOr<metadata::VolumeRow> v = store_->CreateVolume(req);
+        StatusOr<engine::VolumeInfo> v = store_->CreateVolume(req);
         ASSERT_TRUE(v.ok()) << v.status().ToString();
       }
     }
@@ -313,7 +313,7 @@ class VssApiTest : public ::testing::Test {
   }
 
   size_t ShadowCount() {
-    StatusOr<std::vector<metadata::ShadowRow>> rows = store_->catalog().ListShadows();
+    StatusOr<std::vector<engine::ShadowInfo>> rows = store_->ListShadows();
     EXPECT_TRUE(rows.ok());
     return rows.ok() ? rows->size() : 0;
   }
@@ -327,7 +327,7 @@ class VssApiTest : public ::testing::Test {
       ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
       *shadow = (*bc.Query())[0].snapshot_id;
     }
-    StatusOr<metadata::VolumeRow> v1 = store_->ResolveVolume("vol1");
+    StatusOr<engine::VolumeInfo> v1 = store_->ResolveVolume("vol1");
     ASSERT_TRUE(v1.ok());
     StatusOr<engine::Volume*> v = store_->OpenVolume(v1->id);
     ASSERT_TRUE(v.ok());

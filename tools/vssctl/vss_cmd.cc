@@ -137,7 +137,7 @@ StatusOr<std::unique_ptr<Service>> Connect(Cli& cli) {
 std::string ServiceKind(const Service& s) { return s.remote() ? "vssd" : "in-process"; }
 
 std::string Iso8601Now() {
-  return metadata::VssTimestampToIso8601(metadata::NowVssTimestamp());
+  return engine::TimestampToIso8601(engine::NowTimestamp());
 }
 
 // --- Writer statuses ---
@@ -340,7 +340,7 @@ StatusOr<std::unique_ptr<BlockDevice>> ConnectNbd(const Service& service,
 // A read-only view of a shadow copy.
 StatusOr<std::unique_ptr<BlockDevice>> OpenShadowView(Service& service, const Guid& id) {
   if (engine::Store* store = service.store()) {
-    VSS_ASSIGN_OR_RETURN(metadata::ShadowRow row, store->ResolveShadow(id.ToString()));
+    VSS_ASSIGN_OR_RETURN(engine::ShadowInfo row, store->ResolveShadow(id.ToString()));
     VSS_ASSIGN_OR_RETURN(engine::Volume * volume, store->OpenVolume(row.volume_id));
     return volume->OpenShadow(row.id);
   }
@@ -357,7 +357,7 @@ struct LiveVolume {
 StatusOr<LiveVolume> OpenLiveVolume(Service& service, const std::string& name) {
   LiveVolume out;
   if (engine::Store* store = service.store()) {
-    VSS_ASSIGN_OR_RETURN(metadata::VolumeRow row, store->ResolveVolume(name));
+    VSS_ASSIGN_OR_RETURN(engine::VolumeInfo row, store->ResolveVolume(name));
     VSS_ASSIGN_OR_RETURN(out.device, store->OpenVolume(row.id));
     out.name = row.name;
     return out;
@@ -930,7 +930,7 @@ Status CreateShadowSetWithRequester(Cli& cli, const RequesterCreateOptions& o) {
   }
   std::string created =
       set.shadows.empty() ? Iso8601Now()
-                          : metadata::VssTimestampToIso8601(set.shadows.front().creation_timestamp);
+                          : engine::TimestampToIso8601(set.shadows.front().creation_timestamp);
   if (cli.json) {
     Json shadows = Json::array();
     for (const SnapshotProp& p : set.shadows) shadows.push_back(ShadowPropToJson(p));

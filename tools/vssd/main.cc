@@ -109,7 +109,7 @@ bool ParseMs(const std::string& v, uint32_t* out) {
 // Opens each volume with non-persistent shadows once: opening removes the
 // shadows a previous owner left (engine recovery records the event).
 void DropStaleShadows(vss::engine::Store& store) {
-  auto shadows = store.catalog().ListShadows();
+  auto shadows = store.ListShadows();
   if (!shadows.ok()) return;
   std::vector<vss::Guid> volumes;
   for (const auto& s : *shadows) {
