@@ -147,6 +147,16 @@ StatusOr<std::vector<Info>> ToInfos(StatusOr<std::vector<Row>> rows,
   return out;
 }
 
+// Reads a catalog row that must exist as an engine value: kNotFound naming
+// `what` and `id` when it does not.
+template <typename Info, typename Row>
+StatusOr<Info> ToFoundInfo(StatusOr<std::optional<Row>> row, Info (*convert)(const Row&),
+                           const std::string& what, const Guid& id) {
+  if (!row.ok()) return row.status();
+  if (!row->has_value()) return NotFoundError(what + " " + id.ToString() + " does not exist");
+  return convert(**row);
+}
+
 }  // namespace
 
 metadata::Catalog& CatalogOf(Store& store) { return *store.catalog_; }
@@ -297,9 +307,7 @@ StatusOr<std::vector<VolumeInfo>> Store::ListVolumes() {
 }
 
 StatusOr<VolumeInfo> Store::FindVolume(const Guid& id) {
-  VSS_ASSIGN_OR_RETURN(auto row, catalog_->FindVolume(id));
-  if (!row) return NotFoundError("volume " + id.ToString() + " does not exist");
-  return ToVolumeInfo(*row);
+  return ToFoundInfo(catalog_->FindVolume(id), &ToVolumeInfo, "volume", id);
 }
 
 StatusOr<std::vector<ShadowInfo>> Store::ListShadows() {
@@ -317,9 +325,7 @@ StatusOr<std::vector<ShadowInfo>> Store::ListShadowsOfSet(const Guid& set_id) {
 }
 
 StatusOr<ShadowInfo> Store::FindShadow(const Guid& id) {
-  VSS_ASSIGN_OR_RETURN(auto row, catalog_->FindShadow(id));
-  if (!row) return NotFoundError("shadow " + id.ToString() + " does not exist");
-  return ToShadowInfo(*row);
+  return ToFoundInfo(catalog_->FindShadow(id), &ToShadowInfo, "shadow", id);
 }
 
 StatusOr<std::vector<SetInfo>> Store::ListShadowSets() {

@@ -255,7 +255,7 @@ class FsFreezeTest : public ::testing::Test {
 
   static HResult WaitOn(const VssStatusOr<std::shared_ptr<Async>>& a) {
     EXPECT_TRUE(a.ok()) << a.status().ToString();
-    if (!a.ok()) return a.code();
+    if (!a.ok()) return a.status().code();
     return (*a)->Wait();
   }
 

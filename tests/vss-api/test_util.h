@@ -189,7 +189,7 @@ class TestWriter final : public Writer {
     log_->Add(name_ + ":PostSnapshot");
     std::string vol = data_path_.substr(0, data_path_.find('/'));
     VssStatusOr<std::string> dev = GetSnapshotDeviceName(vol);
-    log_->Note(name_ + ".device", dev.ok() ? *dev : HResultName(dev.code()));
+    log_->Note(name_ + ".device", dev.ok() ? *dev : HResultName(dev.status().code()));
     log_->Note(name_ + ".bad_failure", HResultName(SetWriterFailure(VSS_E_BAD_STATE).code()));
     for (size_t i = 0; i < c.GetComponentCount(); ++i) c.GetComponent(i)->SetBackupStamp("stamp-" + name_);
     return Act(WriterEventKind::kPostSnapshot);
@@ -338,7 +338,7 @@ class VssApiTest : public ::testing::Test {
   // Waits for an Async made by a call that must have succeeded.
   static HResult WaitOn(const VssStatusOr<std::shared_ptr<Async>>& a) {
     EXPECT_TRUE(a.ok()) << a.status().ToString();
-    if (!a.ok()) return a.code();
+    if (!a.ok()) return a.status().code();
     return (*a)->Wait();
   }
 

@@ -98,19 +98,6 @@ std::string ProviderTypeName(VSS_PROVIDER_TYPE t) {
   return "Unknown";
 }
 
-StatusCode CodeOf(HResult hr) {
-  if (hr == VSS_E_OBJECT_NOT_FOUND) return StatusCode::kNotFound;
-  if (hr == VSS_E_OBJECT_ALREADY_EXISTS) return StatusCode::kAlreadyExists;
-  if (hr == E_INVALIDARG) return StatusCode::kInvalidArgument;
-  if (hr == VSS_E_BAD_STATE) return StatusCode::kFailedPrecondition;
-  if (hr == VSS_E_VOLUME_IN_USE) return StatusCode::kBusy;
-  if (hr == VSS_E_INSUFFICIENT_STORAGE) return StatusCode::kNoSpace;
-  if (hr == VSS_E_NOT_SUPPORTED || hr == VSS_E_UNSUPPORTED_CONTEXT) {
-    return StatusCode::kUnsupported;
-  }
-  return StatusCode::kInternal;
-}
-
 template <typename T>
 StatusOr<T> FromVssOr(VssStatusOr<T> v, const std::string& what) {
   if (!v.ok()) return FromVss(v.status(), what);
@@ -876,7 +863,7 @@ StatusOr<bool> RevertThroughVssd(Cli& cli, const Guid& shadow, bool force_dismou
   options.store_dir = cli.resolved_store_dir();
   options.mode = ServiceOptions::Mode::kDaemon;
   VssStatusOr<std::unique_ptr<Service>> service = Service::Connect(options);
-  if (!service.ok() && service.code() == E_UNEXPECTED) return false;  // no vssd
+  if (!service.ok() && service.status().code() == E_UNEXPECTED) return false;  // no vssd
   if (!service.ok()) return FromVss(service.status(), "");
   VssStatusOr<std::unique_ptr<BackupComponents>> bc = CreateVssBackupComponents(**service);
   if (!bc.ok()) return FromVss(bc.status(), "");
@@ -892,9 +879,7 @@ std::vector<std::string> VssContextNames() {
 }
 
 Status FromVss(const VssStatus& s, const std::string& what) {
-  if (s.ok()) return OkStatus();
-  std::string message = s.ToString();
-  return Status(CodeOf(s.code()), what.empty() ? message : what + ": " + message);
+  return s.ToStatus(what);
 }
 
 Status CreateShadowSetWithRequester(Cli& cli, const RequesterCreateOptions& o) {
