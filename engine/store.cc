@@ -10,6 +10,7 @@
 #include <map>
 
 #include "diff_area.h"
+#include "store_internal.h"
 #include "volume_state.h"
 #include "vss/engine/volume.h"
 #include "vss/formats/registry.h"
@@ -17,14 +18,8 @@
 namespace vss::engine {
 namespace {
 
-constexpr size_t kMaxVolumesPerSet = 64;     // VSS's limit
+constexpr size_t kMaxVolumesPerSet = 64;     // the most volumes one set may span
 constexpr size_t kMaxShadowsPerVolume = 512; // the system provider's limit
-
-std::string Hostname() {
-  char buf[256] = {};
-  if (gethostname(buf, sizeof buf - 1) != 0) return "localhost";
-  return buf;
-}
 
 std::string AbsolutePath(const std::string& path) {
   std::error_code ec;
@@ -132,7 +127,63 @@ bool ValidChunkSize(uint32_t cs) {
   return cs >= 4096 && cs <= kMaxChunkSize && (cs & (cs - 1)) == 0;
 }
 
+// Reads a list of catalog rows as engine values.
+template <typename Info, typename Row>
+StatusOr<std::vector<Info>> ToInfos(StatusOr<std::vector<Row>> rows,
+                                    Info (*convert)(const Row&)) {
+  if (!rows.ok()) return rows.status();
+  std::vector<Info> out;
+  out.reserve(rows->size());
+  for (const Row& r : *rows) out.push_back(convert(r));
+  return out;
+}
+
+// Reads a catalog row that must exist as an engine value: kNotFound naming
+// `what` and `id` when it does not.
+template <typename Info, typename Row>
+StatusOr<Info> ToFoundInfo(StatusOr<std::optional<Row>> row, Info (*convert)(const Row&),
+                           const std::string& what, const Guid& id) {
+  if (!row.ok()) return row.status();
+  if (!row->has_value()) return NotFoundError(what + " " + id.ToString() + " does not exist");
+  return convert(**row);
+}
+
 }  // namespace
+
+metadata::Catalog& CatalogOf(Store& store) { return *store.catalog_; }
+
+VolumeInfo ToVolumeInfo(const metadata::VolumeRow& r) {
+  return {r.id, r.name, r.path, r.size, r.chunk_size, r.created, r.format};
+}
+
+DiffAreaInfo ToDiffAreaInfo(const metadata::DiffAreaRow& r) {
+  return {r.volume_id, r.dir, r.max_bytes, r.used_bytes};
+}
+
+SetInfo ToSetInfo(const metadata::ShadowSetRow& r) {
+  return {r.id, r.created, r.shadow_count};
+}
+
+ShadowInfo ToShadowInfo(const metadata::ShadowRow& r) {
+  ShadowInfo s;
+  s.id = r.id;
+  s.set_id = r.set_id;
+  s.volume_id = r.volume_id;
+  s.volume_name = r.original_volume;
+  s.epoch = r.epoch;
+  s.count_in_set = r.count_in_set;
+  s.created = r.created;
+  s.persistent = r.persistent;
+  s.owner_pid = r.owner_pid;
+  s.exposed_name = r.exposed_name;
+  s.exposed_path = r.exposed_path;
+  s.properties = r.properties;
+  return s;
+}
+
+EventInfo ToEventInfo(const metadata::EventRow& r) {
+  return {r.id, r.time, r.volume_id, r.shadow_id, r.kind, r.message};
+}
 
 std::string DefaultStoreDir() {
   if (const char* env = std::getenv("VSS_STORE"); env && *env) return env;
@@ -169,7 +220,7 @@ StatusOr<std::unique_ptr<Store>> Store::Open(StoreOptions options) {
   return std::unique_ptr<Store>(new Store(std::move(options), std::move(catalog)));
 }
 
-StatusOr<metadata::VolumeRow> Store::CreateVolume(const CreateVolumeRequest& req) {
+StatusOr<VolumeInfo> Store::CreateVolume(const CreateVolumeRequest& req) {
   if (!ValidChunkSize(req.chunk_size))
     return InvalidArgumentError("chunk size " + std::to_string(req.chunk_size) +
                                 " is not a power of two from 4 KiB to 1 MiB");
@@ -200,14 +251,13 @@ StatusOr<metadata::VolumeRow> Store::CreateVolume(const CreateVolumeRequest& req
     if (req.create) std::filesystem::remove(row.path);
     return s;
   }
-  return row;
+  return ToVolumeInfo(row);
 }
 
 Status Store::RemoveVolume(const Guid& id) {
   VSS_ASSIGN_OR_RETURN(auto row, catalog_->FindVolume(id));
   if (!row) return NotFoundError("volume " + id.ToString() + " does not exist");
-  VSS_ASSIGN_OR_RETURN(metadata::DiffAreaRow da, DiffAreaOf(id));
-  VSS_ASSIGN_OR_RETURN(auto segs, catalog_->ListSegments(id));
+  VSS_ASSIGN_OR_RETURN(DiffAreaInfo da, DiffAreaOf(id));
   VSS_RETURN_IF_ERROR(CloseVolume(id));
   // Another process writing the volume keeps it: its lock says so. A
   // missing image does not stop the volume from being forgotten.
@@ -222,7 +272,7 @@ Status Store::RemoveVolume(const Guid& id) {
         c != StatusCode::kUnsupported)
       return image.status();
   }
-  VSS_ASSIGN_OR_RETURN(bool shared, DiffAreaShared(da));
+  VSS_ASSIGN_OR_RETURN(bool shared, DiffAreaShared(id, da.dir));
   VSS_RETURN_IF_ERROR(catalog_->DeleteVolume(id));
   // The catalog no longer refers to the files: remove what is ours. A
   // directory another volume also uses (a store made before each volume had
@@ -238,27 +288,61 @@ Status Store::RemoveVolume(const Guid& id) {
   return OkStatus();
 }
 
-StatusOr<bool> Store::DiffAreaShared(const metadata::DiffAreaRow& da) {
+StatusOr<bool> Store::DiffAreaShared(const Guid& volume_id, const std::string& dir) {
   VSS_ASSIGN_OR_RETURN(auto all, catalog_->ListDiffAreas());
   for (const metadata::DiffAreaRow& other : all)
-    if (other.volume_id != da.volume_id && other.dir == da.dir) return true;
+    if (other.volume_id != volume_id && other.dir == dir) return true;
   return false;
 }
 
-StatusOr<metadata::VolumeRow> Store::ResolveVolume(const std::string& text) {
-  VSS_ASSIGN_OR_RETURN(auto rows, catalog_->ListVolumes());
+StatusOr<std::vector<VolumeInfo>> Store::ListVolumes() {
+  return ToInfos(catalog_->ListVolumes(), &ToVolumeInfo);
+}
+
+StatusOr<VolumeInfo> Store::FindVolume(const Guid& id) {
+  return ToFoundInfo(catalog_->FindVolume(id), &ToVolumeInfo, "volume", id);
+}
+
+StatusOr<std::vector<ShadowInfo>> Store::ListShadows() {
+  return ToInfos(catalog_->ListShadows(), &ToShadowInfo);
+}
+
+StatusOr<std::vector<ShadowInfo>> Store::ListShadowsOfVolume(const Guid& volume_id) {
+  return ToInfos(catalog_->ListShadowsOfVolume(volume_id), &ToShadowInfo);
+}
+
+StatusOr<std::vector<ShadowInfo>> Store::ListShadowsOfSet(const Guid& set_id) {
+  VSS_ASSIGN_OR_RETURN(std::vector<ShadowInfo> all, ListShadows());
+  std::erase_if(all, [&](const ShadowInfo& s) { return s.set_id != set_id; });
+  return all;
+}
+
+StatusOr<ShadowInfo> Store::FindShadow(const Guid& id) {
+  return ToFoundInfo(catalog_->FindShadow(id), &ToShadowInfo, "shadow", id);
+}
+
+StatusOr<std::vector<SetInfo>> Store::ListShadowSets() {
+  return ToInfos(catalog_->ListShadowSets(), &ToSetInfo);
+}
+
+StatusOr<std::vector<EventInfo>> Store::ListEvents(std::optional<Guid> volume_id) {
+  return ToInfos(catalog_->ListEvents(volume_id), &ToEventInfo);
+}
+
+StatusOr<VolumeInfo> Store::ResolveVolume(const std::string& text) {
+  VSS_ASSIGN_OR_RETURN(auto rows, ListVolumes());
   for (const auto& r : rows)
     if (r.name == text) return r;
   return ResolveById(rows, text, "volume");
 }
 
-StatusOr<metadata::ShadowRow> Store::ResolveShadow(const std::string& text) {
-  VSS_ASSIGN_OR_RETURN(auto rows, catalog_->ListShadows());
+StatusOr<ShadowInfo> Store::ResolveShadow(const std::string& text) {
+  VSS_ASSIGN_OR_RETURN(auto rows, ListShadows());
   return ResolveById(rows, text, "shadow");
 }
 
-StatusOr<metadata::ShadowSetRow> Store::ResolveShadowSet(const std::string& text) {
-  VSS_ASSIGN_OR_RETURN(auto rows, catalog_->ListShadowSets());
+StatusOr<SetInfo> Store::ResolveShadowSet(const std::string& text) {
+  VSS_ASSIGN_OR_RETURN(auto rows, ListShadowSets());
   return ResolveById(rows, text, "shadow set");
 }
 
@@ -272,8 +356,8 @@ StatusOr<Volume*> Store::OpenVolumeLocked(const Guid& id) {
     if (v->id() == id) return v.get();
   VSS_ASSIGN_OR_RETURN(auto row, catalog_->FindVolume(id));
   if (!row) return NotFoundError("volume " + id.ToString() + " does not exist");
-  VSS_ASSIGN_OR_RETURN(metadata::DiffAreaRow da, DiffAreaOf(id));
-  VSS_ASSIGN_OR_RETURN(bool shared, DiffAreaShared(da));
+  VSS_ASSIGN_OR_RETURN(DiffAreaInfo da, DiffAreaOf(id));
+  VSS_ASSIGN_OR_RETURN(bool shared, DiffAreaShared(id, da.dir));
   if (shared)
     return FailedPreconditionError(
         "volume " + row->name + " shares its diff-area directory " + da.dir +
@@ -317,7 +401,7 @@ StatusOr<CreatedSet> Store::CreateShadowSet(const CreateSetRequest& req) {
     VSS_ASSIGN_OR_RETURN(Volume* v, OpenVolume(id));
     VSS_ASSIGN_OR_RETURN(auto shadows, catalog_->ListShadowsOfVolume(id));
     if (shadows.size() >= kMaxShadowsPerVolume)
-      return FailedPreconditionError("volume " + v->row().name + " already has 512 shadows");
+      return FailedPreconditionError("volume " + v->name() + " already has 512 shadows");
     states.push_back(&v->state());
   }
   // Hold writes to every volume of the set (in id order, so that two sets
@@ -333,10 +417,8 @@ StatusOr<CreatedSet> Store::CreateShadowSet(const CreateSetRequest& req) {
   for (VolumeState* s : states) VSS_RETURN_IF_ERROR(s->FlushForCommit());
   if (req.on_hold) VSS_RETURN_IF_ERROR(req.on_hold());
 
-  int32_t attributes = req.context | req.extra_attributes | kAttrDifferential;
   CreatedSet set{req.set_id.value_or(Guid::Generate()), metadata::NowVssTimestamp(), {}};
   std::vector<metadata::ShadowRow> rows;
-  std::string host = Hostname();
   for (VolumeState* s : states) {
     metadata::ShadowRow r;
     auto chosen = chosen_ids.find(s->row().id);
@@ -346,23 +428,17 @@ StatusOr<CreatedSet> Store::CreateShadowSet(const CreateSetRequest& req) {
     r.epoch = s->row().next_epoch;
     r.count_in_set = static_cast<uint32_t>(states.size());
     r.original_volume = s->row().name;
-    r.device_object = "vss:shadow/" + r.id.ToString();
-    r.originating_machine = host;
-    r.service_machine = host;
-    r.provider_id = *Guid::Parse(kSoftwareProviderId);
-    r.attributes = attributes;
-    r.context = req.context;
-    r.state = kStateCreated;
     r.created = set.created;
-    r.persistent = (attributes & kAttrPersistent) != 0;
+    r.persistent = req.persistent;
     r.owner_pid = getpid();
+    r.properties = req.properties;
     rows.push_back(r);
     set.shadows.push_back({r.id, r.volume_id});
   }
   {
     VSS_ASSIGN_OR_RETURN(metadata::Transaction tx, catalog_->Begin());
     VSS_RETURN_IF_ERROR(catalog_->InsertShadowSet(
-        {set.set_id, set.created, req.context, static_cast<uint32_t>(rows.size())}));
+        {set.set_id, set.created, 0, static_cast<uint32_t>(rows.size())}));
     for (const metadata::ShadowRow& r : rows) {
       VSS_RETURN_IF_ERROR(catalog_->InsertShadow(r));
       VSS_RETURN_IF_ERROR(catalog_->SetVolumeNextEpoch(r.volume_id, r.epoch + 1));
@@ -394,27 +470,29 @@ Status Store::SetShadowExposure(const Guid& shadow_id, const std::string& name,
   if (!row) return NotFoundError("shadow " + shadow_id.ToString() + " does not exist");
   row->exposed_name = name;
   row->exposed_path = path;
-  if (path.empty() && name.empty()) {
-    row->attributes &= ~kAttrExposedLocally;
-  } else {
-    row->attributes |= kAttrExposedLocally;
-  }
   VSS_RETURN_IF_ERROR(catalog_->UpdateShadow(*row));
   return tx.Commit();
 }
 
-StatusOr<metadata::DiffAreaRow> Store::DiffAreaOf(const Guid& volume_id) {
-  VSS_ASSIGN_OR_RETURN(auto row, catalog_->FindDiffArea(volume_id));
+StatusOr<metadata::DiffAreaRow> DiffAreaRowOf(Store& store, const Guid& volume_id) {
+  VSS_ASSIGN_OR_RETURN(auto row, CatalogOf(store).FindDiffArea(volume_id));
   if (row) return *row;
-  return metadata::DiffAreaRow{volume_id, options_.dir + "/diff/" + volume_id.ToString(),
+  return metadata::DiffAreaRow{volume_id,
+                               store.options().dir + "/diff/" + volume_id.ToString(),
                                metadata::kUnbounded, 0};
+}
+
+StatusOr<DiffAreaInfo> Store::DiffAreaOf(const Guid& volume_id) {
+  static_assert(kUnbounded == metadata::kUnbounded);
+  VSS_ASSIGN_OR_RETURN(metadata::DiffAreaRow row, DiffAreaRowOf(*this, volume_id));
+  return ToDiffAreaInfo(row);
 }
 
 Status Store::AddDiffArea(const Guid& volume_id, const std::string& dir,
                           int64_t max_bytes) {
   VSS_ASSIGN_OR_RETURN(auto vol, catalog_->FindVolume(volume_id));
   if (!vol) return NotFoundError("volume " + volume_id.ToString() + " does not exist");
-  VSS_ASSIGN_OR_RETURN(metadata::DiffAreaRow current, DiffAreaOf(volume_id));
+  VSS_ASSIGN_OR_RETURN(DiffAreaInfo current, DiffAreaOf(volume_id));
   std::string default_dir = options_.dir + "/diff/" + volume_id.ToString();
   if (current.dir != default_dir)
     return AlreadyExistsError("volume " + vol->name + " already has its diff area on " +

@@ -1,5 +1,6 @@
 #include "vss/engine/volume.h"
 
+#include "store_internal.h"
 #include "volume_state.h"
 
 namespace vss::engine {
@@ -38,13 +39,13 @@ Volume::Volume(std::unique_ptr<VolumeState> state)
 Volume::~Volume() = default;
 
 const Guid& Volume::id() const { return state_->row().id; }
-const metadata::VolumeRow& Volume::row() const { return state_->row(); }
+VolumeInfo Volume::info() const { return ToVolumeInfo(state_->row()); }
 uint32_t Volume::chunk_size() const { return state_->chunk_size(); }
 
 StatusOr<std::unique_ptr<BlockDevice>> Volume::OpenShadow(const Guid& shadow_id) {
   if (!state_->FindShadow(shadow_id))
     return NotFoundError("shadow " + shadow_id.ToString() + " is not a shadow of volume " +
-                         row().name);
+                         name());
   return std::unique_ptr<BlockDevice>(new ShadowDevice(state_.get(), shadow_id));
 }
 

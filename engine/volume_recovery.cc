@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "volume_state.h"
+#include "store_internal.h"
 
 namespace vss::engine {
 
@@ -32,7 +33,7 @@ std::string VolumeState::CheckRecordFields(uint64_t chunk, uint32_t raw_len,
 // Loads shadows and index rows from the catalog, then indexes the segment
 // tails past the catalog's marks.
 Status VolumeState::Load() {
-  VSS_ASSIGN_OR_RETURN(diff_row_, store_->DiffAreaOf(row_.id));
+  VSS_ASSIGN_OR_RETURN(diff_row_, DiffAreaRowOf(*store_, row_.id));
   VSS_ASSIGN_OR_RETURN(auto shadows, catalog_->ListShadowsOfVolume(row_.id));
   for (const metadata::ShadowRow& s : shadows) {
     shadows_.push_back({s.id, s.epoch, s.persistent});

@@ -3,6 +3,8 @@
 // volume_flush.cc and volume_recovery.cc (see volume_state.h).
 #include "volume_state.h"
 
+#include "store_internal.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -28,7 +30,7 @@ bool RangeUnallocated(const std::vector<Extent>& extents, uint64_t off,
 VolumeState::VolumeState(Store* store, const metadata::VolumeRow& row,
                          std::unique_ptr<BlockDevice> image)
     : store_(store),
-      catalog_(&store->catalog()),
+      catalog_(&CatalogOf(*store)),
       row_(row),
       image_(std::move(image)),
       write_behind_(row.name, row.chunk_size, image_.get(),

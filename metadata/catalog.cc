@@ -75,17 +75,18 @@ constexpr char kDeleteSetIfEmpty[] =
   "id, set_id, volume_id, epoch, count_in_set, original_volume, "       \
   "device_object, originating_machine, service_machine, exposed_name, " \
   "exposed_path, provider_id, attributes, context, state, created, "    \
-  "persistent, owner_pid"
+  "persistent, owner_pid, properties"
 constexpr char kInsertShadow[] =
     "INSERT INTO shadows (" VSS_SHADOW_COLUMNS
     ") VALUES "
-    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 constexpr char kUpdateShadow[] =
     "UPDATE shadows SET set_id = ?2, volume_id = ?3, epoch = ?4, "
     "count_in_set = ?5, original_volume = ?6, device_object = ?7, "
     "originating_machine = ?8, service_machine = ?9, exposed_name = ?10, "
     "exposed_path = ?11, provider_id = ?12, attributes = ?13, context = ?14, "
-    "state = ?15, created = ?16, persistent = ?17, owner_pid = ?18 "
+    "state = ?15, created = ?16, persistent = ?17, owner_pid = ?18, "
+    "properties = ?19 "
     "WHERE id = ?1";
 constexpr char kListShadows[] =
     "SELECT " VSS_SHADOW_COLUMNS " FROM shadows ORDER BY volume_id, epoch";
@@ -208,6 +209,7 @@ ShadowRow ReadShadow(ColumnReader& r) {
   s.created = r.I64();
   s.persistent = r.Bool();
   s.owner_pid = r.I64();
+  s.properties = r.Text();
   return s;
 }
 
@@ -660,7 +662,7 @@ Status Catalog::InsertShadow(const ShadowRow& s) {
                     s.epoch, s.count_in_set, s.original_volume, s.device_object,
                     s.originating_machine, s.service_machine, s.exposed_name,
                     s.exposed_path, s.provider_id, s.attributes, s.context,
-                    s.state, s.created, s.persistent, s.owner_pid);
+                    s.state, s.created, s.persistent, s.owner_pid, s.properties);
 }
 
 Status Catalog::UpdateShadow(const ShadowRow& s) {
@@ -670,7 +672,7 @@ Status Catalog::UpdateShadow(const ShadowRow& s) {
       s.set_id, s.volume_id, s.epoch, s.count_in_set, s.original_volume,
       s.device_object, s.originating_machine, s.service_machine, s.exposed_name,
       s.exposed_path, s.provider_id, s.attributes, s.context, s.state,
-      s.created, s.persistent, s.owner_pid);
+      s.created, s.persistent, s.owner_pid, s.properties);
 }
 
 Status Catalog::DeleteShadow(const Guid& id) {

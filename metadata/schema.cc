@@ -137,6 +137,21 @@ END;
     R"sql(
 ALTER TABLE volumes ADD COLUMN format TEXT NOT NULL DEFAULT 'raw';
 )sql",
+    // 3 -> 4: a shadow's provider properties, one opaque text the engine
+    // stores for the provider that made the shadow. Existing rows get the
+    // values their provider columns hold, as "key=value" lines; the columns
+    // stay, and rows written from now on leave them empty (0).
+    R"sql(
+ALTER TABLE shadows ADD COLUMN properties TEXT NOT NULL DEFAULT '';
+UPDATE shadows SET properties =
+  'context=' || context || char(10) ||
+  'attributes=' || attributes || char(10) ||
+  'state=' || state || char(10) ||
+  'provider_id=' || provider_id || char(10) ||
+  'device_object=' || device_object || char(10) ||
+  'originating_machine=' || originating_machine || char(10) ||
+  'service_machine=' || service_machine;
+)sql",
 };
 
 constexpr int kLatest = static_cast<int>(std::size(kMigrations));

@@ -12,7 +12,7 @@
 
 #include "backup_dir.h"
 #include "requester_devices.h"
-#include "vss/metadata/catalog.h"
+#include "vss/engine/types.h"
 
 namespace vss {
 namespace {
@@ -120,7 +120,7 @@ std::string ManifestText(const Service& service, const BackupResult& r) {
   }
   Json manifest{
       {"version", kBackupManifestVersion},
-      {"created", metadata::VssTimestampToIso8601(metadata::NowVssTimestamp())},
+      {"created", engine::TimestampToIso8601(engine::NowTimestamp())},
       {"store", service.store_dir()},
       {"service", service.remote() ? "vssd" : "in-process"},
       {"context", r.context_name},

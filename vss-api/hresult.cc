@@ -112,6 +112,22 @@ VssStatus VssStatus::FromStatus(const Status& s) {
   return VssStatus(hr, s.message());
 }
 
+Status VssStatus::ToStatus(std::string_view what) const {
+  if (ok()) return OkStatus();
+  StatusCode code = StatusCode::kInternal;
+  if (code_ == VSS_E_OBJECT_NOT_FOUND) code = StatusCode::kNotFound;
+  if (code_ == VSS_E_OBJECT_ALREADY_EXISTS) code = StatusCode::kAlreadyExists;
+  if (code_ == E_INVALIDARG) code = StatusCode::kInvalidArgument;
+  if (code_ == VSS_E_BAD_STATE) code = StatusCode::kFailedPrecondition;
+  if (code_ == VSS_E_VOLUME_IN_USE) code = StatusCode::kBusy;
+  if (code_ == VSS_E_INSUFFICIENT_STORAGE) code = StatusCode::kNoSpace;
+  if (code_ == VSS_E_NOT_SUPPORTED || code_ == VSS_E_UNSUPPORTED_CONTEXT) {
+    code = StatusCode::kUnsupported;
+  }
+  std::string message = ToString();
+  return Status(code, what.empty() ? message : std::string(what) + ": " + message);
+}
+
 std::string VssStatus::ToString() const {
   std::string s = HResultName(code_);
   if (s.rfind("0x", 0) != 0) s += " (" + HResultHex(code_) + ")";

@@ -66,19 +66,6 @@ std::string NameOf(const Named<T> (&table)[N], T value) {
   return std::to_string(static_cast<int32_t>(value));
 }
 
-StatusCode CodeOf(HResult hr) {
-  if (hr == VSS_E_OBJECT_NOT_FOUND) return StatusCode::kNotFound;
-  if (hr == VSS_E_OBJECT_ALREADY_EXISTS) return StatusCode::kAlreadyExists;
-  if (hr == E_INVALIDARG) return StatusCode::kInvalidArgument;
-  if (hr == VSS_E_BAD_STATE) return StatusCode::kFailedPrecondition;
-  if (hr == VSS_E_VOLUME_IN_USE) return StatusCode::kBusy;
-  if (hr == VSS_E_INSUFFICIENT_STORAGE) return StatusCode::kNoSpace;
-  if (hr == VSS_E_NOT_SUPPORTED || hr == VSS_E_UNSUPPORTED_CONTEXT) {
-    return StatusCode::kUnsupported;
-  }
-  return StatusCode::kInternal;
-}
-
 // Adds every component of every writer that answered Identify, with the
 // previous stamps of `req.base`.
 VssStatus AddAllComponents(BackupComponents& bc, const ShadowSetRequest& req,
@@ -191,10 +178,7 @@ std::string WriterStatusesJson(const std::vector<WriterStatus>& ws) {
 }
 
 Status StatusFromVss(const VssStatus& s, const std::string& what) {
-  if (s.ok()) return OkStatus();
-  std::string message = s.ToString();
-  return Status(CodeOf(s.code()),
-                what.empty() ? message : what + ": " + message);
+  return s.ToStatus(what);
 }
 
 VssStatus WaitForAsync(VssStatusOr<std::shared_ptr<Async>> op) {
@@ -301,7 +285,7 @@ StatusOr<std::unique_ptr<BlockDevice>> OpenExport(
 StatusOr<std::unique_ptr<BlockDevice>> OpenShadowView(
     Service& service, const Guid& id, const ExportOpener& open_export) {
   if (engine::Store* store = service.store()) {
-    VSS_ASSIGN_OR_RETURN(metadata::ShadowRow row,
+    VSS_ASSIGN_OR_RETURN(engine::ShadowInfo row,
                          store->ResolveShadow(id.ToString()));
     VSS_ASSIGN_OR_RETURN(engine::Volume * volume,
                          store->OpenVolume(row.volume_id));
@@ -314,7 +298,7 @@ StatusOr<LiveVolume> OpenLiveVolume(Service& service, const std::string& name,
                                     const ExportOpener& open_export) {
   LiveVolume out;
   if (engine::Store* store = service.store()) {
-    VSS_ASSIGN_OR_RETURN(metadata::VolumeRow row, store->ResolveVolume(name));
+    VSS_ASSIGN_OR_RETURN(engine::VolumeInfo row, store->ResolveVolume(name));
     VSS_ASSIGN_OR_RETURN(out.device, store->OpenVolume(row.id));
     out.name = row.name;
     return out;

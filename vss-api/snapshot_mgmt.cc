@@ -1,15 +1,14 @@
 #include "vss/api/snapshot_mgmt.h"
 
-#include "vss/api/provider.h"
-
+#include "vss/api/shadow_properties.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
 
 namespace vss {
 namespace {
 
-VssStatusOr<metadata::VolumeRow> Resolve(engine::Store& store, const std::string& volume) {
-  StatusOr<metadata::VolumeRow> v = store.ResolveVolume(volume);
+VssStatusOr<engine::VolumeInfo> Resolve(engine::Store& store, const std::string& volume) {
+  StatusOr<engine::VolumeInfo> v = store.ResolveVolume(volume);
   if (!v.ok()) {
     if (v.status().code() == StatusCode::kInvalidArgument) {
       return VssError(VSS_E_OBJECT_NOT_FOUND, v.status().message());
@@ -25,7 +24,7 @@ VssStatus DifferentialSoftwareSnapshotMgmt::AddDiffArea(const std::string& volum
                                                         const std::string& diff_area_dir,
                                                         int64_t maximum_bytes) {
   if (maximum_bytes < VSS_ASSOC_NO_MAX_SPACE) return VssError(E_INVALIDARG, "negative maximum size");
-  VssStatusOr<metadata::VolumeRow> v = Resolve(store_, volume);
+  VssStatusOr<engine::VolumeInfo> v = Resolve(store_, volume);
   if (!v.ok()) return v.status();
   return VssStatus::FromStatus(store_.AddDiffArea(v->id, diff_area_dir, maximum_bytes));
 }
@@ -35,14 +34,14 @@ VssStatus DifferentialSoftwareSnapshotMgmt::ChangeDiffAreaMaximumSize(const std:
   if (maximum_bytes == VSS_ASSOC_REMOVE || maximum_bytes < VSS_ASSOC_NO_MAX_SPACE) {
     return VssError(E_INVALIDARG, "maximum size must be positive or VSS_ASSOC_NO_MAX_SPACE");
   }
-  VssStatusOr<metadata::VolumeRow> v = Resolve(store_, volume);
+  VssStatusOr<engine::VolumeInfo> v = Resolve(store_, volume);
   if (!v.ok()) return v.status();
   return VssStatus::FromStatus(store_.ResizeDiffArea(v->id, maximum_bytes));
 }
 
 VssStatusOr<DiffAreaProp> DifferentialSoftwareSnapshotMgmt::PropOf(const Guid& volume_id,
                                                                    const std::string& name) {
-  StatusOr<metadata::DiffAreaRow> d = store_.DiffAreaOf(volume_id);
+  StatusOr<engine::DiffAreaInfo> d = store_.DiffAreaOf(volume_id);
   if (!d.ok()) return VssStatus::FromStatus(d.status());
   DiffAreaProp p;
   p.volume_name = name;
@@ -55,7 +54,7 @@ VssStatusOr<DiffAreaProp> DifferentialSoftwareSnapshotMgmt::PropOf(const Guid& v
 
 VssStatusOr<std::vector<DiffAreaProp>> DifferentialSoftwareSnapshotMgmt::QueryDiffAreasForVolume(
     const std::string& volume) {
-  VssStatusOr<metadata::VolumeRow> v = Resolve(store_, volume);
+  VssStatusOr<engine::VolumeInfo> v = Resolve(store_, volume);
   if (!v.ok()) return v.status();
   VssStatusOr<DiffAreaProp> p = PropOf(v->id, v->name);
   if (!p.ok()) return p.status();
@@ -64,7 +63,7 @@ VssStatusOr<std::vector<DiffAreaProp>> DifferentialSoftwareSnapshotMgmt::QueryDi
 
 VssStatusOr<std::vector<DiffAreaProp>> DifferentialSoftwareSnapshotMgmt::QueryDiffAreasOnVolume(
     const std::string& diff_area_dir) {
-  StatusOr<std::vector<metadata::VolumeRow>> vols = store_.catalog().ListVolumes();
+  StatusOr<std::vector<engine::VolumeInfo>> vols = store_.ListVolumes();
   if (!vols.ok()) return VssStatus::FromStatus(vols.status());
   std::vector<DiffAreaProp> out;
   for (const auto& v : *vols) {
@@ -77,16 +76,18 @@ VssStatusOr<std::vector<DiffAreaProp>> DifferentialSoftwareSnapshotMgmt::QueryDi
 
 VssStatusOr<std::vector<DiffAreaProp>> DifferentialSoftwareSnapshotMgmt::QueryDiffAreasForSnapshot(
     const Guid& snapshot_id) {
-  StatusOr<std::optional<metadata::ShadowRow>> s = store_.catalog().FindShadow(snapshot_id);
+  StatusOr<engine::ShadowInfo> s = store_.FindShadow(snapshot_id);
+  if (!s.ok() && s.status().code() == StatusCode::kNotFound) {
+    return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy " + snapshot_id.ToString());
+  }
   if (!s.ok()) return VssStatus::FromStatus(s.status());
-  if (!s->has_value()) return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy " + snapshot_id.ToString());
-  VssStatusOr<DiffAreaProp> p = PropOf((*s)->volume_id, (*s)->original_volume);
+  VssStatusOr<DiffAreaProp> p = PropOf(s->volume_id, s->volume_name);
   if (!p.ok()) return p.status();
   return std::vector<DiffAreaProp>{*p};
 }
 
 VssStatusOr<std::vector<std::string>> SnapshotMgmt::QueryVolumesSupportedForSnapshots(int32_t context) {
-  StatusOr<std::vector<metadata::VolumeRow>> vols = store_.catalog().ListVolumes();
+  StatusOr<std::vector<engine::VolumeInfo>> vols = store_.ListVolumes();
   if (!vols.ok()) return VssStatus::FromStatus(vols.status());
   std::vector<std::string> out;
   for (const auto& v : *vols) out.push_back(v.name);
@@ -94,12 +95,16 @@ VssStatusOr<std::vector<std::string>> SnapshotMgmt::QueryVolumesSupportedForSnap
 }
 
 VssStatusOr<std::vector<SnapshotProp>> SnapshotMgmt::QuerySnapshotsByVolume(const std::string& volume) {
-  VssStatusOr<metadata::VolumeRow> v = Resolve(store_, volume);
+  VssStatusOr<engine::VolumeInfo> v = Resolve(store_, volume);
   if (!v.ok()) return v.status();
-  StatusOr<std::vector<metadata::ShadowRow>> rows = store_.catalog().ListShadowsOfVolume(v->id);
-  if (!rows.ok()) return VssStatus::FromStatus(rows.status());
+  StatusOr<std::vector<engine::ShadowInfo>> shadows = store_.ListShadowsOfVolume(v->id);
+  if (!shadows.ok()) return VssStatus::FromStatus(shadows.status());
   std::vector<SnapshotProp> out;
-  for (const auto& r : *rows) out.push_back(SnapshotPropFromRow(r));
+  for (const engine::ShadowInfo& s : *shadows) {
+    StatusOr<SnapshotProp> p = SnapshotPropOf(s);
+    if (!p.ok()) return VssStatus::FromStatus(p.status());
+    out.push_back(*p);
+  }
   return out;
 }
 

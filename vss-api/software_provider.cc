@@ -1,8 +1,8 @@
 #include <chrono>
 
 #include "vss/api/provider.h"
+#include "vss/api/shadow_properties.h"
 #include "vss/engine/store.h"
-#include "vss/metadata/catalog.h"
 
 namespace vss {
 namespace {
@@ -13,30 +13,12 @@ VssStatus NoSet(const Guid& id) {
 
 }  // namespace
 
-SnapshotProp SnapshotPropFromRow(const metadata::ShadowRow& r) {
-  SnapshotProp p;
-  p.snapshot_id = r.id;
-  p.snapshot_set_id = r.set_id;
-  p.snapshots_count = static_cast<int32_t>(r.count_in_set);
-  p.snapshot_device_object = r.device_object;
-  p.original_volume_name = r.original_volume;
-  p.originating_machine = r.originating_machine;
-  p.service_machine = r.service_machine;
-  p.exposed_name = r.exposed_name;
-  p.exposed_path = r.exposed_path;
-  p.provider_id = r.provider_id;
-  p.snapshot_attributes = r.attributes;
-  p.creation_timestamp = r.created;
-  p.status = static_cast<VSS_SNAPSHOT_STATE>(r.state);
-  return p;
-}
-
 SoftwareProvider::SoftwareProvider(engine::Store& store) : store_(store) {}
 SoftwareProvider::~SoftwareProvider() = default;
 
 ProviderProp SoftwareProvider::GetProviderProperties() const {
   ProviderProp p;
-  p.provider_id = *Guid::Parse(engine::kSoftwareProviderId);
+  p.provider_id = SoftwareProviderId();
   p.provider_name = "vss software shadow copy provider";
   p.provider_type = VSS_PROV_SOFTWARE;
   p.provider_version = "1.0";
@@ -46,7 +28,7 @@ ProviderProp SoftwareProvider::GetProviderProperties() const {
 }
 
 VssStatusOr<ResolvedVolume> SoftwareProvider::ResolveVolume(const std::string& volume) {
-  StatusOr<metadata::VolumeRow> v = store_.ResolveVolume(volume);
+  StatusOr<engine::VolumeInfo> v = store_.ResolveVolume(volume);
   if (!v.ok()) {
     VssStatus s = VssStatus::FromStatus(v.status());
     if (v.status().code() == StatusCode::kInvalidArgument) {
@@ -129,12 +111,9 @@ VssStatusOr<std::unique_ptr<SoftwareProvider::Borrow>> SoftwareProvider::BorrowV
 
 VssStatusOr<std::unique_ptr<SoftwareProvider::Borrow>> SoftwareProvider::BorrowVolumeOf(
     const Guid& snapshot_id) {
-  StatusOr<std::optional<metadata::ShadowRow>> r = store_.catalog().FindShadow(snapshot_id);
-  if (!r.ok()) return VssStatus::FromStatus(r.status());
-  if (!r->has_value()) {
-    return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy " + snapshot_id.ToString());
-  }
-  return BorrowVolumes({(*r)->volume_id});
+  VssStatusOr<engine::ShadowInfo> r = FindShadow(snapshot_id);
+  if (!r.ok()) return r.status();
+  return BorrowVolumes({r->volume_id});
 }
 
 VssStatus SoftwareProvider::CommitSnapshots(const Guid& set_id,
@@ -145,8 +124,7 @@ VssStatus SoftwareProvider::CommitSnapshots(const Guid& set_id,
     auto it = sets_.find(set_id);
     if (it == sets_.end()) return NoSet(set_id);
     if (it->second.committed) return VssError(VSS_E_BAD_STATE, "set already committed");
-    req.context = it->second.context & kContextBitsMask;
-    req.extra_attributes = it->second.context & ~kContextBitsMask;
+    DescribeSoftwareShadows(it->second.context, &req);
     // The shadows get the ids the requester was given at AddToSnapshotSet.
     req.set_id = set_id;
     for (const auto& [id, v] : it->second.shadows) {
@@ -202,24 +180,36 @@ VssStatus SoftwareProvider::AbortSnapshots(const Guid& set_id) {
 }
 
 VssStatusOr<std::vector<SnapshotProp>> SoftwareProvider::Query(int32_t context) {
-  StatusOr<std::vector<metadata::ShadowRow>> rows = store_.catalog().ListShadows();
-  if (!rows.ok()) return VssStatus::FromStatus(rows.status());
+  StatusOr<std::vector<engine::ShadowInfo>> shadows = store_.ListShadows();
+  if (!shadows.ok()) return VssStatus::FromStatus(shadows.status());
   std::vector<SnapshotProp> out;
-  for (const auto& r : *rows) {
-    if (context == VSS_CTX_ALL || (r.context & kContextBitsMask) == (context & kContextBitsMask)) {
-      out.push_back(SnapshotPropFromRow(r));
+  for (const engine::ShadowInfo& s : *shadows) {
+    StatusOr<int32_t> of = ContextOf(s);
+    if (!of.ok()) return VssStatus::FromStatus(of.status());
+    if (context == VSS_CTX_ALL || (*of & kContextBitsMask) == (context & kContextBitsMask)) {
+      StatusOr<SnapshotProp> p = SnapshotPropOf(s);
+      if (!p.ok()) return VssStatus::FromStatus(p.status());
+      out.push_back(*p);
     }
   }
   return out;
 }
 
-VssStatusOr<SnapshotProp> SoftwareProvider::GetSnapshotProperties(const Guid& snapshot_id) {
-  StatusOr<std::optional<metadata::ShadowRow>> r = store_.catalog().FindShadow(snapshot_id);
-  if (!r.ok()) return VssStatus::FromStatus(r.status());
-  if (!r->has_value()) {
+VssStatusOr<engine::ShadowInfo> SoftwareProvider::FindShadow(const Guid& snapshot_id) {
+  StatusOr<engine::ShadowInfo> s = store_.FindShadow(snapshot_id);
+  if (s.ok()) return *s;
+  if (s.status().code() == StatusCode::kNotFound) {
     return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy " + snapshot_id.ToString());
   }
-  return SnapshotPropFromRow(**r);
+  return VssStatus::FromStatus(s.status());
+}
+
+VssStatusOr<SnapshotProp> SoftwareProvider::GetSnapshotProperties(const Guid& snapshot_id) {
+  VssStatusOr<engine::ShadowInfo> s = FindShadow(snapshot_id);
+  if (!s.ok()) return s.status();
+  StatusOr<SnapshotProp> p = SnapshotPropOf(*s);
+  if (!p.ok()) return VssStatus::FromStatus(p.status());
+  return *p;
 }
 
 VssStatus SoftwareProvider::DeleteSnapshot(const Guid& snapshot_id) {
@@ -229,27 +219,22 @@ VssStatus SoftwareProvider::DeleteSnapshot(const Guid& snapshot_id) {
 }
 
 VssStatusOr<std::vector<Guid>> SoftwareProvider::SnapshotsOfSet(const Guid& set_id) {
-  StatusOr<std::vector<metadata::ShadowRow>> rows = store_.catalog().ListShadows();
-  if (!rows.ok()) return VssStatus::FromStatus(rows.status());
+  StatusOr<std::vector<engine::ShadowInfo>> shadows = store_.ListShadowsOfSet(set_id);
+  if (!shadows.ok()) return VssStatus::FromStatus(shadows.status());
   std::vector<Guid> out;
-  for (const auto& r : *rows) {
-    if (r.set_id == set_id) out.push_back(r.id);
-  }
+  for (const engine::ShadowInfo& s : *shadows) out.push_back(s.id);
   if (out.empty()) return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy set " + set_id.ToString());
   return out;
 }
 
 VssStatus SoftwareProvider::RevertToSnapshot(const Guid& snapshot_id, bool force_dismount) {
-  VssStatusOr<SnapshotProp> p = GetSnapshotProperties(snapshot_id);
-  if (!p.ok()) return p.status();
-  if ((p->snapshot_attributes & VSS_VOLSNAP_ATTR_PERSISTENT) == 0) {
+  VssStatusOr<engine::ShadowInfo> shadow = FindShadow(snapshot_id);
+  if (!shadow.ok()) return shadow.status();
+  if (!shadow->persistent) {
     return VssError(VSS_E_UNSUPPORTED_CONTEXT,
-                    "shadow " + p->snapshot_id.ToString() + " is not persistent; only persistent shadows can be reverted to");
+                    "shadow " + shadow->id.ToString() + " is not persistent; only persistent shadows can be reverted to");
   }
-  StatusOr<std::optional<metadata::ShadowRow>> row = store_.catalog().FindShadow(snapshot_id);
-  if (!row.ok()) return VssStatus::FromStatus(row.status());
-  if (!row->has_value()) return VssError(VSS_E_OBJECT_NOT_FOUND, "no shadow copy " + snapshot_id.ToString());
-  const Guid volume_id = (*row)->volume_id;
+  const Guid volume_id = shadow->volume_id;
   VssStatusOr<std::unique_ptr<Borrow>> borrowed = BorrowVolumes({volume_id});
   if (!borrowed.ok()) return borrowed.status();
   // The volume changes under whoever has it open: only with it to ourselves.
@@ -257,7 +242,7 @@ VssStatus SoftwareProvider::RevertToSnapshot(const Guid& snapshot_id, bool force
     Status s = users_->BeginExclusive(volume_id, force_dismount);
     if (!s.ok()) return VssStatus::FromStatus(s);
   }
-  Status reverted = store_.RevertToShadow(p->snapshot_id);
+  Status reverted = store_.RevertToShadow(shadow->id);
   if (users_ != nullptr) users_->EndExclusive(volume_id);
   return VssStatus::FromStatus(reverted);
 }

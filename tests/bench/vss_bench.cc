@@ -44,10 +44,11 @@
 // The figures:
 //   seq_write_first            1 MiB sequential writes over the whole volume,
 //                              every chunk not yet preserved since the shadow;
-//                              one non-persistent shadow (kCtxBackup: the
-//                              engine may skip diff-area syncs). MiB/s.
+//                              one non-persistent shadow (as VSS's backup
+//                              context: the engine may skip diff-area
+//                              syncs). MiB/s.
 //   seq_write_first_persistent the same with one persistent shadow
-//                              (kCtxClientAccessible: each write's preserved
+//                              (as client-accessible: each write's preserved
 //                              records are fdatasync'ed before its overwrite
 //                              reaches the image; the engine's write-behind
 //                              shares one sync among the pending writes).
@@ -396,7 +397,7 @@ class EngineSide final : public Side {
   Guid CreateShadow(bool persistent) {
     vss::engine::CreateSetRequest req;
     req.volumes = {volume_id_};
-    req.context = persistent ? vss::engine::kCtxClientAccessible : vss::engine::kCtxBackup;
+    req.persistent = persistent;
     auto set = Check(store_->CreateShadowSet(req), "create shadow");
     return set.shadows.at(0).shadow_id;
   }

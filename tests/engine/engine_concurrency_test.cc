@@ -190,7 +190,6 @@ TEST(EngineConcurrencyTest,
       s.completed_before.push_back(completed[t].load());
     CreateSetRequest req;
     req.volumes = {row.id};
-    req.context = kCtxClientAccessible;
     auto set = store->CreateShadowSet(req);
     for (int t = 0; t < kWriters; ++t)
       s.started_after.push_back(started[t].load());

@@ -62,8 +62,7 @@ constexpr uint64_t kStepsPerRound = uint64_t{1} << 20;
 struct StepPlan {
   bool create = false;
   bool persistent = true;
-  int32_t context = kCtxClientAccessible;
-  int32_t extra = 0;
+  std::string properties;  // the provider's record, opaque to the engine
   bool delete_one = false;
   uint64_t delete_pick = 0;
   uint64_t offset = 0;
@@ -77,13 +76,10 @@ StepPlan PlanStep(uint64_t seed, uint64_t step) {
   p.create = rng() % 6 == 0;
   if (p.create) {
     p.persistent = rng() % 5 != 0;
-    static constexpr int32_t kCtx[] = {kCtxClientAccessible, kCtxAppRollback,
-                                       kCtxNasRollback};
     if (p.persistent) {
-      p.context = kCtx[rng() % 3];
+      p.properties = "kind=" + std::to_string(rng() % 3);
     } else {
-      p.context = kCtxBackup;
-      p.extra = rng() % 2 ? kAttrNoAutoRelease : 0;
+      p.properties = rng() % 2 ? "kind=backup\nrelease=manual" : "kind=backup";
     }
   }
   p.delete_one = rng() % 5 == 0;
@@ -143,15 +139,15 @@ void Say(int fd, const std::string& line) {
       Say(fd, "C " + std::to_string(step) + " " + kind);
       CreateSetRequest req;
       req.volumes = {vol_id};
-      req.context = p.context;
-      req.extra_attributes = p.extra;
+      req.persistent = p.persistent;
+      req.properties = p.properties;
       auto set = (*store)->CreateShadowSet(req);
       if (!set.ok()) ChildFail(fd, "CreateShadowSet", set.status());
       Say(fd, "S " + set->shadows[0].shadow_id.ToString() + " " +
                   std::to_string(step) + " " + kind);
     }
     if (p.delete_one) {
-      auto rows = (*store)->catalog().ListShadowsOfVolume(vol_id);
+      auto rows = (*store)->ListShadowsOfVolume(vol_id);
       if (!rows.ok()) ChildFail(fd, "ListShadowsOfVolume", rows.status());
       if (rows->size() >= 5) {
         const Guid id = (*rows)[p.delete_pick % rows->size()].id;
@@ -336,7 +332,7 @@ void CrashTest::RunRounds() {
     VSS_ASSERT_OK_AND_ASSIGN(auto store, OpenStore());
     VSS_ASSERT_OK_AND_ASSIGN(Volume * vol, store->OpenVolume(vol_id));
     VSS_ASSERT_OK_AND_ASSIGN(auto rows,
-                             store->catalog().ListShadowsOfVolume(vol_id));
+                             store->ListShadowsOfVolume(vol_id));
 
     // Reference contents for this round's shadows: replay from `base`.
     std::vector<uint8_t> img = base;
@@ -386,7 +382,7 @@ void CrashTest::RunRounds() {
     for (auto it = expected.begin(); it != expected.end();) {
       bool there = std::any_of(
           rows.begin(), rows.end(),
-          [&](const metadata::ShadowRow& r) { return r.id == it->first; });
+          [&](const ShadowInfo& r) { return r.id == it->first; });
       if (there) {
         ++it;
         continue;

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "../../engine/store_internal.h"
 #include "engine_test_util.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
@@ -101,12 +102,11 @@ class DamageTest : public ::testing::Test {
 
     // The index, as the catalog has it after the clean close.
     VSS_ASSERT_OK_AND_ASSIGN(store, OpenStore());
-    VSS_ASSERT_OK_AND_ASSIGN(rows_, store->catalog().ListIndexRows(vol_id_));
-    VSS_ASSERT_OK_AND_ASSIGN(auto sa, store->catalog().FindShadow(a_id_));
-    VSS_ASSERT_OK_AND_ASSIGN(auto sb, store->catalog().FindShadow(b_id_));
-    ASSERT_TRUE(sa && sb);
-    a_epoch_ = sa->epoch;
-    b_epoch_ = sb->epoch;
+    VSS_ASSERT_OK_AND_ASSIGN(rows_, CatalogOf(*store).ListIndexRows(vol_id_));
+    VSS_ASSERT_OK_AND_ASSIGN(ShadowInfo sa, store->FindShadow(a_id_));
+    VSS_ASSERT_OK_AND_ASSIGN(ShadowInfo sb, store->FindShadow(b_id_));
+    a_epoch_ = sa.epoch;
+    b_epoch_ = sb.epoch;
     ASSERT_EQ(rows_.size(), kX.size() + kY.size())
         << "expected one record per preserved chunk";
   }
@@ -114,7 +114,6 @@ class DamageTest : public ::testing::Test {
   void CreateShadow(Store& store, Guid* id) {
     CreateSetRequest req;
     req.volumes = {vol_id_};
-    req.context = kCtxClientAccessible;
     VSS_ASSERT_OK_AND_ASSIGN(auto set, store.CreateShadowSet(req));
     *id = set.shadows.at(0).shadow_id;
   }
@@ -355,11 +354,11 @@ Status OpenAndQuery(const std::string& dir, const Guid& vol) {
   o.dir = dir;
   auto store = Store::Open(std::move(o));
   if (!store.ok()) return store.status();
-  if (auto r = (*store)->catalog().ListVolumes(); !r.ok()) return r.status();
-  if (auto r = (*store)->catalog().ListShadows(); !r.ok()) return r.status();
-  if (auto r = (*store)->catalog().ListIndexRows(vol); !r.ok())
+  if (auto r = (*store)->ListVolumes(); !r.ok()) return r.status();
+  if (auto r = (*store)->ListShadows(); !r.ok()) return r.status();
+  if (auto r = CatalogOf(**store).ListIndexRows(vol); !r.ok())
     return r.status();
-  if (auto r = (*store)->catalog().ListEvents(std::nullopt); !r.ok())
+  if (auto r = (*store)->ListEvents(std::nullopt); !r.ok())
     return r.status();
   if (auto r = (*store)->OpenVolume(vol); !r.ok()) return r.status();
   return OkStatus();

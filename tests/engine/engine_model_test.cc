@@ -85,7 +85,7 @@ class ModelRun {
     live_.assign(cfg_.size, 0);
     ASSERT_NO_FATAL_FAILURE(OpenStore());
     VSS_ASSERT_OK_AND_ASSIGN(
-        metadata::VolumeRow row,
+        VolumeInfo row,
         store_->CreateVolume({.path = dir_.path() + "/model.img",
                               .size = cfg_.size,
                               .name = "model",
@@ -280,23 +280,23 @@ class ModelRun {
 
   void SeenEvents() {
     VSS_ASSERT_OK_AND_ASSIGN(auto events,
-                             store_->catalog().ListEvents(vol_id_));
+                             store_->ListEvents(vol_id_));
     events_seen_ = events.size();
   }
 
   // Events recorded since the last call.
-  std::vector<metadata::EventRow> NewEvents() {
-    auto events = store_->catalog().ListEvents(vol_id_);
+  std::vector<EventInfo> NewEvents() {
+    auto events = store_->ListEvents(vol_id_);
     EXPECT_TRUE(events.ok()) << events.status().ToString();
     if (!events.ok()) return {};
-    std::vector<metadata::EventRow> out;
+    std::vector<EventInfo> out;
     for (size_t i = events_seen_; i < events->size(); ++i)
       out.push_back((*events)[i]);
     events_seen_ = events->size();
     return out;
   }
 
-  static bool EventNames(const std::vector<metadata::EventRow>& events,
+  static bool EventNames(const std::vector<EventInfo>& events,
                          const Guid& shadow) {
     for (const auto& e : events) {
       if (e.shadow_id && *e.shadow_id == shadow) return true;
@@ -306,7 +306,7 @@ class ModelRun {
   }
 
   static std::string EventsToString(
-      const std::vector<metadata::EventRow>& events) {
+      const std::vector<EventInfo>& events) {
     std::string s;
     for (const auto& e : events) s += "[" + e.kind + ": " + e.message + "] ";
     return s.empty() ? "(none)" : s;
@@ -371,26 +371,22 @@ class ModelRun {
     req.volumes = {vol_id_};
     bool persistent = !Chance(12);
     std::string what;
+    req.persistent = persistent;
+    // The provider's record is opaque to the engine: any text comes back.
     if (persistent) {
-      static constexpr int32_t kCtx[] = {kCtxClientAccessible, kCtxAppRollback,
-                                         kCtxNasRollback};
-      req.context = kCtx[Rand(3)];
+      req.properties = "kind=" + std::to_string(Rand(3));
     } else {
-      req.context = kCtxBackup;
-      if (Chance(50)) req.extra_attributes = kAttrNoAutoRelease;
+      req.properties = Chance(50) ? "kind=backup\nrelease=manual" : "";
     }
-    Log("CreateShadowSet context=0x" + ToHex(req.context) + " extra=0x" +
-        ToHex(req.extra_attributes) +
+    Log("CreateShadowSet properties='" + req.properties + "'" +
         (persistent ? " (persistent)" : " (non-persistent)"));
     VSS_ASSERT_OK_AND_ASSIGN(CreatedSet set, store_->CreateShadowSet(req));
     ASSERT_EQ(set.shadows.size(), 1u);
     ASSERT_EQ(set.shadows[0].volume_id, vol_id_);
-    VSS_ASSERT_OK_AND_ASSIGN(
-        auto row, store_->catalog().FindShadow(set.shadows[0].shadow_id));
-    ASSERT_TRUE(row.has_value()) << "created shadow missing from the catalog";
-    EXPECT_EQ(row->persistent, persistent)
-        << "context 0x" << ToHex(req.context) << " extra 0x"
-        << ToHex(req.extra_attributes);
+    StatusOr<ShadowInfo> row = store_->FindShadow(set.shadows[0].shadow_id);
+    ASSERT_TRUE(row.ok()) << "created shadow missing: " << row.status().ToString();
+    EXPECT_EQ(row->persistent, persistent);
+    EXPECT_EQ(row->properties, req.properties);
     EXPECT_EQ(row->set_id, set.set_id);
     if (!shadows_.empty()) {
       EXPECT_GT(row->epoch, shadows_.back().epoch) << "epochs must increase";
@@ -430,8 +426,8 @@ class ModelRun {
     ModelShadow gone = std::move(shadows_[i]);
     shadows_.erase(shadows_.begin() + i);
     ExpectGone(gone, "deleted");
-    VSS_ASSERT_OK_AND_ASSIGN(auto row, store_->catalog().FindShadow(gone.id));
-    EXPECT_FALSE(row.has_value()) << "deleted shadow still in the catalog";
+    EXPECT_EQ(store_->FindShadow(gone.id).status().code(), StatusCode::kNotFound)
+        << "deleted shadow still in the catalog";
   }
 
   void DeleteUnknown() {
@@ -503,7 +499,7 @@ class ModelRun {
 
   void EndTiny() {
     Log("ResizeDiffArea unbounded");
-    VSS_ASSERT_OK(store_->ResizeDiffArea(vol_id_, metadata::kUnbounded));
+    VSS_ASSERT_OK(store_->ResizeDiffArea(vol_id_, kUnbounded));
     // Shadows deleted by this step are still allowed (checked next).
     tiny_grace_ = true;
   }
@@ -513,7 +509,7 @@ class ModelRun {
   // oldest shadows (a prefix), each named by a new event.
   void SyncShadowsWithCatalog() {
     VSS_ASSERT_OK_AND_ASSIGN(auto rows,
-                             store_->catalog().ListShadowsOfVolume(vol_id_));
+                             store_->ListShadowsOfVolume(vol_id_));
     std::set<Guid> in_catalog;
     for (const auto& r : rows) {
       in_catalog.insert(r.id);
@@ -715,12 +711,6 @@ class ModelRun {
                        << (s.persistent ? ", persistent" : ", non-persistent")
                        << ") differs from the model";
     }
-  }
-
-  static std::string ToHex(int32_t v) {
-    std::ostringstream os;
-    os << std::hex << v;
-    return os.str();
   }
 
  public:

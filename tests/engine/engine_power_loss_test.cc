@@ -84,7 +84,7 @@ class PowerLossRun {
     durable_ = live_;
     ASSERT_NO_FATAL_FAILURE(OpenStore());
     VSS_ASSERT_OK_AND_ASSIGN(
-        metadata::VolumeRow row,
+        VolumeInfo row,
         store_->CreateVolume({.path = dir_.path() + "/pl.img",
                               .size = size_,
                               .name = "pl",
@@ -271,24 +271,22 @@ class PowerLossRun {
     if (shadows_.size() >= 6) return DeleteOp();
     CreateSetRequest req;
     req.volumes = {vol_id_};
-    static constexpr int32_t kCtx[] = {kCtxClientAccessible, kCtxAppRollback,
-                                       kCtxNasRollback};
-    req.context = kCtx[Rand(3)];
-    Log("CreateShadowSet context " + std::to_string(req.context));
+    req.persistent = true;
+    req.properties = "kind=" + std::to_string(Rand(3));
+    Log("CreateShadowSet properties '" + req.properties + "'");
     auto set = store_->CreateShadowSet(req);
     if (Failed(set.status(), "CreateShadowSet")) {
       in_flight_create_ = live_;
       return false;
     }
     EXPECT_EQ(set->shadows.size(), 1u);
-    auto row = store_->catalog().FindShadow(set->shadows[0].shadow_id);
-    EXPECT_TRUE(row.ok() && row->has_value())
-        << "new shadow not in the catalog";
-    if (!row.ok() || !row->has_value()) return true;
-    EXPECT_TRUE((*row)->persistent)
-        << "context " << req.context << " must be persistent";
-    shadows_.push_back({(*row)->id, (*row)->epoch, live_});
-    history_.back() += " -> " + (*row)->id.ToString();
+    StatusOr<ShadowInfo> row = store_->FindShadow(set->shadows[0].shadow_id);
+    EXPECT_TRUE(row.ok()) << "new shadow not in the catalog: " << row.status().ToString();
+    if (!row.ok()) return true;
+    EXPECT_TRUE(row->persistent) << "a persistent request must make a persistent shadow";
+    EXPECT_EQ(row->properties, req.properties);
+    shadows_.push_back({row->id, row->epoch, live_});
+    history_.back() += " -> " + row->id.ToString();
     // The create held and flushed the volume's writes.
     MarkDurable();
     return true;
@@ -414,7 +412,7 @@ class PowerLossRun {
 
   void CheckAfterReopen() {
     VSS_ASSERT_OK_AND_ASSIGN(auto rows,
-                             store_->catalog().ListShadowsOfVolume(vol_id_));
+                             store_->ListShadowsOfVolume(vol_id_));
     std::set<Guid> in_catalog;
     for (const auto& r : rows) in_catalog.insert(r.id);
 

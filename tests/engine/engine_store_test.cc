@@ -73,12 +73,12 @@ class StoreTest : public ::testing::Test {
   }
 
   // A new volume `name` whose image is dir/name.img.
-  metadata::VolumeRow NewVolume(const std::string& name) {
+  VolumeInfo NewVolume(const std::string& name) {
     auto row = store_->CreateVolume(
         {.path = dir_.path() + "/" + name + ".img", .size = kSize, .name = name,
          .chunk_size = kChunk});
     EXPECT_TRUE(row.ok()) << row.status().ToString();
-    return row.ok() ? *row : metadata::VolumeRow{};
+    return row.ok() ? *row : VolumeInfo{};
   }
 
   // Writes `v` over [0, 1 MiB) of the volume.
@@ -115,10 +115,10 @@ class StoreTest : public ::testing::Test {
 
 TEST_F(StoreTest, TwoVolumesOnOneDiffAreaDirectory_BothShadowsVerify) {
   Reopen();
-  metadata::VolumeRow a = NewVolume("a"), b = NewVolume("b");
+  VolumeInfo a = NewVolume("a"), b = NewVolume("b");
   const std::string d = dir_.path() + "/diff";
-  VSS_ASSERT_OK(store_->AddDiffArea(a.id, d, metadata::kUnbounded));
-  VSS_ASSERT_OK(store_->AddDiffArea(b.id, d, metadata::kUnbounded));
+  VSS_ASSERT_OK(store_->AddDiffArea(a.id, d, kUnbounded));
+  VSS_ASSERT_OK(store_->AddDiffArea(b.id, d, kUnbounded));
   Fill(a.id, 0xa1);
   Fill(b.id, 0xb1);
   Guid sa = Shadow(a.id), sb = Shadow(b.id);
@@ -136,10 +136,10 @@ TEST_F(StoreTest, TwoVolumesOnOneDiffAreaDirectory_BothShadowsVerify) {
 
 TEST_F(StoreTest, RemoveVolume_LeavesTheOtherVolumesSegmentsOnTheSameDirectory) {
   Reopen();
-  metadata::VolumeRow a = NewVolume("a"), b = NewVolume("b");
+  VolumeInfo a = NewVolume("a"), b = NewVolume("b");
   const std::string d = dir_.path() + "/diff";
-  VSS_ASSERT_OK(store_->AddDiffArea(a.id, d, metadata::kUnbounded));
-  VSS_ASSERT_OK(store_->AddDiffArea(b.id, d, metadata::kUnbounded));
+  VSS_ASSERT_OK(store_->AddDiffArea(a.id, d, kUnbounded));
+  VSS_ASSERT_OK(store_->AddDiffArea(b.id, d, kUnbounded));
   Fill(a.id, 1);
   Fill(b.id, 2);
   Shadow(a.id);
@@ -157,10 +157,10 @@ TEST_F(StoreTest, RemoveVolume_LeavesTheOtherVolumesSegmentsOnTheSameDirectory) 
 
 TEST_F(StoreTest, AddDiffArea_MakesAPrivateDirectoryOfTheVolumesOwn) {
   Reopen();
-  metadata::VolumeRow a = NewVolume("a");
+  VolumeInfo a = NewVolume("a");
   const std::string d = dir_.path() + "/x/diff";
   VSS_ASSERT_OK(store_->AddDiffArea(a.id, d, 1 << 30));
-  VSS_ASSERT_OK_AND_ASSIGN(metadata::DiffAreaRow row, store_->DiffAreaOf(a.id));
+  VSS_ASSERT_OK_AND_ASSIGN(DiffAreaInfo row, store_->DiffAreaOf(a.id));
   VSS_ASSERT_OK_AND_ASSIGN(std::string real_d, FileSystem::Default()->RealPath(d));
   EXPECT_EQ(row.dir, real_d + "/" + a.id.ToString());
   EXPECT_EQ(ModeOf(row.dir), 0700u);
@@ -170,13 +170,13 @@ TEST_F(StoreTest, AddDiffArea_MakesAPrivateDirectoryOfTheVolumesOwn) {
 // it opens, and those volumes are refused rather than damaged further.
 TEST_F(StoreTest, LegacySharedDiffArea_VolumesRefusedAndRemovalKeepsFiles) {
   Reopen();
-  metadata::VolumeRow a = NewVolume("a"), b = NewVolume("b");
+  VolumeInfo a = NewVolume("a"), b = NewVolume("b");
   const std::string d = dir_.path() + "/shared";
-  VSS_ASSERT_OK(store_->AddDiffArea(a.id, d, metadata::kUnbounded));
+  VSS_ASSERT_OK(store_->AddDiffArea(a.id, d, kUnbounded));
   Fill(a.id, 1);
   Shadow(a.id);
   Fill(a.id, 2);
-  VSS_ASSERT_OK_AND_ASSIGN(metadata::DiffAreaRow row, store_->DiffAreaOf(a.id));
+  VSS_ASSERT_OK_AND_ASSIGN(DiffAreaInfo row, store_->DiffAreaOf(a.id));
   std::vector<std::string> a_segments = Segments(row.dir);
   ASSERT_FALSE(a_segments.empty());
   store_.reset();
@@ -212,7 +212,7 @@ class CatalogDamageTest : public StoreTest {
   // A store with one volume, a shadow and preserved records, closed.
   void MakeStore() {
     Reopen();
-    metadata::VolumeRow a = NewVolume("a");
+    VolumeInfo a = NewVolume("a");
     Fill(a.id, 1);
     Shadow(a.id);
     Fill(a.id, 2);
@@ -291,7 +291,7 @@ TEST_F(StoreTest, NewStore_IsCreatedWithItsCatalogAndReopens) {
   Reopen();
   NewVolume("a");
   Reopen();
-  VSS_ASSERT_OK_AND_ASSIGN(auto vols, store_->catalog().ListVolumes());
+  VSS_ASSERT_OK_AND_ASSIGN(auto vols, store_->ListVolumes());
   ASSERT_EQ(vols.size(), 1u);
   EXPECT_EQ(vols[0].name, "a");
 }
@@ -301,8 +301,8 @@ TEST_F(StoreTest, NewStore_IsCreatedWithItsCatalogAndReopens) {
 TEST_F(StoreTest, EverythingCreatedInAStore_IsPrivateUnderUmask022) {
   mode_t old = umask(022);
   Reopen();
-  metadata::VolumeRow a = NewVolume("a"), b = NewVolume("b");
-  VSS_ASSERT_OK(store_->AddDiffArea(b.id, dir_.path() + "/elsewhere/diff", metadata::kUnbounded));
+  VolumeInfo a = NewVolume("a"), b = NewVolume("b");
+  VSS_ASSERT_OK(store_->AddDiffArea(b.id, dir_.path() + "/elsewhere/diff", kUnbounded));
   for (const Guid& id : {a.id, b.id}) {
     Fill(id, 1);
     Shadow(id);
@@ -345,7 +345,7 @@ TEST_F(StoreTest, AddThroughASymbolicLink_RecordsTheRealPathAndWorks) {
 
 TEST_F(StoreTest, ImagePathReplacedByASymbolicLink_IsRefusedAndTargetUntouched) {
   Reopen();
-  metadata::VolumeRow a = NewVolume("a");
+  VolumeInfo a = NewVolume("a");
   store_.reset();
   const std::string victim = dir_.path() + "/victim";
   WriteFileBytes(victim, "precious", kSize);
@@ -377,7 +377,7 @@ TEST_F(StoreTest, ImagePathThroughALinkedDirectory_IsRefused) {
 
 TEST_F(StoreTest, SegmentReplacedByASymbolicLink_IsRefusedAndTargetUntouched) {
   Reopen();
-  metadata::VolumeRow a = NewVolume("a");
+  VolumeInfo a = NewVolume("a");
   Fill(a.id, 1);
   Shadow(a.id);
   Fill(a.id, 2);
@@ -409,7 +409,7 @@ TEST_F(StoreTest, AddQcow2Image_IsRefusedNamingFileAndFormatAndChangesNothing) {
   EXPECT_NE(row.status().message().find("web.qcow2 is a qcow2 image"), std::string::npos)
       << row.status().ToString();
   EXPECT_EQ(ReadFileBytes(img), before);
-  VSS_ASSERT_OK_AND_ASSIGN(auto vols, store_->catalog().ListVolumes());
+  VSS_ASSERT_OK_AND_ASSIGN(auto vols, store_->ListVolumes());
   EXPECT_TRUE(vols.empty());
 }
 
@@ -429,7 +429,7 @@ TEST_F(StoreTest, AddVhdWithFooterAtTheEnd_IsRefused) {
 
 TEST_F(StoreTest, RegisteredVolumeWhoseHeaderBecameQcow2_IsRefusedAtOpen) {
   Reopen();
-  metadata::VolumeRow a = NewVolume("a");
+  VolumeInfo a = NewVolume("a");
   store_.reset();
   {
     std::fstream f(a.path, std::ios::in | std::ios::out | std::ios::binary);

@@ -26,6 +26,7 @@
 #include "../../engine/diff_area.h"
 #include "../../engine/pending_writes.h"
 #include "../../engine/record.h"
+#include "../../engine/store_internal.h"
 #include "engine_test_util.h"
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
@@ -249,7 +250,7 @@ class TrustTest : public ::testing::Test {
     VSS_ASSERT_OK_AND_ASSIGN(store_, Store::Open(o));
     if (id_.IsNull()) {
       VSS_ASSERT_OK_AND_ASSIGN(
-          metadata::VolumeRow row,
+          VolumeInfo row,
           store_->CreateVolume({.path = "trust.img",
                                 .size = image_->size(),
                                 .name = "trustvol",
@@ -263,8 +264,8 @@ class TrustTest : public ::testing::Test {
     store_.reset();
     Open(o);
   }
-  Guid Snap(int32_t context = kCtxClientAccessible) {
-    auto set = store_->CreateShadowSet({.volumes = {id_}, .context = context});
+  Guid Snap(bool persistent = true) {
+    auto set = store_->CreateShadowSet({.volumes = {id_}, .persistent = persistent});
     EXPECT_TRUE(set.ok()) << set.status().ToString();
     return set.ok() ? set->shadows[0].shadow_id : Guid{};
   }
@@ -365,7 +366,7 @@ TEST_F(TrustTest, FullImage_DirectWriteFailsCleanlyAndTheVolumeStaysUsable) {
   VSS_ASSERT_OK(vol_->Flush());
   // A non-persistent shadow: its records need no sync, so writes are issued
   // to the image at once (no write-behind).
-  const Guid shadow = Snap(kCtxBackup);
+  const Guid shadow = Snap(/*persistent=*/false);
   Status s = vol_->Write(1 << 20, Bytes(256 * 1024, 3));
   EXPECT_EQ(s.code(), StatusCode::kNoSpace) << s.ToString();
   EXPECT_TRUE(Contains(s.message(), "volume trustvol")) << s.ToString();
@@ -653,9 +654,9 @@ TEST_F(TrustTest, ForgedRecordWhoseChunkWrapsAroundIsReportedAndNeverIndexed) {
   const Guid shadow = Snap();
   VSS_ASSERT_OK(vol_->Write(cs, Bytes(cs, 2)));  // preserves chunk 1
   VSS_ASSERT_OK(vol_->Flush());
-  VSS_ASSERT_OK_AND_ASSIGN(metadata::ShadowRow srow,
+  VSS_ASSERT_OK_AND_ASSIGN(ShadowInfo srow,
                            store_->ResolveShadow(shadow.ToString()));
-  VSS_ASSERT_OK_AND_ASSIGN(metadata::DiffAreaRow da, store_->DiffAreaOf(id_));
+  VSS_ASSERT_OK_AND_ASSIGN(DiffAreaInfo da, store_->DiffAreaOf(id_));
   vol_ = nullptr;
   store_.reset();
 
@@ -672,10 +673,10 @@ TEST_F(TrustTest, ForgedRecordWhoseChunkWrapsAroundIsReportedAndNeverIndexed) {
   mem_fs_.SetContents(segs.back(), bytes);
 
   Open();
-  VSS_ASSERT_OK_AND_ASSIGN(std::vector<metadata::EventRow> events,
-                           store_->catalog().ListEvents(id_));
+  VSS_ASSERT_OK_AND_ASSIGN(std::vector<EventInfo> events,
+                           store_->ListEvents(id_));
   bool reported = false;
-  for (const metadata::EventRow& e : events)
+  for (const EventInfo& e : events)
     reported |=
         e.kind == "diff-area-damaged" && Contains(e.message, "past the end");
   EXPECT_TRUE(reported) << "no diff-area-damaged event for the forged record";
@@ -699,17 +700,17 @@ TEST_F(TrustTest, ForgedCatalogIndexRowIsAClearErrorOnOpen) {
   const Guid shadow = Snap();
   VSS_ASSERT_OK(vol_->Write(0, Bytes(cs, 2)));
   VSS_ASSERT_OK(vol_->Flush());
-  VSS_ASSERT_OK_AND_ASSIGN(metadata::ShadowRow srow,
+  VSS_ASSERT_OK_AND_ASSIGN(ShadowInfo srow,
                            store_->ResolveShadow(shadow.ToString()));
   VSS_ASSERT_OK_AND_ASSIGN(std::vector<metadata::IndexRow> rows,
-                           store_->catalog().ListIndexRows(id_));
+                           CatalogOf(*store_).ListIndexRows(id_));
   ASSERT_EQ(rows.size(), 1u);
   VSS_ASSERT_OK(store_->CloseVolume(id_));
   vol_ = nullptr;
   metadata::IndexRow forged = rows[0];
   forged.chunk = (~uint64_t{0} / cs) + 1;  // wraps to offset 0
   forged.epoch = srow.epoch;
-  VSS_ASSERT_OK(store_->catalog().InsertIndexRows(id_, {forged}));
+  VSS_ASSERT_OK(CatalogOf(*store_).InsertIndexRows(id_, {forged}));
   auto v = store_->OpenVolume(id_);
   ASSERT_FALSE(v.ok());
   EXPECT_EQ(v.status().code(), StatusCode::kCorruption)

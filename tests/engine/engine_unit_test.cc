@@ -61,8 +61,8 @@ class VolumeTest : public ::testing::Test {
     store_.reset();
     Open(std::move(extra));
   }
-  Guid Snap(int32_t context = kCtxClientAccessible) {
-    auto set = store_->CreateShadowSet({.volumes = {volume_id_}, .context = context});
+  Guid Snap(bool persistent = true) {
+    auto set = store_->CreateShadowSet({.volumes = {volume_id_}, .persistent = persistent});
     EXPECT_TRUE(set.ok()) << set.status().ToString();
     return set.ok() ? set->shadows[0].shadow_id : Guid{};
   }
@@ -331,7 +331,7 @@ TEST_F(VolumeTest, FullDiffAreaDeletesOldestShadowAndRecordsEvent) {
   ASSERT_OK(vol_->Write(0, Bytes(vol_->size(), 61)));
   EXPECT_EQ(vol_->OpenShadow(s1).status().code(), StatusCode::kNotFound);
   EXPECT_EQ(vol_->OpenShadow(s2).status().code(), StatusCode::kNotFound);
-  auto events = store_->catalog().ListEvents(volume_id_);
+  auto events = store_->ListEvents(volume_id_);
   ASSERT_OK(events);
   int full = 0;
   for (const auto& e : *events) full += e.kind == "shadow-deleted-diff-area-full";
@@ -343,7 +343,7 @@ TEST_F(VolumeTest, FullDiffAreaDeletesOldestShadowAndRecordsEvent) {
 TEST_F(VolumeTest, NonPersistentShadowIsRemovedOnReopenWithEvent) {
   ASSERT_OK(vol_->Write(0, Bytes(kChunk, 70)));
   Guid keep = Snap();
-  Guid gone = Snap(kCtxBackup);
+  Guid gone = Snap(/*persistent=*/false);
   ASSERT_OK(vol_->Write(0, Bytes(kChunk, 71)));
   Reopen();
   EXPECT_EQ(vol_->OpenShadow(gone).status().code(), StatusCode::kNotFound);
@@ -352,7 +352,7 @@ TEST_F(VolumeTest, NonPersistentShadowIsRemovedOnReopenWithEvent) {
   std::vector<uint8_t> b(kChunk);
   ASSERT_OK((*shadow)->Read(0, b));
   EXPECT_EQ(b, Bytes(kChunk, 70));
-  auto events = store_->catalog().ListEvents(volume_id_);
+  auto events = store_->ListEvents(volume_id_);
   ASSERT_OK(events);
   bool seen = false;
   for (const auto& e : *events) seen |= e.kind == "shadow-removed-at-recovery";
@@ -385,10 +385,9 @@ TEST_F(VolumeTest, ShadowSetTakesCallerChosenIds) {
   ASSERT_OK(set);
   EXPECT_EQ(set->set_id, set_id);
   EXPECT_EQ(set->shadows[0].shadow_id, shadow_id);
-  auto row = store_->catalog().FindShadow(shadow_id);
+  auto row = store_->FindShadow(shadow_id);
   ASSERT_OK(row);
-  ASSERT_TRUE(row->has_value());
-  EXPECT_EQ((*row)->set_id, set_id);
+  EXPECT_EQ(row->set_id, set_id);
   EXPECT_EQ(store_->CreateShadowSet({.volumes = {volume_id_}, .shadow_ids = {shadow_id, set_id}})
                 .status().code(), StatusCode::kInvalidArgument);
   EXPECT_FALSE(store_->CreateShadowSet({.volumes = {volume_id_}, .shadow_ids = {shadow_id}}).ok());
@@ -637,7 +636,7 @@ TEST(StoreTest, BadRequestsAreRefusedAndChangeNothing) {
             StatusCode::kAlreadyExists);
   EXPECT_EQ(s.DeleteShadow(Guid::Generate()).code(), StatusCode::kNotFound);
   EXPECT_EQ(s.ResolveShadow("zz").status().code(), StatusCode::kNotFound);
-  auto shadows = s.catalog().ListShadows();
+  auto shadows = s.ListShadows();
   ASSERT_OK(shadows);
   EXPECT_TRUE(shadows->empty());
 }

@@ -85,6 +85,7 @@ class CatalogTest : public ::testing::Test {
     s.created = -5;
     s.persistent = false;
     s.owner_pid = 4242;
+    s.properties = "context=-1\nanything=at all\n\xff";
     return s;
   }
 
@@ -164,6 +165,7 @@ void ExpectSameShadow(const ShadowRow& a, const ShadowRow& b) {
   EXPECT_EQ(a.created, b.created);
   EXPECT_EQ(a.persistent, b.persistent);
   EXPECT_EQ(a.owner_pid, b.owner_pid);
+  EXPECT_EQ(a.properties, b.properties);
 }
 
 void ExpectSameIndexRow(const IndexRow& a, const IndexRow& b) {
@@ -895,6 +897,7 @@ TEST_F(CatalogTest, Migration_Version1StoreOpensKeepsRowsAndGainsTheDirRule) {
       "DROP INDEX diff_areas_by_dir;"
       "UPDATE diff_areas SET dir = '/srv/diff';"
       "ALTER TABLE volumes DROP COLUMN format;"
+      "ALTER TABLE shadows DROP COLUMN properties;"
       "PRAGMA user_version = 1;");
   Open();
   EXPECT_EQ(RawInt("PRAGMA user_version"), Catalog::kSchemaVersion);
@@ -928,6 +931,7 @@ TEST_F(CatalogTest, Migration_Version2StoreOpensWithEveryVolumeRaw) {
   // with a volume written by that build's INSERT (no format column).
   RawExec(
       "ALTER TABLE volumes DROP COLUMN format;"
+      "ALTER TABLE shadows DROP COLUMN properties;"
       "INSERT INTO volumes (id, name, path, size, chunk_size, next_epoch, "
       "created) VALUES ('00000000-0000-0000-0000-0000000000a1', 'old', "
       "'/images/old.img', 1048576, 65536, 3, 1);"
@@ -951,6 +955,37 @@ TEST_F(CatalogTest, Migration_Version2StoreOpensWithEveryVolumeRaw) {
   v.format = "qcow2";
   ASSERT_TRUE(catalog_->InsertVolume(v).ok());
   EXPECT_EQ((*catalog_->FindVolume(v.id))->format, "qcow2");
+}
+
+TEST_F(CatalogTest, Migration_Version2ShadowsGainTheirProviderColumnsAsProperties) {
+  Open();
+  VolumeRow v = MakeVolume("a");
+  ASSERT_TRUE(catalog_->InsertVolume(v).ok());
+  ShadowSetRow set = MakeSet();
+  ASSERT_TRUE(catalog_->InsertShadowSet(set).ok());
+  ShadowRow sh = MakeShadow(v, set, 1);
+  ASSERT_TRUE(catalog_->InsertShadow(sh).ok());
+  catalog_.reset();
+  // Back to schema version 2, as an older build left it.
+  RawExec(
+      "ALTER TABLE shadows DROP COLUMN properties;"
+       "ALTER TABLE volumes DROP COLUMN format;"
+      "PRAGMA user_version = 2;");
+  Open();
+  EXPECT_EQ(RawInt("PRAGMA user_version"), Catalog::kSchemaVersion);
+  auto found = catalog_->FindShadow(sh.id);
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->properties,
+            "context=-1\nattributes=" + std::to_string(sh.attributes) +
+                "\nstate=12\nprovider_id=" + sh.provider_id.ToString() +
+                "\ndevice_object=" + sh.device_object +
+                "\noriginating_machine=host-a\nservice_machine=host-b");
+  EXPECT_EQ((*found)->device_object, sh.device_object);  // the column stays
+  // New rows carry their own properties.
+  ShadowRow next = MakeShadow(v, set, 2);
+  next.properties = "new";
+  ASSERT_TRUE(catalog_->InsertShadow(next).ok());
+  EXPECT_EQ((*catalog_->FindShadow(next.id))->properties, "new");
 }
 
 // Fills a catalog with enough rows to span many pages, then closes it.

@@ -96,7 +96,7 @@ class SqliteWriterTest : public ::testing::Test {
   HResult Backup(const std::string& volume) {
     VssStatusOr<std::unique_ptr<BackupComponents>> created = service_->CreateBackupComponents();
     EXPECT_TRUE(created.ok());
-    if (!created.ok()) return created.code();
+    if (!created.ok()) return created.status().code();
     BackupComponents& bc = **created;
     EXPECT_TRUE(bc.InitializeForBackup().ok());
     EXPECT_TRUE(bc.SetBackupState(true, false, VSS_BT_FULL).ok());
@@ -124,7 +124,7 @@ class SqliteWriterTest : public ::testing::Test {
 
   static HResult WaitOn(const VssStatusOr<std::shared_ptr<Async>>& a) {
     EXPECT_TRUE(a.ok()) << a.status().ToString();
-    return a.ok() ? (*a)->Wait() : a.code();
+    return a.ok() ? (*a)->Wait() : a.status().code();
   }
 
   // Bytes in the database's WAL file (-1 if it does not exist).

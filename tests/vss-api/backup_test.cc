@@ -120,8 +120,8 @@ TEST_F(VssApiTest, VetoAtPrepareSnapshot_AbortsSetAndTellsEveryWriter) {
   EXPECT_EQ(log_.Of("B").back(), "Abort");
   EXPECT_EQ(log_.IndexOf("A:Freeze"), -1);
   // The failed set cannot be retried on this object, and nothing changed.
-  EXPECT_EQ(bc.DoSnapshotSet().code(), VSS_E_BAD_STATE);
-  EXPECT_EQ(bc.BackupComplete().code(), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc.DoSnapshotSet().status().code(), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc.BackupComplete().status().code(), VSS_E_BAD_STATE);
   EXPECT_TRUE(bc.AbortBackup().ok());
   EXPECT_EQ(log_.Of("A").back(), "Abort");
   EXPECT_EQ(log_.Of("A").size(), 4u) << ::testing::PrintToString(log_.All());  // no second Abort
@@ -215,36 +215,36 @@ TEST_F(VssApiTest, WriterNotAnswering_IsMarkedAndDoesNotBlock) {
 
 TEST_F(VssApiTest, OutOfOrderCalls_AreBadStateAndChangeNothing) {
   LocalBackupComponents bc(*coordinator_);
-  EXPECT_EQ(bc.DoSnapshotSet().code(), VSS_E_BAD_STATE);
-  EXPECT_EQ(bc.StartSnapshotSet().code(), VSS_E_BAD_STATE);
-  EXPECT_EQ(bc.SaveAsJson().code(), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc.DoSnapshotSet().status().code(), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc.StartSnapshotSet().status().code(), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc.SaveAsJson().status().code(), VSS_E_BAD_STATE);
   EXPECT_EQ(bc.SetContext(VSS_CTX_APP_ROLLBACK).code(), VSS_E_BAD_STATE);
   ASSERT_TRUE(bc.InitializeForBackup().ok());
   std::string before = *bc.SaveAsJson();
   EXPECT_EQ(bc.InitializeForBackup().code(), VSS_E_BAD_STATE);
   EXPECT_EQ(bc.InitializeForRestore(before).code(), VSS_E_BAD_STATE);
-  EXPECT_EQ(bc.AddToSnapshotSet("vol1").code(), VSS_E_BAD_STATE);
-  EXPECT_EQ(bc.DoSnapshotSet().code(), VSS_E_BAD_STATE);
-  EXPECT_EQ(bc.PrepareForBackup().code(), VSS_E_BAD_STATE);
-  EXPECT_EQ(bc.BackupComplete().code(), VSS_E_BAD_STATE);
-  EXPECT_EQ(bc.PreRestore().code(), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc.AddToSnapshotSet("vol1").status().code(), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc.DoSnapshotSet().status().code(), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc.PrepareForBackup().status().code(), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc.BackupComplete().status().code(), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc.PreRestore().status().code(), VSS_E_BAD_STATE);
   EXPECT_EQ(bc.SetContext(0x4).code(), VSS_E_UNSUPPORTED_CONTEXT);
   EXPECT_EQ(*bc.SaveAsJson(), before);
 
   ASSERT_TRUE(bc.StartSnapshotSet().ok());
   EXPECT_EQ(bc.SetContext(VSS_CTX_APP_ROLLBACK).code(), VSS_E_BAD_STATE);
-  EXPECT_EQ(bc.DoSnapshotSet().code(), VSS_E_BAD_STATE);  // no volume yet
+  EXPECT_EQ(bc.DoSnapshotSet().status().code(), VSS_E_BAD_STATE);  // no volume yet
   ASSERT_TRUE(bc.AddToSnapshotSet("vol1").ok());
-  EXPECT_EQ(bc.DoSnapshotSet().code(), VSS_E_BAD_STATE);  // not prepared
+  EXPECT_EQ(bc.DoSnapshotSet().status().code(), VSS_E_BAD_STATE);  // not prepared
   EXPECT_EQ(bc.SetBackupSucceeded({}, true).code(), VSS_E_BAD_STATE);
   EXPECT_EQ(*bc.SaveAsJson(), before);
   EXPECT_EQ(ShadowCount(), 0u);
 
   ASSERT_EQ(WaitOn(bc.PrepareForBackup()), VSS_S_ASYNC_FINISHED);
-  EXPECT_EQ(bc.PrepareForBackup().code(), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc.PrepareForBackup().status().code(), VSS_E_BAD_STATE);
   ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
-  EXPECT_EQ(bc.AddToSnapshotSet("vol2").code(), VSS_E_BAD_STATE);
-  EXPECT_EQ(bc.DoSnapshotSet().code(), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc.AddToSnapshotSet("vol2").status().code(), VSS_E_BAD_STATE);
+  EXPECT_EQ(bc.DoSnapshotSet().status().code(), VSS_E_BAD_STATE);
   EXPECT_EQ(ShadowCount(), 1u);
 }
 
@@ -253,14 +253,14 @@ TEST_F(VssApiTest, AddToSnapshotSet_DuplicatesUnknownsAndSecondSet) {
   ASSERT_TRUE(bc.InitializeForBackup().ok());
   VssStatusOr<Guid> set = bc.StartSnapshotSet();
   ASSERT_TRUE(set.ok());
-  EXPECT_EQ(bc.StartSnapshotSet().code(), VSS_E_SNAPSHOT_SET_IN_PROGRESS);
+  EXPECT_EQ(bc.StartSnapshotSet().status().code(), VSS_E_SNAPSHOT_SET_IN_PROGRESS);
   ASSERT_TRUE(bc.AddToSnapshotSet("vol1").ok());
-  EXPECT_EQ(bc.AddToSnapshotSet("vol1").code(), VSS_E_OBJECT_ALREADY_EXISTS);
-  StatusOr<metadata::VolumeRow> v1 = store_->ResolveVolume("vol1");
+  EXPECT_EQ(bc.AddToSnapshotSet("vol1").status().code(), VSS_E_OBJECT_ALREADY_EXISTS);
+  StatusOr<engine::VolumeInfo> v1 = store_->ResolveVolume("vol1");
   ASSERT_TRUE(v1.ok());
-  EXPECT_EQ(bc.AddToSnapshotSet(v1->id.ToString()).code(), VSS_E_OBJECT_ALREADY_EXISTS);
-  EXPECT_EQ(bc.AddToSnapshotSet("no-such-volume").code(), VSS_E_OBJECT_NOT_FOUND);
-  EXPECT_EQ(bc.AddToSnapshotSet("vol2", Guid::Generate()).code(), VSS_E_PROVIDER_NOT_REGISTERED);
+  EXPECT_EQ(bc.AddToSnapshotSet(v1->id.ToString()).status().code(), VSS_E_OBJECT_ALREADY_EXISTS);
+  EXPECT_EQ(bc.AddToSnapshotSet("no-such-volume").status().code(), VSS_E_OBJECT_NOT_FOUND);
+  EXPECT_EQ(bc.AddToSnapshotSet("vol2", Guid::Generate()).status().code(), VSS_E_PROVIDER_NOT_REGISTERED);
 }
 
 TEST_F(VssApiTest, AddToSnapshotSet_AtMost64Volumes) {
@@ -277,7 +277,7 @@ TEST_F(VssApiTest, AddToSnapshotSet_AtMost64Volumes) {
     if (i < 64) {
       ASSERT_TRUE(added.ok()) << i << " " << added.status().ToString();
     } else {
-      EXPECT_EQ(added.code(), VSS_E_MAXIMUM_NUMBER_OF_VOLUMES_REACHED);
+      EXPECT_EQ(added.status().code(), VSS_E_MAXIMUM_NUMBER_OF_VOLUMES_REACHED);
     }
   }
 }
@@ -350,7 +350,7 @@ TEST_F(VssApiTest, AutoRelease_DeletesOnlyNonPersistentAutoReleaseShadows) {
     EXPECT_EQ(ShadowCount(), 4u);
   }
   EXPECT_EQ(ShadowCount(), 2u);
-  StatusOr<std::vector<metadata::ShadowRow>> rows = store_->catalog().ListShadows();
+  StatusOr<std::vector<engine::ShadowInfo>> rows = store_->ListShadows();
   ASSERT_TRUE(rows.ok());
   bool one_persistent = false;
   for (const auto& r : *rows) one_persistent |= r.persistent;
@@ -377,7 +377,7 @@ TEST_F(VssApiTest, SnapshotProperties_HaveEveryField) {
   // The set is already started by PrepareBackup; add the second volume.
   ASSERT_TRUE(s1.ok());
   ASSERT_TRUE(bc.AddToSnapshotSet("vol2").ok());
-  const int64_t before = metadata::NowVssTimestamp();
+  const int64_t before = engine::NowTimestamp();
   ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
   VssStatusOr<SnapshotProp> p = bc.GetSnapshotProperties(*s1);  // by the id AddToSnapshotSet gave
   ASSERT_TRUE(p.ok()) << p.status().ToString();
@@ -392,12 +392,12 @@ TEST_F(VssApiTest, SnapshotProperties_HaveEveryField) {
   EXPECT_EQ(p->snapshot_attributes & kContextBitsMask, VSS_CTX_APP_ROLLBACK);
   EXPECT_TRUE(p->snapshot_attributes & VSS_VOLSNAP_ATTR_DIFFERENTIAL);
   EXPECT_GE(p->creation_timestamp, before - 10'000'000);
-  EXPECT_LE(p->creation_timestamp, metadata::NowVssTimestamp());
+  EXPECT_LE(p->creation_timestamp, engine::NowTimestamp());
   EXPECT_EQ(p->status, VSS_SS_CREATED);
   VssStatusOr<SnapshotProp> again = bc.GetSnapshotProperties(p->snapshot_id);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->original_volume_name, "vol1");
-  EXPECT_EQ(bc.GetSnapshotProperties(Guid::Generate()).code(), VSS_E_OBJECT_NOT_FOUND);
+  EXPECT_EQ(bc.GetSnapshotProperties(Guid::Generate()).status().code(), VSS_E_OBJECT_NOT_FOUND);
 
   VssStatusOr<std::vector<SnapshotProp>> q = bc.Query();
   ASSERT_TRUE(q.ok());
@@ -407,7 +407,7 @@ TEST_F(VssApiTest, SnapshotProperties_HaveEveryField) {
   ASSERT_TRUE(d.ok()) << d.status().ToString();
   EXPECT_EQ(d->deleted, 2);
   EXPECT_EQ(ShadowCount(), 0u);
-  EXPECT_EQ(bc.DeleteSnapshots(p->snapshot_id, VSS_OBJECT_SNAPSHOT, false).code(),
+  EXPECT_EQ(bc.DeleteSnapshots(p->snapshot_id, VSS_OBJECT_SNAPSHOT, false).status().code(),
             VSS_E_OBJECT_NOT_FOUND);
 }
 
@@ -468,7 +468,7 @@ TEST_F(VssApiTest, RevertToSnapshot_VolumeInUse_RefusedUnlessForceDismount) {
   EXPECT_FALSE(users.exclusive) << "EndExclusive after the revert";
   ASSERT_TRUE(vol->Read(0, back).ok());
   EXPECT_EQ(back, std::vector<uint8_t>(4096, 0));
-  EXPECT_EQ(bc.GetSnapshotProperties(shadow).code(), VSS_E_OBJECT_NOT_FOUND);
+  EXPECT_EQ(bc.GetSnapshotProperties(shadow).status().code(), VSS_E_OBJECT_NOT_FOUND);
   provider_->SetVolumeUsers(nullptr);
 }
 
@@ -495,7 +495,7 @@ TEST_F(VssApiTest, Restore_SendsPreAndPostRestoreToSelectedWriters) {
     EXPECT_EQ(*rc.SaveAsJson(), bcd);
     ASSERT_EQ(WaitOn(rc.GatherWriterMetadata()), VSS_S_ASYNC_FINISHED);
     EXPECT_EQ(rc.SetFileRestoreStatus(KeyOf(a, "A"), VSS_RS_ALL).code(), VSS_E_BAD_STATE);
-    EXPECT_EQ(rc.PostRestore().code(), VSS_E_BAD_STATE);
+    EXPECT_EQ(rc.PostRestore().status().code(), VSS_E_BAD_STATE);
     ASSERT_TRUE(rc.SetSelectedForRestore(KeyOf(a, "A"), true).ok());
     EXPECT_EQ(rc.SetSelectedForRestore({a.class_id, VSS_CT_FILEGROUP, "apps", "nope"}, true).code(),
               VSS_E_OBJECT_NOT_FOUND);
@@ -573,7 +573,7 @@ TEST_F(VssApiTest, DiffAreaManagement) {
   ASSERT_TRUE(diff.ChangeDiffAreaMaximumSize("vol1", int64_t{64} << 20).ok());
   EXPECT_EQ((*diff.QueryDiffAreasForVolume("vol1"))[0].maximum_diff_space, int64_t{64} << 20);
   EXPECT_EQ(diff.ChangeDiffAreaMaximumSize("vol1", VSS_ASSOC_REMOVE).code(), E_INVALIDARG);
-  EXPECT_EQ(diff.QueryDiffAreasForVolume("nope").code(), VSS_E_OBJECT_NOT_FOUND);
+  EXPECT_EQ(diff.QueryDiffAreasForVolume("nope").status().code(), VSS_E_OBJECT_NOT_FOUND);
   VssStatusOr<std::vector<DiffAreaProp>> on = diff.QueryDiffAreasOnVolume((*d)[0].diff_area_volume_name);
   ASSERT_TRUE(on.ok());
   EXPECT_EQ(on->size(), 1u);

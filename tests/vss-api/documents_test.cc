@@ -33,6 +33,33 @@ TEST(HResult, EngineStatusMapsToVssCodes) {
   EXPECT_TRUE(VssStatus::FromStatus(OkStatus()).ok());
 }
 
+TEST(HResult, ToStatus_MapsBackAndNamesTheCode) {
+  EXPECT_TRUE(VssStatus::Ok().ToStatus("x").ok());
+  const StatusCode kCodes[] = {StatusCode::kNotFound, StatusCode::kAlreadyExists,
+                               StatusCode::kNoSpace, StatusCode::kInvalidArgument,
+                               StatusCode::kFailedPrecondition, StatusCode::kBusy,
+                               StatusCode::kUnsupported};
+  for (StatusCode c : kCodes) {  // a round trip keeps the code
+    EXPECT_EQ(VssStatus::FromStatus(Status(c, "m")).ToStatus().code(), c);
+  }
+  EXPECT_EQ(VssError(VSS_E_UNSUPPORTED_CONTEXT, "m").ToStatus().code(),
+            StatusCode::kUnsupported);
+  Status s = VssError(VSS_E_WRITERERROR_TIMEOUT, "slow").ToStatus("Freeze");
+  EXPECT_EQ(s.code(), StatusCode::kInternal);
+  EXPECT_EQ(s.message(), "Freeze: VSS_E_WRITERERROR_TIMEOUT (0x800423F2): slow");
+}
+
+TEST(HResult, VssStatusOr_HoldsAValueOrTheVssStatus) {
+  VssStatusOr<int> v = 7;
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ(*v, 7);
+  EXPECT_TRUE(v.status().ok());
+  VssStatusOr<int> e = VssError(VSS_E_BAD_STATE, "late");
+  EXPECT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), VSS_E_BAD_STATE);
+  EXPECT_EQ(e.status().message(), "late");
+}
+
 TEST(HResult, OnlyWriterErrorsAreWriterFailures) {
   EXPECT_TRUE(IsWriterErrorCode(VSS_E_WRITERERROR_RETRYABLE));
   EXPECT_TRUE(IsWriterErrorCode(VSS_E_WRITERERROR_PARTIAL_FAILURE));
@@ -71,7 +98,7 @@ TEST(WriterMetadata, CreateThenExamineGivesEveryField) {
   EXPECT_EQ(counts.components, 2u);
   EXPECT_EQ(e->GetIncludeFile(0)->filespec, "*.mdf");
   EXPECT_EQ(e->GetExcludeFile(0)->path, "vol1/db/tmp");
-  EXPECT_EQ(e->GetIncludeFile(1).code(), E_INVALIDARG);
+  EXPECT_EQ(e->GetIncludeFile(1).status().code(), E_INVALIDARG);
   ComponentInfo main = *e->GetComponent(0);
   EXPECT_EQ(main.type, VSS_CT_DATABASE);
   EXPECT_EQ(main.caption, "Main DB");
@@ -103,17 +130,17 @@ TEST(WriterMetadata, BadCallsAreRefused) {
 }
 
 TEST(WriterMetadata, DamagedJsonIsCorruptAndWrongShapeIsInvalid) {
-  EXPECT_EQ(ExamineWriterMetadata::LoadFromJson("{\"version\": 1,").code(), VSS_E_CORRUPT_XML_DOCUMENT);
-  EXPECT_EQ(ExamineWriterMetadata::LoadFromJson("[1,2]").code(), VSS_E_INVALID_XML_DOCUMENT);
-  EXPECT_EQ(ExamineWriterMetadata::LoadFromJson("{\"version\": 1}").code(), VSS_E_INVALID_XML_DOCUMENT);
+  EXPECT_EQ(ExamineWriterMetadata::LoadFromJson("{\"version\": 1,").status().code(), VSS_E_CORRUPT_XML_DOCUMENT);
+  EXPECT_EQ(ExamineWriterMetadata::LoadFromJson("[1,2]").status().code(), VSS_E_INVALID_XML_DOCUMENT);
+  EXPECT_EQ(ExamineWriterMetadata::LoadFromJson("{\"version\": 1}").status().code(), VSS_E_INVALID_XML_DOCUMENT);
   std::string json = WriterMetadataToJson(SampleMetadata());
   std::string v2 = json;
   v2.replace(v2.find("\"version\": 1"), 12, "\"version\": 2");
-  EXPECT_EQ(ExamineWriterMetadata::LoadFromJson(v2).code(), VSS_E_INVALID_XML_DOCUMENT);
+  EXPECT_EQ(ExamineWriterMetadata::LoadFromJson(v2).status().code(), VSS_E_INVALID_XML_DOCUMENT);
   std::string badguid = json;
   size_t at = badguid.find("\"writer_id\": \"") + 14;
   badguid.replace(at, 8, "zzzzzzzz");
-  EXPECT_EQ(ExamineWriterMetadata::LoadFromJson(badguid).code(), VSS_E_INVALID_XML_DOCUMENT);
+  EXPECT_EQ(ExamineWriterMetadata::LoadFromJson(badguid).status().code(), VSS_E_INVALID_XML_DOCUMENT);
 }
 
 BackupComponentsDocument SampleBcd() {
@@ -159,10 +186,10 @@ TEST(BackupComponentsDocument, SaveLoadSaveIsByteIdentical) {
 }
 
 TEST(BackupComponentsDocument, DamagedOrMisshapenIsRefused) {
-  EXPECT_EQ(BackupComponentsFromJson("not json").code(), VSS_E_CORRUPT_XML_DOCUMENT);
-  EXPECT_EQ(BackupComponentsFromJson("{\"version\":1,\"context\":\"x\"}").code(),
+  EXPECT_EQ(BackupComponentsFromJson("not json").status().code(), VSS_E_CORRUPT_XML_DOCUMENT);
+  EXPECT_EQ(BackupComponentsFromJson("{\"version\":1,\"context\":\"x\"}").status().code(),
             VSS_E_INVALID_XML_DOCUMENT);
-  EXPECT_EQ(BackupComponentsFromJson("{}").code(), VSS_E_INVALID_XML_DOCUMENT);
+  EXPECT_EQ(BackupComponentsFromJson("{}").status().code(), VSS_E_INVALID_XML_DOCUMENT);
 }
 
 TEST(Async, FinishedAndCancelled) {

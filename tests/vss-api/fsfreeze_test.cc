@@ -222,7 +222,7 @@ class FsFreezeTest : public ::testing::Test {
     req.path = dir_.path() + "/fsvol.img";
     req.size = uint64_t{64} << 20;
     req.name = "fsvol";
-    StatusOr<metadata::VolumeRow> v = store_->CreateVolume(req);
+    StatusOr<engine::VolumeInfo> v = store_->CreateVolume(req);
     ASSERT_TRUE(v.ok()) << v.status().ToString();
     volume_ = *v;
     mount_ = std::make_unique<LoopMount>(volume_.path, dir_.path() + "/mnt");
@@ -255,12 +255,12 @@ class FsFreezeTest : public ::testing::Test {
 
   static HResult WaitOn(const VssStatusOr<std::shared_ptr<Async>>& a) {
     EXPECT_TRUE(a.ok()) << a.status().ToString();
-    if (!a.ok()) return a.code();
+    if (!a.ok()) return a.status().code();
     return (*a)->Wait();
   }
 
   size_t ShadowCount() {
-    StatusOr<std::vector<metadata::ShadowRow>> rows = store_->catalog().ListShadows();
+    StatusOr<std::vector<engine::ShadowInfo>> rows = store_->ListShadows();
     EXPECT_TRUE(rows.ok());
     return rows.ok() ? rows->size() : 0;
   }
@@ -271,7 +271,7 @@ class FsFreezeTest : public ::testing::Test {
 
   TempDir dir_;
   std::unique_ptr<engine::Store> store_;
-  metadata::VolumeRow volume_;
+  engine::VolumeInfo volume_;
   std::unique_ptr<LoopMount> mount_;
   std::unique_ptr<SoftwareProvider> provider_;
   std::unique_ptr<Coordinator> coordinator_;

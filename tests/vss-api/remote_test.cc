@@ -157,7 +157,7 @@ TEST_F(RemoteTest, FullBackup_WritersAndRequesterOverTheSocket_SameSequenceAsInP
     EXPECT_EQ(md->GetFileCounts().components, 1u);
     // Order rules hold through the socket, with the same codes.
     EXPECT_EQ(bc.SetContext(VSS_CTX_BACKUP).code(), VSS_E_BAD_STATE);
-    EXPECT_EQ(bc.BackupComplete().code(), VSS_E_BAD_STATE);
+    EXPECT_EQ(bc.BackupComplete().status().code(), VSS_E_BAD_STATE);
 
     auto snap = bc.DoSnapshotSet();
     ASSERT_EQ(WaitOn(snap), VSS_S_ASYNC_FINISHED) << (*snap)->Result().ToString();
@@ -315,7 +315,7 @@ TEST_F(RemoteTest, UnprivilegedPeer_MayListButNotChangeAnything) {
   ASSERT_TRUE(s);
   EXPECT_TRUE(s->ListWriters().ok());
   EXPECT_TRUE(s->ListProviders().ok());
-  EXPECT_EQ(s->CreateBackupComponents().code(), E_ACCESSDENIED);
+  EXPECT_EQ(s->CreateBackupComponents().status().code(), E_ACCESSDENIED);
   TestWriter w(&log_, "W", "vol1/app");
   ASSERT_TRUE(w.Initialize(w.class_id, "W", VSS_UT_USERDATA, VSS_ST_OTHER).ok());
   EXPECT_EQ(w.Subscribe(*s).code(), E_ACCESSDENIED);
@@ -330,7 +330,7 @@ TEST_F(RemoteTest, NoDaemon_AutoFallsBackInProcess_DaemonModeSaysSo) {
   o.socket_path = socket_;
   o.mode = ServiceOptions::Mode::kDaemon;
   VssStatusOr<std::unique_ptr<Service>> d = Service::Connect(o);
-  EXPECT_EQ(d.code(), E_UNEXPECTED);
+  EXPECT_EQ(d.status().code(), E_UNEXPECTED);
   EXPECT_NE(d.status().message().find(socket_), std::string::npos) << d.status().message();
   // In-process needs the store to itself for volumes it opens; the fixture's
   // store is another Store object on the same directory, which is fine for
@@ -341,7 +341,7 @@ TEST_F(RemoteTest, NoDaemon_AutoFallsBackInProcess_DaemonModeSaysSo) {
   EXPECT_FALSE((*a)->remote());
   EXPECT_NE((*a)->store(), nullptr);
   o.store_dir = dir_.path() + "/missing";
-  EXPECT_EQ(Service::Connect(o).code(), VSS_E_OBJECT_NOT_FOUND);
+  EXPECT_EQ(Service::Connect(o).status().code(), VSS_E_OBJECT_NOT_FOUND);
 }
 
 // Writes a frame header announcing `n` bytes, then `body` (may be shorter).
@@ -417,7 +417,7 @@ TEST_F(RemoteTest, CallOverTheLimit_FailsAtTheCaller_ConnectionStaysUsable) {
   ch.Start();
   VssStatusOr<internal::Json> big =
       ch.Call("Hello", {{"version", 1}, {"pad", std::string(internal::kMaxFrame, 'x')}});
-  EXPECT_EQ(big.code(), E_INVALIDARG);
+  EXPECT_EQ(big.status().code(), E_INVALIDARG);
   EXPECT_NE(big.status().message().find("limit of " + std::to_string(internal::kMaxFrame)),
             std::string::npos)
       << big.status().message();

@@ -83,7 +83,7 @@ class RequesterTest : public ::testing::Test {
   }
 
   engine::Volume* Volume(const std::string& name) {
-    StatusOr<metadata::VolumeRow> row = service_->store()->ResolveVolume(name);
+    StatusOr<engine::VolumeInfo> row = service_->store()->ResolveVolume(name);
     EXPECT_TRUE(row.ok()) << row.status().ToString();
     StatusOr<engine::Volume*> v = service_->store()->OpenVolume(row->id);
     EXPECT_TRUE(v.ok()) << v.status().ToString();
@@ -150,8 +150,8 @@ TEST_F(RequesterTest, FullIncrementalRestore_PutBackTheBytesOfEachBackup) {
   EXPECT_NE(full->manifest.find("\"backup_type\": \"full\""),
             std::string::npos);
   // The set was deleted: the store keeps no shadow.
-  StatusOr<std::vector<metadata::ShadowRow>> shadows =
-      service_->store()->catalog().ListShadows();
+  StatusOr<std::vector<engine::ShadowInfo>> shadows =
+      service_->store()->ListShadows();
   ASSERT_TRUE(shadows.ok());
   EXPECT_TRUE(shadows->empty());
   // Progress: each piece of work starts at 0 and is finished.
@@ -233,8 +233,8 @@ TEST_F(RequesterTest, Backup_WriterFailsFreeze_AbortReportedAndNothingLeft) {
   EXPECT_EQ(aborts_[0].writers[0].name, "A");
   EXPECT_EQ(aborts_[0].writers[0].state, VSS_WS_FAILED_AT_FREEZE);
   EXPECT_FALSE(fs::exists(backup_dir("b")));  // made by the call, removed
-  StatusOr<std::vector<metadata::ShadowRow>> shadows =
-      service_->store()->catalog().ListShadows();
+  StatusOr<std::vector<engine::ShadowInfo>> shadows =
+      service_->store()->ListShadows();
   ASSERT_TRUE(shadows.ok());
   EXPECT_TRUE(shadows->empty());
 }

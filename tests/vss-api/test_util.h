@@ -173,7 +173,7 @@ class TestWriter final : public Writer {
     log_->Add(name_ + ":PostSnapshot");
     std::string vol = data_path_.substr(0, data_path_.find('/'));
     VssStatusOr<std::string> dev = GetSnapshotDeviceName(vol);
-    log_->Note(name_ + ".device", dev.ok() ? *dev : HResultName(dev.code()));
+    log_->Note(name_ + ".device", dev.ok() ? *dev : HResultName(dev.status().code()));
     log_->Note(name_ + ".bad_failure", HResultName(SetWriterFailure(VSS_E_BAD_STATE).code()));
     for (size_t i = 0; i < c.GetComponentCount(); ++i) c.GetComponent(i)->SetBackupStamp("stamp-" + name_);
     return Act(WriterEventKind::kPostSnapshot);
@@ -288,7 +288,7 @@ class VssApiTest : public ::testing::Test {
         req.path = dir_.path() + "/" + name + ".img";
         req.size = uint64_t{4} << 20;
         req.name = name;
-        StatusOr<metadata::VolumeRow> v = store_->CreateVolume(req);
+        StatusOr<engine::VolumeInfo> v = store_->CreateVolume(req);
         ASSERT_TRUE(v.ok()) << v.status().ToString();
       }
     }
@@ -297,7 +297,7 @@ class VssApiTest : public ::testing::Test {
   }
 
   size_t ShadowCount() {
-    StatusOr<std::vector<metadata::ShadowRow>> rows = store_->catalog().ListShadows();
+    StatusOr<std::vector<engine::ShadowInfo>> rows = store_->ListShadows();
     EXPECT_TRUE(rows.ok());
     return rows.ok() ? rows->size() : 0;
   }
@@ -311,7 +311,7 @@ class VssApiTest : public ::testing::Test {
       ASSERT_EQ(WaitOn(bc.DoSnapshotSet()), VSS_S_ASYNC_FINISHED);
       *shadow = (*bc.Query())[0].snapshot_id;
     }
-    StatusOr<metadata::VolumeRow> v1 = store_->ResolveVolume("vol1");
+    StatusOr<engine::VolumeInfo> v1 = store_->ResolveVolume("vol1");
     ASSERT_TRUE(v1.ok());
     StatusOr<engine::Volume*> v = store_->OpenVolume(v1->id);
     ASSERT_TRUE(v.ok());
@@ -322,7 +322,7 @@ class VssApiTest : public ::testing::Test {
   // Waits for an Async made by a call that must have succeeded.
   static HResult WaitOn(const VssStatusOr<std::shared_ptr<Async>>& a) {
     EXPECT_TRUE(a.ok()) << a.status().ToString();
-    if (!a.ok()) return a.code();
+    if (!a.ok()) return a.status().code();
     return (*a)->Wait();
   }
 

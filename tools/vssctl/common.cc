@@ -16,6 +16,9 @@
 #include <limits>
 #include <span>
 
+#include "vss/api/shadow_properties.h"
+#include "vss/api/types.h"
+
 namespace vss::tools {
 namespace {
 
@@ -129,7 +132,7 @@ StatusOr<uint64_t> ParseSize(const std::string& text, const std::string& what) {
 
 StatusOr<int64_t> ParseMaxSize(const std::string& text,
                                const std::string& what) {
-  if (Lower(text) == "unbounded") return metadata::kUnbounded;
+  if (Lower(text) == "unbounded") return engine::kUnbounded;
   VSS_ASSIGN_OR_RETURN(uint64_t bytes, ParseSize(text, what));
   if (bytes > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
     return InvalidArgumentError(what + ": '" + text + "' is too large");
@@ -185,17 +188,17 @@ std::string Braced(const Guid& id) { return "{" + id.ToString() + "}"; }
 
 std::string ContextName(int32_t context) {
   switch (context) {
-    case engine::kCtxBackup:
+    case VSS_CTX_BACKUP:
       return "backup";
-    case engine::kCtxFileShareBackup:
+    case VSS_CTX_FILE_SHARE_BACKUP:
       return "file-share-backup";
-    case engine::kCtxNasRollback:
+    case VSS_CTX_NAS_ROLLBACK:
       return "nas-rollback";
-    case engine::kCtxAppRollback:
+    case VSS_CTX_APP_ROLLBACK:
       return "app-rollback";
-    case engine::kCtxClientAccessible:
+    case VSS_CTX_CLIENT_ACCESSIBLE:
       return "client-accessible";
-    case engine::kCtxClientAccessibleWriters:
+    case VSS_CTX_CLIENT_ACCESSIBLE_WRITERS:
       return "client-accessible-writers";
   }
   char buf[16];
@@ -205,17 +208,17 @@ std::string ContextName(int32_t context) {
 
 std::string ContextTypeName(int32_t context) {
   switch (context) {
-    case engine::kCtxBackup:
+    case VSS_CTX_BACKUP:
       return "Backup";
-    case engine::kCtxFileShareBackup:
+    case VSS_CTX_FILE_SHARE_BACKUP:
       return "FileShareBackup";
-    case engine::kCtxNasRollback:
+    case VSS_CTX_NAS_ROLLBACK:
       return "NASRollback";
-    case engine::kCtxAppRollback:
+    case VSS_CTX_APP_ROLLBACK:
       return "ApplicationRollback";
-    case engine::kCtxClientAccessible:
+    case VSS_CTX_CLIENT_ACCESSIBLE:
       return "ClientAccessible";
-    case engine::kCtxClientAccessibleWriters:
+    case VSS_CTX_CLIENT_ACCESSIBLE_WRITERS:
       return "ClientAccessibleWriters";
   }
   return ContextName(context);
@@ -275,49 +278,45 @@ std::string StateName(int32_t state) {
   return std::to_string(state);
 }
 
-std::string DeviceObjectOf(Cli& cli, const metadata::ShadowRow& s) {
-  if (!s.device_object.empty()) return s.device_object;
-  return "vss://" + cli.resolved_store_dir() + "/shadow/" + s.id.ToString();
-}
-
-Json VolumeToJson(const metadata::VolumeRow& v) {
+Json VolumeToJson(const engine::VolumeInfo& v) {
   return Json{{"id", v.id.ToString()},
               {"name", v.name},
               {"path", v.path},
               {"size", v.size},
               {"chunk_size", v.chunk_size},
               {"format", v.format},
-              {"created", metadata::VssTimestampToIso8601(v.created)}};
+              {"created", engine::TimestampToIso8601(v.created)}};
 }
 
-Json ShadowToJson(Cli& cli, const metadata::ShadowRow& s) {
+StatusOr<Json> ShadowToJson(const engine::ShadowInfo& s) {
+  VSS_ASSIGN_OR_RETURN(SnapshotProp p, SnapshotPropOf(s));
+  VSS_ASSIGN_OR_RETURN(int32_t context, ContextOf(s));
   return Json{
       {"shadow_id", s.id.ToString()},
       {"set_id", s.set_id.ToString()},
       {"count_in_set", s.count_in_set},
       {"volume_id", s.volume_id.ToString()},
-      {"original_volume", s.original_volume},
-      {"device_object", DeviceObjectOf(cli, s)},
-      {"originating_machine", s.originating_machine},
-      {"service_machine", s.service_machine},
+      {"original_volume", s.volume_name},
+      {"device_object", p.snapshot_device_object},
+      {"originating_machine", p.originating_machine},
+      {"service_machine", p.service_machine},
       {"exposed_name", s.exposed_name},
       {"exposed_path", s.exposed_path},
-      {"provider_id", s.provider_id.ToString()},
-      {"attributes", s.attributes},
-      {"attribute_names", AttributeNames(s.attributes)},
-      {"context", s.context},
-      {"context_name", ContextName(s.context)},
-      {"state", s.state},
-      {"state_name", StateName(s.state)},
-      {"created", metadata::VssTimestampToIso8601(s.created)},
+      {"provider_id", p.provider_id.ToString()},
+      {"attributes", p.snapshot_attributes},
+      {"attribute_names", AttributeNames(p.snapshot_attributes)},
+      {"context", context},
+      {"context_name", ContextName(context)},
+      {"state", static_cast<int32_t>(p.status)},
+      {"state_name", StateName(p.status)},
+      {"created", engine::TimestampToIso8601(s.created)},
       {"creation_timestamp", s.created},
       {"epoch", s.epoch},
       {"persistent", s.persistent},
   };
 }
 
-Json DiffAreaToJson(const metadata::DiffAreaRow& d,
-                    const metadata::VolumeRow& v) {
+Json DiffAreaToJson(const engine::DiffAreaInfo& d, const engine::VolumeInfo& v) {
   Json max = d.max_bytes < 0 ? Json("UNBOUNDED") : Json(d.max_bytes);
   return Json{{"volume_id", v.id.ToString()},
               {"volume", v.name},

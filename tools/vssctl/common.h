@@ -1,6 +1,6 @@
 // Shared pieces of vssctl: the invocation context (store, --json, the
 // command chosen by the parser), parsing of sizes and bytes, JSON and text
-// formatting of catalog rows, and streaming between devices and files.
+// formatting of the store's volumes, shadows and diff areas, and streaming between devices and files.
 //
 // Commands are functions returning Status: main() prints a failed Status as
 // one line "vssctl: <message>" on stderr and exits 1. Usage errors are found
@@ -16,10 +16,10 @@
 #include <string>
 #include <vector>
 
-#include "vss/formats/block_device.h"
-#include "vss/engine/store.h"
-#include "vss/metadata/catalog.h"
 #include "vss/base/status.h"
+#include "vss/engine/store.h"
+#include "vss/engine/types.h"
+#include "vss/formats/block_device.h"
 
 namespace CLI {
 class App;
@@ -98,7 +98,7 @@ Status FromVss(const VssStatus& s, const std::string& what = "");
 // KB/KiB forms) are binary and case-insensitive. `what` names the option in
 // the error ("--size"). kInvalidArgument on anything else or overflow.
 StatusOr<uint64_t> ParseSize(const std::string& text, const std::string& what);
-// ParseSize, or "UNBOUNDED" (any case) -> metadata::kUnbounded.
+// ParseSize, or "UNBOUNDED" (any case) -> engine::kUnbounded.
 StatusOr<int64_t> ParseMaxSize(const std::string& text,
                                const std::string& what);
 // A byte value: "171", "0xAB", "0253" is decimal. 0..255.
@@ -106,7 +106,7 @@ StatusOr<uint8_t> ParseByte(const std::string& text, const std::string& what);
 
 // "256 MiB" / "1.5 GiB" / "512 bytes" for people.
 std::string FormatBytes(uint64_t bytes);
-// FormatBytes, or "UNBOUNDED" for metadata::kUnbounded.
+// FormatBytes, or "UNBOUNDED" for engine::kUnbounded.
 std::string FormatMaxSize(int64_t max_bytes);
 // "{xxxxxxxx-...}" as vssadmin shows ids.
 std::string Braced(const Guid& id);
@@ -117,14 +117,11 @@ std::string ContextTypeName(int32_t context);  // "ClientAccessible"
 std::vector<std::string> AttributeNames(int32_t attributes);  // VSS names
 std::string StateName(int32_t state);                         // "created"
 
-// The device object of a shadow, or "vss://<store>/shadow/<id>" when the
-// engine left it empty.
-std::string DeviceObjectOf(Cli& cli, const metadata::ShadowRow& s);
-
-Json VolumeToJson(const metadata::VolumeRow& v);
-Json ShadowToJson(Cli& cli, const metadata::ShadowRow& s);
-Json DiffAreaToJson(const metadata::DiffAreaRow& d,
-                    const metadata::VolumeRow& v);
+Json VolumeToJson(const engine::VolumeInfo& v);
+// A shadow with its VSS properties; kCorruption when the store's record of
+// them does not parse.
+StatusOr<Json> ShadowToJson(const engine::ShadowInfo& s);
+Json DiffAreaToJson(const engine::DiffAreaInfo& d, const engine::VolumeInfo& v);
 
 // Prints one line of compact JSON on stdout.
 void PrintJson(const Json& j);

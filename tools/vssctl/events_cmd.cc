@@ -14,12 +14,12 @@ Status RunEvents(Cli& cli, const std::string& volume_text) {
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
   std::optional<Guid> filter;
   if (!volume_text.empty()) {
-    VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v,
+    VSS_ASSIGN_OR_RETURN(engine::VolumeInfo v,
                          store->ResolveVolume(volume_text));
     filter = v.id;
   }
-  VSS_ASSIGN_OR_RETURN(auto events, store->catalog().ListEvents(filter));
-  VSS_ASSIGN_OR_RETURN(auto volumes, store->catalog().ListVolumes());
+  VSS_ASSIGN_OR_RETURN(auto events, store->ListEvents(filter));
+  VSS_ASSIGN_OR_RETURN(auto volumes, store->ListVolumes());
   std::map<Guid, std::string> names;
   for (const auto& v : volumes) names[v.id] = v.name;
   auto name_of = [&](const std::optional<Guid>& id) -> std::string {
@@ -32,7 +32,7 @@ Status RunEvents(Cli& cli, const std::string& volume_text) {
     for (const auto& e : events) {
       out.push_back(
           {{"id", e.id},
-           {"time", metadata::VssTimestampToIso8601(e.time)},
+           {"time", engine::TimestampToIso8601(e.time)},
            {"volume_id", e.volume_id ? Json(e.volume_id->ToString()) : Json()},
            {"volume", e.volume_id ? Json(name_of(e.volume_id)) : Json()},
            {"shadow_id", e.shadow_id ? Json(e.shadow_id->ToString()) : Json()},
@@ -49,7 +49,7 @@ Status RunEvents(Cli& cli, const std::string& volume_text) {
   for (const auto& e : events) {
     std::string vol = name_of(e.volume_id);
     std::printf("%s  %-32s %-16s %s\n",
-                metadata::VssTimestampToIso8601(e.time).c_str(), e.kind.c_str(),
+                engine::TimestampToIso8601(e.time).c_str(), e.kind.c_str(),
                 vol.empty() ? "-" : vol.c_str(), e.message.c_str());
   }
   return OkStatus();

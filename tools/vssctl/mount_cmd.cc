@@ -154,7 +154,7 @@ Status ClearExposures(Cli& cli, const std::string& target) {
     return OkStatus();  // no store: nothing recorded
   }
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
-  VSS_ASSIGN_OR_RETURN(auto shadows, store->catalog().ListShadows());
+  VSS_ASSIGN_OR_RETURN(auto shadows, store->ListShadows());
   for (const auto& s : shadows) {
     if (s.exposed_path == target) {
       VSS_RETURN_IF_ERROR(store->SetShadowExposure(s.id, "", ""));

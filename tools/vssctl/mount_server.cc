@@ -34,7 +34,7 @@ class DeviceSource {
   }
   const char* via() const { return socket_.empty() ? "in-process" : "vssd"; }
 
-  StatusOr<BlockDevice*> Shadow(const metadata::ShadowRow& s) {
+  StatusOr<BlockDevice*> Shadow(const engine::ShadowInfo& s) {
     if (!socket_.empty()) return Nbd("shadow/" + s.id.ToString());
     VSS_ASSIGN_OR_RETURN(engine::Volume * v, store_->OpenVolume(s.volume_id));
     VSS_ASSIGN_OR_RETURN(std::unique_ptr<BlockDevice> view,
@@ -43,7 +43,7 @@ class DeviceSource {
     return owned_.back().get();
   }
 
-  StatusOr<BlockDevice*> Live(const metadata::VolumeRow& v) {
+  StatusOr<BlockDevice*> Live(const engine::VolumeInfo& v) {
     if (!socket_.empty()) return Nbd("live/" + v.name);
     VSS_ASSIGN_OR_RETURN(engine::Volume * vol, store_->OpenVolume(v.id));
     return vol;
@@ -71,7 +71,7 @@ StatusOr<std::unique_ptr<engine::Store>> OpenStore(const std::string& dir) {
 
 // "2026-01-25T10:00:00.1234567Z" -> "20260125T100000Z".
 std::string CompactTime(int64_t vss_timestamp) {
-  std::string iso = metadata::VssTimestampToIso8601(vss_timestamp);
+  std::string iso = engine::TimestampToIso8601(vss_timestamp);
   std::string out;
   for (char c : iso.substr(0, iso.find('.'))) {
     if (c != '-' && c != ':') out += c;
@@ -80,31 +80,31 @@ std::string CompactTime(int64_t vss_timestamp) {
 }
 
 // The shadows a mount request names, by volume name and age.
-StatusOr<std::vector<metadata::ShadowRow>> Targets(engine::Store& store,
+StatusOr<std::vector<engine::ShadowInfo>> Targets(engine::Store& store,
                                                    const MountRequest& req) {
-  std::vector<metadata::ShadowRow> out;
+  std::vector<engine::ShadowInfo> out;
   if (!req.shadow.empty()) {
-    VSS_ASSIGN_OR_RETURN(metadata::ShadowRow s,
+    VSS_ASSIGN_OR_RETURN(engine::ShadowInfo s,
                          store.ResolveShadow(req.shadow));
     out.push_back(s);
   } else if (!req.set.empty()) {
-    VSS_ASSIGN_OR_RETURN(metadata::ShadowSetRow set,
+    VSS_ASSIGN_OR_RETURN(engine::SetInfo set,
                          store.ResolveShadowSet(req.set));
-    VSS_ASSIGN_OR_RETURN(auto all, store.catalog().ListShadows());
+    VSS_ASSIGN_OR_RETURN(auto all, store.ListShadows());
     for (auto& s : all) {
       if (s.set_id == set.id) out.push_back(std::move(s));
     }
   } else {
-    VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v,
+    VSS_ASSIGN_OR_RETURN(engine::VolumeInfo v,
                          store.ResolveVolume(req.volume));
-    VSS_ASSIGN_OR_RETURN(out, store.catalog().ListShadowsOfVolume(v.id));
+    VSS_ASSIGN_OR_RETURN(out, store.ListShadowsOfVolume(v.id));
     if (out.empty()) {
       return NotFoundError("volume '" + v.name + "' has no shadow copies");
     }
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
-    return std::tie(a.original_volume, a.epoch) <
-           std::tie(b.original_volume, b.epoch);
+    return std::tie(a.volume_name, a.epoch) <
+           std::tie(b.volume_name, b.epoch);
   });
   return out;
 }
@@ -113,7 +113,7 @@ StatusOr<std::vector<metadata::ShadowRow>> Targets(engine::Store& store,
 // exposed by a mount that still exists (an exposure left by a server that
 // died is stale and may be replaced).
 Status CheckNotMounted(const std::string& dir,
-                       const std::vector<metadata::ShadowRow>& shadows) {
+                       const std::vector<engine::ShadowInfo>& shadows) {
   VSS_ASSIGN_OR_RETURN(auto mounts, fuse::ReadMountTable());
   auto ours = [&](const std::string& path) {
     return std::any_of(mounts.begin(), mounts.end(), [&](const auto& m) {
@@ -143,10 +143,10 @@ Status CheckDirectory(const std::string& dir) {
 }
 
 // The files (and mount-point directories) of one shadow.
-Status AddShadowFiles(const metadata::ShadowRow& s, BlockDevice* dev,
+Status AddShadowFiles(const engine::ShadowInfo& s, BlockDevice* dev,
                       bool filesystem, std::set<std::string>* taken,
                       fuse::ImageFsConfig* config, Json* report) {
-  std::string volume = s.original_volume;
+  std::string volume = s.volume_name;
   std::replace(volume.begin(), volume.end(), '/', '_');
   std::string base = volume + "@" + CompactTime(s.created);
   if (taken->count(base)) base += "_e" + std::to_string(s.epoch);
@@ -165,7 +165,7 @@ Status AddShadowFiles(const metadata::ShadowRow& s, BlockDevice* dev,
                  uint64_t size, const std::string& type, bool candidate) {
     config->files.push_back({stem + ".img", dev, offset, size});
     Json f = {{"name", stem + ".img"},       {"shadow_id", s.id.ToString()},
-              {"volume", s.original_volume}, {"size", size},
+              {"volume", s.volume_name}, {"size", size},
               {"partition", index},          {"type", type}};
     if (filesystem && candidate) {
       config->dirs.push_back(stem);
@@ -185,7 +185,7 @@ Status AddShadowFiles(const metadata::ShadowRow& s, BlockDevice* dev,
 // Sets or clears the exposure of every shadow; clearing ignores shadows
 // deleted meanwhile.
 Status SetExposure(engine::Store& store,
-                   const std::vector<metadata::ShadowRow>& shadows,
+                   const std::vector<engine::ShadowInfo>& shadows,
                    const Json& files, const std::string& dir) {
   for (const auto& s : shadows) {
     std::string name;
@@ -282,7 +282,7 @@ Status ServeMount(const MountRequest& req, const fuse::ReadyFn& ready) {
 
 Status ServeAttach(const AttachRequest& req, const fuse::ReadyFn& ready) {
   VSS_ASSIGN_OR_RETURN(auto store, OpenStore(req.store_dir));
-  VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, store->ResolveVolume(req.volume));
+  VSS_ASSIGN_OR_RETURN(engine::VolumeInfo v, store->ResolveVolume(req.volume));
   VSS_ASSIGN_OR_RETURN(auto mounts, fuse::ReadMountTable());
   for (const auto& m : mounts) {
     if (m.mount_point == req.file) {

@@ -10,6 +10,8 @@
 #include <set>
 
 #include "common.h"
+#include "vss/api/shadow_properties.h"
+#include "vss/api/types.h"
 #include "vss/engine/volume.h"
 #include "vss/formats/raw_image.h"
 
@@ -51,19 +53,19 @@ struct DeleteOptions {
   bool all = false;
 };
 
-// The catalog's volumes by id, for names and paths in output.
-StatusOr<std::map<Guid, metadata::VolumeRow>> VolumesById(
+// The store's volumes by id, for names and paths in output.
+StatusOr<std::map<Guid, engine::VolumeInfo>> VolumesById(
     engine::Store& store) {
-  VSS_ASSIGN_OR_RETURN(auto rows, store.catalog().ListVolumes());
-  std::map<Guid, metadata::VolumeRow> out;
+  VSS_ASSIGN_OR_RETURN(auto rows, store.ListVolumes());
+  std::map<Guid, engine::VolumeInfo> out;
   for (auto& v : rows) out.emplace(v.id, std::move(v));
   return out;
 }
 
-std::string VolumeNameOf(const std::map<Guid, metadata::VolumeRow>& volumes,
-                         const metadata::ShadowRow& s) {
+std::string VolumeNameOf(const std::map<Guid, engine::VolumeInfo>& volumes,
+                         const engine::ShadowInfo& s) {
   auto it = volumes.find(s.volume_id);
-  if (it == volumes.end()) return s.original_volume;
+  if (it == volumes.end()) return s.volume_name;
   return it->second.name + " (" + it->second.path + ")";
 }
 
@@ -73,9 +75,41 @@ std::string Join(const std::vector<std::string>& parts) {
   return out.empty() ? "none" : out;
 }
 
+// One shadow's sub-block of PrintShadowBlocks.
+Status PrintShadowBlock(const engine::ShadowInfo& s,
+                        const std::map<Guid, engine::VolumeInfo>& volumes) {
+  VSS_ASSIGN_OR_RETURN(SnapshotProp p, SnapshotPropOf(s));
+  VSS_ASSIGN_OR_RETURN(int32_t context, ContextOf(s));
+  std::printf("      Shadow Copy ID: %s\n", Braced(s.id).c_str());
+  std::printf("         Original Volume: %s\n",
+              VolumeNameOf(volumes, s).c_str());
+  std::printf("         Shadow Copy Volume: %s\n",
+              p.snapshot_device_object.c_str());
+  std::printf("         Creation time: %s\n",
+              engine::TimestampToIso8601(s.created).c_str());
+  std::printf("         Originating Machine: %s\n",
+              p.originating_machine.c_str());
+  std::printf("         Service Machine: %s\n", p.service_machine.c_str());
+  std::printf("         Provider: 'vss software provider' %s\n",
+              Braced(p.provider_id).c_str());
+  std::printf("         Type: %s\n", ContextTypeName(context).c_str());
+  std::printf("         Attributes: %s\n",
+              Join(AttributeNames(p.snapshot_attributes)).c_str());
+  std::printf("         State: %s, epoch %llu, %s\n",
+              StateName(p.status).c_str(),
+              static_cast<unsigned long long>(s.epoch),
+              s.persistent ? "persistent" : "non-persistent");
+  if (!s.exposed_path.empty()) {  // vssctl mount
+    std::printf("         Exposed: %s/%s\n", s.exposed_path.c_str(),
+                s.exposed_name.c_str());
+  }
+  std::printf("\n");
+  return OkStatus();
+}
+
 // One vssadmin-style block per set, one sub-block per shadow.
-void PrintShadowBlocks(Cli& cli, std::vector<metadata::ShadowRow> shadows,
-                       const std::map<Guid, metadata::VolumeRow>& volumes) {
+Status PrintShadowBlocks(std::vector<engine::ShadowInfo> shadows,
+                         const std::map<Guid, engine::VolumeInfo>& volumes) {
   std::stable_sort(
       shadows.begin(), shadows.end(), [](const auto& a, const auto& b) {
         return std::tie(a.created, a.set_id) < std::tie(b.created, b.set_id);
@@ -88,33 +122,11 @@ void PrintShadowBlocks(Cli& cli, std::vector<metadata::ShadowRow> shadows,
                   Braced(s.set_id).c_str());
       std::printf("   Contained %u shadow copies at creation time: %s\n",
                   s.count_in_set,
-                  metadata::VssTimestampToIso8601(s.created).c_str());
+                  engine::TimestampToIso8601(s.created).c_str());
     }
-    std::printf("      Shadow Copy ID: %s\n", Braced(s.id).c_str());
-    std::printf("         Original Volume: %s\n",
-                VolumeNameOf(volumes, s).c_str());
-    std::printf("         Shadow Copy Volume: %s\n",
-                DeviceObjectOf(cli, s).c_str());
-    std::printf("         Creation time: %s\n",
-                metadata::VssTimestampToIso8601(s.created).c_str());
-    std::printf("         Originating Machine: %s\n",
-                s.originating_machine.c_str());
-    std::printf("         Service Machine: %s\n", s.service_machine.c_str());
-    std::printf("         Provider: 'vss software provider' %s\n",
-                Braced(s.provider_id).c_str());
-    std::printf("         Type: %s\n", ContextTypeName(s.context).c_str());
-    std::printf("         Attributes: %s\n",
-                Join(AttributeNames(s.attributes)).c_str());
-    std::printf("         State: %s, epoch %llu, %s\n",
-                StateName(s.state).c_str(),
-                static_cast<unsigned long long>(s.epoch),
-                s.persistent ? "persistent" : "non-persistent");
-    if (!s.exposed_path.empty()) {  // vssctl mount
-      std::printf("         Exposed: %s/%s\n", s.exposed_path.c_str(),
-                  s.exposed_name.c_str());
-    }
-    std::printf("\n");
+    VSS_RETURN_IF_ERROR(PrintShadowBlock(s, volumes));
   }
+  return OkStatus();
 }
 
 Status RunCreate(Cli& cli, const CreateOptions& o) {
@@ -124,10 +136,10 @@ Status RunCreate(Cli& cli, const CreateOptions& o) {
   }
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
   engine::CreateSetRequest req;
-  req.context = engine::kCtxClientAccessible;
+  DescribeSoftwareShadows(VSS_CTX_CLIENT_ACCESSIBLE, &req);
   std::map<Guid, std::string> names;
   for (const auto& text : o.volumes) {
-    VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, store->ResolveVolume(text));
+    VSS_ASSIGN_OR_RETURN(engine::VolumeInfo v, store->ResolveVolume(text));
     if (names.count(v.id)) {
       return InvalidArgumentError("volume '" + v.name + "' is given twice");
     }
@@ -135,7 +147,7 @@ Status RunCreate(Cli& cli, const CreateOptions& o) {
     req.volumes.push_back(v.id);
   }
   VSS_ASSIGN_OR_RETURN(engine::CreatedSet set, store->CreateShadowSet(req));
-  std::string created = metadata::VssTimestampToIso8601(set.created);
+  std::string created = engine::TimestampToIso8601(set.created);
   if (cli.json) {
     Json shadows = Json::array();
     for (const auto& s : set.shadows) {
@@ -145,13 +157,13 @@ Status RunCreate(Cli& cli, const CreateOptions& o) {
     }
     PrintJson(Json{{"set_id", set.set_id.ToString()},
                    {"created", created},
-                   {"context", ContextName(req.context)},
+                   {"context", ContextName(VSS_CTX_CLIENT_ACCESSIBLE)},
                    {"shadows", shadows}});
     return OkStatus();
   }
   std::printf("Created shadow copy set %s at %s (%s)\n",
               Braced(set.set_id).c_str(), created.c_str(),
-              ContextName(req.context).c_str());
+              ContextName(VSS_CTX_CLIENT_ACCESSIBLE).c_str());
   for (const auto& s : set.shadows) {
     std::printf("   Shadow Copy ID: %s  Volume: %s\n",
                 Braced(s.shadow_id).c_str(), names[s.volume_id].c_str());
@@ -163,16 +175,16 @@ Status RunList(Cli& cli, const ListOptions& o) {
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
   std::optional<Guid> volume, set;
   if (!o.volume.empty()) {
-    VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, store->ResolveVolume(o.volume));
+    VSS_ASSIGN_OR_RETURN(engine::VolumeInfo v, store->ResolveVolume(o.volume));
     volume = v.id;
   }
   if (!o.set.empty()) {
-    VSS_ASSIGN_OR_RETURN(metadata::ShadowSetRow s,
+    VSS_ASSIGN_OR_RETURN(engine::SetInfo s,
                          store->ResolveShadowSet(o.set));
     set = s.id;
   }
-  VSS_ASSIGN_OR_RETURN(auto all, store->catalog().ListShadows());
-  std::vector<metadata::ShadowRow> shadows;
+  VSS_ASSIGN_OR_RETURN(auto all, store->ListShadows());
+  std::vector<engine::ShadowInfo> shadows;
   for (auto& s : all) {
     if ((!volume || s.volume_id == *volume) && (!set || s.set_id == *set)) {
       shadows.push_back(std::move(s));
@@ -180,7 +192,10 @@ Status RunList(Cli& cli, const ListOptions& o) {
   }
   if (cli.json) {
     Json out = Json::array();
-    for (const auto& s : shadows) out.push_back(ShadowToJson(cli, s));
+    for (const auto& s : shadows) {
+      VSS_ASSIGN_OR_RETURN(Json j, ShadowToJson(s));
+      out.push_back(std::move(j));
+    }
     PrintJson(out);
     return OkStatus();
   }
@@ -189,25 +204,24 @@ Status RunList(Cli& cli, const ListOptions& o) {
     return OkStatus();
   }
   VSS_ASSIGN_OR_RETURN(auto volumes, VolumesById(*store));
-  PrintShadowBlocks(cli, std::move(shadows), volumes);
-  return OkStatus();
+  return PrintShadowBlocks(std::move(shadows), volumes);
 }
 
 Status RunShow(Cli& cli, const std::string& text) {
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
-  VSS_ASSIGN_OR_RETURN(metadata::ShadowRow s, store->ResolveShadow(text));
+  VSS_ASSIGN_OR_RETURN(engine::ShadowInfo s, store->ResolveShadow(text));
   if (cli.json) {
-    PrintJson(ShadowToJson(cli, s));
+    VSS_ASSIGN_OR_RETURN(Json j, ShadowToJson(s));
+    PrintJson(j);
     return OkStatus();
   }
   VSS_ASSIGN_OR_RETURN(auto volumes, VolumesById(*store));
-  PrintShadowBlocks(cli, {s}, volumes);
-  return OkStatus();
+  return PrintShadowBlocks({s}, volumes);
 }
 
 // The shadow `text` names, its open volume and a read-only view of it.
 struct OpenedShadow {
-  metadata::ShadowRow row;
+  engine::ShadowInfo row;
   engine::Volume* volume = nullptr;
   std::unique_ptr<BlockDevice> view;
 };
@@ -257,7 +271,7 @@ Status RunExport(Cli& cli, const TwoIds& o) {
     return OkStatus();
   }
   std::printf("Exported shadow copy %s of volume '%s' to %s\n",
-              Braced(sh.row.id).c_str(), sh.volume->row().name.c_str(),
+              Braced(sh.row.id).c_str(), sh.volume->name().c_str(),
               output.c_str());
   std::printf("   %s sparse raw image, %s of data written\n",
               FormatBytes(size).c_str(), FormatBytes(*written).c_str());
@@ -266,8 +280,8 @@ Status RunExport(Cli& cli, const TwoIds& o) {
 
 Status RunDiff(Cli& cli, const TwoIds& o) {
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
-  VSS_ASSIGN_OR_RETURN(metadata::ShadowRow from, store->ResolveShadow(o.first));
-  std::optional<metadata::ShadowRow> to;
+  VSS_ASSIGN_OR_RETURN(engine::ShadowInfo from, store->ResolveShadow(o.first));
+  std::optional<engine::ShadowInfo> to;
   if (!o.second.empty()) {
     VSS_ASSIGN_OR_RETURN(to, store->ResolveShadow(o.second));
     if (to->volume_id != from.volume_id) {
@@ -285,7 +299,7 @@ Status RunDiff(Cli& cli, const TwoIds& o) {
     Json list = Json::array();
     for (const auto& e : extents)
       list.push_back({{"offset", e.offset}, {"length", e.length}});
-    PrintJson(Json{{"volume", vol->row().name},
+    PrintJson(Json{{"volume", vol->name()},
                    {"from", from.id.ToString()},
                    {"to", to ? to->id.ToString() : "live"},
                    {"extents", list},
@@ -294,7 +308,7 @@ Status RunDiff(Cli& cli, const TwoIds& o) {
   }
   std::printf(
       "Changes of volume '%s' from shadow copy %s to %s:\n",
-      vol->row().name.c_str(), Braced(from.id).c_str(),
+      vol->name().c_str(), Braced(from.id).c_str(),
       to ? ("shadow copy " + Braced(to->id)).c_str() : "the live volume");
   std::printf("   %-16s %s\n", "OFFSET", "LENGTH");
   for (const auto& e : extents) {
@@ -307,24 +321,20 @@ Status RunDiff(Cli& cli, const TwoIds& o) {
 }
 
 // The shadows a delete names, oldest first.
-StatusOr<std::vector<metadata::ShadowRow>> DeleteTargets(
+StatusOr<std::vector<engine::ShadowInfo>> DeleteTargets(
     engine::Store& store, const DeleteOptions& o) {
   if (!o.shadow.empty()) {
-    VSS_ASSIGN_OR_RETURN(metadata::ShadowRow s, store.ResolveShadow(o.shadow));
-    return std::vector<metadata::ShadowRow>{s};
+    VSS_ASSIGN_OR_RETURN(engine::ShadowInfo s, store.ResolveShadow(o.shadow));
+    return std::vector<engine::ShadowInfo>{s};
   }
-  std::vector<metadata::ShadowRow> out;
+  std::vector<engine::ShadowInfo> out;
   if (!o.set.empty()) {
-    VSS_ASSIGN_OR_RETURN(metadata::ShadowSetRow set,
+    VSS_ASSIGN_OR_RETURN(engine::SetInfo set,
                          store.ResolveShadowSet(o.set));
-    VSS_ASSIGN_OR_RETURN(auto all, store.catalog().ListShadows());
-    for (auto& s : all) {
-      if (s.set_id == set.id) out.push_back(std::move(s));
-    }
-    return out;
+    return store.ListShadowsOfSet(set.id);
   }
-  VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, store.ResolveVolume(o.volume));
-  VSS_ASSIGN_OR_RETURN(out, store.catalog().ListShadowsOfVolume(v.id));
+  VSS_ASSIGN_OR_RETURN(engine::VolumeInfo v, store.ResolveVolume(o.volume));
+  VSS_ASSIGN_OR_RETURN(out, store.ListShadowsOfVolume(v.id));
   std::sort(out.begin(), out.end(),
             [](const auto& a, const auto& b) { return a.epoch < b.epoch; });
   if (o.oldest) {
@@ -343,10 +353,10 @@ Status RunDelete(Cli& cli, const DeleteOptions& o) {
   for (const auto& s : targets) {
     VSS_RETURN_IF_ERROR(store->DeleteShadow(s.id));
     deleted.push_back(
-        {{"shadow_id", s.id.ToString()}, {"volume", s.original_volume}});
+        {{"shadow_id", s.id.ToString()}, {"volume", s.volume_name}});
     if (!cli.json) {
       std::printf("Deleted shadow copy %s of volume '%s'\n",
-                  Braced(s.id).c_str(), s.original_volume.c_str());
+                  Braced(s.id).c_str(), s.volume_name.c_str());
     }
   }
   if (cli.json) {
@@ -359,9 +369,9 @@ Status RunDelete(Cli& cli, const DeleteOptions& o) {
 
 Status RunRevert(Cli& cli, const std::string& text, bool force) {
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
-  VSS_ASSIGN_OR_RETURN(metadata::ShadowRow s, store->ResolveShadow(text));
+  VSS_ASSIGN_OR_RETURN(engine::ShadowInfo s, store->ResolveShadow(text));
   VSS_ASSIGN_OR_RETURN(auto before,
-                       store->catalog().ListShadowsOfVolume(s.volume_id));
+                       store->ListShadowsOfVolume(s.volume_id));
   // When vssd serves the store it may have the volume open for NBD
   // clients (a VM): it reverts, refusing while they use the volume unless
   // --force disconnects them.
@@ -372,15 +382,15 @@ Status RunRevert(Cli& cli, const std::string& text, bool force) {
     if (b.epoch >= s.epoch) removed.push_back(b.id.ToString());
   }
   if (cli.json) {
-    PrintJson(Json{{"volume", s.original_volume},
+    PrintJson(Json{{"volume", s.volume_name},
                    {"volume_id", s.volume_id.ToString()},
                    {"shadow_id", s.id.ToString()},
                    {"removed", removed}});
     return OkStatus();
   }
   std::printf("Reverted volume '%s' to shadow copy %s (created %s)\n",
-              s.original_volume.c_str(), Braced(s.id).c_str(),
-              metadata::VssTimestampToIso8601(s.created).c_str());
+              s.volume_name.c_str(), Braced(s.id).c_str(),
+              engine::TimestampToIso8601(s.created).c_str());
   std::printf("   %zu shadow copies removed (it and newer ones)\n",
               removed.size());
   return OkStatus();
@@ -388,7 +398,7 @@ Status RunRevert(Cli& cli, const std::string& text, bool force) {
 
 Status RunVerify(Cli& cli, const std::string& text) {
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
-  VSS_ASSIGN_OR_RETURN(metadata::ShadowRow s, store->ResolveShadow(text));
+  VSS_ASSIGN_OR_RETURN(engine::ShadowInfo s, store->ResolveShadow(text));
   VSS_ASSIGN_OR_RETURN(engine::Volume * vol, store->OpenVolume(s.volume_id));
   VSS_ASSIGN_OR_RETURN(engine::VerifyReport r, vol->Verify(s.id));
   if (cli.json) {
@@ -399,7 +409,7 @@ Status RunVerify(Cli& cli, const std::string& text) {
                    {"errors", r.errors}});
   } else {
     std::printf("Shadow copy %s of volume '%s': %llu records checked (%s)\n",
-                Braced(s.id).c_str(), s.original_volume.c_str(),
+                Braced(s.id).c_str(), s.volume_name.c_str(),
                 static_cast<unsigned long long>(r.records_checked),
                 FormatBytes(r.bytes_checked).c_str());
     for (const auto& e : r.errors) std::printf("   error: %s\n", e.c_str());

@@ -16,8 +16,8 @@ struct StorageOptions {
   std::string max_size = "UNBOUNDED";
 };
 
-void PrintAssociation(const metadata::DiffAreaRow& d,
-                      const metadata::VolumeRow& v) {
+void PrintAssociation(const engine::DiffAreaInfo& d,
+                      const engine::VolumeInfo& v) {
   std::printf("Shadow Copy Storage association\n");
   std::printf("   For volume: %s (%s)\n", v.name.c_str(), v.path.c_str());
   std::printf("   Shadow Copy Storage directory: %s\n", d.dir.c_str());
@@ -29,8 +29,8 @@ void PrintAssociation(const metadata::DiffAreaRow& d,
 
 // Prints the diff area of `v` as it is now.
 Status PrintResult(Cli& cli, engine::Store& store,
-                   const metadata::VolumeRow& v) {
-  VSS_ASSIGN_OR_RETURN(metadata::DiffAreaRow d, store.DiffAreaOf(v.id));
+                   const engine::VolumeInfo& v) {
+  VSS_ASSIGN_OR_RETURN(engine::DiffAreaInfo d, store.DiffAreaOf(v.id));
   if (cli.json) {
     PrintJson(DiffAreaToJson(d, v));
   } else {
@@ -42,7 +42,7 @@ Status PrintResult(Cli& cli, engine::Store& store,
 Status RunAdd(Cli& cli, const StorageOptions& o) {
   VSS_ASSIGN_OR_RETURN(int64_t max, ParseMaxSize(o.max_size, "--max-size"));
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
-  VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, store->ResolveVolume(o.volume));
+  VSS_ASSIGN_OR_RETURN(engine::VolumeInfo v, store->ResolveVolume(o.volume));
   std::error_code ec;
   std::string dir =
       std::filesystem::absolute(o.dir, ec).lexically_normal().string();
@@ -55,17 +55,17 @@ Status RunAdd(Cli& cli, const StorageOptions& o) {
 Status RunResize(Cli& cli, const StorageOptions& o) {
   VSS_ASSIGN_OR_RETURN(int64_t max, ParseMaxSize(o.max_size, "--max-size"));
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
-  VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, store->ResolveVolume(o.volume));
+  VSS_ASSIGN_OR_RETURN(engine::VolumeInfo v, store->ResolveVolume(o.volume));
   VSS_RETURN_IF_ERROR(store->ResizeDiffArea(v.id, max));
   return PrintResult(cli, *store, v);
 }
 
 Status RunList(Cli& cli) {
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
-  VSS_ASSIGN_OR_RETURN(auto volumes, store->catalog().ListVolumes());
+  VSS_ASSIGN_OR_RETURN(auto volumes, store->ListVolumes());
   Json out = Json::array();
   for (const auto& v : volumes) {
-    VSS_ASSIGN_OR_RETURN(metadata::DiffAreaRow d, store->DiffAreaOf(v.id));
+    VSS_ASSIGN_OR_RETURN(engine::DiffAreaInfo d, store->DiffAreaOf(v.id));
     if (cli.json) {
       out.push_back(DiffAreaToJson(d, v));
     } else {

@@ -48,7 +48,7 @@ std::string AbsolutePath(const std::string& path) {
   return ec ? path : abs.lexically_normal().string();
 }
 
-void PrintVolumeLines(const metadata::VolumeRow& v) {
+void PrintVolumeLines(const engine::VolumeInfo& v) {
   std::printf("   ID:         %s\n", Braced(v.id).c_str());
   std::printf("   Image:      %s\n", v.path.c_str());
   std::printf("   Format:     %s\n", v.format.c_str());
@@ -56,7 +56,7 @@ void PrintVolumeLines(const metadata::VolumeRow& v) {
               static_cast<unsigned long long>(v.size));
   std::printf("   Chunk size: %s\n", FormatBytes(v.chunk_size).c_str());
   std::printf("   Created:    %s\n",
-              metadata::VssTimestampToIso8601(v.created).c_str());
+              engine::TimestampToIso8601(v.created).c_str());
 }
 
 Status RunCreate(Cli& cli, const CreateOptions& o) {
@@ -78,7 +78,7 @@ Status RunCreate(Cli& cli, const CreateOptions& o) {
     req.chunk_size = static_cast<uint32_t>(chunk);
   }
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
-  StatusOr<metadata::VolumeRow> added = store->CreateVolume(req);
+  StatusOr<engine::VolumeInfo> added = store->CreateVolume(req);
   if (added.status().code() == StatusCode::kUnsupported) {
     // "web.qcow2 is a qcow2 image; ...": the file as the user named it.
     // status() returns a copy: keep it alive while its message is read.
@@ -89,7 +89,7 @@ Status RunCreate(Cli& cli, const CreateOptions& o) {
       return Status(StatusCode::kUnsupported, o.path + m.substr(is));
     }
   }
-  VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, std::move(added));
+  VSS_ASSIGN_OR_RETURN(engine::VolumeInfo v, std::move(added));
   if (cli.json) {
     PrintJson(VolumeToJson(v));
     return OkStatus();
@@ -102,8 +102,8 @@ Status RunCreate(Cli& cli, const CreateOptions& o) {
 
 Status RunList(Cli& cli) {
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
-  VSS_ASSIGN_OR_RETURN(auto volumes, store->catalog().ListVolumes());
-  VSS_ASSIGN_OR_RETURN(auto shadows, store->catalog().ListShadows());
+  VSS_ASSIGN_OR_RETURN(auto volumes, store->ListVolumes());
+  VSS_ASSIGN_OR_RETURN(auto shadows, store->ListShadows());
   auto count_of = [&](const Guid& id) {
     return std::count_if(shadows.begin(), shadows.end(),
                          [&](const auto& s) { return s.volume_id == id; });
@@ -135,10 +135,10 @@ Status RunList(Cli& cli) {
 
 Status RunShow(Cli& cli, const std::string& text) {
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
-  VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, store->ResolveVolume(text));
-  VSS_ASSIGN_OR_RETURN(metadata::DiffAreaRow d, store->DiffAreaOf(v.id));
+  VSS_ASSIGN_OR_RETURN(engine::VolumeInfo v, store->ResolveVolume(text));
+  VSS_ASSIGN_OR_RETURN(engine::DiffAreaInfo d, store->DiffAreaOf(v.id));
   VSS_ASSIGN_OR_RETURN(auto shadows,
-                       store->catalog().ListShadowsOfVolume(v.id));
+                       store->ListShadowsOfVolume(v.id));
   if (cli.json) {
     Json j = VolumeToJson(v);
     j["diff_area"] = DiffAreaToJson(d, v);
@@ -156,16 +156,16 @@ Status RunShow(Cli& cli, const std::string& text) {
   std::printf("   Shadow copies: %zu\n", shadows.size());
   for (const auto& s : shadows) {
     std::printf("      %s  %s\n", Braced(s.id).c_str(),
-                metadata::VssTimestampToIso8601(s.created).c_str());
+                engine::TimestampToIso8601(s.created).c_str());
   }
   return OkStatus();
 }
 
 Status RunRemove(Cli& cli, const RemoveOptions& o) {
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
-  VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, store->ResolveVolume(o.volume));
+  VSS_ASSIGN_OR_RETURN(engine::VolumeInfo v, store->ResolveVolume(o.volume));
   VSS_ASSIGN_OR_RETURN(auto shadows,
-                       store->catalog().ListShadowsOfVolume(v.id));
+                       store->ListShadowsOfVolume(v.id));
   if (!shadows.empty() && !o.force) {
     return FailedPreconditionError(
         "volume '" + v.name + "' has " + std::to_string(shadows.size()) +
@@ -253,7 +253,7 @@ Status RunWrite(Cli& cli, const IoOptions& o) {
     }
   } closer{fd};
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
-  VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, store->ResolveVolume(o.volume));
+  VSS_ASSIGN_OR_RETURN(engine::VolumeInfo v, store->ResolveVolume(o.volume));
   VSS_RETURN_IF_ERROR(
       CheckRange(offset, length, v.size, "volume '" + v.name + "'"));
   VSS_ASSIGN_OR_RETURN(engine::Volume * vol, store->OpenVolume(v.id));
@@ -278,7 +278,7 @@ Status RunRead(Cli& cli, const IoOptions& o) {
   VSS_ASSIGN_OR_RETURN(uint64_t offset, ParseSize(o.offset, "--offset"));
   VSS_ASSIGN_OR_RETURN(uint64_t length, ParseSize(o.length, "--length"));
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
-  VSS_ASSIGN_OR_RETURN(metadata::VolumeRow v, store->ResolveVolume(o.volume));
+  VSS_ASSIGN_OR_RETURN(engine::VolumeInfo v, store->ResolveVolume(o.volume));
   VSS_RETURN_IF_ERROR(
       CheckRange(offset, length, v.size, "volume '" + v.name + "'"));
   VSS_ASSIGN_OR_RETURN(engine::Volume * vol, store->OpenVolume(v.id));

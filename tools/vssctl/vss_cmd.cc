@@ -58,7 +58,7 @@ StatusOr<std::unique_ptr<Service>> Connect(Cli& cli) {
 std::string ServiceKind(const Service& s) { return s.remote() ? "vssd" : "in-process"; }
 
 std::string Iso8601Now() {
-  return metadata::VssTimestampToIso8601(metadata::NowVssTimestamp());
+  return engine::TimestampToIso8601(engine::NowTimestamp());
 }
 
 
@@ -432,7 +432,7 @@ StatusOr<bool> RevertThroughVssd(Cli& cli, const Guid& shadow, bool force_dismou
   options.store_dir = cli.resolved_store_dir();
   options.mode = ServiceOptions::Mode::kDaemon;
   VssStatusOr<std::unique_ptr<Service>> service = Service::Connect(options);
-  if (!service.ok() && service.code() == E_UNEXPECTED) return false;  // no vssd
+  if (!service.ok() && service.status().code() == E_UNEXPECTED) return false;  // no vssd
   if (!service.ok()) return FromVss(service.status(), "");
   VssStatusOr<std::unique_ptr<BackupComponents>> bc = CreateVssBackupComponents(**service);
   if (!bc.ok()) return FromVss(bc.status(), "");
@@ -478,7 +478,7 @@ Status CreateShadowSetWithRequester(Cli& cli, const RequesterCreateOptions& o) {
   }
   std::string created =
       set.shadows.empty() ? Iso8601Now()
-                          : metadata::VssTimestampToIso8601(set.shadows.front().creation_timestamp);
+                          : engine::TimestampToIso8601(set.shadows.front().creation_timestamp);
   if (cli.json) {
     Json shadows = Json::array();
     for (const SnapshotProp& p : set.shadows) shadows.push_back(ShadowPropToJson(p));

@@ -17,7 +17,7 @@ bool StartsWith(std::string_view s, std::string_view prefix) {
   return s.substr(0, prefix.size()) == prefix;
 }
 
-ExportInfo LiveInfo(const metadata::VolumeRow& v) {
+ExportInfo LiveInfo(const engine::VolumeInfo& v) {
   ExportInfo info;
   info.name = std::string(kLivePrefix) + v.name;
   info.description = "volume " + v.name + " (" + v.id.ToString() + "), live";
@@ -26,8 +26,8 @@ ExportInfo LiveInfo(const metadata::VolumeRow& v) {
   return info;
 }
 
-ExportInfo ShadowInfo(const metadata::VolumeRow& v,
-                      const metadata::ShadowRow& s) {
+ExportInfo ShadowExportInfo(const engine::VolumeInfo& v,
+                            const engine::ShadowInfo& s) {
   ExportInfo info;
   info.name = std::string(kShadowPrefix) + s.id.ToString();
   info.description = "shadow " + s.id.ToString() + " of volume " + v.name +
@@ -122,9 +122,8 @@ StatusOr<ExportInfo> ExportRegistry::Lookup(const std::string& name) {
   if (StartsWith(name, kShadowPrefix)) {
     VSS_ASSIGN_OR_RETURN(
         auto s, store_->ResolveShadow(name.substr(kShadowPrefix.size())));
-    VSS_ASSIGN_OR_RETURN(auto v, store_->catalog().FindVolume(s.volume_id));
-    if (!v) return NotFoundError("volume of shadow " + s.id.ToString());
-    return ShadowInfo(*v, s);
+    VSS_ASSIGN_OR_RETURN(engine::VolumeInfo v, store_->FindVolume(s.volume_id));
+    return ShadowExportInfo(v, s);
   }
   return NotFoundError("no export '" + name +
                        "' (exports are live/<volume> and shadow/<shadow-id>)");
@@ -132,14 +131,14 @@ StatusOr<ExportInfo> ExportRegistry::Lookup(const std::string& name) {
 
 StatusOr<std::vector<ExportInfo>> ExportRegistry::List() {
   std::vector<ExportInfo> out;
-  VSS_ASSIGN_OR_RETURN(auto volumes, store_->catalog().ListVolumes());
+  VSS_ASSIGN_OR_RETURN(auto volumes, store_->ListVolumes());
   for (const auto& v : volumes) out.push_back(LiveInfo(v));
-  VSS_ASSIGN_OR_RETURN(auto shadows, store_->catalog().ListShadows());
+  VSS_ASSIGN_OR_RETURN(auto shadows, store_->ListShadows());
   for (const auto& s : shadows) {
     auto v = std::find_if(volumes.begin(), volumes.end(), [&](const auto& row) {
       return row.id == s.volume_id;
     });
-    if (v != volumes.end()) out.push_back(ShadowInfo(*v, s));
+    if (v != volumes.end()) out.push_back(ShadowExportInfo(*v, s));
   }
   return out;
 }
@@ -173,8 +172,8 @@ StatusOr<std::unique_ptr<OpenExport>> ExportRegistry::Open(
 Status ExportRegistry::BeginExclusive(const Guid& volume_id,
                                       bool force_dismount) {
   std::string label = "volume " + volume_id.ToString();
-  if (auto row = store_->catalog().FindVolume(volume_id); row.ok() && *row) {
-    label = "volume " + (*row)->name;
+  if (auto v = store_->FindVolume(volume_id); v.ok()) {
+    label = "volume " + v->name;
   }
   std::unique_lock l(mu_);
   if (exclusive_.count(volume_id)) {
@@ -224,7 +223,7 @@ void ExportRegistry::Release(const Guid& volume_id) {
   if (it == refs_.end() || --it->second > 0) return;
   refs_.erase(it);
   // Non-persistent shadows live only while their volume stays open here.
-  auto shadows = store_->catalog().ListShadowsOfVolume(volume_id);
+  auto shadows = store_->ListShadowsOfVolume(volume_id);
   if (shadows.ok() && std::any_of(shadows->begin(), shadows->end(),
                                   [](const auto& s) { return !s.persistent; })) {
     return;
@@ -245,12 +244,12 @@ void ExportRegistry::CloseAll() {
   // for their non-persistent shadows) when it is destroyed.
 }
 
-StatusOr<std::vector<metadata::ShadowRow>> ExportRegistry::ChangedSources(
+StatusOr<std::vector<engine::ShadowInfo>> ExportRegistry::ChangedSources(
     const ExportInfo& info) {
   VSS_ASSIGN_OR_RETURN(auto shadows,
-                       store_->catalog().ListShadowsOfVolume(info.volume.id));
+                       store_->ListShadowsOfVolume(info.volume.id));
   if (info.shadow) {
-    std::erase_if(shadows, [&](const metadata::ShadowRow& s) {
+    std::erase_if(shadows, [&](const engine::ShadowInfo& s) {
       return s.epoch >= info.shadow->epoch;
     });
   }

@@ -37,7 +37,7 @@
 #include "vss/engine/store.h"
 #include "vss/engine/volume.h"
 #include "vss/base/guid.h"
-#include "vss/metadata/catalog.h"
+#include "vss/engine/types.h"
 #include "vss/base/status.h"
 
 namespace vss::vssd {
@@ -46,8 +46,8 @@ namespace vss::vssd {
 struct ExportInfo {
   std::string name;  // canonical: "live/<volume name>" or "shadow/<id>"
   std::string description;
-  metadata::VolumeRow volume;
-  std::optional<metadata::ShadowRow> shadow;  // set for shadow exports
+  engine::VolumeInfo volume;
+  std::optional<engine::ShadowInfo> shadow;  // set for shadow exports
   uint64_t size = 0;
   bool read_only = false;
 };
@@ -151,7 +151,7 @@ class ExportRegistry final : public VolumeUsers {
 
  private:
   friend class OpenExport;
-  StatusOr<std::vector<metadata::ShadowRow>> ChangedSources(
+  StatusOr<std::vector<engine::ShadowInfo>> ChangedSources(
       const ExportInfo& info);
 
   engine::Store* store_;

@@ -235,7 +235,7 @@ std::optional<int> ParseCommandLine(int argc, char** argv, Options& out) {
 // Opens each volume with non-persistent shadows once: opening removes the
 // shadows a previous owner left (engine recovery records the event).
 void DropStaleShadows(vss::engine::Store& store) {
-  auto shadows = store.catalog().ListShadows();
+  auto shadows = store.ListShadows();
   if (!shadows.ok()) return;
   std::vector<vss::Guid> volumes;
   for (const auto& s : *shadows) {

@@ -9,6 +9,7 @@
 #include "vss/api/hresult.h"             // IWYU pragma: export
 #include "vss/api/provider.h"            // IWYU pragma: export
 #include "vss/api/service.h"             // IWYU pragma: export
+#include "vss/api/shadow_properties.h"   // IWYU pragma: export
 #include "vss/api/snapshot_mgmt.h"       // IWYU pragma: export
 #include "vss/api/types.h"               // IWYU pragma: export
 #include "vss/api/writer.h"              // IWYU pragma: export

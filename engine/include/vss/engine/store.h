@@ -21,36 +21,19 @@
 #include <string>
 #include <vector>
 
-#include "vss/formats/block_device.h"
 #include "vss/base/file.h"
 #include "vss/base/guid.h"
-#include "vss/metadata/catalog.h"
 #include "vss/base/status.h"
+#include "vss/engine/types.h"
+#include "vss/formats/block_device.h"
+
+namespace vss::metadata {
+class Catalog;
+}
 
 namespace vss::engine {
 
 class Volume;
-
-// VSS snapshot contexts and attribute bits the engine knows about (values are
-// VSS's). The VSS layer defines the full set; these are what the engine needs
-// to decide persistence.
-inline constexpr int32_t kAttrPersistent = 0x1;
-inline constexpr int32_t kAttrClientAccessible = 0x4;
-inline constexpr int32_t kAttrNoAutoRelease = 0x8;
-inline constexpr int32_t kAttrNoWriters = 0x10;
-inline constexpr int32_t kAttrExposedLocally = 0x100000;
-inline constexpr int32_t kAttrDifferential = 0x20000;
-inline constexpr int32_t kCtxBackup = 0x0;
-inline constexpr int32_t kCtxFileShareBackup = 0x10;
-inline constexpr int32_t kCtxNasRollback = 0x19;
-inline constexpr int32_t kCtxAppRollback = 0x9;
-inline constexpr int32_t kCtxClientAccessible = 0x1d;
-inline constexpr int32_t kCtxClientAccessibleWriters = 0xd;
-// VSS_SNAPSHOT_STATE values used by the engine.
-inline constexpr int32_t kStateCreated = 12;
-// The software provider's id.
-inline constexpr const char* kSoftwareProviderId =
-    "b5946137-7b9f-4925-af80-51abd60b20d5";
 
 inline constexpr uint32_t kDefaultChunkSize = 64 * 1024;
 
@@ -103,10 +86,12 @@ struct CreatedSet {
 
 struct CreateSetRequest {
   std::vector<Guid> volumes;         // one or more distinct volumes
-  int32_t context = kCtxClientAccessible;
-  int32_t extra_attributes = 0;      // OR'ed with the context's bits
-  // Ids for the set and its shadows (shadow_ids[i] for volumes[i]), as a
-  // VSS requester hands them out before the commit; generated when absent.
+  // The shadows survive a crash and their owner (ShadowInfo::persistent).
+  bool persistent = true;
+  // Stored with every shadow of the set as ShadowInfo::properties.
+  std::string properties;
+  // Ids for the set and its shadows (shadow_ids[i] for volumes[i]), for a
+  // caller that hands them out before the commit; generated when absent.
   // kInvalidArgument if shadow_ids is neither empty nor one per volume.
   std::optional<Guid> set_id;
   std::vector<Guid> shadow_ids;
@@ -136,29 +121,45 @@ class Store {
   static StatusOr<std::unique_ptr<Store>> Open(StoreOptions options);
   ~Store();
 
-  metadata::Catalog& catalog() { return *catalog_; }
   const StoreOptions& options() const { return options_; }
   FileSystem* fs() const { return options_.fs; }
 
   // Registers an image (creating it first when req.create, 0600) and returns
-  // its row. The row keeps the image's real path (symbolic links resolved),
-  // by which alone it is opened later. Errors: kAlreadyExists (name or path
+  // it. The store keeps the image's real path (symbolic links resolved), by
+  // which alone it is opened later. Errors: kAlreadyExists (name or path
   // taken; on create, the file exists), kInvalidArgument (chunk size, size),
   // kNotFound (add: no file), kUnsupported (add: the file is a qcow2, QED,
   // VHDX, VHD, VMDK or VDI image, not raw; create: no driver for
   // req.format yet, or one that cannot create), kInvalidArgument (an
   // unknown req.format). Nothing is left behind on failure.
-  StatusOr<metadata::VolumeRow> CreateVolume(const CreateVolumeRequest& req);
+  StatusOr<VolumeInfo> CreateVolume(const CreateVolumeRequest& req);
   // Forgets a volume: its shadows, index and diff-area files are deleted;
   // the image file stays.
   Status RemoveVolume(const Guid& id);
 
+  // Queries. Each reads the catalog as it is now; errors are the catalog's
+  // (kCorruption, kIoError, kBusy). Unknown ids are kNotFound naming them.
+  // Every volume, ordered by name.
+  StatusOr<std::vector<VolumeInfo>> ListVolumes();
+  StatusOr<VolumeInfo> FindVolume(const Guid& id);
+  // Every shadow, ordered by volume id, then epoch (oldest first).
+  StatusOr<std::vector<ShadowInfo>> ListShadows();
+  // The shadows of one volume, oldest first; empty for an unknown volume.
+  StatusOr<std::vector<ShadowInfo>> ListShadowsOfVolume(const Guid& volume_id);
+  // The shadows of one set, ordered as ListShadows; empty for an unknown set.
+  StatusOr<std::vector<ShadowInfo>> ListShadowsOfSet(const Guid& set_id);
+  StatusOr<ShadowInfo> FindShadow(const Guid& id);
+  // Every shadow set, ordered by creation time, then id.
+  StatusOr<std::vector<SetInfo>> ListShadowSets();
+  // Events, oldest first; only those naming `volume_id` when given.
+  StatusOr<std::vector<EventInfo>> ListEvents(std::optional<Guid> volume_id);
+
   // Resolves a volume name, id or unique id prefix. kNotFound / kInvalidArgument
   // (ambiguous prefix).
-  StatusOr<metadata::VolumeRow> ResolveVolume(const std::string& text);
+  StatusOr<VolumeInfo> ResolveVolume(const std::string& text);
   // Resolves a shadow id or unique prefix ("{...}" accepted).
-  StatusOr<metadata::ShadowRow> ResolveShadow(const std::string& text);
-  StatusOr<metadata::ShadowSetRow> ResolveShadowSet(const std::string& text);
+  StatusOr<ShadowInfo> ResolveShadow(const std::string& text);
+  StatusOr<SetInfo> ResolveShadowSet(const std::string& text);
 
   // Opens (or returns the already open) volume: locks the image, loads the
   // index, indexes segment tails, finishes an interrupted revert, removes
@@ -178,10 +179,9 @@ class Store {
   Status DeleteShadow(const Guid& shadow_id);
   // Reverts the shadow's volume to it; it and newer shadows are removed.
   Status RevertToShadow(const Guid& shadow_id);
-  // Records where a shadow is exposed (as VSS's ExposeSnapshot): sets its
-  // exposed_name and exposed_path and the EXPOSED_LOCALLY attribute; empty
-  // strings clear all three. Catalog only; the volume need not be open.
-  // kNotFound if the shadow does not exist.
+  // Records where a shadow is exposed: sets its exposed_name and
+  // exposed_path; empty strings clear both. Catalog only; the volume need
+  // not be open. kNotFound if the shadow does not exist.
   Status SetShadowExposure(const Guid& shadow_id, const std::string& name,
                            const std::string& path);
 
@@ -196,15 +196,17 @@ class Store {
                      int64_t max_bytes);
   Status ResizeDiffArea(const Guid& volume_id, int64_t max_bytes);
   // The diff area of a volume (the default one when none was added).
-  StatusOr<metadata::DiffAreaRow> DiffAreaOf(const Guid& volume_id);
+  StatusOr<DiffAreaInfo> DiffAreaOf(const Guid& volume_id);
 
+  // Appends an event (see ListEvents); the ids are optional.
   Status RecordEvent(std::optional<Guid> volume, std::optional<Guid> shadow,
                      std::string kind, std::string message);
 
  private:
+  friend metadata::Catalog& CatalogOf(Store& store);
   Store(StoreOptions options, std::unique_ptr<metadata::Catalog> catalog);
-  // True when another volume's diff area is the same directory as `da`.
-  StatusOr<bool> DiffAreaShared(const metadata::DiffAreaRow& da);
+  // True when another volume's diff area is the same directory as `dir`.
+  StatusOr<bool> DiffAreaShared(const Guid& volume_id, const std::string& dir);
   StatusOr<Volume*> OpenVolumeLocked(const Guid& id);
 
   StoreOptions options_;

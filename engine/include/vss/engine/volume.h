@@ -22,11 +22,11 @@
 #include <string>
 #include <vector>
 
-#include "vss/formats/block_device.h"
-#include "vss/engine/store.h"
 #include "vss/base/guid.h"
-#include "vss/metadata/catalog.h"
 #include "vss/base/status.h"
+#include "vss/engine/store.h"
+#include "vss/engine/types.h"
+#include "vss/formats/block_device.h"
 
 namespace vss::engine {
 
@@ -56,7 +56,8 @@ class Volume final : public BlockDevice {
   ~Volume() override;
 
   const Guid& id() const;
-  const metadata::VolumeRow& row() const;
+  // The volume as the store recorded it when it was opened.
+  VolumeInfo info() const;
   uint32_t chunk_size() const;
 
   // A read-only view of shadow `shadow_id` of this volume. kNotFound if the

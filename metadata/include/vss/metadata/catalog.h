@@ -101,6 +101,8 @@ struct ShadowRow {
   int64_t created = 0;            // m_tsCreationTimestamp
   bool persistent = true;
   int64_t owner_pid = 0;          // non-persistent: the process holding it
+  // The provider's own record of the shadow (schema 3), stored as given.
+  std::string properties;
 };
 
 // One diff-area record in the index: chunk `chunk` as it was at the start of
@@ -175,7 +177,7 @@ class [[nodiscard]] Transaction {
 
 class Catalog {
  public:
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   // Opens the catalog database at `path` and applies migrations up to
   // kSchemaVersion. A missing file is created atomically: made and

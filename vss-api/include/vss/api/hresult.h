@@ -12,6 +12,10 @@
 //   kBusy              -> VSS_E_VOLUME_IN_USE
 //   kUnsupported       -> VSS_E_NOT_SUPPORTED
 //   everything else    -> VSS_E_UNEXPECTED_PROVIDER_ERROR
+// and back, for programs that report a VssStatus as a Status, by
+// VssStatus::ToStatus: the codes above to their StatusCode (and
+// VSS_E_UNSUPPORTED_CONTEXT to kUnsupported), any other failure to
+// kInternal; the message is "VSS_E_... (0x...): message".
 // A VssStatus is an HResult plus a one-line message; values, any thread.
 #pragma once
 
@@ -111,6 +115,9 @@ class [[nodiscard]] VssStatus {
   // Translates an engine Status (see the table at the top of this file);
   // OK stays OK. The message is kept.
   static VssStatus FromStatus(const Status& s);
+  // The Status a program reports for this one (see the top of this file);
+  // OK stays OK. `what`, when given, prefixes the message ("what: ...").
+  Status ToStatus(std::string_view what = {}) const;
 
   bool ok() const { return Succeeded(code_); }
   HResult code() const { return code_; }
@@ -128,30 +135,10 @@ inline VssStatus VssError(HResult code, std::string message) {
   return VssStatus(code, std::move(message));
 }
 
-// A value or the VssStatus explaining why there is none.
+// A value or the VssStatus explaining why there is none: the one StatusOr
+// template with VssStatus as its error.
 template <typename T>
-class [[nodiscard]] VssStatusOr {
- public:
-  VssStatusOr(const VssStatus& s) : v_(s) {}  // NOLINT: implicit by design
-  VssStatusOr(VssStatus&& s) : v_(std::move(s)) {}  // NOLINT
-  VssStatusOr(const T& v) : v_(v) {}  // NOLINT
-  VssStatusOr(T&& v) : v_(std::move(v)) {}  // NOLINT
-
-  bool ok() const { return std::holds_alternative<T>(v_); }
-  VssStatus status() const { return ok() ? VssStatus() : std::get<VssStatus>(v_); }
-  HResult code() const { return ok() ? S_OK : std::get<VssStatus>(v_).code(); }
-  // REQUIRES: ok().
-  T& value() & { return std::get<T>(v_); }
-  const T& value() const& { return std::get<T>(v_); }
-  T&& value() && { return std::get<T>(std::move(v_)); }
-  T& operator*() & { return value(); }
-  const T& operator*() const& { return value(); }
-  T* operator->() { return &value(); }
-  const T* operator->() const { return &value(); }
-
- private:
-  std::variant<VssStatus, T> v_;
-};
+using VssStatusOr = StatusOr<T, VssStatus>;
 
 }  // namespace vss
 

@@ -24,13 +24,13 @@
 #include "vss/api/hresult.h"
 #include "vss/api/types.h"
 #include "vss/base/guid.h"
-#include "vss/metadata/catalog.h"
+#include "vss/engine/types.h"
 
 namespace vss {
 
 namespace engine {
 class Store;
-}
+}  // namespace engine
 
 struct ResolvedVolume {
   std::string name;
@@ -73,9 +73,6 @@ class Provider {
   // VSS service dismounts the volume).
   virtual VssStatus RevertToSnapshot(const Guid& snapshot_id, bool force_dismount) = 0;
 };
-
-// The properties of a shadow as the catalog records them.
-SnapshotProp SnapshotPropFromRow(const metadata::ShadowRow& row);
 
 // How the software provider borrows the volumes it works on. vssd counts
 // users (its NBD clients and the provider) and closes a volume no one uses,
@@ -135,6 +132,8 @@ class SoftwareProvider final : public Provider {
     bool committed = false;
   };
 
+  // The shadow `snapshot_id`: VSS_E_OBJECT_NOT_FOUND if unknown.
+  VssStatusOr<engine::ShadowInfo> FindShadow(const Guid& snapshot_id);
   // Acquires `volumes` from users_ (if any) for the life of the result.
   class Borrow;
   VssStatusOr<std::unique_ptr<Borrow>> BorrowVolumes(const std::vector<Guid>& volumes);

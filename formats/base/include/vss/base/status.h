@@ -90,17 +90,19 @@ inline Status InternalError(std::string m) { return {StatusCode::kInternal, std:
 // "what: strerror(err)".
 Status ErrnoError(int err, std::string_view what);
 
-// A value or the Status explaining why there is none.
-template <typename T>
+// A value or the error explaining why there is none. The error is a Status,
+// or another status type of the same shape (a default-constructed one is OK;
+// ok(), copyable), as vss-api's VssStatus which carries an HResult.
+template <typename T, typename E = Status>
 class [[nodiscard]] StatusOr {
  public:
-  StatusOr(const Status& s) : v_(s) {}  // NOLINT: implicit by design
-  StatusOr(Status&& s) : v_(std::move(s)) {}  // NOLINT
+  StatusOr(const E& s) : v_(s) {}  // NOLINT: implicit by design
+  StatusOr(E&& s) : v_(std::move(s)) {}  // NOLINT
   StatusOr(const T& v) : v_(v) {}  // NOLINT
   StatusOr(T&& v) : v_(std::move(v)) {}  // NOLINT
 
   bool ok() const { return std::holds_alternative<T>(v_); }
-  Status status() const { return ok() ? Status() : std::get<Status>(v_); }
+  E status() const { return ok() ? E() : std::get<E>(v_); }
   // REQUIRES: ok().
   T& value() & { return std::get<T>(v_); }
   const T& value() const& { return std::get<T>(v_); }
@@ -111,7 +113,7 @@ class [[nodiscard]] StatusOr {
   const T* operator->() const { return &value(); }
 
  private:
-  std::variant<Status, T> v_;
+  std::variant<E, T> v_;
 };
 
 }  // namespace vss
