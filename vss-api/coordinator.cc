@@ -117,37 +117,43 @@ struct Pending {
 
 }  // namespace
 
-// Shared by Dispatch and FreezeLevel: `window_ms` (if set) bounds the wait
-// for each writer and its expiry is reported as `window_code`.
-VssStatus Coordinator::DispatchImpl(Session& s, const std::vector<size_t>& which,
-                                    const WriterEvent& base, bool freeze) {
-  const CoordinatorOptions& o = options_;
+namespace {
+
+// Sends `base` to each writer of `which` that wants it, under the session
+// lock; each gets its own components and a deadline (the freeze window's
+// when `freeze`).
+std::vector<Pending> SendEvents(Session& s, const std::vector<size_t>& which,
+                                const WriterEvent& base, bool freeze,
+                                const CoordinatorOptions& o) {
   std::vector<Pending> pending;
-  {
-    std::lock_guard<std::mutex> l(s.mu);
-    for (size_t i : which) {
-      Participant& p = s.writers[i];
-      bool forget = FireAndForget(base.kind);
-      if (p.unresponsive && !forget) continue;
-      if (!Wants(p.endpoint->registration().event_flags, base.kind)) continue;
-      WriterEvent ev = base;
-      const WriterRegistration& reg = p.endpoint->registration();
-      if (WriterComponents* wc = s.bcd.FindWriter(reg.identity.writer_id)) {
-        ev.components = *wc;
-      } else {
-        ev.components = WriterComponents(reg.identity.instance_id, reg.identity.writer_id);
-      }
-      uint32_t timeout = o.event_timeout_ms;
-      Clock::time_point now = Clock::now();
-      if (freeze) {
-        timeout = std::min(timeout, FreezeWindow(p, o));
-        p.freeze_deadline = now + std::chrono::milliseconds(FreezeWindow(p, o));
-      }
-      pending.push_back({i, p.endpoint->Send(std::move(ev)),
-                         now + std::chrono::milliseconds(timeout), !p.unresponsive});
+  std::lock_guard<std::mutex> l(s.mu);
+  for (size_t i : which) {
+    Participant& p = s.writers[i];
+    bool forget = FireAndForget(base.kind);
+    if (p.unresponsive && !forget) continue;
+    if (!Wants(p.endpoint->registration().event_flags, base.kind)) continue;
+    WriterEvent ev = base;
+    const WriterRegistration& reg = p.endpoint->registration();
+    if (WriterComponents* wc = s.bcd.FindWriter(reg.identity.writer_id)) {
+      ev.components = *wc;
+    } else {
+      ev.components = WriterComponents(reg.identity.instance_id, reg.identity.writer_id);
     }
+    uint32_t timeout = o.event_timeout_ms;
+    Clock::time_point now = Clock::now();
+    if (freeze) {
+      timeout = std::min(timeout, FreezeWindow(p, o));
+      p.freeze_deadline = now + std::chrono::milliseconds(FreezeWindow(p, o));
+    }
+    pending.push_back({i, p.endpoint->Send(std::move(ev)),
+                       now + std::chrono::milliseconds(timeout), !p.unresponsive});
   }
-  // Wait without holding the session lock: answers come from other threads.
+  return pending;
+}
+
+// Waits for each answer until its deadline, without the session lock:
+// answers come from other threads. An answer missing is a timeout.
+std::vector<std::optional<WriterEventResult>> AwaitAnswers(std::vector<Pending>& pending) {
   std::vector<std::optional<WriterEventResult>> answers(pending.size());
   for (size_t k = 0; k < pending.size(); ++k) {
     if (!pending[k].wait) continue;
@@ -155,55 +161,70 @@ VssStatus Coordinator::DispatchImpl(Session& s, const std::vector<size_t>& which
       answers[k] = pending[k].answer.get();
     }
   }
-  EventStates st = StatesFor(base.kind);
+  return answers;
+}
+
+// Records one writer's answer (or its silence) to `base` in its status and
+// the session's document; the first failure of the event goes to
+// `first_failure`. Called with the session lock held.
+void RecordAnswer(Session& s, Participant& p, const std::optional<WriterEventResult>& answer,
+                  const WriterEvent& base, bool freeze, const EventStates& st,
+                  VssStatus& first_failure) {
+  WriterStatus& ws = p.status;
+  const std::string who = "writer '" + ws.name + "' at " + WriterEventName(base.kind);
+  if (!answer.has_value()) {
+    p.unresponsive = true;
+    HResult code = freeze ? VSS_E_WRITERERROR_TIMEOUT : VSS_E_WRITER_NOT_RESPONDING;
+    if (st.failed != VSS_WS_UNKNOWN) {
+      ws.state = st.failed;
+      ws.failure = code;
+      ws.message = freeze ? "the freeze-to-thaw window ran out" : "the writer did not answer in time";
+    }
+    if (first_failure.ok()) first_failure = VssError(code, who + ": " + ws.message);
+    return;
+  }
+  const WriterEventResult& r = *answer;
+  if (base.kind == WriterEventKind::kIdentify && r.success && r.metadata.has_value()) {
+    p.metadata = r.metadata;
+  }
+  if (WriterComponents* wc = s.bcd.FindWriter(ws.writer_id)) MergeComponents(*wc, r.components);
+  if (base.kind == WriterEventKind::kAbort) {
+    if (!IsFailedState(ws.state)) ws.state = VSS_WS_STABLE;
+    return;
+  }
+  if (!r.success || Failed(r.failure)) {
+    HResult code = Failed(r.failure) ? r.failure : VSS_E_WRITERERROR_NONRETRYABLE;
+    if (st.failed != VSS_WS_UNKNOWN) ws.state = st.failed;
+    ws.failure = code;
+    ws.application_hr = r.application_hr;
+    ws.message = r.message;
+    if (!r.success && first_failure.ok()) {
+      first_failure = VssError(code, who + (r.message.empty() ? "" : ": " + r.message));
+    }
+  } else if (st.ok != VSS_WS_UNKNOWN && !IsFailedState(ws.state)) {
+    // A failure sticks for the rest of the session, as in VSS: a writer
+    // that failed at Thaw still shows FAILED_AT_THAW after PostSnapshot.
+    ws.state = st.ok;
+  }
+}
+
+}  // namespace
+
+// Shared by Dispatch and FreezeLevel: `window_ms` (if set) bounds the wait
+// for each writer and its expiry is reported as `window_code`.
+VssStatus Coordinator::DispatchImpl(Session& s, const std::vector<size_t>& which,
+                                    const WriterEvent& base, bool freeze) {
+  std::vector<Pending> pending = SendEvents(s, which, base, freeze, options_);
+  std::vector<std::optional<WriterEventResult>> answers = AwaitAnswers(pending);
+  const EventStates st = StatesFor(base.kind);
   VssStatus first_failure;
   std::vector<WriterStatus> touched;
   std::unique_lock<std::mutex> l(s.mu);
   for (size_t k = 0; k < pending.size(); ++k) {
     Participant& p = s.writers[pending[k].index];
-    WriterStatus& ws = p.status;
-    ws.last_event = WriterEventName(base.kind);
-    struct Note {  // records the status as it ends up after this event
-      std::vector<WriterStatus>& to;
-      const WriterStatus& ws;
-      ~Note() { to.push_back(ws); }
-    } note{touched, ws};
-    if (!pending[k].wait) continue;
-    const std::string who = "writer '" + ws.name + "' at " + WriterEventName(base.kind);
-    if (!answers[k].has_value()) {
-      p.unresponsive = true;
-      HResult code = freeze ? VSS_E_WRITERERROR_TIMEOUT : VSS_E_WRITER_NOT_RESPONDING;
-      if (st.failed != VSS_WS_UNKNOWN) {
-        ws.state = st.failed;
-        ws.failure = code;
-        ws.message = freeze ? "the freeze-to-thaw window ran out" : "the writer did not answer in time";
-      }
-      if (first_failure.ok()) first_failure = VssError(code, who + ": " + ws.message);
-      continue;
-    }
-    const WriterEventResult& r = *answers[k];
-    if (base.kind == WriterEventKind::kIdentify && r.success && r.metadata.has_value()) {
-      p.metadata = r.metadata;
-    }
-    if (WriterComponents* wc = s.bcd.FindWriter(ws.writer_id)) MergeComponents(*wc, r.components);
-    if (base.kind == WriterEventKind::kAbort) {
-      if (!IsFailedState(ws.state)) ws.state = VSS_WS_STABLE;
-      continue;
-    }
-    if (!r.success || Failed(r.failure)) {
-      HResult code = Failed(r.failure) ? r.failure : VSS_E_WRITERERROR_NONRETRYABLE;
-      if (st.failed != VSS_WS_UNKNOWN) ws.state = st.failed;
-      ws.failure = code;
-      ws.application_hr = r.application_hr;
-      ws.message = r.message;
-      if (!r.success && first_failure.ok()) {
-        first_failure = VssError(code, who + (r.message.empty() ? "" : ": " + r.message));
-      }
-    } else if (st.ok != VSS_WS_UNKNOWN && !IsFailedState(ws.state)) {
-      // A failure sticks for the rest of the session, as in VSS: a writer
-      // that failed at Thaw still shows FAILED_AT_THAW after PostSnapshot.
-      ws.state = st.ok;
-    }
+    p.status.last_event = WriterEventName(base.kind);
+    if (pending[k].wait) RecordAnswer(s, p, answers[k], base, freeze, st, first_failure);
+    touched.push_back(p.status);  // the status as it ends up after this event
   }
   l.unlock();
   std::lock_guard<std::mutex> cl(mu_);
@@ -277,6 +298,56 @@ VssStatus Coordinator::AbortSet(Session& session, SnapshotSetJob& job, const Wri
   return cause;
 }
 
+namespace {
+
+// The fields every writer event of a set shares: the session's backup
+// settings, the set and its volumes.
+WriterEvent SetEventBase(Session& session, const SnapshotSetJob& job) {
+  WriterEvent base;
+  {
+    std::lock_guard<std::mutex> l(session.mu);
+    base.session_id = session.id;
+    base.backup_type = session.bcd.backup_type;
+    base.components_selected = session.bcd.select_components;
+    base.bootable_system_state = session.bcd.bootable_system_state;
+    base.partial_file_support = session.bcd.partial_file_support;
+  }
+  base.snapshot_set_id = job.set_id;
+  base.context = job.context;
+  for (const SetVolume& v : job.volumes) {
+    base.volumes.push_back({v.volume.name, v.volume.id, v.volume.path, ""});
+  }
+  return base;
+}
+
+// Called while the provider holds writes, just before the commit: an error
+// when writes were held too long or a frozen writer's window ran out (that
+// writer is marked FAILED_AT_FREEZE).
+VssStatus CheckHold(Session& session, const std::vector<size_t>& writers,
+                    Clock::time_point hold_start, const CoordinatorOptions& o) {
+  Clock::time_point now = Clock::now();
+  if (now - hold_start > std::chrono::milliseconds(o.hold_writes_timeout_ms)) {
+    return VssError(VSS_E_HOLD_WRITES_TIMEOUT, "writes were held longer than " +
+                                                   std::to_string(o.hold_writes_timeout_ms) +
+                                                   " ms");
+  }
+  std::lock_guard<std::mutex> l(session.mu);
+  for (size_t i : writers) {
+    Participant& p = session.writers[i];
+    const bool frozen = p.freeze_deadline != Clock::time_point{};
+    if (frozen && now > p.freeze_deadline) {
+      p.status.state = VSS_WS_FAILED_AT_FREEZE;
+      p.status.failure = VSS_E_WRITERERROR_TIMEOUT;
+      p.status.message = "the freeze-to-thaw window ran out before the commit";
+      return VssError(VSS_E_WRITERERROR_TIMEOUT,
+                      "writer '" + p.status.name + "': " + p.status.message);
+    }
+  }
+  return VssStatus::Ok();
+}
+
+}  // namespace
+
 VssStatus Coordinator::CreateSnapshotSet(Session& session, SnapshotSetJob& job,
                                          const CancelToken& cancel) {
   {
@@ -297,20 +368,7 @@ VssStatus Coordinator::CreateSnapshotSet(Session& session, SnapshotSetJob& job,
   const bool with_writers = (job.context & VSS_VOLSNAP_ATTR_NO_WRITERS) == 0;
   std::vector<size_t> writers = with_writers ? job.writers : std::vector<size_t>{};
   job.writers = writers;
-  WriterEvent base;
-  {
-    std::lock_guard<std::mutex> l(session.mu);
-    base.session_id = session.id;
-    base.backup_type = session.bcd.backup_type;
-    base.components_selected = session.bcd.select_components;
-    base.bootable_system_state = session.bcd.bootable_system_state;
-    base.partial_file_support = session.bcd.partial_file_support;
-  }
-  base.snapshot_set_id = job.set_id;
-  base.context = job.context;
-  for (const SetVolume& v : job.volumes) {
-    base.volumes.push_back({v.volume.name, v.volume.id, v.volume.path, ""});
-  }
+  const WriterEvent base = SetEventBase(session, job);
   auto cancelled = [&] {
     return VssError(VSS_S_ASYNC_CANCELLED, "DoSnapshotSet was cancelled before the commit");
   };
@@ -345,25 +403,7 @@ VssStatus Coordinator::CreateSnapshotSet(Session& session, SnapshotSetJob& job,
   const Clock::time_point hold_start = Clock::now();
   auto on_hold = [&]() -> VssStatus {
     if (options_.on_hold_for_test) options_.on_hold_for_test();
-    Clock::time_point now = Clock::now();
-    if (now - hold_start > std::chrono::milliseconds(options_.hold_writes_timeout_ms)) {
-      return VssError(VSS_E_HOLD_WRITES_TIMEOUT,
-                      "writes were held longer than " +
-                          std::to_string(options_.hold_writes_timeout_ms) + " ms");
-    }
-    std::lock_guard<std::mutex> l(session.mu);
-    for (size_t i : writers) {
-      Participant& p = session.writers[i];
-      const bool frozen = p.freeze_deadline != Clock::time_point{};
-      if (frozen && now > p.freeze_deadline) {
-        p.status.state = VSS_WS_FAILED_AT_FREEZE;
-        p.status.failure = VSS_E_WRITERERROR_TIMEOUT;
-        p.status.message = "the freeze-to-thaw window ran out before the commit";
-        return VssError(VSS_E_WRITERERROR_TIMEOUT,
-                        "writer '" + p.status.name + "': " + p.status.message);
-      }
-    }
-    return VssStatus::Ok();
+    return CheckHold(session, writers, hold_start, options_);
   };
   if (VssStatus s = provider_.CommitSnapshots(job.set_id, on_hold); !s.ok()) {
     return AbortSet(session, job, base, s);
@@ -379,6 +419,12 @@ VssStatus Coordinator::CreateSnapshotSet(Session& session, SnapshotSetJob& job,
     result = props.status();
   }
 
+  ThawAndPostSnapshot(session, writers, base, job);
+  return result;
+}
+
+void Coordinator::ThawAndPostSnapshot(Session& session, const std::vector<size_t>& writers,
+                                      const WriterEvent& base, const SnapshotSetJob& job) {
   const VSS_APPLICATION_LEVEL kThawOrder[] = {VSS_APP_SYSTEM, VSS_APP_BACK_END, VSS_APP_FRONT_END};
   for (VSS_APPLICATION_LEVEL level : kThawOrder) {
     std::vector<size_t> at_level;
@@ -405,7 +451,6 @@ VssStatus Coordinator::CreateSnapshotSet(Session& session, SnapshotSetJob& job,
     if (!job.created.empty()) session.bcd.snapshot_set_id = job.created.front().snapshot_set_id;
   }
   Dispatch(session, writers, post).IgnoreError();
-  return result;
 }
 
 }  // namespace vss

@@ -57,7 +57,8 @@ awk -v dir="$work/readme" '
   }
   in_block && out != "" { print > out }
 ' "$SRC/README.md"
-for pair in requester.cc:requester.cc writer.cc:writer.cc CMakeLists.txt:consumer/CMakeLists.txt; do
+for pair in requester.cc:requester.cc writer.cc:writer.cc CMakeLists.txt:consumer/CMakeLists.txt \
+            backup_files.cc:library/backup_files.cc; do
   shown=$work/readme/${pair%%:*}
   source=$SAMPLES/${pair#*:}
   [[ -f $shown ]] || die "README.md has no code block starting with 'file: ${pair%%:*}'"

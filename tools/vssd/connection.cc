@@ -268,35 +268,9 @@ bool Connection::Handshake() {
       case nbd::kOptStartTls:
         if (!HandleStartTls(length)) return false;
         break;
-      case nbd::kOptList: {
-        if (length != 0) {
-          if (!SendOptionError(option, nbd::kRepErrInvalid,
-                               "NBD_OPT_LIST takes no data")) {
-            return false;
-          }
-          break;
-        }
-        auto exports = registry_->List();
-        if (!exports.ok()) {
-          std::fprintf(stderr, "vssd: NBD client %s: listing exports: %s\n",
-                       policy_.peer.c_str(), exports.status().ToString().c_str());
-          if (!SendOptionError(option, nbd::kRepErrInvalid,
-                               "the exports cannot be listed (the vssd log "
-                               "has the details)")) {
-            return false;
-          }
-          break;
-        }
-        for (const ExportInfo& e : *exports) {
-          std::vector<uint8_t> b;
-          nbd::Put32(b, static_cast<uint32_t>(e.name.size()));
-          nbd::PutBytes(b, e.name);
-          nbd::PutBytes(b, e.description);
-          if (!SendOptionReply(option, nbd::kRepServer, b)) return false;
-        }
-        if (!SendOptionReply(option, nbd::kRepAck)) return false;
+      case nbd::kOptList:
+        if (!HandleList(length)) return false;
         break;
-      }
       case nbd::kOptInfo:
       case nbd::kOptGo: {
         bool go = false;
@@ -305,15 +279,7 @@ bool Connection::Handshake() {
         break;
       }
       case nbd::kOptStructuredReply:
-        if (length != 0) {
-          if (!SendOptionError(option, nbd::kRepErrInvalid,
-                               "NBD_OPT_STRUCTURED_REPLY takes no data")) {
-            return false;
-          }
-          break;
-        }
-        structured_ = true;
-        if (!SendOptionReply(option, nbd::kRepAck)) return false;
+        if (!HandleStructuredReply(length)) return false;
         break;
       case nbd::kOptListMetaContext:
       case nbd::kOptSetMetaContext:
@@ -327,6 +293,40 @@ bool Connection::Handshake() {
         }
     }
   }
+}
+
+bool Connection::HandleList(uint32_t length) {
+  const uint32_t option = nbd::kOptList;
+  if (length != 0) {
+    return SendOptionError(option, nbd::kRepErrInvalid,
+                           "NBD_OPT_LIST takes no data");
+  }
+  auto exports = registry_->List();
+  if (!exports.ok()) {
+    std::fprintf(stderr, "vssd: NBD client %s: listing exports: %s\n",
+                 policy_.peer.c_str(), exports.status().ToString().c_str());
+    return SendOptionError(option, nbd::kRepErrInvalid,
+                           "the exports cannot be listed (the vssd log "
+                           "has the details)");
+  }
+  for (const ExportInfo& e : *exports) {
+    std::vector<uint8_t> b;
+    nbd::Put32(b, static_cast<uint32_t>(e.name.size()));
+    nbd::PutBytes(b, e.name);
+    nbd::PutBytes(b, e.description);
+    if (!SendOptionReply(option, nbd::kRepServer, b)) return false;
+  }
+  return SendOptionReply(option, nbd::kRepAck);
+}
+
+bool Connection::HandleStructuredReply(uint32_t length) {
+  const uint32_t option = nbd::kOptStructuredReply;
+  if (length != 0) {
+    return SendOptionError(option, nbd::kRepErrInvalid,
+                           "NBD_OPT_STRUCTURED_REPLY takes no data");
+  }
+  structured_ = true;
+  return SendOptionReply(option, nbd::kRepAck);
 }
 
 bool Connection::HandleStartTls(uint32_t length) {
@@ -444,17 +444,30 @@ bool Connection::HandleInfoOrGo(uint32_t option,
     }
     export_ = std::move(opened).value();
   }
+  if (!SendInfoReplies(option, *info, requests)) return false;
+  if (!SendOptionReply(option, nbd::kRepAck)) return false;
+  if (option == nbd::kOptGo) {
+    // Contexts selected for another export do not apply to this one.
+    if (name != context_export_) contexts_.clear();
+    transmission_ = true;
+    *go = true;
+  }
+  return true;
+}
+
+bool Connection::SendInfoReplies(uint32_t option, const ExportInfo& info,
+                                 const std::vector<uint16_t>& requests) {
   // NBD_INFO_EXPORT always, the others when asked.
   std::vector<uint8_t> b;
   nbd::Put16(b, nbd::kInfoExport);
-  nbd::Put64(b, info->size);
+  nbd::Put64(b, info.size);
   bool was_open = export_ != nullptr;
   if (!was_open) {
     // INFO: flags as GO would give them (read-only shadows).
     uint16_t flags =
         nbd::kFlagHasFlags | nbd::kFlagSendFlush | nbd::kFlagCanMultiConn;
     if (structured_) flags |= nbd::kFlagSendDf;
-    flags |= info->read_only ? nbd::kFlagReadOnly
+    flags |= info.read_only ? nbd::kFlagReadOnly
                              : (nbd::kFlagSendFua | nbd::kFlagSendTrim |
                                 nbd::kFlagSendWriteZeroes);
     nbd::Put16(b, flags);
@@ -466,9 +479,9 @@ bool Connection::HandleInfoOrGo(uint32_t option,
     b.clear();
     nbd::Put16(b, r);
     if (r == nbd::kInfoName) {
-      nbd::PutBytes(b, info->name);
+      nbd::PutBytes(b, info.name);
     } else if (r == nbd::kInfoDescription) {
-      nbd::PutBytes(b, info->description);
+      nbd::PutBytes(b, info.description);
     } else if (r == nbd::kInfoBlockSize) {
       nbd::Put32(b, 1);                 // minimum: byte granular
       nbd::Put32(b, 4096);              // preferred
@@ -477,13 +490,6 @@ bool Connection::HandleInfoOrGo(uint32_t option,
       continue;  // unknown information requests are ignored
     }
     if (!SendOptionReply(option, nbd::kRepInfo, b)) return false;
-  }
-  if (!SendOptionReply(option, nbd::kRepAck)) return false;
-  if (option == nbd::kOptGo) {
-    // Contexts selected for another export do not apply to this one.
-    if (name != context_export_) contexts_.clear();
-    transmission_ = true;
-    *go = true;
   }
   return true;
 }

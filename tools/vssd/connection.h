@@ -97,6 +97,14 @@ class Connection : private TlsTransport {
   bool HandleMetaContext(uint32_t option, const std::vector<uint8_t>& data);
   bool HandleExportName(const std::vector<uint8_t>& data);
   // STARTTLS: false when the connection must end (a failed handshake).
+  // NBD_OPT_LIST: one reply per export, then an ack. False: close.
+  // The NBD_REP_INFO replies of NBD_OPT_INFO/GO: the export's size and
+  // flags, then each information item asked for. False: close.
+  bool SendInfoReplies(uint32_t option, const ExportInfo& info,
+                       const std::vector<uint16_t>& requests);
+  bool HandleList(uint32_t length);
+  // NBD_OPT_STRUCTURED_REPLY: structured replies from now on.
+  bool HandleStructuredReply(uint32_t length);
   bool HandleStartTls(uint32_t length);
   // The option reply error and the message the client may see for a failed
   // lookup or open of export `name`; logs the full status.

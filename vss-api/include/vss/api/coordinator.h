@@ -157,6 +157,10 @@ class Coordinator final : public WriterRegistry {
                      VssStatus cause);
   // Sends one event and waits; see Dispatch. `freeze` applies the
   // freeze-to-thaw window.
+  // After the commit: thaws the writers level by level (system first),
+  // then sends PostSnapshot with each volume's shadow device.
+  void ThawAndPostSnapshot(Session& session, const std::vector<size_t>& writers,
+                           const WriterEvent& base, const SnapshotSetJob& job);
   VssStatus DispatchImpl(Session& s, const std::vector<size_t>& which, const WriterEvent& base,
                          bool freeze);
 
