@@ -114,7 +114,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* bytes, size_t size) {
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) abort();
   std::promise<void> closed;
   {
-    Channel channel(sv[0], OnCall, [&closed] { closed.set_value(); });
+    Channel channel(sv[0], OnCall,
+                    [&closed](const std::string&) { closed.set_value(); });
     for (const auto& [method, read] : OurCalls()) {
       channel.CallAsync(method, Json::object(),
                         [read = read](const vss::VssStatus& s, Json result) {
