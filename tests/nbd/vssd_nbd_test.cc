@@ -186,7 +186,7 @@ class VssdTest : public ::testing::Test {
                                     "tcp:" + std::to_string(port)};
       args.insert(args.end(), extra.begin(), extra.end());
       pid_t pid = StartVssd(args);
-      for (int i = 0; i < 250; ++i) {
+      for (int i = 0; i < 3000; ++i) {
         Client c;
         if (c.ConnectTcp(port)) {
           pid_ = pid;
@@ -1163,7 +1163,7 @@ TEST_F(VssdTest, ConnectionLimit_OneMoreIsClosedBeforeTheGreeting) {
   // When one leaves, a new client is served (once the server has seen it go).
   clients[0]->Close();
   bool served = false;
-  for (int i = 0; i < 500 && !served; ++i) {
+  for (int i = 0; i < 3000 && !served; ++i) {
     Client c;
     served = c.Connect(socket_) && c.Greet().has_value();
     if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(20));
