@@ -14,10 +14,13 @@
 #include <nlohmann/json.hpp>
 #include <span>
 
+#include "json_util.h"
+
 namespace vss {
 namespace {
 
 using Json = nlohmann::json;
+using internal::IntFromJson;
 
 constexpr uint64_t kPiece = uint64_t{1} << 20;
 constexpr uint64_t kMaxDocument = uint64_t{64} << 20;
@@ -436,7 +439,7 @@ StatusOr<std::vector<ManifestVolume>> BackupSource::ReadManifest() {
       !m["version"].is_number_integer()) {
     return CorruptionError(path + " is damaged (not a vssctl backup manifest)");
   }
-  const int64_t version = m["version"].get<int64_t>();
+  const int64_t version = IntFromJson<int64_t>(m["version"]);
   if (version == 1) {
     return UnsupportedError(
         path +
@@ -467,7 +470,7 @@ StatusOr<std::vector<ManifestVolume>> BackupSource::ReadManifest() {
           "xxh3_128)");
     }
     ManifestVolume mv{volume->get<std::string>(), image->get<std::string>(),
-                      size->get<uint64_t>(), sum->get<std::string>()};
+                      IntFromJson<uint64_t>(*size), sum->get<std::string>()};
     if (!IsPlainFileName(mv.image)) {
       return CorruptionError(
           path + ": volume '" + mv.volume + "': image '" + mv.image +

@@ -6,6 +6,7 @@ namespace vss {
 
 using internal::EnumFromJson;
 using internal::GuidFromJson;
+using internal::IntFromJson;
 using internal::Json;
 
 // Reads and writes Component's private fields.
@@ -45,8 +46,8 @@ struct ComponentJson {
     c.backup_metadata_ = j.at("backup_metadata").get<std::string>();
     c.restore_metadata_ = j.at("restore_metadata").get<std::string>();
     const Json& f = j.at("failure");
-    c.failure_.hr = f.at("hr").get<int32_t>();
-    c.failure_.application_hr = f.at("application_hr").get<int32_t>();
+    c.failure_.hr = IntFromJson<int32_t>(f.at("hr"));
+    c.failure_.application_hr = IntFromJson<int32_t>(f.at("application_hr"));
     c.failure_.message = f.at("message").get<std::string>();
     return c;
   }
@@ -92,7 +93,7 @@ VssStatusOr<BackupComponentsDocument> BackupComponentsFromJson(const std::string
   BackupComponentsDocument d;
   VssStatus s = internal::ParseDocument(
       text, "backup components document", kBackupComponentsVersion, [&](const Json& j) {
-        d.context = j.at("context").get<int32_t>();
+        d.context = IntFromJson<int32_t>(j.at("context"));
         d.backup_type = EnumFromJson<VSS_BACKUP_TYPE>(j.at("backup_type"));
         d.restore_type = EnumFromJson<VSS_RESTORE_TYPE>(j.at("restore_type"));
         d.select_components = j.at("select_components").get<bool>();

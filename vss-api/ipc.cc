@@ -8,6 +8,8 @@
 #include <cstring>
 #include <future>
 
+#include "json_util.h"
+
 namespace vss::internal {
 namespace {
 
@@ -53,9 +55,20 @@ Json StatusMembers(const VssStatus& s) {
 }  // namespace
 
 VssStatus StatusFromJson(const Json& j) {
-  HResult hr = j.value("hr", static_cast<HResult>(E_UNEXPECTED));
-  if (Succeeded(hr)) return VssStatus(hr, "");
-  return VssStatus(hr, j.value("message", std::string()));
+  // A peer's reply: `hr` a signed 32-bit number, `message` a string. Any
+  // other shape is the peer's fault, never this side's crash.
+  auto hr = j.find("hr");
+  auto message = j.find("message");
+  if (hr == j.end()) return VssError(E_UNEXPECTED, "a reply without a status");
+  HResult code;
+  try {
+    code = IntFromJson<HResult>(*hr);
+  } catch (const std::exception&) {
+    return VssError(E_UNEXPECTED, "a reply whose status is not a 32-bit HRESULT");
+  }
+  if (Succeeded(code)) return VssStatus(code, "");
+  if (message == j.end() || !message->is_string()) return VssStatus(code, "");
+  return VssStatus(code, message->get<std::string>());
 }
 
 int ConnectUnix(const std::string& path) {

@@ -4,7 +4,9 @@
 // VSS_E_CORRUPT_XML_DOCUMENT (not JSON) or VSS_E_INVALID_XML_DOCUMENT.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -29,9 +31,31 @@ inline Guid GuidFromJson(const Json& j) {
   return *g;
 }
 
+// An integer member of outside JSON, of type T. Json::get<T>() converts a
+// fraction or an out-of-range number with a bare cast (undefined for
+// 1e300 -> int); this refuses anything that is not an integer T can hold.
+template <typename T>
+T IntFromJson(const Json& j) {
+  static_assert(std::is_integral_v<T>);
+  if (j.is_number_unsigned()) {
+    uint64_t v = j.get<uint64_t>();
+    if (v <= static_cast<uint64_t>(std::numeric_limits<T>::max())) return static_cast<T>(v);
+  } else if (j.is_number_integer()) {
+    int64_t v = j.get<int64_t>();
+    if constexpr (std::is_signed_v<T>) {
+      if (v >= std::numeric_limits<T>::min() && v <= std::numeric_limits<T>::max()) {
+        return static_cast<T>(v);
+      }
+    } else if (v >= 0 && static_cast<uint64_t>(v) <= std::numeric_limits<T>::max()) {
+      return static_cast<T>(v);
+    }
+  }
+  throw ShapeError("not an integer in range: " + j.dump());
+}
+
 template <typename E>
 E EnumFromJson(const Json& j) {
-  return static_cast<E>(j.get<int32_t>());
+  return static_cast<E>(IntFromJson<int32_t>(j));
 }
 
 // Parses `text` and runs `read` on it, mapping failures to VSS codes.
@@ -47,7 +71,7 @@ inline VssStatus ParseDocument(const std::string& text, const std::string& what,
   }
   try {
     if (!j.is_object()) throw ShapeError("not a JSON object");
-    int v = j.at("version").get<int>();
+    int v = IntFromJson<int>(j.at("version"));
     if (v != version) {
       throw ShapeError("version " + std::to_string(v) + " (this build reads " +
                        std::to_string(version) + ")");

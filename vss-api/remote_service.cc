@@ -213,7 +213,7 @@ class RemoteService final : public Service {
     if (!r.ok()) return r.status();
     try {
       return std::unique_ptr<BackupComponents>(new RemoteBackupComponents(
-          channel_, r->at("handle").get<int64_t>(), GuidFromJson(r->at("session_id"))));
+          channel_, IntFromJson<int64_t>(r->at("handle")), GuidFromJson(r->at("session_id"))));
     } catch (const std::exception& e) {
       return VssError(E_UNEXPECTED, std::string("vssd answered wrongly: ") + e.what());
     }

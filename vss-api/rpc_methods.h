@@ -47,7 +47,7 @@ struct Plain {  // bool, int32_t, size_t, std::string
 template <typename E>
 struct Enum {  // VSS_* enums travel as numbers
   static Json Encode(E v) { return Json(static_cast<int32_t>(v)); }
-  static E Decode(const Json& j) { return static_cast<E>(j.get<int>()); }
+  static E Decode(const Json& j) { return static_cast<E>(IntFromJson<int>(j)); }
 };
 struct GuidCodec {
   static Json Encode(const Guid& g) { return g.ToString(); }
@@ -111,7 +111,7 @@ struct DeleteResultCodec {
   }
   static BackupComponents::DeleteResult Decode(const Json& j) {
     BackupComponents::DeleteResult r;
-    r.deleted = j.at("deleted").get<int32_t>();
+    r.deleted = IntFromJson<int32_t>(j.at("deleted"));
     r.non_deleted = NullableGuid::Decode(j.at("non_deleted"));
     return r;
   }
@@ -153,7 +153,7 @@ struct ValueReply {
 struct CountReply {
   static VssStatusOr<Json> Reply(size_t n) { return Json(n); }
   static size_t Read(const VssStatusOr<Json>& r) {
-    return r.ok() && r->is_number_unsigned() ? r->get<size_t>() : 0;
+    return r.ok() && r->is_number_unsigned() ? IntFromJson<size_t>(*r) : 0;
   }
 };
 

@@ -21,6 +21,7 @@ namespace vss {
 namespace {
 
 using internal::Channel;
+using internal::IntFromJson;
 using internal::Json;
 namespace rpc = internal::rpc;
 
@@ -204,7 +205,7 @@ class HostConnection {
       requesters_[h] = r;
       return Json{{"handle", h}, {"session_id", r->bc.GetSessionId().ToString()}};
     }
-    int64_t h = args.at("handle").get<int64_t>();
+    int64_t h = IntFromJson<int64_t>(args.at("handle"));
     std::shared_ptr<Requester> r;
     {
       std::lock_guard<std::mutex> l(mu_);

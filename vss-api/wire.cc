@@ -41,8 +41,8 @@ WriterRegistration RegistrationFromJson(const Json& j) {
   WriterRegistration r;
   r.identity = IdentityFromJson(j.at("identity"));
   r.level = EnumFromJson<VSS_APPLICATION_LEVEL>(j.at("level"));
-  r.freeze_timeout_ms = j.at("freeze_timeout_ms").get<uint32_t>();
-  r.event_flags = j.at("event_flags").get<int32_t>();
+  r.freeze_timeout_ms = IntFromJson<uint32_t>(j.at("freeze_timeout_ms"));
+  r.event_flags = IntFromJson<int32_t>(j.at("event_flags"));
   return r;
 }
 
@@ -70,14 +70,14 @@ Json ToJson(const WriterEvent& e) {
 
 WriterEvent EventFromJson(const Json& j) {
   WriterEvent e;
-  int kind = j.at("kind").get<int>();
+  int kind = IntFromJson<int>(j.at("kind"));
   if (kind < 0 || kind > static_cast<int>(WriterEventKind::kPostRestore)) {
     throw ShapeError("unknown writer event " + std::to_string(kind));
   }
   e.kind = static_cast<WriterEventKind>(kind);
   e.session_id = GuidFromJson(j.at("session_id"));
   e.snapshot_set_id = OptionalGuidFromJson(j.at("snapshot_set_id"));
-  e.context = j.at("context").get<int32_t>();
+  e.context = IntFromJson<int32_t>(j.at("context"));
   e.backup_type = EnumFromJson<VSS_BACKUP_TYPE>(j.at("backup_type"));
   e.restore_type = EnumFromJson<VSS_RESTORE_TYPE>(j.at("restore_type"));
   e.components_selected = j.at("components_selected").get<bool>();
@@ -106,8 +106,8 @@ Json ToJson(const WriterEventResult& r) {
 WriterEventResult EventResultFromJson(const Json& j) {
   WriterEventResult r;
   r.success = j.at("success").get<bool>();
-  r.failure = j.at("failure").get<HResult>();
-  r.application_hr = j.at("application_hr").get<HResult>();
+  r.failure = IntFromJson<HResult>(j.at("failure"));
+  r.application_hr = IntFromJson<HResult>(j.at("application_hr"));
   r.message = j.at("message").get<std::string>();
   r.components = WriterComponentsFromJson(j.at("components"));
   if (j.contains("metadata")) r.metadata = WriterMetadataFromJsonValue(j.at("metadata"));
@@ -133,8 +133,8 @@ WriterStatus WriterStatusFromJson(const Json& j) {
   s.name = j.at("name").get<std::string>();
   s.instance_name = j.at("instance_name").get<std::string>();
   s.state = EnumFromJson<VSS_WRITER_STATE>(j.at("state"));
-  s.failure = j.at("failure").get<HResult>();
-  s.application_hr = j.at("application_hr").get<HResult>();
+  s.failure = IntFromJson<HResult>(j.at("failure"));
+  s.application_hr = IntFromJson<HResult>(j.at("application_hr"));
   s.message = j.at("message").get<std::string>();
   s.last_event = j.at("last_event").get<std::string>();
   return s;
@@ -160,7 +160,7 @@ SnapshotProp SnapshotPropFromJson(const Json& j) {
   SnapshotProp p;
   p.snapshot_id = GuidFromJson(j.at("snapshot_id"));
   p.snapshot_set_id = GuidFromJson(j.at("snapshot_set_id"));
-  p.snapshots_count = j.at("snapshots_count").get<int32_t>();
+  p.snapshots_count = IntFromJson<int32_t>(j.at("snapshots_count"));
   p.snapshot_device_object = j.at("snapshot_device_object").get<std::string>();
   p.original_volume_name = j.at("original_volume_name").get<std::string>();
   p.originating_machine = j.at("originating_machine").get<std::string>();
@@ -168,8 +168,8 @@ SnapshotProp SnapshotPropFromJson(const Json& j) {
   p.exposed_name = j.at("exposed_name").get<std::string>();
   p.exposed_path = j.at("exposed_path").get<std::string>();
   p.provider_id = GuidFromJson(j.at("provider_id"));
-  p.snapshot_attributes = j.at("snapshot_attributes").get<int32_t>();
-  p.creation_timestamp = j.at("creation_timestamp").get<int64_t>();
+  p.snapshot_attributes = IntFromJson<int32_t>(j.at("snapshot_attributes"));
+  p.creation_timestamp = IntFromJson<int64_t>(j.at("creation_timestamp"));
   p.status = EnumFromJson<VSS_SNAPSHOT_STATE>(j.at("status"));
   return p;
 }

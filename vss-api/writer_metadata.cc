@@ -7,6 +7,7 @@ namespace {
 
 using internal::EnumFromJson;
 using internal::GuidFromJson;
+using internal::IntFromJson;
 using internal::GuidToJson;
 using internal::Json;
 
@@ -24,7 +25,7 @@ FileDescriptor FileFromJson(const Json& j) {
   f.filespec = j.at("filespec").get<std::string>();
   f.recursive = j.at("recursive").get<bool>();
   f.alternate_location = j.at("alternate_location").get<std::string>();
-  f.backup_type_mask = j.at("backup_type_mask").get<int32_t>();
+  f.backup_type_mask = IntFromJson<int32_t>(j.at("backup_type_mask"));
   return f;
 }
 
@@ -74,7 +75,7 @@ ComponentInfo ComponentFromJson(const Json& j) {
   c.notify_on_backup_complete = j.at("notify_on_backup_complete").get<bool>();
   c.selectable = j.at("selectable").get<bool>();
   c.selectable_for_restore = j.at("selectable_for_restore").get<bool>();
-  c.component_flags = j.at("flags").get<int32_t>();
+  c.component_flags = IntFromJson<int32_t>(j.at("flags"));
   c.files = FilesFromJson(j.at("files"));
   c.databases = FilesFromJson(j.at("databases"));
   c.log_files = FilesFromJson(j.at("log_files"));
@@ -143,7 +144,7 @@ VssStatusOr<WriterMetadataDocument> WriterMetadataFromJson(const std::string& te
             EnumFromJson<VSS_WRITERRESTORE_ENUM>(rm.at("writer_restore"));
         d.restore_method.reboot_required = rm.at("reboot_required").get<bool>();
         d.alternate_location_mappings = FilesFromJson(j.at("alternate_location_mappings"));
-        d.backup_schema = j.at("backup_schema").get<int32_t>();
+        d.backup_schema = IntFromJson<int32_t>(j.at("backup_schema"));
       });
   if (!s.ok()) return s;
   return d;

@@ -68,7 +68,7 @@ const std::vector<std::pair<std::string, ResultReader>>& OurCalls() {
            [](const Json& j) { RoundTrip(j, EventResultFromJson); }},
           {"CreateBackupComponents",
            [](const Json& j) {
-             j.at("handle").get<int64_t>();
+             IntFromJson<int64_t>(j.at("handle"));
              GuidFromJson(j.at("session_id"));
            }},
       };
@@ -79,7 +79,7 @@ const std::vector<std::pair<std::string, ResultReader>>& OurCalls() {
 // (remote_service.cc) reads its arguments. Throws on a wrong shape.
 Json Answer(const std::string& method, const Json& args) {
   if (method == "Hello") {
-    args.at("version").get<int>();
+    IntFromJson<int>(args.at("version"));
   } else if (method == "Subscribe") {
     RoundTrip(args.at("registration"), RegistrationFromJson);
   } else if (method == "Unsubscribe") {
