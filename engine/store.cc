@@ -57,10 +57,11 @@ std::string CanonicalImagePath(const std::string& path) {
 StatusOr<std::unique_ptr<BlockDevice>> OpenImage(const StoreOptions& o,
                                                  const std::string& path,
                                                  const std::string& format,
-                                                 bool create, uint64_t size) {
+                                                 bool create, uint64_t size,
+                                                 const DriverOptions& options = {}) {
   if (o.open_image) return o.open_image(path, create, size);
   VSS_ASSIGN_OR_RETURN(const ImageDriver* driver, DriverRegistry::Default().Find(format));
-  if (create) return driver->Create({.path = path, .size = size});
+  if (create) return driver->Create({.path = path, .size = size, .options = options});
   return driver->Open({.path = path, .writable = true, .require_real_path = true});
 }
 
@@ -239,8 +240,11 @@ StatusOr<VolumeInfo> Store::CreateVolume(const CreateVolumeRequest& req) {
       return AlreadyExistsError(row.path + " is already volume '" + v.name + "'");
   }
   VSS_ASSIGN_OR_RETURN(row.format, VolumeFormat(options_, req, row.path));
+  if (!req.create && !req.create_options.empty()) {
+    return InvalidArgumentError("image options are for a new image, not for " + row.path);
+  }
   VSS_ASSIGN_OR_RETURN(auto image, OpenImage(options_, row.path, row.format, req.create,
-                                             req.size.value_or(0)));
+                                             req.size.value_or(0), req.create_options));
   row.size = image->size();
   if (!req.create && req.size && *req.size != row.size)
     return InvalidArgumentError(row.path + " is " + std::to_string(row.size) +

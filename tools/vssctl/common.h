@@ -39,6 +39,9 @@ struct Cli {
   bool json = false;      // --json
   // Set by the parse callback of the chosen command; run after parsing.
   std::function<Status()> run;
+  // The exit status of a command that ran without error but has an
+  // outcome to report (image check: 2 errors, 3 leaks).
+  int exit_code = 0;
 
   // Opens the store once (creating it when missing). Errors name the store.
   StatusOr<engine::Store*> Store();
@@ -60,6 +63,8 @@ void AddMountCommands(CLI::App& app, Cli& cli);  // mount, unmount, attach
 void AddVssCommands(CLI::App& app, Cli& cli);
 // writer simulate (writer_cmd.cc).
 void AddWriterCommands(CLI::App& app, Cli& cli);
+// image info, image check (image_cmd.cc).
+void AddImageCommands(CLI::App& app, Cli& cli);
 
 // --- The VSS layer (vss_cmd.cc) ---
 

@@ -26,6 +26,7 @@ constexpr const char* kFooter = R"(Examples:
   vssctl shadow revert 1a2b
   vssctl storage add --for disk --on /srv/diff --max-size 20G
   vssctl events --volume disk
+  vssctl image info web.qcow2
 
 VOLUME is a volume name or id; SHADOW and SET are GUIDs ({...} optional)
 or any unique prefix. Sizes are bytes or take K, M, G, T (binary) suffixes.
@@ -50,6 +51,7 @@ int Run(int argc, char** argv) {
   AddMountCommands(app, cli);
   AddVssCommands(app, cli);
   AddWriterCommands(app, cli);
+  AddImageCommands(app, cli);
 
   try {
     app.parse(argc, argv);
@@ -77,7 +79,7 @@ int Run(int argc, char** argv) {
     std::fprintf(stderr, "vssctl: writing standard output failed\n");
     return 1;
   }
-  return 0;
+  return cli.exit_code;
 }
 
 }  // namespace

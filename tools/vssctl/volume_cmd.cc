@@ -25,6 +25,8 @@ struct CreateOptions {
   std::string name;
   std::string chunk_size;
   std::string format;  // create: the image format (empty: raw)
+  std::string cluster_size;          // create: the driver's cluster_size
+  std::vector<std::string> options;  // create: KEY=VALUE driver options
   bool create = true;
 };
 
@@ -59,6 +61,24 @@ void PrintVolumeLines(const engine::VolumeInfo& v) {
               engine::TimestampToIso8601(v.created).c_str());
 }
 
+// The driver options of `volume create`: each -o KEY=VALUE, and
+// --cluster-size as the cluster_size option in bytes.
+StatusOr<DriverOptions> CreateDriverOptions(const CreateOptions& o) {
+  DriverOptions out;
+  for (const std::string& kv : o.options) {
+    size_t eq = kv.find('=');
+    if (eq == 0 || eq == std::string::npos) {
+      return InvalidArgumentError("--option: '" + kv + "' is not KEY=VALUE");
+    }
+    out[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  if (!o.cluster_size.empty()) {
+    VSS_ASSIGN_OR_RETURN(uint64_t bytes, ParseSize(o.cluster_size, "--cluster-size"));
+    out["cluster_size"] = std::to_string(bytes);
+  }
+  return out;
+}
+
 Status RunCreate(Cli& cli, const CreateOptions& o) {
   engine::CreateVolumeRequest req;
   req.path = AbsolutePath(o.path);
@@ -67,6 +87,7 @@ Status RunCreate(Cli& cli, const CreateOptions& o) {
   req.format = o.format;
   if (o.create) {
     VSS_ASSIGN_OR_RETURN(req.size, ParseSize(o.size, "--size"));
+    VSS_ASSIGN_OR_RETURN(req.create_options, CreateDriverOptions(o));
   }
   if (!o.chunk_size.empty()) {
     VSS_ASSIGN_OR_RETURN(uint64_t chunk,
@@ -292,7 +313,7 @@ void AddCreate(CLI::App& noun, Cli& cli, bool create) {
   CLI::App* c =
       create ? noun.add_subcommand(
                    "create",
-                   "Create a sparse raw image file and register it as a volume")
+                   "Create a new image file (sparse raw, or --format) and register it as a volume")
              : noun.add_subcommand(
                    "add", "Register an existing image file as a volume");
   c->add_option("PATH", o->path, "Image file")->required();
@@ -300,8 +321,15 @@ void AddCreate(CLI::App& noun, Cli& cli, bool create) {
     c->add_option("--size", o->size, "Size of the new image (e.g. 10G)")
         ->type_name("SIZE")
         ->required();
-    c->add_option("--format", o->format, "Image format (default: raw)")
+    c->add_option("--format", o->format, "Image format: raw (default), qcow2")
         ->type_name("FORMAT");
+    c->add_option("--cluster-size", o->cluster_size,
+                  "The image's cluster size (qcow2: 512 to 2M, default 64K)")
+        ->type_name("SIZE");
+    c->add_option("-o,--option", o->options,
+                  "A format option, e.g. compression_type=zstd (repeatable; see "
+                  "README: volume formats)")
+        ->type_name("KEY=VALUE");
   }
   c->add_option("--name", o->name, "Volume name (default: the file name)");
   c->add_option(
@@ -310,11 +338,13 @@ void AddCreate(CLI::App& noun, Cli& cli, bool create) {
       ->type_name("SIZE");
   c->footer(
       create
-          ? "Example:\n  vssctl volume create disk.img --size 10G --name disk"
-          : "The image must be raw: a qcow2, QED, VHDX, VHD, VMDK or VDI "
-            "file is refused.\nThe volume is recorded by the image's real "
-            "path (symbolic links resolved).\n"
-            "Example:\n  vssctl volume add /var/lib/vm/web.raw --name web");
+          ? "Examples:\n  vssctl volume create disk.img --size 10G --name disk\n"
+            "  vssctl volume create web.qcow2 --size 20G --format qcow2 --cluster-size 64K"
+          : "The format is read from the image's header (raw when it shows none); a\n"
+            "format vss has no driver for (QED, VHDX, VHD, VMDK, VDI) is refused.\n"
+            "The volume is recorded by the image's real path (symbolic links resolved).\n"
+            "Examples:\n  vssctl volume add /var/lib/vm/web.raw --name web\n"
+            "  vssctl volume add /var/lib/libvirt/images/web.qcow2 --name web");
   c->callback(
       [&cli, o] { cli.run = [&cli, o] { return RunCreate(cli, *o); }; });
 }

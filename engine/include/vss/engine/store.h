@@ -26,6 +26,7 @@
 #include "vss/base/status.h"
 #include "vss/engine/types.h"
 #include "vss/formats/block_device.h"
+#include "vss/formats/driver.h"
 
 namespace vss::metadata {
 class Catalog;
@@ -71,6 +72,9 @@ struct CreateVolumeRequest {
   // The image format (a driver name of vss/formats/registry.h). Empty:
   // "raw" on create; on add, the format the file's header shows.
   std::string format;
+  // Create: the driver's options ("cluster_size" -> "65536"); a key the
+  // driver does not know is kInvalidArgument. Must be empty on add.
+  DriverOptions create_options;
 };
 
 // One shadow of a created set.

@@ -116,6 +116,13 @@ class ImageDriver {
   [[nodiscard]] virtual StatusOr<ImageCheckResult> Check(
       const std::string& path) const;
 
+  // Repairs what Check() finds that the format allows fixing (leaks and
+  // reference counts), then checks again: the result is the image as it is
+  // after the repair. The image must not be open elsewhere. Errors are those
+  // of Open(). The default: kUnsupported.
+  [[nodiscard]] virtual StatusOr<ImageCheckResult> Repair(
+      const std::string& path) const;
+
   // Describes the image at `path` without changing it. Errors are those
   // of Open(). The default: kUnsupported.
   [[nodiscard]] virtual StatusOr<ImageInfo> Info(const std::string& path) const;
