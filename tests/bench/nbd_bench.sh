@@ -59,6 +59,7 @@
 # /var/tmp) and removed at exit, every server stopped, also on error or ^C.
 set -euo pipefail
 
+BENCH_NAME=nbd_bench
 SIZE=1G
 BASE_DIR=/var/tmp
 RUNS=3
@@ -66,6 +67,8 @@ SEED=20240605
 CAP=90
 QEMU_ENV=()
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=bench_lib.sh
+source "$ROOT/tests/bench/bench_lib.sh"
 BUILD=${VSS_BUILD:-$ROOT/build}
 
 die() { echo "nbd_bench: $*" >&2; exit 1; }
@@ -129,24 +132,10 @@ trap 'exit 130' INT TERM
 
 LOG=$WORK/log
 mkdir -p "$LOG"
-fail_with_log() {  # message, log file
-  echo "nbd_bench: $1" >&2
-  [[ -f $2 ]] && tail -n 5 "$2" | sed 's/^/  | /' >&2
-  exit 1
-}
 
 # ---- servers -----------------------------------------------------------------
 # start_server SYS IMG: starts SYS over IMG and sets URI_W, URI_R, SERVER_PID,
 # INFO_PATH (what grows on copy-before-write; empty for raw).
-wait_ready() {  # uri, log
-  local i
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$SERVER_PID" 2>/dev/null || fail_with_log "server exited at start" "$2"
-    if [[ -S $SOCK ]] && nbdinfo --size "$1" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  fail_with_log "server did not answer on $SOCK within 10 s" "$2"
-}
 
 start_server() {
   local sys=$1 img=$2 d
@@ -206,14 +195,6 @@ start_server() {
   esac
 }
 
-stop_server() {
-  if [[ -n $SERVER_PID ]]; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-  fi
-}
-
 # fresh_image SYS: a new directory with a synced copy of the pre-filled image.
 fresh_image() {
   local d=$WORK/$1
@@ -232,53 +213,10 @@ fresh_image() {
 FIO_COMMON=(--ioengine=nbd --direct=1 --iodepth=8 --numjobs=1
   --randseed="$SEED" --buffer_compress_percentage=50 --buffer_compress_chunk=4k
   --runtime="$CAP" --output-format=json)
-server_cpu_ticks() {  # user + system ticks of the server, all its threads
-  awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"
-}
-run_fio() {
-  local out=$1 dir=$2 metric=$3 expect=$4 t0 t1 figure
-  shift 4
-  t0=$(server_cpu_ticks)
-  if ! fio "${FIO_COMMON[@]}" --output="$out" "$@" >/dev/null 2>>"$LOG/fio.log"; then
-    echo "nbd_bench: $SERVER_SYS server (pid $SERVER_PID) is $(kill -0 "$SERVER_PID" 2>/dev/null &&
-      echo running || echo gone); its log ends:" >&2
-    tail -n 5 "$LOG/$SERVER_SYS.log" | sed 's/^/  | /' >&2
-    fail_with_log "fio failed: $*" "$LOG/fio.log"
-  fi
-  t1=$(server_cpu_ticks)
-  local err ios runtime_ms
-  err=$(jq -r '.jobs[0].error' "$out")
-  [[ $err == 0 ]] || fail_with_log "fio reported error $err: $*" "$LOG/fio.log"
-  runtime_ms=$(jq -r ".jobs[0].$dir.runtime" "$out")
-  (( runtime_ms > 0 )) || fail_with_log "fio did no $dir I/O: $*" "$LOG/fio.log"
-  if (( runtime_ms >= CAP * 990 )); then
-    echo "nbd_bench: warning: pass stopped at the ${CAP}s cap: $*" >&2
-  fi
-  if [[ $metric == bw ]]; then
-    local bytes
-    bytes=$(jq -r ".jobs[0].$dir.io_bytes" "$out")
-    (( bytes == expect || runtime_ms >= CAP * 990 )) ||
-      fail_with_log "fio moved $bytes of $expect bytes: $*" "$LOG/fio.log"
-    # bytes completed / time (the time includes the final flush)
-    figure=$(jq -r ".jobs[0].$dir | .io_bytes / 1048576 / (.runtime / 1000) | . * 10 | round / 10" "$out")
-  else
-    # requests issued (all completed: end_fsync waits for them) / time; fio's
-    # own io_bytes under-counts an iolog replay by iodepth-1 requests.
-    ios=$(jq -r ".jobs[0].$dir.total_ios" "$out")
-    (( ios == expect || runtime_ms >= CAP * 990 )) || fail_with_log "fio issued $ios of $expect requests: $*" "$LOG/fio.log"
-    figure=$(jq -r ".jobs[0].$dir | .total_ios / (.runtime / 1000) | round" "$out")
-  fi
-  echo "$figure $(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')"
-}
 
 RESULTS=$WORK/results  # lines: workload sys run value server-cpu-seconds
 : >"$RESULTS"
-record() { echo "$1 $2 $3 $4" >>"$RESULTS"; }
 CLK_TCK=$(getconf CLK_TCK)
-
-alloc_mib() {  # allocated MiB of a file or directory
-  du -sm "$1" | awk '{print $1}'
-}
 
 seq_session() {  # sys run
   local sys=$1 run=$2 img v
@@ -365,10 +303,6 @@ for ((run = 1; run <= RUNS; run++)); do
 done
 
 # ---- table -------------------------------------------------------------------
-median() {  # workload sys [column: 4 = figure, 5 = server CPU seconds]
-  awk -v w="$1" -v s="$2" -v c="${3:-4}" '$1 == w && $2 == s { print $c }' "$RESULTS" | sort -g |
-    awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 
 echo
 echo "NBD over a Unix socket, fio iodepth=8, size=$SIZE, medians of $RUNS runs, seed=$SEED${QEMU_ENV:+, qemu env: ${QEMU_ENV[*]}}"
