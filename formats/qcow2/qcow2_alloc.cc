@@ -106,48 +106,65 @@ Status Image::CreateRefBlock(uint64_t ti) {
   return OkStatus();
 }
 
-// The new table goes in the range `ti` that needs a block (a range beyond
-// the old table holds no used cluster): its refcount block first, then the
-// table, the block counting both.
+// The new table goes where no cluster is used: from the first cluster of
+// range `ti` (every range from the old table's end on is free), followed by
+// the refcount blocks of the ranges it spans, which count table and blocks.
 Status Image::GrowRefTable(uint64_t ti) {
   const uint64_t cs = cluster_size();
   const uint64_t per_cluster = cs / 8;
+  const uint64_t per_block = header_.refcount_block_entries();
   uint64_t entries = std::max<uint64_t>(ti + 1, reftable_.size() * 2);
-  entries = (entries + per_cluster - 1) / per_cluster * per_cluster;
-  const uint64_t table_clusters = entries / per_cluster;
-  if (table_clusters * cs > kMaxRefcountTableBytes ||
-      table_clusters + 1 > header_.refcount_block_entries()) {
+  uint64_t table_clusters = 0, blocks = 1;
+  for (;;) {
+    entries = (entries + per_cluster - 1) / per_cluster * per_cluster;
+    table_clusters = entries / per_cluster;
+    blocks = (table_clusters + blocks + per_block - 1) / per_block;
+    if (ti + blocks <= entries &&
+        blocks == (table_clusters + blocks + per_block - 1) / per_block) {
+      break;
+    }
+    entries = std::max(entries, ti + blocks);
+  }
+  if (table_clusters * cs > kMaxRefcountTableBytes) {
     return NoSpaceError(name() + ": the refcount table cannot grow to " +
                         std::to_string(entries) + " entries");
   }
-  const uint64_t block_offset = ti * header_.refcount_block_entries() * cs;
-  CachedTable block;
-  block.bytes.assign(cs, 0);
-  for (uint64_t i = 0; i <= table_clusters; ++i) {
-    SetRefcount(block.bytes, i, header_.refcount_order, 1);
+  const uint64_t first = ti * per_block;  // the first new cluster
+  const uint64_t used = table_clusters + blocks;
+  std::vector<uint8_t> block_bytes(blocks * cs, 0);
+  for (uint64_t i = 0; i < used; ++i) {
+    SetRefcount(block_bytes, i, header_.refcount_order, 1);
   }
   std::vector<uint64_t> table = reftable_;
   table.resize(entries, 0);
-  table[ti] = block_offset;
+  for (uint64_t j = 0; j < blocks; ++j) {
+    table[ti + j] = (first + table_clusters + j) * cs;
+  }
   std::vector<uint8_t> bytes(entries * 8);
   for (uint64_t i = 0; i < entries; ++i) PutBe64(&bytes[i * 8], table[i]);
-  VSS_RETURN_IF_ERROR(file_->WriteAt(block_offset, block.bytes));
-  VSS_RETURN_IF_ERROR(file_->WriteAt(block_offset + cs, bytes));
-  // The new block and table are durable before the header names them.
+  VSS_RETURN_IF_ERROR(file_->WriteAt(first * cs, bytes));
+  VSS_RETURN_IF_ERROR(
+      file_->WriteAt((first + table_clusters) * cs, block_bytes));
+  // The new table and blocks are durable before the header names them.
   VSS_RETURN_IF_ERROR(file_->Sync());
   uint8_t fields[12];
-  PutBe64(fields, block_offset + cs);
+  PutBe64(fields, first * cs);
   PutBe32(fields + 8, static_cast<uint32_t>(table_clusters));
   VSS_RETURN_IF_ERROR(file_->WriteAt(48, fields));
   // The header names the new table before the old one is released.
   VSS_RETURN_IF_ERROR(file_->Sync());
   pending_release_.emplace_back(header_.refcount_table_offset,
                                 uint64_t{header_.refcount_table_clusters} * cs);
-  header_.refcount_table_offset = block_offset + cs;
+  header_.refcount_table_offset = first * cs;
   header_.refcount_table_clusters = static_cast<uint32_t>(table_clusters);
   reftable_ = std::move(table);
-  block.last_use = ++use_clock_;
-  ref_cache_[block_offset] = std::move(block);
+  for (uint64_t j = 0; j < blocks; ++j) {
+    CachedTable block;
+    block.bytes.assign(block_bytes.begin() + j * cs,
+                       block_bytes.begin() + (j + 1) * cs);
+    block.last_use = ++use_clock_;
+    ref_cache_[reftable_[ti + j]] = std::move(block);
+  }
   return OkStatus();
 }
 
@@ -209,11 +226,11 @@ Status Image::PreallocateMetadata() {
   std::lock_guard lock(mu_);
   const uint64_t cs = cluster_size();
   const uint64_t clusters = (size() + cs - 1) / cs;
-  const uint64_t per_l2 = header_.l2_entries();
   const uint64_t bitmap = header_.extended_l2() ? 0xffffffffull : 0;
   uint64_t end = 0;
-  for (uint64_t gc = 0; gc < clusters; gc += per_l2) {
-    const uint64_t n = std::min(per_l2, clusters - gc);
+  const uint64_t step = std::min(header_.l2_entries(), MaxRun());
+  for (uint64_t gc = 0; gc < clusters; gc += step) {
+    const uint64_t n = std::min(step, clusters - gc);
     VSS_RETURN_IF_ERROR(MaybeEvict());
     VSS_ASSIGN_OR_RETURN(uint64_t host, Allocate(n));
     for (uint64_t i = 0; i < n; ++i) {

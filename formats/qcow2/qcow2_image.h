@@ -32,6 +32,7 @@
 // Thread safety: every operation holds one mutex; any number of threads.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -167,7 +168,13 @@ class Image final : public BlockDevice {
   // Sets the refcounts of clusters [first, first+n) to `value`, writing
   // them through. REQUIRES: their refcount blocks exist.
   Status SetRefcounts(uint64_t first, uint64_t n, uint64_t value);
-  // Allocates n contiguous free clusters (refcount 1, written through, not
+  // The most clusters one Allocate() may ask for: half a refcount block's
+  // range, so that a range given a new block (in its first cluster) still
+  // holds the run.
+  uint64_t MaxRun() const {
+    return std::max<uint64_t>(1, header_.refcount_block_entries() / 2);
+  }
+  // Allocates n (at most MaxRun()) contiguous free clusters (refcount 1, written through, not
   // synced); returns the host offset of the first.
   StatusOr<uint64_t> Allocate(uint64_t n);
   StatusOr<uint64_t> FindFree(uint64_t n);

@@ -168,7 +168,7 @@ Status Image::WriteChunk(uint64_t offset, std::span<const uint8_t> buf) {
     }
     // Whole clusters not written in place: count them, then one run.
     uint64_t count = 1;
-    while (done + (count + 1) * cs <= buf.size()) {
+    while (done + (count + 1) * cs <= buf.size() && count < MaxRun()) {
       VSS_ASSIGN_OR_RETURN(Lookup next, Find(pos / cs + count));
       if (next.kind == Kind::kNormal && next.copied) break;
       ++count;
