@@ -98,6 +98,8 @@ struct QemuImage {
   bool snapshot = false;
 };
 
+void PrintTo(const QemuImage& p, std::ostream* os) { *os << p.name; }
+
 class Qcow2QemuImageTest : public ::testing::TestWithParam<QemuImage> {};
 
 // qemu-img convert, then qemu-io partial, zero and discard writes (zero
@@ -194,6 +196,8 @@ struct CreateCase {
   std::string name;
   DriverOptions options;
 };
+
+void PrintTo(const CreateCase& c, std::ostream* os) { *os << c.name; }
 
 class Qcow2CreateTest : public ::testing::TestWithParam<CreateCase> {};
 
