@@ -6,6 +6,7 @@
 
 #include "vss/formats/image_probe.h"
 #include "vss/formats/nbd_driver.h"
+#include "vss/formats/qcow2_driver.h"
 #include "vss/formats/raw_driver.h"
 #include "vss/formats/raw_image.h"
 
@@ -35,6 +36,7 @@ const DriverRegistry& DriverRegistry::Default() {
     // Distinct names: registering cannot fail.
     r->Register(std::make_unique<RawDriver>()).IgnoreError();
     r->Register(std::make_unique<NbdDriver>()).IgnoreError();
+    r->Register(std::make_unique<Qcow2Driver>()).IgnoreError();
     return r;
   }();
   return *registry;

@@ -1,6 +1,6 @@
 // The BlockDevice conformance suite (tests/lib) on the devices of the
-// formats library: RawImage and the test doubles, each writable and
-// read-only.
+// formats library: RawImage, qcow2 images (alone and over a raw backing
+// file) and the test doubles, each writable and read-only.
 
 #include "vss/testing/device_conformance.h"
 
@@ -97,6 +97,60 @@ class RawImageDevice final : public ConformanceDevice {
   std::vector<uint8_t> initial_;
 };
 
+// A qcow2 image made by the qcow2 driver, alone or over a raw backing file
+// holding a pattern (which the image then reads through); the read-only
+// one also holds a pattern written through the image.
+class Qcow2Device final : public ConformanceDevice {
+ public:
+  static Made Make(bool read_only) { return MakeWith(read_only, false); }
+  static Made MakeOverBacking(bool read_only) {
+    return MakeWith(read_only, true);
+  }
+
+  BlockDevice& device() override { return *image_; }
+  std::vector<uint8_t> InitialContents() override { return initial_; }
+
+ private:
+  static constexpr uint64_t kDataOffset = 70000;
+
+  static Made MakeWith(bool read_only, bool over_backing) {
+    const ImageDriver* qcow2 = *DriverRegistry::Default().Find("qcow2");
+    auto made = std::make_unique<Qcow2Device>();
+    made->initial_.assign(kConformanceDeviceSize, 0);
+    DriverOptions options{{"cluster_size", "4K"}};
+    if (over_backing) {
+      const ImageDriver* raw = *DriverRegistry::Default().Find("raw");
+      VSS_ASSIGN_OR_RETURN(auto base,
+                           raw->Create({.path = made->dir_.File("base.raw"),
+                                        .size = kConformanceDeviceSize}));
+      made->initial_ = Pattern(kConformanceDeviceSize, 4);
+      VSS_RETURN_IF_ERROR(base->Write(0, made->initial_));
+      VSS_RETURN_IF_ERROR(base->Flush());
+      options["backing_file"] = "base.raw";
+      options["backing_format"] = "raw";
+    }
+    const std::string path = made->dir_.File("disk.qcow2");
+    VSS_ASSIGN_OR_RETURN(made->image_,
+                         qcow2->Create({.path = path,
+                                        .size = kConformanceDeviceSize,
+                                        .options = options}));
+    if (read_only) {
+      std::vector<uint8_t> data = Pattern(10000, 9);
+      VSS_RETURN_IF_ERROR(made->image_->Write(kDataOffset, data));
+      VSS_RETURN_IF_ERROR(made->image_->Flush());
+      std::copy(data.begin(), data.end(), made->initial_.begin() + kDataOffset);
+      made->image_.reset();
+      VSS_ASSIGN_OR_RETURN(made->image_,
+                           qcow2->Open({.path = path, .writable = false}));
+    }
+    return std::unique_ptr<ConformanceDevice>(std::move(made));
+  }
+
+  TempDir dir_;
+  std::unique_ptr<BlockDevice> image_;
+  std::vector<uint8_t> initial_;
+};
+
 Made MakeMemory(bool read_only) {
   return std::unique_ptr<ConformanceDevice>(
       std::make_unique<OwnedConformanceDevice>(std::make_unique<MemoryDevice>(
@@ -126,6 +180,8 @@ std::vector<DeviceKind> FormatsKinds() {
   std::vector<DeviceKind> kinds;
   AddBoth(kinds, "RawImage", &RawImageDevice::Make);
   AddBoth(kinds, "RawDriver", &RawImageDevice::MakeThroughDriver);
+  AddBoth(kinds, "Qcow2", &Qcow2Device::Make);
+  AddBoth(kinds, "Qcow2OverBacking", &Qcow2Device::MakeOverBacking);
   AddBoth(kinds, "MemoryDevice", &MakeMemory);
   AddBoth(kinds, "FaultDeviceWithoutRule", &MakeWrapper<FaultDevice>);
   AddBoth(kinds, "PowerLossDeviceOverMemory", &MakeWrapper<PowerLossDevice>);
