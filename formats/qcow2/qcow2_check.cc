@@ -17,6 +17,14 @@ constexpr uint64_t kMaxSnapshotTableBytes = 64ull << 20;
 // (4), id_str_size (2), name_size (2), date_sec (4), date_nsec (4),
 // vm_clock_nsec (8), vm_state_size (4), extra_data_size (4).
 constexpr uint64_t kSnapshotFixedBytes = 40;
+// The bitmaps header extension: nb_bitmaps (4), reserved (4),
+// bitmap_directory_size (8), bitmap_directory_offset (8).
+constexpr uint64_t kBitmapsExtensionBytes = 24;
+// The fixed part of a bitmap directory entry: bitmap_table_offset (8),
+// bitmap_table_size (4), flags (4), type (1), granularity_bits (1),
+// name_size (2), extra_data_size (4).
+constexpr uint64_t kBitmapEntryFixedBytes = 24;
+constexpr uint64_t kMaxBitmapDirectoryBytes = 64ull << 20;
 constexpr uint64_t kNoBlock = std::numeric_limits<uint64_t>::max();
 
 std::string Hex(uint64_t v) {
@@ -70,6 +78,8 @@ class Checker {
   Status LoadRefcountTable();
   Status LoadL1(SnapshotL1 l1, bool active, const std::string& what);
   Status LoadSnapshots();
+  Status LoadBitmaps();
+  Status LoadBitmapTable(uint64_t index, uint64_t offset, uint64_t entries);
   StatusOr<std::vector<SnapshotL1>> ParseSnapshotTable();
   Status WalkL2Tables();
   void UseL2Entry(uint64_t l2_offset, uint64_t index, uint64_t entry,
@@ -279,6 +289,63 @@ Status Checker::LoadSnapshots() {
   return OkStatus();
 }
 
+Status Checker::LoadBitmapTable(uint64_t index, uint64_t offset, uint64_t entries) {
+  const std::string what = "the table of bitmap " + std::to_string(index);
+  if (offset & (cs_ - 1)) {
+    Error(Fix::kNone, what + " at " + Hex(offset) + " is not cluster-aligned");
+    return OkStatus();
+  }
+  if (!Use(offset, entries * 8, 1, true, what)) return OkStatus();
+  VSS_ASSIGN_OR_RETURN(std::vector<uint8_t> table, Read(offset, entries * 8));
+  for (uint64_t i = 0; i < entries; ++i) {
+    const uint64_t off = Be64(&table[8 * i]) & kL1OffsetMask;
+    if (off == 0) continue;
+    const std::string place = what + " entry " + std::to_string(i);
+    if (off & (cs_ - 1)) {
+      Error(Fix::kNone, place + ": data offset " + Hex(off) + " is not cluster-aligned");
+      continue;
+    }
+    Use(off, cs_, 1, true, place + ": bitmap data");
+  }
+  return OkStatus();
+}
+
+// The persistent bitmaps, when the autoclear bit says they are valid (else
+// their clusters are leaks, as for QEMU).
+Status Checker::LoadBitmaps() {
+  if (!(h_.autoclear_features & kAutoclearBitmaps)) return OkStatus();
+  for (const HeaderExtension& e : h_.extensions) {
+    if (e.type != kExtBitmaps) continue;
+    if (e.data.size() < kBitmapsExtensionBytes) {
+      Error(Fix::kNone, "the bitmaps header extension is shorter than 24 bytes");
+      return OkStatus();
+    }
+    const uint32_t count = Be32(&e.data[0]);
+    const uint64_t bytes = Be64(&e.data[8]);
+    const uint64_t offset = Be64(&e.data[16]);
+    if ((offset & (cs_ - 1)) || bytes > kMaxBitmapDirectoryBytes) {
+      Error(Fix::kNone, "the bitmap directory at " + Hex(offset) + " of " +
+                            std::to_string(bytes) + " bytes is unaligned or too large");
+      return OkStatus();
+    }
+    if (!Use(offset, bytes, 1, true, "the bitmap directory")) return OkStatus();
+    VSS_ASSIGN_OR_RETURN(std::vector<uint8_t> dir, Read(offset, bytes));
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < count; ++i) {
+      uint64_t end = pos + kBitmapEntryFixedBytes;
+      if (end <= bytes) end += uint64_t{Be32(&dir[pos + 20])} + Be16(&dir[pos + 18]);
+      if (end > bytes) {
+        Error(Fix::kNone, "bitmap directory entry " + std::to_string(i) +
+                              " runs past the end of the directory");
+        break;
+      }
+      VSS_RETURN_IF_ERROR(LoadBitmapTable(i, Be64(&dir[pos]), Be32(&dir[pos + 8])));
+      pos = (end + 7) & ~uint64_t{7};
+    }
+  }
+  return OkStatus();
+}
+
 void Checker::UseL2Entry(uint64_t l2_offset, uint64_t index, uint64_t entry,
                          uint64_t bitmap, uint32_t refs) {
   const std::string place = "L2 table " + Hex(l2_offset) + " entry " + std::to_string(index);
@@ -428,6 +495,7 @@ Status Checker::Run() {
   VSS_RETURN_IF_ERROR(LoadRefcountTable());
   VSS_RETURN_IF_ERROR(LoadL1({h_.l1_table_offset, h_.l1_size}, true, "the L1 table"));
   VSS_RETURN_IF_ERROR(LoadSnapshots());
+  VSS_RETURN_IF_ERROR(LoadBitmaps());
   VSS_RETURN_IF_ERROR(WalkL2Tables());
   VSS_RETURN_IF_ERROR(CompareRefcounts());
   return CheckCopied(false);

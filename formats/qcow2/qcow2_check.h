@@ -4,8 +4,9 @@
 // CheckImage() walks every structure that holds host clusters: the header
 // cluster, the refcount table and its blocks, the active L1 table, the
 // snapshot table and each internal snapshot's L1 table, every L2 table
-// those reach, and the data and compressed clusters the L2 entries point
-// to. From that walk it computes how many times each host cluster is used
+// those reach, the data and compressed clusters the L2 entries point to,
+// and the persistent bitmaps (directory, tables, data clusters) when the
+// autoclear bit says they are valid. From that walk it computes how many times each host cluster is used
 // and compares it with the stored refcount:
 //   - stored 0, or stored below the uses: an error (the cluster may be
 //     handed out again while in use, which loses data);

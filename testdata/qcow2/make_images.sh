@@ -42,6 +42,12 @@ make v3-c16k-extl2 cluster_size=16k,extended_l2=on
 qemu-io -f qcow2 -c "write -P 0x77 40k 2k" v3-c16k-extl2.qcow2 >/dev/null
 make v3-c4k-lazy cluster_size=4k,lazy_refcounts=on
 
+# A persistent dirty bitmap, saved with the writes it tracked.
+rm -f v3-c4k-bitmap.qcow2
+qemu-img create -q -f qcow2 -o cluster_size=4k v3-c4k-bitmap.qcow2 "$size"
+qemu-img bitmap --add v3-c4k-bitmap.qcow2 tracked
+write_pattern v3-c4k-bitmap.qcow2
+
 # Internal snapshots: writes after each snapshot copy shared clusters.
 make v3-c4k-snapshots cluster_size=4k
 qemu-img snapshot -c first v3-c4k-snapshots.qcow2

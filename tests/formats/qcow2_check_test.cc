@@ -194,7 +194,7 @@ TEST(Qcow2Check, QemuImagesOfManyLayouts_CheckCleanForBoth) {
   }
 }
 
-TEST(Qcow2Check, CompressedAndSnapshotImages_CheckCleanForBoth) {
+TEST(Qcow2Check, CompressedBitmapAndSnapshotImages_CheckCleanForBoth) {
   SKIP_WITHOUT_QEMU();
   TempDir dir;
   const std::string plain = dir.File("plain.qcow2");
@@ -205,6 +205,12 @@ TEST(Qcow2Check, CompressedAndSnapshotImages_CheckCleanForBoth) {
        std::string(type) + " '" + plain + "' '" + path + "'");
     ExpectBothClean(path);
   }
+  const std::string bitmap = dir.File("bitmap.qcow2");
+  Sh("qemu-img create -q -f qcow2 -o cluster_size=512 '" + bitmap + "' 4M");
+  Sh("qemu-img bitmap --add '" + bitmap + "' one");
+  Sh("qemu-img bitmap --add -g 512 '" + bitmap + "' two");
+  Sh("qemu-io -f qcow2 -c 'write -P 0x3 0 3k' -c 'write 1M 64k' '" + bitmap + "' >/dev/null");
+  ExpectBothClean(bitmap);
   for (const char* layout : {"cluster_size=4k", "cluster_size=512,refcount_bits=2",
                              "compat=0.10,cluster_size=64k"}) {
     SCOPED_TRACE(layout);
