@@ -87,6 +87,7 @@ class Checker {
   Status CompareRefcounts();
   Status CheckCopied(bool fix);
   Status CheckCopiedL2(uint64_t l2_offset, bool fix);
+  bool RefcountIsOne(uint64_t offset, bool fix) const;
   Status FixCopied(uint64_t entry_offset, uint64_t entry);
   StatusOr<uint64_t> StoredRefcount(uint64_t cluster);
   Status RewriteRefcounts(bool raise);
@@ -100,6 +101,7 @@ class Checker {
   uint64_t nclusters_ = 0;   // host clusters of the file, the last maybe partial
   std::vector<uint32_t> uses_;   // per host cluster, saturating
   std::vector<bool> metadata_;   // per host cluster
+  std::vector<bool> stored_one_;  // per host cluster: a stored refcount of 1
   std::vector<uint64_t> refblocks_;  // per refcount table entry; 0: none
   std::map<uint64_t, L2Ref> l2_;
   std::vector<uint64_t> active_l1_;
@@ -142,7 +144,10 @@ StatusOr<std::vector<uint8_t>> Checker::Read(uint64_t offset, uint64_t bytes) {
 // Counts `times` uses of each cluster that [offset, offset + bytes)
 // touches. False, with an error, when the range lies past the file's last
 // cluster or (for metadata) overlaps metadata counted before: the caller
-// then does not parse it, so that no table is parsed twice.
+// then does not parse it, so that no table is parsed twice. Metadata stops
+// being counted at the first overlapping cluster, so that all the
+// metadata ranges of a file cost at most one step per cluster plus one per
+// range, however they overlap.
 bool Checker::Use(uint64_t offset, uint64_t bytes, uint32_t times,
                   bool metadata, const std::string& what) {
   if (bytes == 0) return true;
@@ -156,14 +161,17 @@ bool Checker::Use(uint64_t offset, uint64_t bytes, uint32_t times,
   const uint64_t first = offset >> h_.cluster_bits;
   const uint64_t last = (offset + bytes - 1) >> h_.cluster_bits;
   bool overlap = false;
-  for (uint64_t c = first; c <= last; ++c) overlap |= metadata_[c];
-  if (overlap) {
-    Error(Fix::kNone, what + " at " + Hex(offset) + " overlaps other metadata");
-  }
   for (uint64_t c = first; c <= last; ++c) {
+    if (metadata_[c]) {
+      overlap = true;
+      if (metadata) break;
+    }
     uses_[c] = static_cast<uint32_t>(
         std::min<uint64_t>(uint64_t{uses_[c]} + times, UINT32_MAX));
     if (metadata) metadata_[c] = true;
+  }
+  if (overlap) {
+    Error(Fix::kNone, what + " at " + Hex(offset) + " overlaps other metadata");
   }
   return !overlap;
 }
@@ -191,6 +199,7 @@ Status Checker::Load() {
   }
   uses_.assign(nclusters_, 0);
   metadata_.assign(nclusters_, false);
+  stored_one_.assign(nclusters_, false);
   return OkStatus();
 }
 
@@ -414,6 +423,7 @@ Status Checker::CompareRefcounts() {
   const uint64_t per_block = h_.refcount_block_entries();
   for (uint64_t c = 0; c < nclusters_; ++c) {
     VSS_ASSIGN_OR_RETURN(uint64_t stored, StoredRefcount(c));
+    stored_one_[c] = stored == 1;
     const uint64_t uses = uses_[c];
     if (stored == uses) continue;
     if (stored > uses) {
@@ -439,14 +449,24 @@ Status Checker::CompareRefcounts() {
   return OkStatus();
 }
 
-// An entry's copied bit must be set exactly when the cluster it points to
-// has a stored refcount of 1. With `fix`, a wrong bit is rewritten.
+// Whether the cluster at `offset` has a refcount of exactly 1: the stored
+// one, or with `fix` (after the refcounts were rewritten to the walk's
+// counts) the walk's. A cluster past the end of the file counts as 0.
+bool Checker::RefcountIsOne(uint64_t offset, bool fix) const {
+  const uint64_t c = offset >> h_.cluster_bits;
+  if (c >= nclusters_) return false;
+  return fix ? uses_[c] == 1 : stored_one_[c];
+}
+
+// Rewrites an entry with its copied bit flipped.
 Status Checker::FixCopied(uint64_t entry_offset, uint64_t entry) {
   uint8_t b[8];
   PutBe64(b, entry ^ kCopied);
   return file_.WriteAt(entry_offset, b);
 }
 
+// An entry's copied bit must be set exactly when the cluster it points to
+// has a refcount of 1. With `fix`, a wrong bit is rewritten.
 Status Checker::CheckCopiedL2(uint64_t l2_offset, bool fix) {
   const uint64_t esz = h_.l2_entry_bytes();
   VSS_ASSIGN_OR_RETURN(std::vector<uint8_t> t, Read(l2_offset, cs_));
@@ -454,14 +474,15 @@ Status Checker::CheckCopiedL2(uint64_t l2_offset, bool fix) {
     const uint64_t entry = Be64(&t[i * esz]);
     const uint64_t off = entry & kL2OffsetMask;
     if ((entry & kL2Compressed) || off == 0 || (off & (cs_ - 1))) continue;
-    VSS_ASSIGN_OR_RETURN(uint64_t refcount, StoredRefcount(off >> h_.cluster_bits));
-    if ((refcount == 1) == ((entry & kCopied) != 0)) continue;
+    const bool one = RefcountIsOne(off, fix);
+    if (one == ((entry & kCopied) != 0)) continue;
     if (fix) {
       VSS_RETURN_IF_ERROR(FixCopied(l2_offset + i * esz, entry));
     } else {
       Error(Fix::kCopied, "L2 table " + Hex(l2_offset) + " entry " + std::to_string(i) +
-                              ": copied bit " + ((entry & kCopied) ? "set" : "clear") +
-                              " for a data cluster of refcount " + std::to_string(refcount));
+                              (one ? ": copied bit clear for a data cluster of refcount 1"
+                                   : ": copied bit set for a data cluster whose refcount "
+                                     "is not 1"));
     }
   }
   return OkStatus();
@@ -474,14 +495,15 @@ Status Checker::CheckCopied(bool fix) {
     const uint64_t off = entry & kL1OffsetMask;
     auto it = l2_.find(off);
     if (it == l2_.end() || !it->second.readable) continue;
-    VSS_ASSIGN_OR_RETURN(uint64_t refcount, StoredRefcount(off >> h_.cluster_bits));
-    if ((refcount == 1) != ((entry & kCopied) != 0)) {
+    const bool one = RefcountIsOne(off, fix);
+    if (one != ((entry & kCopied) != 0)) {
       if (fix) {
         VSS_RETURN_IF_ERROR(FixCopied(h_.l1_table_offset + 8 * i, entry));
       } else {
-        Error(Fix::kCopied, "L1 entry " + std::to_string(i) + ": copied bit " +
-                                ((entry & kCopied) ? "set" : "clear") +
-                                " for an L2 table of refcount " + std::to_string(refcount));
+        Error(Fix::kCopied, "L1 entry " + std::to_string(i) +
+                                (one ? ": copied bit clear for an L2 table of refcount 1"
+                                     : ": copied bit set for an L2 table whose refcount "
+                                       "is not 1"));
       }
     }
     if (done.insert(off).second) VSS_RETURN_IF_ERROR(CheckCopiedL2(off, fix));

@@ -21,7 +21,7 @@ namespace {
 std::unique_ptr<vss::File> OpenImage(vss::MemFileSystem& fs) {
   vss::StatusOr<std::unique_ptr<vss::File>> f = fs.Open("/image.qcow2", false);
   if (!f.ok()) __builtin_trap();
-  return *std::move(f);
+  return std::move(*f);
 }
 
 }  // namespace
