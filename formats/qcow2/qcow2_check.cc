@@ -91,6 +91,9 @@ class Checker {
   Status FixCopied(uint64_t entry_offset, uint64_t entry);
   StatusOr<uint64_t> StoredRefcount(uint64_t cluster);
   Status RewriteRefcounts(bool raise);
+  StatusOr<std::map<uint64_t, uint64_t>> PlaceMissingBlocks();
+  Status WriteNewBlocks(const std::map<uint64_t, uint64_t>& placed);
+  Status LinkNewBlocks(const std::map<uint64_t, uint64_t>& placed);
   Status ClearHeaderFlags();
 
   File& file_;
@@ -432,15 +435,16 @@ Status Checker::CompareRefcounts() {
       continue;
     }
     const uint64_t b = c / per_block;
-    const bool no_block = b >= refblocks_.size() || refblocks_[b] == 0;
     std::string line = "cluster " + std::to_string(c) + " at " + Hex(c * cs_) +
                        ": refcount " + std::to_string(stored) + ", used " +
                        std::to_string(uses) + " times";
-    if (no_block) {
-      Error(Fix::kNone, line + " (no refcount block covers it)");
+    if (b >= refblocks_.size()) {
+      Error(Fix::kNone, line + " (beyond what the refcount table covers)");
     } else if (uses > max_refcount) {
       Error(Fix::kNone, line + " (above the largest refcount, " +
                             std::to_string(max_refcount) + ")");
+    } else if (refblocks_[b] == 0) {
+      Error(Fix::kRefcount, line + " (its refcount block is missing)");
     } else {
       Error(Fix::kRefcount, line);
     }
@@ -553,10 +557,77 @@ Status Checker::ClearHeaderFlags() {
   return file_.WriteAt(72, b);
 }
 
+// Where new refcount blocks go: one for each refcount table entry that is
+// empty but covers used clusters, and, in turn, for each entry that covers
+// a new block, at the end of the file (table index -> host cluster). The
+// new clusters join the walk's counts with one use each. kFailedPrecondition
+// when a new block lies beyond what the refcount table covers.
+StatusOr<std::map<uint64_t, uint64_t>> Checker::PlaceMissingBlocks() {
+  const uint64_t per_block = h_.refcount_block_entries();
+  std::map<uint64_t, uint64_t> placed;
+  auto place = [&](uint64_t b) -> Status {
+    if (b >= refblocks_.size()) {
+      return FailedPreconditionError(options_.name +
+                                     ": not repaired: the refcount table has no room "
+                                     "for the refcount block a repair must add");
+    }
+    if (refblocks_[b] != 0 || placed.count(b)) return OkStatus();
+    placed[b] = nclusters_;
+    uses_.push_back(1);
+    metadata_.push_back(true);
+    stored_one_.push_back(false);
+    ++nclusters_;
+    return OkStatus();
+  };
+  for (uint64_t c = 0; c < nclusters_; ++c) {
+    if (uses_[c] != 0) VSS_RETURN_IF_ERROR(place(c / per_block));
+  }
+  // A new block may itself lie where no block covers it; each round covers
+  // per_block clusters, so this ends after a few rounds.
+  for (size_t seen = 0; seen < placed.size();) {
+    seen = placed.size();
+    std::vector<uint64_t> clusters;
+    for (const auto& [b, c] : placed) clusters.push_back(c);
+    for (uint64_t c : clusters) VSS_RETURN_IF_ERROR(place(c / per_block));
+  }
+  return placed;
+}
+
+// Writes each new block with the walk's counts of the clusters it covers;
+// nothing points to them yet.
+Status Checker::WriteNewBlocks(const std::map<uint64_t, uint64_t>& placed) {
+  const uint64_t per_block = h_.refcount_block_entries();
+  for (const auto& [b, cluster] : placed) {
+    std::vector<uint8_t> block(cs_, 0);
+    for (uint64_t j = 0; j < per_block && b * per_block + j < nclusters_; ++j) {
+      SetRefcount(block, j, h_.refcount_order, uses_[b * per_block + j]);
+    }
+    VSS_RETURN_IF_ERROR(file_.WriteAt(cluster * cs_, block));
+  }
+  return OkStatus();
+}
+
+// Points the refcount table at the new blocks, which must be durable.
+Status Checker::LinkNewBlocks(const std::map<uint64_t, uint64_t>& placed) {
+  for (const auto& [b, cluster] : placed) {
+    uint8_t entry[8];
+    PutBe64(entry, cluster * cs_);
+    VSS_RETURN_IF_ERROR(file_.WriteAt(h_.refcount_table_offset + 8 * b, entry));
+    refblocks_[b] = cluster * cs_;
+  }
+  return OkStatus();
+}
+
 Status Checker::Repair() {
-  // Raised counts first: until they are durable, lowering another cluster's
-  // count could not make anything worse, but a raise is what protects data.
+  VSS_ASSIGN_OR_RETURN(auto placed, PlaceMissingBlocks());
+  // New blocks and raised counts first (a raise is what protects data;
+  // until the blocks are linked, the new clusters are at worst leaks).
+  VSS_RETURN_IF_ERROR(WriteNewBlocks(placed));
   VSS_RETURN_IF_ERROR(RewriteRefcounts(true));
+  VSS_RETURN_IF_ERROR(file_.Sync());
+  // The table points to new blocks only once they and their own counts are
+  // durable.
+  VSS_RETURN_IF_ERROR(LinkNewBlocks(placed));
   VSS_RETURN_IF_ERROR(file_.Sync());
   // Lowered counts: each stays at the walk's count, never below the uses.
   VSS_RETURN_IF_ERROR(RewriteRefcounts(false));
