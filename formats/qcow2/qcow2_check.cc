@@ -5,6 +5,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <type_traits>
 #include <vector>
 
 namespace vss::qcow2 {
@@ -72,8 +73,11 @@ class Checker {
 
  private:
   void Error(Fix fix, std::string line);
+  // `what` names the range in an error: a string, or a callable making it
+  // (so that the walk builds no text for the many ranges without errors).
+  template <typename Describe>
   bool Use(uint64_t offset, uint64_t bytes, uint32_t times, bool metadata,
-           const std::string& what);
+           const Describe& what);
   StatusOr<std::vector<uint8_t>> Read(uint64_t offset, uint64_t bytes);
   Status LoadRefcountTable();
   Status LoadL1(SnapshotL1 l1, bool active, const std::string& what);
@@ -151,12 +155,20 @@ StatusOr<std::vector<uint8_t>> Checker::Read(uint64_t offset, uint64_t bytes) {
 // being counted at the first overlapping cluster, so that all the
 // metadata ranges of a file cost at most one step per cluster plus one per
 // range, however they overlap.
+template <typename Describe>
 bool Checker::Use(uint64_t offset, uint64_t bytes, uint32_t times,
-                  bool metadata, const std::string& what) {
+                  bool metadata, const Describe& describe) {
   if (bytes == 0) return true;
+  auto what = [&]() -> std::string {
+    if constexpr (std::is_invocable_v<Describe>) {
+      return describe();
+    } else {
+      return describe;
+    }
+  };
   const uint64_t end = nclusters_ * cs_;
   if (offset >= end || bytes > end - offset) {
-    Error(Fix::kNone, what + " at " + Hex(offset) + " (" + std::to_string(bytes) +
+    Error(Fix::kNone, what() + " at " + Hex(offset) + " (" + std::to_string(bytes) +
                           " bytes) lies past the end of the file at " +
                           Hex(file_size_));
     return false;
@@ -174,7 +186,7 @@ bool Checker::Use(uint64_t offset, uint64_t bytes, uint32_t times,
     if (metadata) metadata_[c] = true;
   }
   if (overlap) {
-    Error(Fix::kNone, what + " at " + Hex(offset) + " overlaps other metadata");
+    Error(Fix::kNone, what() + " at " + Hex(offset) + " overlaps other metadata");
   }
   return !overlap;
 }
@@ -312,12 +324,12 @@ Status Checker::LoadBitmapTable(uint64_t index, uint64_t offset, uint64_t entrie
   for (uint64_t i = 0; i < entries; ++i) {
     const uint64_t off = Be64(&table[8 * i]) & kL1OffsetMask;
     if (off == 0) continue;
-    const std::string place = what + " entry " + std::to_string(i);
+    auto place = [&] { return what + " entry " + std::to_string(i); };
     if (off & (cs_ - 1)) {
-      Error(Fix::kNone, place + ": data offset " + Hex(off) + " is not cluster-aligned");
+      Error(Fix::kNone, place() + ": data offset " + Hex(off) + " is not cluster-aligned");
       continue;
     }
-    Use(off, cs_, 1, true, place + ": bitmap data");
+    Use(off, cs_, 1, true, [&] { return place() + ": bitmap data"; });
   }
   return OkStatus();
 }
@@ -360,16 +372,16 @@ Status Checker::LoadBitmaps() {
 
 void Checker::UseL2Entry(uint64_t l2_offset, uint64_t index, uint64_t entry,
                          uint64_t bitmap, uint32_t refs) {
-  const std::string place = "L2 table " + Hex(l2_offset) + " entry " + std::to_string(index);
+  auto place = [&] { return "L2 table " + Hex(l2_offset) + " entry " + std::to_string(index); };
   if (entry & kL2Compressed) {
     if (entry & kCopied) {
-      Error(Fix::kNone, place + ": a compressed cluster with the copied bit set");
+      Error(Fix::kNone, place() + ": a compressed cluster with the copied bit set");
     }
     if (h_.extended_l2() && bitmap != 0) {
-      Error(Fix::kNone, place + ": a compressed cluster with a subcluster bitmap");
+      Error(Fix::kNone, place() + ": a compressed cluster with a subcluster bitmap");
     }
     const CompressedRef c = DecodeCompressed(entry, h_.cluster_bits);
-    Use(c.host_offset, c.max_bytes, refs, false, place + ": compressed data");
+    Use(c.host_offset, c.max_bytes, refs, false, [&] { return place() + ": compressed data"; });
     return;
   }
   const uint64_t off = entry & kL2OffsetMask;
@@ -377,18 +389,18 @@ void Checker::UseL2Entry(uint64_t l2_offset, uint64_t index, uint64_t entry,
     const uint32_t alloc = static_cast<uint32_t>(bitmap);
     const uint32_t zero = static_cast<uint32_t>(bitmap >> 32);
     if (alloc & zero) {
-      Error(Fix::kNone, place + ": subclusters marked both allocated and zero");
+      Error(Fix::kNone, place() + ": subclusters marked both allocated and zero");
     }
     if (off == 0 && alloc != 0) {
-      Error(Fix::kNone, place + ": allocated subclusters in an unallocated cluster");
+      Error(Fix::kNone, place() + ": allocated subclusters in an unallocated cluster");
     }
   }
   if (off == 0) return;
   if (off & (cs_ - 1)) {
-    Error(Fix::kNone, place + ": data offset " + Hex(off) + " is not cluster-aligned");
+    Error(Fix::kNone, place() + ": data offset " + Hex(off) + " is not cluster-aligned");
     return;
   }
-  Use(off, cs_, refs, false, place + ": data cluster");
+  Use(off, cs_, refs, false, [&] { return place() + ": data cluster"; });
 }
 
 Status Checker::WalkL2Tables() {

@@ -17,25 +17,31 @@
 //     overlapping other metadata or data, a compressed entry with the
 //     copied bit or a subcluster bitmap, an extended L2 bitmap that says
 //     both "allocated" and "zero": errors.
-// The counts agree with qemu-img's (its corruptions are our errors).
+// The counts agree with qemu-img's (its corruptions are our errors) for
+// refcount and copied-bit damage; for pointers past the end, unaligned or
+// overlapping, both report errors, not always as many.
 //
 // Never trusts a byte of the file: any content gives a result or a Status,
 // in time and memory bounded by the file's size (each table is parsed at
-// most once; the working set is 4 bytes and 1 bit per host cluster, plus
+// most once; the working set is 4 bytes and 2 bits per host cluster, plus
 // one table at a time).
 //
 // Repair (CheckOptions::repair) rewrites refcount entries so that they
-// equal the walk's counts, then the copied bits of active L1/L2 entries so
-// that they match, then clears the dirty and corrupt header bits. It
-// refuses, without writing a byte, an image with errors a refcount rewrite
-// cannot fix (a pointer past the file end or unaligned, overlapping
-// metadata, a missing refcount block, a count above the refcount width).
+// equal the walk's counts (adding a refcount block at the end of the file
+// where an empty refcount table entry covers used clusters), then the
+// copied bits of active L1/L2 entries so that they match, then clears the
+// dirty and corrupt header bits. It refuses, without writing a byte, an
+// image with errors a refcount rewrite cannot fix (a pointer past the file
+// end or unaligned, overlapping metadata, a bad refcount table entry, a
+// cluster the refcount table cannot cover, a count above the refcount
+// width).
 // Crash safety: every entry written is written whole within one 512-byte
 // sector and only ever replaced by the walk's count, which is never below
 // a cluster's real uses, so a torn repair leaves each entry either as it
-// was or right: no worse than before. Raised refcounts are made durable
-// before any is lowered, refcounts before copied bits, both before the
-// header bits are cleared.
+// was or right: no worse than before. New refcount blocks and raised
+// refcounts are made durable before the table points to the new blocks,
+// that before any refcount is lowered, refcounts before copied bits, all
+// before the header bits are cleared.
 //
 // Thread safety: none of its own; the caller must keep others from
 // writing the file during the call.
