@@ -68,7 +68,8 @@ class Checker {
   uint64_t unfixable() const { return unfixable_; }
   const std::string& first_unfixable() const { return first_unfixable_; }
   bool header_flags_set() const {
-    return (h_.incompatible_features & (kIncompatDirty | kIncompatCorrupt)) != 0;
+    return (h_.incompatible_features & (kIncompatDirty | kIncompatCorrupt)) !=
+           0;
   }
 
  private:
@@ -104,11 +105,11 @@ class Checker {
   const CheckOptions& options_;
   Header h_;
   uint64_t file_size_ = 0;
-  uint64_t cs_ = 0;          // cluster size
-  uint64_t nclusters_ = 0;   // host clusters of the file, the last maybe partial
-  std::vector<uint32_t> uses_;   // per host cluster, saturating
-  std::vector<bool> metadata_;   // per host cluster
-  std::vector<bool> stored_one_;  // per host cluster: a stored refcount of 1
+  uint64_t cs_ = 0;         // cluster size
+  uint64_t nclusters_ = 0;  // host clusters of the file, the last maybe partial
+  std::vector<uint32_t> uses_;       // per host cluster, saturating
+  std::vector<bool> metadata_;       // per host cluster
+  std::vector<bool> stored_one_;     // per host cluster: a stored refcount of 1
   std::vector<uint64_t> refblocks_;  // per refcount table entry; 0: none
   std::map<uint64_t, L2Ref> l2_;
   std::vector<uint64_t> active_l1_;
@@ -140,8 +141,8 @@ StatusOr<std::vector<uint8_t>> Checker::Read(uint64_t offset, uint64_t bytes) {
   std::vector<uint8_t> buf(bytes, 0);
   uint64_t done = 0;
   while (done < bytes) {
-    VSS_ASSIGN_OR_RETURN(size_t n, file_.ReadAt(offset + done,
-                                                 std::span(buf).subspan(done)));
+    VSS_ASSIGN_OR_RETURN(
+        size_t n, file_.ReadAt(offset + done, std::span(buf).subspan(done)));
     if (n == 0) break;  // past the end: reads as zeroes
     done += n;
   }
@@ -168,9 +169,9 @@ bool Checker::Use(uint64_t offset, uint64_t bytes, uint32_t times,
   };
   const uint64_t end = nclusters_ * cs_;
   if (offset >= end || bytes > end - offset) {
-    Error(Fix::kNone, what() + " at " + Hex(offset) + " (" + std::to_string(bytes) +
-                          " bytes) lies past the end of the file at " +
-                          Hex(file_size_));
+    Error(Fix::kNone,
+          what() + " at " + Hex(offset) + " (" + std::to_string(bytes) +
+              " bytes) lies past the end of the file at " + Hex(file_size_));
     return false;
   }
   const uint64_t first = offset >> h_.cluster_bits;
@@ -186,17 +187,20 @@ bool Checker::Use(uint64_t offset, uint64_t bytes, uint32_t times,
     if (metadata) metadata_[c] = true;
   }
   if (overlap) {
-    Error(Fix::kNone, what() + " at " + Hex(offset) + " overlaps other metadata");
+    Error(Fix::kNone,
+          what() + " at " + Hex(offset) + " overlaps other metadata");
   }
   return !overlap;
 }
 
 Status Checker::Load() {
   VSS_ASSIGN_OR_RETURN(file_size_, file_.Size());
-  const uint64_t head_bytes = std::min<uint64_t>(file_size_, 1ull << kMaxClusterBits);
+  const uint64_t head_bytes =
+      std::min<uint64_t>(file_size_, 1ull << kMaxClusterBits);
   VSS_ASSIGN_OR_RETURN(std::vector<uint8_t> head, Read(0, head_bytes));
   StatusOr<Header> h = ParseHeader(head, file_size_);
-  if (!h.ok()) return CorruptionError(options_.name + ": " + h.status().message());
+  if (!h.ok())
+    return CorruptionError(options_.name + ": " + h.status().message());
   h_ = *std::move(h);
   if (h_.incompatible_features & kIncompatExternalData) {
     return UnsupportedError(options_.name +
@@ -247,19 +251,22 @@ Status Checker::LoadL1(SnapshotL1 l1, bool active, const std::string& what) {
     return OkStatus();
   }
   if (l1.offset & (cs_ - 1)) {
-    Error(Fix::kNone, what + " at " + Hex(l1.offset) + " is not cluster-aligned");
+    Error(Fix::kNone,
+          what + " at " + Hex(l1.offset) + " is not cluster-aligned");
     return OkStatus();
   }
   if (!Use(l1.offset, l1.entries * 8, 1, true, what)) return OkStatus();
-  VSS_ASSIGN_OR_RETURN(std::vector<uint8_t> table, Read(l1.offset, l1.entries * 8));
+  VSS_ASSIGN_OR_RETURN(std::vector<uint8_t> table,
+                       Read(l1.offset, l1.entries * 8));
   for (uint64_t i = 0; i < l1.entries; ++i) {
     const uint64_t entry = Be64(&table[8 * i]);
     if (active) active_l1_.push_back(entry);
     const uint64_t off = entry & kL1OffsetMask;
     if (off == 0) continue;
     if (off & (cs_ - 1)) {
-      Error(Fix::kNone, what + " entry " + std::to_string(i) + ": L2 table offset " +
-                            Hex(off) + " is not cluster-aligned");
+      Error(Fix::kNone, what + " entry " + std::to_string(i) +
+                            ": L2 table offset " + Hex(off) +
+                            " is not cluster-aligned");
       continue;
     }
     L2Ref& ref = l2_[off];
@@ -280,7 +287,8 @@ StatusOr<std::vector<SnapshotL1>> Checker::ParseSnapshotTable() {
   }
   if (off >= file_size_) {
     Error(Fix::kNone, "the snapshot table at " + Hex(off) +
-                          " lies past the end of the file at " + Hex(file_size_));
+                          " lies past the end of the file at " +
+                          Hex(file_size_));
     return out;
   }
   const uint64_t avail = std::min(file_size_ - off, kMaxSnapshotTableBytes);
@@ -289,11 +297,13 @@ StatusOr<std::vector<SnapshotL1>> Checker::ParseSnapshotTable() {
   for (uint32_t s = 0; s < h_.nb_snapshots; ++s) {
     uint64_t end = pos + kSnapshotFixedBytes;
     if (end <= avail) {
-      end += uint64_t{Be32(&t[pos + 36])} + Be16(&t[pos + 12]) + Be16(&t[pos + 14]);
+      end += uint64_t{Be32(&t[pos + 36])} + Be16(&t[pos + 12]) +
+             Be16(&t[pos + 14]);
     }
     if (end > avail) {
-      Error(Fix::kNone, "snapshot table entry " + std::to_string(s) +
-                            " runs past the end of the file or the 64 MiB limit");
+      Error(Fix::kNone,
+            "snapshot table entry " + std::to_string(s) +
+                " runs past the end of the file or the 64 MiB limit");
       break;
     }
     out.push_back({Be64(&t[pos]), Be32(&t[pos + 8])});
@@ -313,7 +323,8 @@ Status Checker::LoadSnapshots() {
   return OkStatus();
 }
 
-Status Checker::LoadBitmapTable(uint64_t index, uint64_t offset, uint64_t entries) {
+Status Checker::LoadBitmapTable(uint64_t index, uint64_t offset,
+                                uint64_t entries) {
   const std::string what = "the table of bitmap " + std::to_string(index);
   if (offset & (cs_ - 1)) {
     Error(Fix::kNone, what + " at " + Hex(offset) + " is not cluster-aligned");
@@ -326,7 +337,8 @@ Status Checker::LoadBitmapTable(uint64_t index, uint64_t offset, uint64_t entrie
     if (off == 0) continue;
     auto place = [&] { return what + " entry " + std::to_string(i); };
     if (off & (cs_ - 1)) {
-      Error(Fix::kNone, place() + ": data offset " + Hex(off) + " is not cluster-aligned");
+      Error(Fix::kNone,
+            place() + ": data offset " + Hex(off) + " is not cluster-aligned");
       continue;
     }
     Use(off, cs_, 1, true, [&] { return place() + ": bitmap data"; });
@@ -341,7 +353,8 @@ Status Checker::LoadBitmaps() {
   for (const HeaderExtension& e : h_.extensions) {
     if (e.type != kExtBitmaps) continue;
     if (e.data.size() < kBitmapsExtensionBytes) {
-      Error(Fix::kNone, "the bitmaps header extension is shorter than 24 bytes");
+      Error(Fix::kNone,
+            "the bitmaps header extension is shorter than 24 bytes");
       return OkStatus();
     }
     const uint32_t count = Be32(&e.data[0]);
@@ -349,7 +362,8 @@ Status Checker::LoadBitmaps() {
     const uint64_t offset = Be64(&e.data[16]);
     if ((offset & (cs_ - 1)) || bytes > kMaxBitmapDirectoryBytes) {
       Error(Fix::kNone, "the bitmap directory at " + Hex(offset) + " of " +
-                            std::to_string(bytes) + " bytes is unaligned or too large");
+                            std::to_string(bytes) +
+                            " bytes is unaligned or too large");
       return OkStatus();
     }
     if (!Use(offset, bytes, 1, true, "the bitmap directory")) return OkStatus();
@@ -357,13 +371,15 @@ Status Checker::LoadBitmaps() {
     uint64_t pos = 0;
     for (uint32_t i = 0; i < count; ++i) {
       uint64_t end = pos + kBitmapEntryFixedBytes;
-      if (end <= bytes) end += uint64_t{Be32(&dir[pos + 20])} + Be16(&dir[pos + 18]);
+      if (end <= bytes)
+        end += uint64_t{Be32(&dir[pos + 20])} + Be16(&dir[pos + 18]);
       if (end > bytes) {
         Error(Fix::kNone, "bitmap directory entry " + std::to_string(i) +
                               " runs past the end of the directory");
         break;
       }
-      VSS_RETURN_IF_ERROR(LoadBitmapTable(i, Be64(&dir[pos]), Be32(&dir[pos + 8])));
+      VSS_RETURN_IF_ERROR(
+          LoadBitmapTable(i, Be64(&dir[pos]), Be32(&dir[pos + 8])));
       pos = (end + 7) & ~uint64_t{7};
     }
   }
@@ -372,16 +388,21 @@ Status Checker::LoadBitmaps() {
 
 void Checker::UseL2Entry(uint64_t l2_offset, uint64_t index, uint64_t entry,
                          uint64_t bitmap, uint32_t refs) {
-  auto place = [&] { return "L2 table " + Hex(l2_offset) + " entry " + std::to_string(index); };
+  auto place = [&] {
+    return "L2 table " + Hex(l2_offset) + " entry " + std::to_string(index);
+  };
   if (entry & kL2Compressed) {
     if (entry & kCopied) {
-      Error(Fix::kNone, place() + ": a compressed cluster with the copied bit set");
+      Error(Fix::kNone,
+            place() + ": a compressed cluster with the copied bit set");
     }
     if (h_.extended_l2() && bitmap != 0) {
-      Error(Fix::kNone, place() + ": a compressed cluster with a subcluster bitmap");
+      Error(Fix::kNone,
+            place() + ": a compressed cluster with a subcluster bitmap");
     }
     const CompressedRef c = DecodeCompressed(entry, h_.cluster_bits);
-    Use(c.host_offset, c.max_bytes, refs, false, [&] { return place() + ": compressed data"; });
+    Use(c.host_offset, c.max_bytes, refs, false,
+        [&] { return place() + ": compressed data"; });
     return;
   }
   const uint64_t off = entry & kL2OffsetMask;
@@ -389,15 +410,18 @@ void Checker::UseL2Entry(uint64_t l2_offset, uint64_t index, uint64_t entry,
     const uint32_t alloc = static_cast<uint32_t>(bitmap);
     const uint32_t zero = static_cast<uint32_t>(bitmap >> 32);
     if (alloc & zero) {
-      Error(Fix::kNone, place() + ": subclusters marked both allocated and zero");
+      Error(Fix::kNone,
+            place() + ": subclusters marked both allocated and zero");
     }
     if (off == 0 && alloc != 0) {
-      Error(Fix::kNone, place() + ": allocated subclusters in an unallocated cluster");
+      Error(Fix::kNone,
+            place() + ": allocated subclusters in an unallocated cluster");
     }
   }
   if (off == 0) return;
   if (off & (cs_ - 1)) {
-    Error(Fix::kNone, place() + ": data offset " + Hex(off) + " is not cluster-aligned");
+    Error(Fix::kNone,
+          place() + ": data offset " + Hex(off) + " is not cluster-aligned");
     return;
   }
   Use(off, cs_, refs, false, [&] { return place() + ": data cluster"; });
@@ -495,10 +519,11 @@ Status Checker::CheckCopiedL2(uint64_t l2_offset, bool fix) {
     if (fix) {
       VSS_RETURN_IF_ERROR(FixCopied(l2_offset + i * esz, entry));
     } else {
-      Error(Fix::kCopied, "L2 table " + Hex(l2_offset) + " entry " + std::to_string(i) +
-                              (one ? ": copied bit clear for a data cluster of refcount 1"
-                                   : ": copied bit set for a data cluster whose refcount "
-                                     "is not 1"));
+      Error(Fix::kCopied,
+            "L2 table " + Hex(l2_offset) + " entry " + std::to_string(i) +
+                (one ? ": copied bit clear for a data cluster of refcount 1"
+                     : ": copied bit set for a data cluster whose refcount "
+                       "is not 1"));
     }
   }
   return OkStatus();
@@ -516,10 +541,11 @@ Status Checker::CheckCopied(bool fix) {
       if (fix) {
         VSS_RETURN_IF_ERROR(FixCopied(h_.l1_table_offset + 8 * i, entry));
       } else {
-        Error(Fix::kCopied, "L1 entry " + std::to_string(i) +
-                                (one ? ": copied bit clear for an L2 table of refcount 1"
-                                     : ": copied bit set for an L2 table whose refcount "
-                                       "is not 1"));
+        Error(Fix::kCopied,
+              "L1 entry " + std::to_string(i) +
+                  (one ? ": copied bit clear for an L2 table of refcount 1"
+                       : ": copied bit set for an L2 table whose refcount "
+                         "is not 1"));
       }
     }
     if (done.insert(off).second) VSS_RETURN_IF_ERROR(CheckCopiedL2(off, fix));
@@ -531,7 +557,8 @@ Status Checker::Run() {
   VSS_RETURN_IF_ERROR(Load());
   Use(0, std::min(cs_, file_size_), 1, true, "the header");
   VSS_RETURN_IF_ERROR(LoadRefcountTable());
-  VSS_RETURN_IF_ERROR(LoadL1({h_.l1_table_offset, h_.l1_size}, true, "the L1 table"));
+  VSS_RETURN_IF_ERROR(
+      LoadL1({h_.l1_table_offset, h_.l1_size}, true, "the L1 table"));
   VSS_RETURN_IF_ERROR(LoadSnapshots());
   VSS_RETURN_IF_ERROR(LoadBitmaps());
   VSS_RETURN_IF_ERROR(WalkL2Tables());
@@ -579,9 +606,10 @@ StatusOr<std::map<uint64_t, uint64_t>> Checker::PlaceMissingBlocks() {
   std::map<uint64_t, uint64_t> placed;
   auto place = [&](uint64_t b) -> Status {
     if (b >= refblocks_.size()) {
-      return FailedPreconditionError(options_.name +
-                                     ": not repaired: the refcount table has no room "
-                                     "for the refcount block a repair must add");
+      return FailedPreconditionError(
+          options_.name +
+          ": not repaired: the refcount table has no room "
+          "for the refcount block a repair must add");
     }
     if (refblocks_[b] != 0 || placed.count(b)) return OkStatus();
     placed[b] = nclusters_;
@@ -660,11 +688,13 @@ StatusOr<ImageCheckResult> CheckImage(File& file, const CheckOptions& options) {
   if (!options.repair) return checker.TakeResult();
   if (checker.unfixable() > 0) {
     std::string more = checker.unfixable() > 1
-                           ? " (and " + std::to_string(checker.unfixable() - 1) +
+                           ? " (and " +
+                                 std::to_string(checker.unfixable() - 1) +
                                  " more errors a repair cannot fix)"
                            : "";
-    return FailedPreconditionError(options.name + ": not repaired, nothing written: " +
-                                   checker.first_unfixable() + more);
+    return FailedPreconditionError(
+        options.name +
+        ": not repaired, nothing written: " + checker.first_unfixable() + more);
   }
   ImageCheckResult before = checker.TakeResult();
   if (before.clean() && !checker.header_flags_set()) return before;

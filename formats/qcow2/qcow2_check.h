@@ -6,8 +6,8 @@
 // snapshot table and each internal snapshot's L1 table, every L2 table
 // those reach, the data and compressed clusters the L2 entries point to,
 // and the persistent bitmaps (directory, tables, data clusters) when the
-// autoclear bit says they are valid. From that walk it computes how many times each host cluster is used
-// and compares it with the stored refcount:
+// autoclear bit says they are valid. From that walk it computes how many times
+// each host cluster is used and compares it with the stored refcount:
 //   - stored 0, or stored below the uses: an error (the cluster may be
 //     handed out again while in use, which loses data);
 //   - stored above the uses: a leak (space nothing refers to);
@@ -79,7 +79,7 @@ struct CheckOptions {
 // max_clusters, kFailedPrecondition when a repair is refused (naming the
 // errors it cannot fix), I/O errors of the file. Without repair, nothing
 // is written.
-[[nodiscard]] StatusOr<ImageCheckResult> CheckImage(File& file,
-                                                    const CheckOptions& options);
+[[nodiscard]] StatusOr<ImageCheckResult> CheckImage(
+    File& file, const CheckOptions& options);
 
 }  // namespace vss::qcow2

@@ -21,6 +21,7 @@
 
 #include "vss/base/file.h"
 #include "vss/base/mem_file_system.h"
+#include "vss/formats/registry.h"
 #include "vss/testing/status_matchers.h"
 #include "vss/testing/temp_dir.h"
 
@@ -32,13 +33,15 @@ using ::vss::testing::StatusIs;
 using ::vss::testing::TempDir;
 
 bool HaveQemu() {
-  return std::system("qemu-img --version >/dev/null 2>&1 && "
-                     "qemu-io --version >/dev/null 2>&1") == 0;
+  return std::system(
+             "qemu-img --version >/dev/null 2>&1 && "
+             "qemu-io --version >/dev/null 2>&1") == 0;
 }
 
-#define SKIP_WITHOUT_QEMU()                                             \
-  if (!HaveQemu()) GTEST_SKIP() << "qemu-img or qemu-io is not installed; " \
-                                   "the comparison with QEMU is skipped"
+#define SKIP_WITHOUT_QEMU()                                \
+  if (!HaveQemu())                                         \
+  GTEST_SKIP() << "qemu-img or qemu-io is not installed; " \
+                  "the comparison with QEMU is skipped"
 
 // Runs a shell command; its standard output, or a test failure.
 std::string Run(const std::string& command) {
@@ -67,7 +70,8 @@ struct QemuVerdict {
 
 uint64_t JsonCount(const std::string& json, const std::string& key) {
   std::smatch m;
-  if (!std::regex_search(json, m, std::regex("\"" + key + "\": ([0-9]+)"))) return 0;
+  if (!std::regex_search(json, m, std::regex("\"" + key + "\": ([0-9]+)")))
+    return 0;
   return std::stoull(m[1]);
 }
 
@@ -79,11 +83,14 @@ QemuVerdict QemuCheck(const std::string& path) {
 
 std::string RawSha(const std::string& path) {
   return Run("qemu-img convert -O raw '" + path + "' '" + path +
-             ".raw' && sha256sum < '" + path + ".raw' && rm -f '" + path + ".raw'");
+             ".raw' && sha256sum < '" + path + ".raw' && rm -f '" + path +
+             ".raw'");
 }
 
-StatusOr<ImageCheckResult> CheckPath(const std::string& path, bool repair = false) {
-  VSS_ASSIGN_OR_RETURN(std::unique_ptr<File> f, FileSystem::Default()->Open(path, false));
+StatusOr<ImageCheckResult> CheckPath(const std::string& path,
+                                     bool repair = false) {
+  VSS_ASSIGN_OR_RETURN(std::unique_ptr<File> f,
+                       FileSystem::Default()->Open(path, false));
   CheckOptions options;
   options.name = path;
   options.repair = repair;
@@ -113,7 +120,8 @@ void MakeImage(const std::string& path, const std::string& options,
   std::filesystem::remove(path);
   Sh("qemu-img create -q -f qcow2 -o '" + options + "' '" + path + "' " + size);
   Sh("qemu-io -f qcow2 -c 'write -P 0xab 0 8k' -c 'write -P 0x5c 20k 24k' "
-     "-c 'write -P 0x11 1M 4k' -c 'write -z 2M 8k' '" + path + "' >/dev/null");
+     "-c 'write -P 0x11 1M 4k' -c 'write -z 2M 8k' '" +
+     path + "' >/dev/null");
 }
 
 void ExpectBothClean(const std::string& path) {
@@ -136,7 +144,8 @@ void ExpectSameVerdict(const std::string& path) {
 // The seed of a random test: $VSS_SEED replays a run, else a fresh one.
 uint64_t Seed() {
   const char* v = std::getenv("VSS_SEED");
-  return v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 0) : std::random_device{}();
+  return v != nullptr && *v != '\0' ? std::strtoull(v, nullptr, 0)
+                                    : std::random_device{}();
 }
 
 std::string TestdataDir() { return VSS_TESTDATA_DIR "/qcow2"; }
@@ -163,7 +172,8 @@ TEST(Qcow2Check, TestdataImages_RawContentMatchesTheirChecksums) {
     TempDir dir;
     std::filesystem::copy(TestdataDir() + "/" + name, dir.File(name));
     if (name == "chain-overlay.qcow2") {
-      std::filesystem::copy(TestdataDir() + "/chain-base.qcow2", dir.File("chain-base.qcow2"));
+      std::filesystem::copy(TestdataDir() + "/chain-base.qcow2",
+                            dir.File("chain-base.qcow2"));
     }
     EXPECT_EQ(RawSha(dir.File(name)).substr(0, 64), sha) << name;
   }
@@ -207,8 +217,10 @@ TEST(Qcow2Check, CompressedBitmapAndSnapshotImages_CheckCleanForBoth) {
   const std::string plain = dir.File("plain.qcow2");
   MakeImage(plain, "cluster_size=4k");
   for (const char* type : {"zlib", "zstd"}) {
-    const std::string path = dir.File(std::string("compressed-") + type + ".qcow2");
-    Sh("qemu-img convert -q -c -f qcow2 -O qcow2 -o cluster_size=4k,compression_type=" +
+    const std::string path =
+        dir.File(std::string("compressed-") + type + ".qcow2");
+    Sh("qemu-img convert -q -c -f qcow2 -O qcow2 -o "
+       "cluster_size=4k,compression_type=" +
        std::string(type) + " '" + plain + "' '" + path + "'");
     ExpectBothClean(path);
   }
@@ -216,10 +228,12 @@ TEST(Qcow2Check, CompressedBitmapAndSnapshotImages_CheckCleanForBoth) {
   Sh("qemu-img create -q -f qcow2 -o cluster_size=512 '" + bitmap + "' 4M");
   Sh("qemu-img bitmap --add '" + bitmap + "' one");
   Sh("qemu-img bitmap --add -g 512 '" + bitmap + "' two");
-  Sh("qemu-io -f qcow2 -c 'write -P 0x3 0 3k' -c 'write 1M 64k' '" + bitmap + "' >/dev/null");
+  Sh("qemu-io -f qcow2 -c 'write -P 0x3 0 3k' -c 'write 1M 64k' '" + bitmap +
+     "' >/dev/null");
   ExpectBothClean(bitmap);
-  for (const char* layout : {"cluster_size=4k", "cluster_size=512,refcount_bits=2",
-                             "compat=0.10,cluster_size=64k"}) {
+  for (const char* layout :
+       {"cluster_size=4k", "cluster_size=512,refcount_bits=2",
+        "compat=0.10,cluster_size=64k"}) {
     SCOPED_TRACE(layout);
     const std::string path = dir.File("snapshots.qcow2");
     MakeImage(path, layout);
@@ -235,7 +249,7 @@ TEST(Qcow2Check, CompressedBitmapAndSnapshotImages_CheckCleanForBoth) {
 // Where the first allocated structures of an image lie, for damage.
 struct Layout {
   Header h;
-  uint64_t l2_offset = 0;      // the L2 table of L1 entry 0
+  uint64_t l2_offset = 0;        // the L2 table of L1 entry 0
   uint64_t refblock_offset = 0;  // refcount block 0
 };
 
@@ -263,13 +277,14 @@ class Qcow2Damage : public ::testing::Test {
     raw_sha_ = RawSha(path_);
   }
   void SetRefcount(uint64_t cluster, uint64_t value) {
-    qcow2::SetRefcount(std::span(bytes_).subspan(layout_.refblock_offset, 4096), cluster,
-                       layout_.h.refcount_order, value);
+    qcow2::SetRefcount(std::span(bytes_).subspan(layout_.refblock_offset, 4096),
+                       cluster, layout_.h.refcount_order, value);
   }
   void Save() { WriteBytes(path_, bytes_); }
   // Repairs; the image is then clean for both checkers and reads the same.
   void RepairAndExpectClean() {
-    VSS_ASSERT_OK_AND_ASSIGN(ImageCheckResult r, CheckPath(path_, /*repair=*/true));
+    VSS_ASSERT_OK_AND_ASSIGN(ImageCheckResult r,
+                             CheckPath(path_, /*repair=*/true));
     EXPECT_TRUE(r.clean()) << Describe(r);
     ExpectBothClean(path_);
     EXPECT_EQ(RawSha(path_), raw_sha_);
@@ -349,16 +364,19 @@ TEST_F(Qcow2Damage, UnalignedL2Pointer_IsAnErrorAndRepairRefuses) {
   VSS_ASSERT_OK_AND_ASSIGN(ImageCheckResult r, CheckPath(path_));
   EXPECT_FALSE(r.errors.empty());
   EXPECT_GT(QemuCheck(path_).corruptions, 0u);
-  EXPECT_THAT(CheckPath(path_, true).status(), StatusIs(StatusCode::kFailedPrecondition,
-                                                       HasSubstr("not cluster-aligned")));
+  EXPECT_THAT(CheckPath(path_, true).status(),
+              StatusIs(StatusCode::kFailedPrecondition,
+                       HasSubstr("not cluster-aligned")));
   EXPECT_EQ(ReadBytes(path_), bytes_);
 }
 
 TEST_F(Qcow2Damage, L2PointerOntoTheRefcountTable_IsAnOverlap) {
-  PutBe64(&bytes_[layout_.l2_offset + 8], kCopied | layout_.h.refcount_table_offset);
+  PutBe64(&bytes_[layout_.l2_offset + 8],
+          kCopied | layout_.h.refcount_table_offset);
   Save();
   VSS_ASSERT_OK_AND_ASSIGN(ImageCheckResult r, CheckPath(path_));
-  EXPECT_THAT(r.errors, ::testing::Contains(HasSubstr("overlaps other metadata")));
+  EXPECT_THAT(r.errors,
+              ::testing::Contains(HasSubstr("overlaps other metadata")));
   EXPECT_GT(QemuCheck(path_).corruptions, 0u);
 }
 
@@ -367,7 +385,8 @@ TEST_F(Qcow2Damage, RefcountTableEntryZeroed_RepairAddsABlock) {
   Save();
   ExpectSameVerdict(path_);
   VSS_ASSERT_OK_AND_ASSIGN(ImageCheckResult r, CheckPath(path_));
-  EXPECT_THAT(r.errors, ::testing::Contains(HasSubstr("its refcount block is missing")));
+  EXPECT_THAT(r.errors,
+              ::testing::Contains(HasSubstr("its refcount block is missing")));
   RepairAndExpectClean();
   // The old block is free now, and the new one lies at the old end.
   EXPECT_EQ(ReadBytes(path_).size(), bytes_.size() + 4096);
@@ -385,12 +404,15 @@ TEST(Qcow2Check, SharedClusterCountedOnce_IsAnErrorLikeQemuAndRepaired) {
   SKIP_WITHOUT_QEMU();
   TempDir dir;
   const std::string path = dir.File("snapshots.qcow2");
-  std::vector<uint8_t> bytes = ReadBytes(TestdataDir() + "/v3-c4k-snapshots.qcow2");
+  std::vector<uint8_t> bytes =
+      ReadBytes(TestdataDir() + "/v3-c4k-snapshots.qcow2");
   Layout l = ReadLayout(bytes);
   auto refblock = std::span(bytes).subspan(l.refblock_offset, 4096);
   const uint64_t clusters = bytes.size() / 4096;
   uint64_t shared = 0;
-  while (shared < clusters && GetRefcount(refblock, shared, l.h.refcount_order) != 2) ++shared;
+  while (shared < clusters &&
+         GetRefcount(refblock, shared, l.h.refcount_order) != 2)
+    ++shared;
   ASSERT_LT(shared, clusters) << "no cluster shared with a snapshot";
   SetRefcount(refblock, shared, l.h.refcount_order, 1);
   WriteBytes(path, bytes);
@@ -402,6 +424,13 @@ TEST(Qcow2Check, SharedClusterCountedOnce_IsAnErrorLikeQemuAndRepaired) {
   EXPECT_TRUE(repaired.clean()) << Describe(repaired);
   ExpectBothClean(path);
   EXPECT_EQ(RawSha(path), sha);
+}
+
+TEST(ImageDriverRepair, ADriverWithoutRepair_IsUnsupportedNamingThePath) {
+  VSS_ASSERT_OK_AND_ASSIGN(const ImageDriver* raw,
+                           DriverRegistry::Default().Find("raw"));
+  EXPECT_THAT(raw->Repair("/srv/disk.img").status(),
+              StatusIs(StatusCode::kUnsupported, HasSubstr("/srv/disk.img")));
 }
 
 TEST(Qcow2Check, NotAQcow2File_IsCorruptionNamingTheFile) {
@@ -421,9 +450,10 @@ TEST(Qcow2Check, DamagedBytes_NeverCrashAndRepairsEndClean) {
   const uint64_t seed = Seed();
   std::cout << "seed " << seed << " (VSS_SEED replays it)" << std::endl;
   std::mt19937_64 rng(seed);
-  for (const char* name : {"v3-c512.qcow2", "v3-c4k-snapshots.qcow2",
-                           "v3-c16k-extl2.qcow2", "v3-c4k-compressed-zstd.qcow2",
-                           "v3-c4k-refcount1.qcow2", "v2-c4k.qcow2"}) {
+  for (const char* name :
+       {"v3-c512.qcow2", "v3-c4k-snapshots.qcow2", "v3-c16k-extl2.qcow2",
+        "v3-c4k-compressed-zstd.qcow2", "v3-c4k-refcount1.qcow2",
+        "v2-c4k.qcow2"}) {
     SCOPED_TRACE(name);
     const std::vector<uint8_t> image = ReadBytes(TestdataDir() + "/" + name);
     ASSERT_FALSE(image.empty());
@@ -431,14 +461,16 @@ TEST(Qcow2Check, DamagedBytes_NeverCrashAndRepairsEndClean) {
       std::vector<uint8_t> bytes = image;
       if (round % 3 == 0) bytes.resize(rng() % bytes.size());
       for (int flips = 1 + rng() % 4; flips > 0 && !bytes.empty(); --flips) {
-        bytes[rng() % std::min<size_t>(bytes.size(), 64 * 1024)] ^= 1u << (rng() % 8);
+        bytes[rng() % std::min<size_t>(bytes.size(), 64 * 1024)] ^=
+            1u << (rng() % 8);
       }
       MemFileSystem fs;
       fs.SetContents("/img", bytes);
       VSS_ASSERT_OK_AND_ASSIGN(std::unique_ptr<File> f, fs.Open("/img", false));
       CheckOptions options;
       (void)CheckImage(*f, options);
-      ASSERT_EQ(fs.Contents("/img"), bytes) << "a check without repair wrote, round " << round;
+      ASSERT_EQ(fs.Contents("/img"), bytes)
+          << "a check without repair wrote, round " << round;
       options.repair = true;
       StatusOr<ImageCheckResult> r = CheckImage(*f, options);
       if (r.ok()) {
@@ -452,7 +484,8 @@ TEST(Qcow2Check, DamagedBytes_NeverCrashAndRepairsEndClean) {
 std::set<std::string> UnderCountedClusters(const ImageCheckResult& r) {
   std::set<std::string> out;
   for (const std::string& e : r.errors) {
-    if (e.find(", used ") != std::string::npos) out.insert(e.substr(0, e.find(" at ")));
+    if (e.find(", used ") != std::string::npos)
+      out.insert(e.substr(0, e.find(" at ")));
   }
   return out;
 }
@@ -468,7 +501,8 @@ StatusOr<ImageCheckResult> CheckMem(MemFileSystem& fs, bool repair) {
 // keeps, drops or tears each unsynced write, leaves an image no worse than
 // before: no cluster counted below its uses that was not so before, nothing
 // a repair cannot fix, and a second repair ends clean.
-void ExpectPowerLossSafeRepair(const std::vector<uint8_t>& bytes, uint64_t seed) {
+void ExpectPowerLossSafeRepair(const std::vector<uint8_t>& bytes,
+                               uint64_t seed) {
   MemFileSystem fs;
   fs.SetContents("/img", bytes);
   VSS_ASSERT_OK_AND_ASSIGN(ImageCheckResult before, CheckMem(fs, false));
@@ -488,7 +522,8 @@ void ExpectPowerLossSafeRepair(const std::vector<uint8_t>& bytes, uint64_t seed)
     cut.PowerLoss(PowerLossMode::kRandom, seed + n);
     VSS_ASSERT_OK_AND_ASSIGN(ImageCheckResult after, CheckMem(cut, false));
     for (const std::string& c : UnderCountedClusters(after)) {
-      EXPECT_TRUE(UnderCountedClusters(before).count(c)) << c << " is newly under-counted";
+      EXPECT_TRUE(UnderCountedClusters(before).count(c))
+          << c << " is newly under-counted";
     }
     VSS_ASSERT_OK_AND_ASSIGN(ImageCheckResult again, CheckMem(cut, true));
     EXPECT_TRUE(again.clean()) << Describe(again);
@@ -501,7 +536,8 @@ void ExpectPowerLossSafeRepair(const std::vector<uint8_t>& bytes, uint64_t seed)
 TEST(Qcow2Check, RepairCutByPowerLoss_LeavesAnImageNoWorse) {
   const uint64_t seed = Seed();
   std::cout << "seed " << seed << " (VSS_SEED replays it)" << std::endl;
-  const std::vector<uint8_t> image = ReadBytes(TestdataDir() + "/v3-c4k-snapshots.qcow2");
+  const std::vector<uint8_t> image =
+      ReadBytes(TestdataDir() + "/v3-c4k-snapshots.qcow2");
   Layout l = ReadLayout(image);
   ASSERT_EQ(l.h.cluster_size(), 4096u);
   {
@@ -510,7 +546,8 @@ TEST(Qcow2Check, RepairCutByPowerLoss_LeavesAnImageNoWorse) {
     auto refblock = std::span(bytes).subspan(l.refblock_offset, 4096);
     const uint64_t data = Be64(&bytes[l.l2_offset]) & kL2OffsetMask;
     SetRefcount(refblock, data / 4096, l.h.refcount_order, 0);
-    SetRefcount(refblock, l.h.refcount_table_offset / 4096, l.h.refcount_order, 7);
+    SetRefcount(refblock, l.h.refcount_table_offset / 4096, l.h.refcount_order,
+                7);
     SetRefcount(refblock, l.l2_offset / 4096, l.h.refcount_order, 0);
     PutBe64(&bytes[72], Be64(&bytes[72]) | kIncompatDirty);
     ExpectPowerLossSafeRepair(bytes, seed);

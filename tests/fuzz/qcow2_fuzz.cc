@@ -38,7 +38,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (fs.Contents("/image.qcow2") != bytes) __builtin_trap();
 
   options.repair = true;
-  vss::StatusOr<vss::ImageCheckResult> repaired = vss::qcow2::CheckImage(*file, options);
+  vss::StatusOr<vss::ImageCheckResult> repaired =
+      vss::qcow2::CheckImage(*file, options);
   if (repaired.ok() && !repaired->clean()) __builtin_trap();
   return 0;
 }
