@@ -392,12 +392,28 @@ TEST_F(Qcow2Damage, RefcountTableEntryZeroed_RepairAddsABlock) {
   EXPECT_EQ(ReadBytes(path_).size(), bytes_.size() + 4096);
 }
 
-TEST_F(Qcow2Damage, DirtyBit_IsClearedByRepair) {
-  PutBe64(&bytes_[72], Be64(&bytes_[72]) | kIncompatDirty);
+TEST_F(Qcow2Damage, DirtyAndCorruptBits_AreClearedByRepair) {
+  PutBe64(&bytes_[72], Be64(&bytes_[72]) | kIncompatDirty | kIncompatCorrupt);
   SetRefcount(data_offset_ / 4096, 3);
   Save();
   RepairAndExpectClean();
+  EXPECT_EQ(Be64(&ReadBytes(path_)[72]) & (kIncompatDirty | kIncompatCorrupt),
+            0u);
+}
+
+TEST_F(Qcow2Damage, DirtyBitOfACleanImage_IsClearedByRepair) {
+  PutBe64(&bytes_[72], Be64(&bytes_[72]) | kIncompatDirty);
+  Save();
+  VSS_ASSERT_OK_AND_ASSIGN(ImageCheckResult r, CheckPath(path_));
+  EXPECT_TRUE(r.clean()) << Describe(r);
+  RepairAndExpectClean();
   EXPECT_EQ(Be64(&ReadBytes(path_)[72]) & kIncompatDirty, 0u);
+}
+
+TEST_F(Qcow2Damage, CleanImage_IsNotWrittenByRepair) {
+  VSS_ASSERT_OK_AND_ASSIGN(ImageCheckResult r, CheckPath(path_, true));
+  EXPECT_TRUE(r.clean()) << Describe(r);
+  EXPECT_EQ(ReadBytes(path_), bytes_);
 }
 
 TEST(Qcow2Check, SharedClusterCountedOnce_IsAnErrorLikeQemuAndRepaired) {
