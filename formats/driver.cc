@@ -16,6 +16,11 @@ StatusOr<ImageCheckResult> ImageDriver::Check(const std::string& path) const {
                           " driver cannot check images (" + path + ")");
 }
 
+StatusOr<ImageCheckResult> ImageDriver::Repair(const std::string& path) const {
+  return UnsupportedError("the " + std::string(name()) +
+                          " driver cannot repair images (" + path + ")");
+}
+
 StatusOr<ImageInfo> ImageDriver::Info(const std::string& path) const {
   return UnsupportedError("the " + std::string(name()) +
                           " driver cannot describe images (" + path + ")");

@@ -116,10 +116,11 @@ class ImageDriver {
   [[nodiscard]] virtual StatusOr<ImageCheckResult> Check(
       const std::string& path) const;
 
-  // Repairs what Check() finds that the format allows fixing (leaks and
-  // reference counts), then checks again: the result is the image as it is
-  // after the repair. The image must not be open elsewhere. Errors are those
-  // of Open(). The default: kUnsupported.
+  // Repairs what a check of the image at `path` finds and a repair can
+  // fix safely (leaks and refcounts, for qcow2), then checks it again and
+  // returns that second check. An image with damage it cannot fix is
+  // refused with kFailedPrecondition naming the damage, and nothing is
+  // written. Other errors are those of Open(). The default: kUnsupported.
   [[nodiscard]] virtual StatusOr<ImageCheckResult> Repair(
       const std::string& path) const;
 
