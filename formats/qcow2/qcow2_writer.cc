@@ -1,17 +1,24 @@
 #include "vss/formats/qcow2_writer.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 #include <zstd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <filesystem>
 
 #include "qcow2_layout.h"
+#include "vss/formats/image_probe.h"
 
 namespace vss::qcow2 {
 namespace {
 
 constexpr uint64_t kSector = 512;
+// The header, its extensions and the backing name lie in the first cluster.
+constexpr size_t kMaxClusterSizeForHeader = size_t{1} << kMaxClusterBits;
 // QEMU inflates compressed clusters with a 4 KiB window (raw deflate,
 // window bits 12); a larger window could make a stream it cannot read.
 constexpr int kDeflateWindowBits = -12;
@@ -338,6 +345,35 @@ Status CopyClusters(BlockDevice& src, std::span<const Extent> extents, Writer& w
     }
   }
   return OkStatus();
+}
+
+StatusOr<BackingImage> InspectBackingFile(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) return NotFoundError("backing file " + path + " does not exist");
+  if (fd < 0) return ErrnoError(errno, "backing file " + path);
+  struct stat st;
+  std::vector<uint8_t> head(kMaxClusterSizeForHeader);
+  ssize_t n = ::fstat(fd, &st) == 0 ? ::pread(fd, head.data(), head.size(), 0) : -1;
+  int err = errno;
+  ::close(fd);
+  if (n < 0) return ErrnoError(err, "backing file " + path);
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+    return InvalidArgumentError("backing file " + path + " is not a regular file");
+  }
+  head.resize(static_cast<size_t>(n));
+  const ImageFormat format = ProbeImageFormat(head, {});
+  if (format == ImageFormat::kRaw) return BackingImage{"raw", static_cast<uint64_t>(st.st_size)};
+  if (format != ImageFormat::kQcow2) {
+    return InvalidArgumentError("backing file " + path + " is a " +
+                                std::string(ImageFormatName(format)) +
+                                " image, not a qcow2 or raw image");
+  }
+  StatusOr<Header> h = ParseHeader(head, static_cast<uint64_t>(st.st_size));
+  if (!h.ok()) return InvalidArgumentError("backing file " + path + ": " + h.status().message());
+  if (std::optional<std::string> problem = SupportProblem(*h, /*writable=*/false)) {
+    return InvalidArgumentError("backing file " + path + " uses " + *problem);
+  }
+  return BackingImage{"qcow2", h->size};
 }
 
 }  // namespace vss::qcow2

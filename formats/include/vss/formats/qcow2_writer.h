@@ -130,6 +130,19 @@ class Writer {
   WriterStats stats_;
 };
 
+// What a backing file for a new image is.
+struct BackingImage {
+  std::string format;  // "qcow2" or "raw", as the header's backing format
+  uint64_t size = 0;   // guest-visible bytes
+};
+
+// Reads the head of the file at `path` (read-only; the path as the
+// caller resolved it): a qcow2 image (its header parsed and checked as a
+// reader would) or a raw file (no disk-image magic; its size is the file's).
+// kNotFound when missing; kInvalidArgument naming the file when it is
+// another disk-image format or a qcow2 image this build cannot read.
+[[nodiscard]] StatusOr<BackingImage> InspectBackingFile(const std::string& path);
+
 // Copies into `writer` every guest cluster that `extents` touch, in order:
 // a cluster that only a zero extent (allocated == false: `src` reads it as
 // zeroes) covers whole is written as zeroes without being read; any other
