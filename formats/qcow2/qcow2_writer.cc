@@ -347,6 +347,15 @@ Status CopyClusters(BlockDevice& src, std::span<const Extent> extents, Writer& w
   return OkStatus();
 }
 
+StatusOr<std::vector<Extent>> ExtentsWithin(BlockDevice& src, std::span<const Extent> ranges) {
+  std::vector<Extent> out;
+  for (const Extent& r : ranges) {
+    VSS_ASSIGN_OR_RETURN(std::vector<Extent> parts, src.Extents(r.offset, r.length));
+    out.insert(out.end(), parts.begin(), parts.end());
+  }
+  return out;
+}
+
 StatusOr<BackingImage> InspectBackingFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0 && errno == ENOENT) return NotFoundError("backing file " + path + " does not exist");

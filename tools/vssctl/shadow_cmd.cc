@@ -298,12 +298,9 @@ StatusOr<std::vector<Extent>> IncrementalExtents(Cli& cli, OpenedShadow& sh,
                                 Braced(sh.row.id));
   }
   VSS_ASSIGN_OR_RETURN(auto changed, sh.volume->ChangedExtents(older.id, sh.row.id));
-  std::vector<Extent> out;
-  for (const engine::ChangedExtent& c : changed) {
-    VSS_ASSIGN_OR_RETURN(auto parts, sh.view->Extents(c.offset, c.length));
-    out.insert(out.end(), parts.begin(), parts.end());
-  }
-  return out;
+  std::vector<Extent> ranges;
+  for (const engine::ChangedExtent& c : changed) ranges.push_back({c.offset, c.length, true});
+  return qcow2::ExtentsWithin(*sh.view, ranges);
 }
 
 // Checks the backing file an incremental export names: a qcow2 or raw

@@ -143,6 +143,12 @@ struct BackingImage {
 // another disk-image format or a qcow2 image this build cannot read.
 [[nodiscard]] StatusOr<BackingImage> InspectBackingFile(const std::string& path);
 
+// The extents of `src` within each of `ranges` (ascending, disjoint), in
+// order: what an incremental copy of changed ranges hands CopyClusters,
+// so that the holes among the changes need no read.
+[[nodiscard]] StatusOr<std::vector<Extent>> ExtentsWithin(BlockDevice& src,
+                                                          std::span<const Extent> ranges);
+
 // Copies into `writer` every guest cluster that `extents` touch, in order:
 // a cluster that only a zero extent (allocated == false: `src` reads it as
 // zeroes) covers whole is written as zeroes without being read; any other
