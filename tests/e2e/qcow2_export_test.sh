@@ -15,26 +15,10 @@ set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 VSSCTL=$(realpath "$1")
-command -v jq >/dev/null || die "jq is required"
-command -v qemu-img >/dev/null || skip "qemu-img is not installed"
-make_work qcow2-export
-cd "$work" || exit 1
-export VSS_STORE=$work/store
-unset XDG_DATA_HOME
+qemu_work qcow2-export
 
-# qemu_clean IMAGE: qemu-img check finds no error and no leak.
-qemu_clean() {
-  local report
-  report=$(qemu-img check -f qcow2 "$1" 2>&1) || { echo "$report"; return 1; }
-  [[ $report == *"No errors were found"* && $report != *leaked* ]] || { echo "$report"; return 1; }
-}
 # qemu_equal RAW IMAGE: qemu-img compare finds the qcow2 chain equal to RAW.
 qemu_equal() { qemu-img compare -q -f raw -F qcow2 "$1" "$2"; }
-# qemu_reads IMAGE: the sha256 of the chain converted to raw by qemu-img.
-qemu_reads() {
-  qemu-img convert -f qcow2 -O raw "$1" conv.raw && sha <conv.raw
-  rm -f conv.raw
-}
 new_shadow() {
   v shadow create disk --json | jq -r '.shadows[0].shadow_id'
 }
