@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -12,7 +13,10 @@
 
 #include "backup_dir.h"
 #include "requester_devices.h"
+#include "vss/engine/store.h"
 #include "vss/engine/types.h"
+#include "vss/engine/volume.h"
+#include "vss/formats/qcow2_writer.h"
 
 namespace vss {
 namespace {
@@ -29,10 +33,100 @@ StatusOr<std::string> ReadFile(const std::string& path) {
 }
 
 // The image file name of a volume in a backup directory.
-std::string ImageName(const std::string& volume) {
+std::string ImageName(const std::string& volume, const std::string& format) {
   std::string name = volume;
   std::replace(name.begin(), name.end(), '/', '_');
-  return name + ".img";
+  return name + (format == "qcow2" ? ".qcow2" : ".img");
+}
+
+// The base backup's manifest, for a qcow2 incremental: every volume of
+// the request must be in it with its shadow kept. Empty when there is no
+// base or the backup is raw. Checked before any shadow is made.
+StatusOr<std::vector<ManifestVolume>> ReadBaseManifest(const BackupRequest& req) {
+  if (req.format != "qcow2" || req.base_dir.empty()) return std::vector<ManifestVolume>();
+  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BackupSource> source,
+                       BackupSource::Open(req.base_dir, {}));
+  StatusOr<std::vector<ManifestVolume>> base = source->ReadManifest();
+  if (!base.ok()) return base.status().WithContext("--base " + req.base_dir);
+  for (const ManifestVolume& v : *base) {
+    if (!v.shadows_kept || v.shadow_id.empty()) {
+      return FailedPreconditionError(
+          "--base " + req.base_dir +
+          ": its shadow copies were not kept, so what changed since it is unknown; "
+          "make the base backup with --keep-shadows");
+    }
+  }
+  return base;
+}
+
+// The relative name of `path` seen from the directory `from` (QEMU
+// resolves a relative backing file name against the image's directory).
+std::string RelativeTo(const std::string& path, const std::string& from) {
+  std::error_code ec;
+  std::filesystem::path abs_path = std::filesystem::absolute(path, ec);
+  std::filesystem::path abs_from = std::filesystem::absolute(from, ec);
+  return abs_path.lexically_normal().lexically_relative(abs_from.lexically_normal()).string();
+}
+
+// How the qcow2 image of shadow `p` is made: whole, or with a base the
+// extents changed since the base's shadow of the volume, on top of the
+// base's image. Fills `v`'s backing and chain.
+StatusOr<BackupDir::Qcow2Plan> PlanQcow2(Service& service, const BackupRequest& req,
+                                         const std::vector<ManifestVolume>& base,
+                                         const SnapshotProp& p, BlockDevice& view,
+                                         BackedUpVolume& v) {
+  BackupDir::Qcow2Plan plan;
+  if (req.base_dir.empty()) return plan;
+  auto it = std::find_if(base.begin(), base.end(), [&](const ManifestVolume& m) {
+    return m.volume == p.original_volume_name;
+  });
+  if (it == base.end()) {
+    return FailedPreconditionError("--base " + req.base_dir + " has no backup of volume '" +
+                                   p.original_volume_name + "'");
+  }
+  engine::Store* store = service.store();
+  if (store == nullptr) {
+    return UnsupportedError("an incremental qcow2 backup needs the store in-process; vssd serves it");
+  }
+  StatusOr<engine::ShadowInfo> older = store->ResolveShadow(it->shadow_id);
+  if (!older.ok()) {
+    return FailedPreconditionError("--base " + req.base_dir + ": its shadow copy {" +
+                                   it->shadow_id + "} of volume '" + it->volume +
+                                   "' no longer exists; make a full backup");
+  }
+  VSS_ASSIGN_OR_RETURN(engine::Volume * volume, store->OpenVolume(older->volume_id));
+  VSS_ASSIGN_OR_RETURN(auto changed, volume->ChangedExtents(older->id, p.snapshot_id));
+  std::vector<Extent> ranges;
+  for (const engine::ChangedExtent& c : changed) ranges.push_back({c.offset, c.length, true});
+  VSS_ASSIGN_OR_RETURN(plan.extents, qcow2::ExtentsWithin(view, ranges));
+  plan.backing = RelativeTo(req.base_dir + "/" + it->image, req.dir);
+  plan.backing_format = it->format;
+  v.backing = plan.backing;
+  v.chain = {plan.backing};
+  for (const std::string& below : it->chain) {
+    v.chain.push_back(RelativeTo(req.base_dir + "/" + below, req.dir));
+  }
+  return plan;
+}
+
+// Writes the image of one shadow into `dir`, raw or qcow2.
+Status CopyShadow(Service& service, BackupDir& dir, const BackupRequest& req,
+                  const std::vector<ManifestVolume>& base, const SnapshotProp& p,
+                  BackedUpVolume& v) {
+  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BlockDevice> view,
+                       OpenShadowView(service, p.snapshot_id, req.open_export));
+  BackupDir::ImageResult image;
+  if (req.format == "qcow2") {
+    VSS_ASSIGN_OR_RETURN(BackupDir::Qcow2Plan plan,
+                         PlanQcow2(service, req, base, p, *view, v));
+    VSS_ASSIGN_OR_RETURN(image, dir.WriteQcow2Image(v.image, *view, plan, "copying " + v.volume));
+  } else {
+    VSS_ASSIGN_OR_RETURN(image, dir.WriteImage(v.image, *view, "copying " + v.volume));
+  }
+  v.size = image.size;
+  v.xxh3_128 = image.xxh3_128;
+  v.data_bytes = image.data_bytes;
+  return OkStatus();
 }
 
 StatusOr<std::optional<BackupComponentsDocument>> ReadBase(
@@ -62,24 +156,14 @@ Status DeleteSet(BackupComponents& bc, const Guid& set_id) {
 // against its checksum (BackupDir::WriteImage), then syncs their names.
 // On failure the set is deleted and the backup aborted.
 Status CopyShadows(Service& service, BackupComponents& bc, BackupDir& dir,
-                   const BackupRequest& req, const ShadowSetResult& set,
-                   std::vector<BackedUpVolume>& out) {
+                   const BackupRequest& req, const std::vector<ManifestVolume>& base,
+                   const ShadowSetResult& set, std::vector<BackedUpVolume>& out) {
   for (const SnapshotProp& p : set.shadows) {
     BackedUpVolume v{p.original_volume_name, p.snapshot_id,
                      p.snapshot_device_object,
-                     ImageName(p.original_volume_name)};
-    Status s = [&]() -> Status {
-      VSS_ASSIGN_OR_RETURN(
-          std::unique_ptr<BlockDevice> view,
-          OpenShadowView(service, p.snapshot_id, req.open_export));
-      VSS_ASSIGN_OR_RETURN(
-          BackupDir::ImageResult image,
-          dir.WriteImage(v.image, *view, "copying " + v.volume));
-      v.size = image.size;
-      v.xxh3_128 = image.xxh3_128;
-      v.data_bytes = image.data_bytes;
-      return OkStatus();
-    }();
+                     ImageName(p.original_volume_name, req.format)};
+    v.format = req.format;
+    Status s = CopyShadow(service, dir, req, base, p, v);
     if (!s.ok()) {
       DeleteSet(bc, set.set_id).IgnoreError();
       return AbortAfterSet(bc, req.on_aborted,
@@ -103,14 +187,24 @@ Status CopyShadows(Service& service, BackupComponents& bc, BackupDir& dir,
 std::string ManifestText(const Service& service, const BackupResult& r) {
   Json volumes = Json::array();
   for (const BackedUpVolume& v : r.volumes) {
-    volumes.push_back({{"volume", v.volume},
-                       {"shadow_id", v.shadow_id.ToString()},
-                       {"device_object", v.device_object},
-                       {"image", v.image},
-                       {"size", v.size},
-                       {"xxh3_128", v.xxh3_128},
-                       {"data_bytes", v.data_bytes}});
+    Json j{{"volume", v.volume},
+           {"shadow_id", v.shadow_id.ToString()},
+           {"device_object", v.device_object},
+           {"image", v.image},
+           {"size", v.size},
+           {"xxh3_128", v.xxh3_128},
+           {"data_bytes", v.data_bytes}};
+    if (v.format != "raw") {
+      j["format"] = v.format;
+      if (!v.backing.empty()) {
+        j["backing"] = v.backing;
+        j["chain"] = v.chain;
+      }
+    }
+    volumes.push_back(std::move(j));
   }
+  // Raw backups keep version 2; a qcow2 backup needs readers of version 3.
+  const bool qcow2 = !r.volumes.empty() && r.volumes.front().format == "qcow2";
   Json components = Json::array();
   for (const ComponentKey& k : r.components) {
     components.push_back({{"writer_id", k.writer_id.ToString()},
@@ -119,7 +213,7 @@ std::string ManifestText(const Service& service, const BackupResult& r) {
                           {"backup_succeeded", true}});
   }
   Json manifest{
-      {"version", kBackupManifestVersion},
+      {"version", qcow2 ? kBackupManifestVersionQcow2 : kBackupManifestVersion},
       {"created", engine::TimestampToIso8601(engine::NowTimestamp())},
       {"store", service.store_dir()},
       {"service", service.remote() ? "vssd" : "in-process"},
@@ -160,8 +254,12 @@ Status WriteDocuments(BackupDir& dir, const std::string& bcd,
 }  // namespace
 
 StatusOr<BackupResult> Backup(Service& service, const BackupRequest& req) {
+  if (req.format != "raw" && req.format != "qcow2") {
+    return InvalidArgumentError("backup format '" + req.format + "' (raw or qcow2)");
+  }
   VSS_ASSIGN_OR_RETURN(std::optional<BackupComponentsDocument> base,
                        ReadBase(req.base_dir));
+  VSS_ASSIGN_OR_RETURN(std::vector<ManifestVolume> base_images, ReadBaseManifest(req));
   BackupResult r;
   r.dir = req.dir;
   r.backup_type = req.backup_type;
@@ -189,7 +287,7 @@ StatusOr<BackupResult> Backup(Service& service, const BackupRequest& req) {
   r.set_id = set.set_id;
   r.components = set.components;
   r.previous_stamps = set.previous_stamps;
-  VSS_RETURN_IF_ERROR(CopyShadows(service, bc, *dir, req, set, r.volumes));
+  VSS_RETURN_IF_ERROR(CopyShadows(service, bc, *dir, req, base_images, set, r.volumes));
 
   // The backup is in the directory: tell the writers.
   for (const ComponentKey& k : set.components) {

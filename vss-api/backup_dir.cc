@@ -15,6 +15,8 @@
 #include <span>
 
 #include "json_util.h"
+#include "vss/formats/qcow2_writer.h"
+#include "vss/formats/registry.h"
 
 namespace vss {
 namespace {
@@ -202,6 +204,32 @@ bool IsHex128(const std::string& s) {
          });
 }
 
+// The version 3 fields of a manifest's volume entry `v`.
+Status ReadQcow2Fields(const Json& v, const std::string& path, ManifestVolume& mv) {
+  const auto bad = [&](const std::string& what) {
+    return CorruptionError(path + ": volume '" + mv.volume + "': " + what);
+  };
+  if (!v.contains("format") || !v["format"].is_string()) return bad("no format");
+  mv.format = v["format"].get<std::string>();
+  if (mv.format != "raw" && mv.format != "qcow2") return bad("format '" + mv.format + "'");
+  if (v.contains("backing")) {
+    if (!v["backing"].is_string() || mv.format != "qcow2") return bad("a bad backing file");
+    mv.backing = v["backing"].get<std::string>();
+  }
+  if (v.contains("chain")) {
+    if (!v["chain"].is_array()) return bad("chain is not a list");
+    for (const Json& c : v["chain"]) {
+      if (!c.is_string()) return bad("chain holds a non-string");
+      mv.chain.push_back(c.get<std::string>());
+    }
+  }
+  if (mv.backing.empty() != mv.chain.empty() ||
+      (!mv.chain.empty() && mv.chain.front() != mv.backing)) {
+    return bad("backing and chain disagree");
+  }
+  return OkStatus();
+}
+
 }  // namespace
 
 Status ForEachPiece(BlockDevice& src, uint64_t offset, uint64_t length, std::span<uint8_t> buf,
@@ -217,6 +245,39 @@ Status ForEachPiece(BlockDevice& src, uint64_t offset, uint64_t length, std::spa
   }
   return OkStatus();
 }
+
+namespace {
+
+// XXH3-128 of every byte `dev` reads as; its holes are hashed as zeroes
+// without being read.
+StatusOr<std::string> HashDevice(BlockDevice& dev, const ProgressCallback& callback,
+                                 const std::string& what) {
+  VSS_ASSIGN_OR_RETURN(auto extents, dev.Extents(0, dev.size()));
+  Hasher hasher;
+  ProgressReporter progress(callback, what, dev.size());
+  std::vector<uint8_t> buf(std::min(std::max<uint64_t>(dev.size(), 1), kPiece));
+  for (const Extent& e : extents) {
+    if (!e.allocated) {
+      hasher.UpdateZeroes(e.length);
+      progress.Add(e.length);
+      continue;
+    }
+    VSS_RETURN_IF_ERROR(ForEachPiece(dev, e.offset, e.length, buf, progress,
+                                     [&](uint64_t, std::span<uint8_t> piece) {
+                                       hasher.Update(piece);
+                                       return OkStatus();
+                                     }));
+  }
+  return hasher.HexDigest();
+}
+
+// Opens the qcow2 image at `path` read-only through the registry's driver.
+StatusOr<std::unique_ptr<BlockDevice>> OpenQcow2(const std::string& path) {
+  VSS_ASSIGN_OR_RETURN(const ImageDriver* driver, DriverRegistry::Default().Find("qcow2"));
+  return driver->Open({.path = path, .writable = false});
+}
+
+}  // namespace
 
 // --- ProgressReporter ---
 
@@ -345,6 +406,46 @@ StatusOr<BackupDir::ImageResult> BackupDir::WriteImage(
   return out;
 }
 
+StatusOr<BackupDir::ImageResult> BackupDir::WriteQcow2Image(const std::string& name,
+                                                             BlockDevice& src,
+                                                             const Qcow2Plan& plan,
+                                                             const std::string& what) {
+  const std::string path = dir_ + "/" + name;
+  ImageResult out;
+  out.size = src.size();
+  std::vector<Extent> extents = plan.extents;
+  if (plan.backing.empty()) {
+    VSS_ASSIGN_OR_RETURN(extents, src.Extents(0, src.size()));
+  }
+  uint64_t total = 0;
+  for (const Extent& e : extents) total += e.length;
+  VSS_ASSIGN_OR_RETURN(auto writer,
+                       qcow2::Writer::Create({.path = path,
+                                              .size = src.size(),
+                                              .backing_file = plan.backing,
+                                              .backing_format = plan.backing_format}));
+  names_.push_back(name);
+  {
+    ProgressReporter progress(progress_, what, total);
+    VSS_RETURN_IF_ERROR(qcow2::CopyClusters(src, extents, *writer,
+                                            [&](uint64_t n) { progress.Add(n); }));
+  }
+  // Finish syncs the image and the directory: the image is durable before
+  // the checksum below vouches for it in the manifest.
+  VSS_RETURN_IF_ERROR(writer->Finish());
+  out.data_bytes = writer->stats().data_bytes;
+  VSS_ASSIGN_OR_RETURN(out.xxh3_128, HashDevice(src, progress_, "hashing " + what));
+  // Read back what the chain reads as, through the driver restore uses.
+  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BlockDevice> image, OpenQcow2(path));
+  VSS_ASSIGN_OR_RETURN(std::string back, HashDevice(*image, progress_, "verifying " + path));
+  if (image->size() != out.size || back != out.xxh3_128) {
+    return CorruptionError(path + ": read back after writing, it reads as " +
+                           std::to_string(image->size()) + " bytes with XXH3-128 " + back +
+                           ", not " + std::to_string(out.size) + " bytes with " + out.xxh3_128);
+  }
+  return out;
+}
+
 Status BackupDir::WriteDocument(const std::string& name,
                                 const std::string& text) {
   const std::string path = dir_ + "/" + name;
@@ -446,12 +547,14 @@ StatusOr<std::vector<ManifestVolume>> BackupSource::ReadManifest() {
         ": a version 1 backup has no image checksums, so its images "
         "cannot be verified; restore refuses it");
   }
-  if (version != kBackupManifestVersion) {
-    return UnsupportedError(path + ": manifest version " +
-                            std::to_string(version) +
+  if (version != kBackupManifestVersion && version != kBackupManifestVersionQcow2) {
+    return UnsupportedError(path + ": manifest version " + std::to_string(version) +
                             " is not one this vssctl knows (" +
-                            std::to_string(kBackupManifestVersion) + ")");
+                            std::to_string(kBackupManifestVersion) + ", " +
+                            std::to_string(kBackupManifestVersionQcow2) + ")");
   }
+  const bool shadows_kept = m.contains("shadows_kept") && m["shadows_kept"].is_boolean() &&
+                            m["shadows_kept"].get<bool>();
   std::vector<ManifestVolume> out;
   for (const Json& v : m["volumes"]) {
     auto field = [&](const char* key) -> const Json* {
@@ -471,6 +574,11 @@ StatusOr<std::vector<ManifestVolume>> BackupSource::ReadManifest() {
     }
     ManifestVolume mv{volume->get<std::string>(), image->get<std::string>(),
                       IntFromJson<uint64_t>(*size), sum->get<std::string>()};
+    mv.shadows_kept = shadows_kept;
+    if (const Json* id = field("shadow_id"); id && id->is_string()) mv.shadow_id = *id;
+    if (version >= kBackupManifestVersionQcow2) {
+      VSS_RETURN_IF_ERROR(ReadQcow2Fields(v, path, mv));
+    }
     if (!IsPlainFileName(mv.image)) {
       return CorruptionError(
           path + ": volume '" + mv.volume + "': image '" + mv.image +
@@ -498,6 +606,7 @@ StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedImage(
     return CorruptionError(path +
                            " is not a file name inside the backup directory");
   }
+  if (v.format == "qcow2") return OpenVerifiedQcow2(v);
   // O_NOFOLLOW: a symlink planted in the backup is refused, not followed.
   // O_NONBLOCK: opening a FIFO does not wait for a writer (it is refused
   // as not a regular file below).
@@ -526,5 +635,32 @@ StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedImage(
   return std::unique_ptr<BlockDevice>(std::move(image));
 }
 
+StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedQcow2(const ManifestVolume& v) {
+  const std::string path = PathOf(v.image);
+  struct stat st;
+  if (::fstatat(fd_, v.image.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return ErrnoError(errno, path);
+  }
+  if (!S_ISREG(st.st_mode)) return CorruptionError(path + " is not a regular file");
+  VSS_ASSIGN_OR_RETURN(const ImageDriver* driver, DriverRegistry::Default().Find("qcow2"));
+  // The backing file the image names must be the one the manifest
+  // recorded, so that the chain read is the chain that was backed up.
+  VSS_ASSIGN_OR_RETURN(ImageInfo info, driver->Info(path));
+  if (info.backing_file != v.backing) {
+    return CorruptionError(path + " names the backing file '" + info.backing_file +
+                           "', the manifest recorded '" + v.backing + "'");
+  }
+  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BlockDevice> image, OpenQcow2(path));
+  if (image->size() != v.size) {
+    return CorruptionError(path + " reads as " + std::to_string(image->size()) +
+                           " bytes but the manifest says " + std::to_string(v.size));
+  }
+  VSS_ASSIGN_OR_RETURN(std::string sum, HashDevice(*image, progress_, "verifying " + path));
+  if (sum != v.xxh3_128) {
+    return CorruptionError(path + " is damaged: the XXH3-128 of what it reads as is " + sum +
+                           ", the manifest recorded " + v.xxh3_128);
+  }
+  return image;
+}
 
 }  // namespace vss

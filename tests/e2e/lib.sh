@@ -142,3 +142,31 @@ run_exit_hooks() {
   for ((i = ${#exit_hooks[@]} - 1; i >= 0; i--)); do ${exit_hooks[i]}; done
   [[ -n ${KEEP_WORK:-} ]] || rm -rf "$work"
 }
+
+# ----------------------------------------------------------- qemu-img checks
+# qemu_work NAME: for a vssctl test judged by qemu-img: needs jq (fails
+# without) and qemu-img (skips without), makes $work (make_work NAME), goes
+# there and points VSS_STORE at a store inside it.
+qemu_work() {
+  command -v jq >/dev/null || die "jq is required"
+  command -v qemu-img >/dev/null || skip "qemu-img is not installed"
+  make_work "$1"
+  cd "$work" || exit 1
+  export VSS_STORE=$work/store
+  unset XDG_DATA_HOME
+}
+# qemu_clean IMAGE: `qemu-img check` finds no error and no leak in the qcow2
+# IMAGE (its report is printed otherwise).
+qemu_clean() {
+  local report
+  report=$(qemu-img check -f qcow2 "$1" 2>&1) || { echo "$report"; return 1; }
+  [[ $report == *"No errors were found"* && $report != *leaked* ]] || { echo "$report"; return 1; }
+}
+# qemu_reads IMAGE: the SHA-256 of what the qcow2 IMAGE (with its backing
+# chain) reads as, converted to raw by qemu-img.
+qemu_reads() {
+  local raw
+  raw=$(mktemp "${TMPDIR:-/tmp}/qemu-reads.XXXXXX") || return 1
+  qemu-img convert -f qcow2 -O raw "$1" "$raw" && sha <"$raw"
+  rm -f "$raw"
+}

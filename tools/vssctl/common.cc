@@ -414,4 +414,30 @@ StatusOr<uint64_t> CopySparse(BlockDevice& src, BlockDevice& dst, const std::str
   return written;
 }
 
+StatusOr<uint64_t> CompareDevices(BlockDevice& expected, BlockDevice& got,
+                                  std::span<const Extent> what,
+                                  const std::string& progress_what) {
+  constexpr uint64_t kPiece = uint64_t{1} << 20;
+  uint64_t total = 0;
+  for (const Extent& e : what) total += e.length;
+  Progress progress(progress_what, total);
+  std::vector<uint8_t> a(kPiece), b(kPiece);
+  for (const Extent& e : what) {
+    for (uint64_t done = 0; done < e.length;) {
+      size_t n = static_cast<size_t>(std::min(e.length - done, kPiece));
+      VSS_RETURN_IF_ERROR(expected.Read(e.offset + done, std::span(a.data(), n)));
+      VSS_RETURN_IF_ERROR(got.Read(e.offset + done, std::span(b.data(), n)));
+      if (std::memcmp(a.data(), b.data(), n) != 0) {
+        size_t i = 0;
+        while (a[i] == b[i]) ++i;
+        return CorruptionError(got.name() + " differs from " + expected.name() +
+                               " at byte " + std::to_string(e.offset + done + i));
+      }
+      done += n;
+      progress.Add(n);
+    }
+  }
+  return total;
+}
+
 }  // namespace vss::tools

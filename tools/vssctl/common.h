@@ -13,6 +13,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -137,6 +138,13 @@ void PrintJson(const Json& j);
 // image or a volume), 1 MiB at a time with a progress line named `what`;
 // flushes `dst` and returns the bytes written.
 StatusOr<uint64_t> CopySparse(BlockDevice& src, BlockDevice& dst, const std::string& what);
+
+// Reads the ranges `what` of `expected` and `got` (of equal size) 1 MiB at a
+// time with a progress line named `progress_what` and returns the bytes
+// compared. kCorruption naming `got` and the first differing offset.
+StatusOr<uint64_t> CompareDevices(BlockDevice& expected, BlockDevice& got,
+                                  std::span<const Extent> what,
+                                  const std::string& progress_what);
 
 class Progress {
  public:

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <set>
 
@@ -13,7 +14,9 @@
 #include "vss/api/shadow_properties.h"
 #include "vss/api/types.h"
 #include "vss/engine/volume.h"
+#include "vss/formats/qcow2_writer.h"
 #include "vss/formats/raw_image.h"
+#include "vss/formats/registry.h"
 
 namespace vss::tools {
 namespace {
@@ -242,39 +245,187 @@ Status RunRead(Cli& cli, const ReadOptions& o) {
   return ReadToOutput(*sh.view, offset, length, o.output);
 }
 
-// Copies the allocated, non-zero parts of `src` into `dst`; returns the
-// bytes written.
-StatusOr<uint64_t> CopyData(BlockDevice& src, BlockDevice& dst) {
-  return CopySparse(src, dst, "exporting");
+struct ExportOptions {
+  std::string shadow;
+  std::string output;
+  std::string format;  // "raw", "qcow2"; empty: from the output's name
+  bool compress = false;
+  std::string compression = "zlib";
+  std::string since;    // older shadow of an incremental export
+  std::string backing;  // the older shadow's export, as stored in OUTPUT
+  bool no_verify = false;
+};
+
+// --format, or the output's extension: ".qcow2" is qcow2, anything else raw.
+std::string ExportFormat(const ExportOptions& o) {
+  if (!o.format.empty()) return o.format;
+  return std::filesystem::path(o.output).extension() == ".qcow2" ? "qcow2" : "raw";
 }
 
-Status RunExport(Cli& cli, const TwoIds& o) {
-  const std::string& output = o.second;
-  struct stat st;
-  if (::lstat(output.c_str(), &st) == 0) {
-    return AlreadyExistsError(output + " already exists; not overwriting it");
-  }
-  VSS_ASSIGN_OR_RETURN(OpenedShadow sh, OpenShadow(cli, o.first));
+// What an export wrote.
+struct ExportResult {
+  uint64_t data_bytes = 0;  // guest bytes stored
+  uint64_t file_bytes = 0;  // the new file's size (qcow2)
+  uint64_t compressed_clusters = 0;
+  uint64_t zero_clusters = 0;
+  uint64_t verified_bytes = 0;  // compared through the qcow2 driver
+  std::string backing_format;
+};
+
+StatusOr<ExportResult> ExportRaw(OpenedShadow& sh, const std::string& output) {
   VSS_ASSIGN_OR_RETURN(auto image, RawImage::Create(output, sh.view->size()));
-  StatusOr<uint64_t> written = CopyData(*sh.view, *image);
+  StatusOr<uint64_t> written = CopySparse(*sh.view, *image, "exporting");
   image.reset();
   if (!written.ok()) {
     ::unlink(output.c_str());
-    return written.status().WithContext("exporting to " + output);
+    return written.status();
   }
+  return ExportResult{.data_bytes = *written};
+}
+
+// The extents an incremental export stores: those changed from `since` to
+// the shadow, each split into what the shadow holds and its holes (which
+// then need no read).
+StatusOr<std::vector<Extent>> IncrementalExtents(Cli& cli, OpenedShadow& sh,
+                                                 const std::string& since) {
+  VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
+  VSS_ASSIGN_OR_RETURN(engine::ShadowInfo older, store->ResolveShadow(since));
+  if (older.volume_id != sh.row.volume_id) {
+    return InvalidArgumentError("--since " + Braced(older.id) + " is a shadow copy of another volume");
+  }
+  if (older.epoch >= sh.row.epoch) {
+    return InvalidArgumentError("--since " + Braced(older.id) + " is not older than " +
+                                Braced(sh.row.id));
+  }
+  VSS_ASSIGN_OR_RETURN(auto changed, sh.volume->ChangedExtents(older.id, sh.row.id));
+  std::vector<Extent> ranges;
+  for (const engine::ChangedExtent& c : changed) ranges.push_back({c.offset, c.length, true});
+  return qcow2::ExtentsWithin(*sh.view, ranges);
+}
+
+// Checks the backing file an incremental export names: a qcow2 or raw
+// image (resolved as QEMU does: a relative name against OUTPUT's
+// directory) of the shadow's size.
+StatusOr<std::string> BackingFormat(const ExportOptions& o, uint64_t size) {
+  std::filesystem::path p(o.backing);
+  if (p.is_relative()) p = std::filesystem::path(o.output).parent_path() / p;
+  VSS_ASSIGN_OR_RETURN(qcow2::BackingImage b, qcow2::InspectBackingFile(p.string()));
+  if (b.size != size) {
+    return InvalidArgumentError("backing file " + p.string() + " is " + std::to_string(b.size) +
+                                " bytes; the shadow copy is " + std::to_string(size));
+  }
+  return b.format;
+}
+
+// Reads `what` of the new image at `path` through the registry's qcow2
+// driver (with its backing chain) and compares it with the shadow.
+StatusOr<uint64_t> VerifyExport(BlockDevice& shadow, const std::string& path,
+                                std::span<const Extent> what) {
+  VSS_ASSIGN_OR_RETURN(const ImageDriver* driver, DriverRegistry::Default().Find("qcow2"));
+  VSS_ASSIGN_OR_RETURN(auto image, driver->Open({.path = path, .writable = false}));
+  if (image->size() != shadow.size()) {
+    return CorruptionError(path + " reads as " + std::to_string(image->size()) + " bytes, not " +
+                           std::to_string(shadow.size()));
+  }
+  VSS_ASSIGN_OR_RETURN(uint64_t compared, CompareDevices(shadow, *image, what, "verifying"));
+  return compared;
+}
+
+StatusOr<ExportResult> ExportQcow2(Cli& cli, OpenedShadow& sh, const ExportOptions& o) {
+  const uint64_t size = sh.view->size();
+  qcow2::WriterOptions wo{.path = o.output, .size = size};
+  if (o.compress) {
+    wo.compression = o.compression == "zstd" ? qcow2::Compression::kZstd
+                                             : qcow2::Compression::kZlib;
+  }
+  std::vector<Extent> extents;
+  if (!o.since.empty()) {
+    VSS_ASSIGN_OR_RETURN(wo.backing_format, BackingFormat(o, size));
+    wo.backing_file = o.backing;
+    VSS_ASSIGN_OR_RETURN(extents, IncrementalExtents(cli, sh, o.since));
+  } else {
+    VSS_ASSIGN_OR_RETURN(extents, sh.view->Extents(0, size));
+  }
+  uint64_t total = 0;
+  for (const Extent& e : extents) total += e.length;
+  VSS_ASSIGN_OR_RETURN(auto writer, qcow2::Writer::Create(wo));
+  {
+    Progress progress("exporting", total);
+    VSS_RETURN_IF_ERROR(qcow2::CopyClusters(*sh.view, extents, *writer,
+                                            [&](uint64_t n) { progress.Add(n); }));
+  }
+  VSS_RETURN_IF_ERROR(writer->Finish());
+  ExportResult r{.data_bytes = writer->stats().data_bytes,
+                 .file_bytes = writer->stats().file_bytes,
+                 .compressed_clusters = writer->stats().compressed_clusters,
+                 .zero_clusters = writer->stats().zero_clusters,
+                 .backing_format = wo.backing_format};
+  if (!o.no_verify) {
+    // A full export is compared whole; an incremental one where it differs
+    // from its backing file (the rest is the backing file's, checked when
+    // that was exported).
+    const std::vector<Extent> whole{{0, size, true}};
+    StatusOr<uint64_t> verified =
+        VerifyExport(*sh.view, o.output, o.since.empty() ? whole : extents);
+    if (!verified.ok()) {
+      ::unlink(o.output.c_str());
+      return verified.status().WithContext("verifying " + o.output + " (removed; --no-verify skips the check)");
+    }
+    r.verified_bytes = *verified;
+  }
+  return r;
+}
+
+void PrintExport(Cli& cli, const OpenedShadow& sh, const ExportOptions& o,
+                 const std::string& format, const ExportResult& r) {
   uint64_t size = sh.view->size();
   if (cli.json) {
-    PrintJson(Json{{"shadow_id", sh.row.id.ToString()},
-                   {"output", output},
-                   {"size", size},
-                   {"data_bytes", *written}});
-    return OkStatus();
+    Json j{{"shadow_id", sh.row.id.ToString()}, {"output", o.output},  {"format", format},
+           {"size", size},  {"data_bytes", r.data_bytes}, {"verified", r.verified_bytes > 0}};
+    if (format == "qcow2") {
+      j["file_bytes"] = r.file_bytes;
+      j["compressed_clusters"] = r.compressed_clusters;
+      j["zero_clusters"] = r.zero_clusters;
+      j["verified_bytes"] = r.verified_bytes;
+    }
+    if (!o.since.empty()) {
+      j["since"] = o.since;
+      j["backing"] = o.backing;
+      j["backing_format"] = r.backing_format;
+    }
+    PrintJson(j);
+    return;
   }
-  std::printf("Exported shadow copy %s of volume '%s' to %s\n",
-              Braced(sh.row.id).c_str(), sh.volume->name().c_str(),
-              output.c_str());
-  std::printf("   %s sparse raw image, %s of data written\n",
-              FormatBytes(size).c_str(), FormatBytes(*written).c_str());
+  std::printf("Exported shadow copy %s of volume '%s' to %s\n", Braced(sh.row.id).c_str(),
+              sh.volume->name().c_str(), o.output.c_str());
+  if (format == "raw") {
+    std::printf("   %s sparse raw image, %s of data written\n", FormatBytes(size).c_str(),
+                FormatBytes(r.data_bytes).c_str());
+    return;
+  }
+  std::printf("   %s qcow2 image%s%s, %s of data in a %s file\n", FormatBytes(size).c_str(),
+              o.since.empty() ? "" : (", backing file " + o.backing).c_str(),
+              o.compress ? (", compressed with " + o.compression).c_str() : "",
+              FormatBytes(r.data_bytes).c_str(), FormatBytes(r.file_bytes).c_str());
+  if (o.no_verify) {
+    std::printf("   not verified (--no-verify)\n");
+  } else {
+    std::printf("   verified: %s read back through the qcow2 driver equal the shadow copy\n",
+                FormatBytes(r.verified_bytes).c_str());
+  }
+}
+
+Status RunExport(Cli& cli, const ExportOptions& o) {
+  struct stat st;
+  if (::lstat(o.output.c_str(), &st) == 0) {
+    return AlreadyExistsError(o.output + " already exists; not overwriting it");
+  }
+  const std::string format = ExportFormat(o);
+  VSS_ASSIGN_OR_RETURN(OpenedShadow sh, OpenShadow(cli, o.shadow));
+  StatusOr<ExportResult> r =
+      format == "raw" ? ExportRaw(sh, o.output) : ExportQcow2(cli, sh, o);
+  if (!r.ok()) return r.status().WithContext("exporting to " + o.output);
+  PrintExport(cli, sh, o, format, *r);
   return OkStatus();
 }
 
@@ -497,16 +648,39 @@ void AddReadExportDiff(CLI::App& noun, Cli& cli) {
   read->callback(
       [&cli, ro] { cli.run = [&cli, ro] { return RunRead(cli, *ro); }; });
 
-  auto eo = std::make_shared<TwoIds>();
+  auto eo = std::make_shared<ExportOptions>();
   CLI::App* exp = noun.add_subcommand(
-      "export", "Write a shadow copy as a new sparse raw image");
-  exp->add_option("SHADOW", eo->first, "Shadow copy id or unique prefix")
-      ->required();
-  exp->add_option("OUTPUT", eo->second, "New image file (must not exist)")
-      ->required();
-  exp->footer("Example:\n  vssctl shadow export 1a2b disk-then.img");
-  exp->callback(
-      [&cli, eo] { cli.run = [&cli, eo] { return RunExport(cli, *eo); }; });
+      "export", "Write a shadow copy as a new image: sparse raw, or qcow2 (full or incremental)");
+  exp->add_option("SHADOW", eo->shadow, "Shadow copy id or unique prefix")->required();
+  exp->add_option("OUTPUT", eo->output, "New image file (must not exist)")->required();
+  exp->add_option("--format", eo->format, "raw or qcow2 (default: qcow2 for a .qcow2 name, else raw)")
+      ->check(CLI::IsMember({"raw", "qcow2"}));
+  exp->add_flag("--compress", eo->compress, "qcow2: store clusters compressed where that shrinks them");
+  exp->add_option("--compression", eo->compression, "With --compress: zlib (default) or zstd")
+      ->check(CLI::IsMember({"zlib", "zstd"}));
+  exp->add_option("--since", eo->since,
+                  "qcow2 incremental: only what changed since this older shadow copy")
+      ->type_name("OLDER");
+  exp->add_option("--backing", eo->backing,
+                  "With --since: the export of OLDER, the new image's backing file (a relative "
+                  "name is relative to OUTPUT's directory, as QEMU reads it)")
+      ->type_name("FILE");
+  exp->add_flag("--no-verify", eo->no_verify,
+                "qcow2: skip reading the export back through the qcow2 driver");
+  exp->footer(
+      "Examples:\n  vssctl shadow export 1a2b disk-then.img\n"
+      "  vssctl shadow export 1a2b full.qcow2 --compress\n"
+      "  vssctl shadow export 3c4d inc1.qcow2 --since 1a2b --backing full.qcow2");
+  exp->callback([&cli, eo] {
+    if (eo->since.empty() != eo->backing.empty()) {
+      UsageError("shadow export: --since and --backing go together");
+    }
+    const std::string format = ExportFormat(*eo);
+    if (format == "raw" && (eo->compress || !eo->since.empty())) {
+      UsageError("shadow export: --compress, --since and --backing need --format qcow2");
+    }
+    cli.run = [&cli, eo] { return RunExport(cli, *eo); };
+  });
 
   auto d = std::make_shared<TwoIds>();
   CLI::App* diff =

@@ -14,13 +14,16 @@
 //   vss::Restore(**service, {.dir = "/srv/backup/mon"});
 //
 // A backup directory holds (all files 0600, a directory we create 0700):
-// VOLUME.img, one sparse raw image per volume with the shadow's bytes;
+// VOLUME.img, one sparse raw image per volume with the shadow's bytes (or
+// VOLUME.qcow2 with format "qcow2": a full qcow2 image, or with a base an
+// incremental one whose backing file is the base's image);
 // backup.json, the backup components document; manifest.json, written last,
 // whose presence marks a complete backup (its fields: vss-api/backup_dir.h).
 // Everything is synced to the medium before the shadows are released, so a
 // crash never leaves a backup that looks complete but is not. Restore
-// checks every image (size and XXH3-128 against the manifest) before any
-// volume is touched, and writes volumes through copy-on-write, so their
+// checks every image (size and XXH3-128 against the manifest; for qcow2,
+// of the guest-visible bytes read through the registry's qcow2 driver with
+// the image's backing chain) before any volume is touched, and writes volumes through copy-on-write, so their
 // existing shadows keep their contents.
 //
 // Reading shadows and writing volumes: in-process, the Service's store has
@@ -182,6 +185,13 @@ struct BackupRequest {
   // components' backup stamps are handed to the writers. Empty: none.
   std::string base_dir;
   bool keep_shadows = false;  // else the set is deleted at the end
+  // "raw" (VOLUME.img) or "qcow2" (VOLUME.qcow2). A qcow2 backup with
+  // `base_dir` stores only the extents changed since the base's shadow of
+  // the volume, with the base's image as its backing file (a name
+  // relative to `dir`): the base must have kept its shadows
+  // (kFailedPrecondition otherwise, before anything is made), and the
+  // changes are known only in-process (kUnsupported through vssd).
+  std::string format = "raw";
   ProgressCallback progress;
   AbortCallback on_aborted;
   // Through vssd: reads the shadows. Required then (kUnsupported without).
@@ -196,9 +206,14 @@ struct BackedUpVolume {
   Guid shadow_id;
   std::string device_object;
   std::string image;        // file name in the backup directory
-  uint64_t size = 0;        // bytes of the image and the volume
-  std::string xxh3_128;     // hex, of every byte of the image
+  uint64_t size = 0;        // bytes of the volume (and of a raw image)
+  std::string xxh3_128;     // hex, of every byte the image reads as
   uint64_t data_bytes = 0;  // non-zero bytes written
+  std::string format = "raw";  // "raw" or "qcow2"
+  // qcow2 incremental: the backing file as stored in the image (relative
+  // to the backup directory), and the whole chain below it, nearest first.
+  std::string backing;
+  std::vector<std::string> chain;
 };
 
 struct BackupResult {
