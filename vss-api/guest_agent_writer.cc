@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "json_util.h"
+#include "freeze_window.h"
 #include "vss/api/daemon/thaw_guard.h"
 
 namespace vss {
@@ -221,21 +222,20 @@ GuestFreezer::GuestFreezer(std::chrono::milliseconds window,
                            std::chrono::milliseconds agent_timeout,
                            std::vector<std::string> guard_command,
                            std::function<void(const std::string&)> log)
-    : window_(window),
-      agent_timeout_(agent_timeout),
-      guard_command_(std::move(guard_command)),
+    : agent_timeout_(agent_timeout),
       log_(std::move(log)),
-      watchdog_([this] { Watchdog(); }) {}
+      window_(std::make_unique<internal::FreezeWindow>(
+          window, std::move(guard_command), &mu_,
+          [this] { ThawLocked("watchdog thaw").IgnoreError(); })) {
+  window_->Start();
+}
 
 GuestFreezer::~GuestFreezer() {
   {
     std::lock_guard<std::mutex> l(mu_);
     ThawLocked("thaw").IgnoreError();
-    stop_ = true;
-    cv_.notify_all();
   }
-  watchdog_.join();
-  guard_.reset();
+  window_->Stop();
 }
 
 void GuestFreezer::Note(const std::string& line) {
@@ -245,22 +245,7 @@ void GuestFreezer::Note(const std::string& line) {
 
 VssStatus GuestFreezer::StartGuard() {
   std::lock_guard<std::mutex> l(mu_);
-  return StartGuardLocked();
-}
-
-VssStatus GuestFreezer::StartGuardLocked() {
-  if (guard_command_.empty()) return VssStatus::Ok();
-  if (guard_ != nullptr && !guard_->broken()) return VssStatus::Ok();
-  // Nothing of ours is frozen under a broken guard (a failure thaws first).
-  guard_.reset();
-  StatusOr<std::unique_ptr<ThawGuard>> g = ThawGuard::Start(guard_command_);
-  if (!g.ok()) {
-    Note("guard failed: " + g.status().message());
-    return VssError(VSS_E_WRITERERROR_NONRETRYABLE,
-                    "cannot freeze a guest without the thaw guard: " + g.status().message());
-  }
-  guard_ = std::move(g).value();
-  return VssStatus::Ok();
+  return window_->StartGuard(&events_);
 }
 
 VssStatus GuestFreezer::Prepare(const std::vector<std::string>& sockets) {
@@ -290,10 +275,10 @@ VssStatus GuestFreezer::Prepare(const std::vector<std::string>& sockets) {
 
 VssStatus GuestFreezer::FreezeOne(Guest& g) {
   const std::string& sock = g.client->name();
-  if (guard_ != nullptr) {
+  if (ThawGuard* guard = window_->guard(); guard != nullptr) {
     // The helper holds its own duplicate of the connection before the
     // freeze goes out: if this process dies from here on, it thaws.
-    Status s = guard_->WillFreezeGuest(sock, g.client->fd());
+    Status s = guard->WillFreezeGuest(sock, g.client->fd());
     if (!s.ok()) {
       Note("freeze failed " + sock + ": " + s.message());
       return VssError(VSS_E_WRITERERROR_NONRETRYABLE,
@@ -322,13 +307,14 @@ VssStatus GuestFreezer::Freeze() {
   std::lock_guard<std::mutex> l(mu_);
   if (guests_.empty()) return VssStatus::Ok();
   if (armed_) return VssError(VSS_E_BAD_STATE, "guests are already frozen");
-  if (VssStatus s = StartGuardLocked(); !s.ok()) return s;
-  fired_ = false;
+  if (VssStatus s = window_->StartGuard(&events_); !s.ok()) {
+    Note("freeze failed: " + s.message());
+    return s;
+  }
   // Armed before the first freeze: the window counts from the Freeze
   // event, as the coordinator's does.
   armed_ = true;
-  deadline_ = std::chrono::steady_clock::now() + window_;
-  cv_.notify_all();
+  window_->Arm();
   for (Guest& g : guests_) {
     if (VssStatus s = FreezeOne(g); !s.ok()) {
       ThawLocked("thaw").IgnoreError();
@@ -361,7 +347,7 @@ Status GuestFreezer::ThawOne(Guest& g, const char* why) {
   }
   // After the thaw: until then the helper must still be able to thaw. A
   // broken guard is replaced at the next Freeze.
-  if (g.guarded && guard_ != nullptr) guard_->Thawed(sock).IgnoreError();
+  if (g.guarded && window_->guard() != nullptr) window_->guard()->Thawed(sock).IgnoreError();
   g.guarded = false;
   g.frozen = false;
   return result;
@@ -369,7 +355,7 @@ Status GuestFreezer::ThawOne(Guest& g, const char* why) {
 
 VssStatus GuestFreezer::ThawLocked(const char* why) {
   armed_ = false;
-  cv_.notify_all();
+  window_->Disarm();
   std::string failed;
   for (auto it = guests_.rbegin(); it != guests_.rend(); ++it) {
     if (!it->frozen) continue;
@@ -387,22 +373,6 @@ VssStatus GuestFreezer::ThawAll() {
   return ThawLocked("thaw");
 }
 
-void GuestFreezer::Watchdog() {
-  std::unique_lock<std::mutex> l(mu_);
-  while (!stop_) {
-    if (!armed_) {
-      cv_.wait(l);
-      continue;
-    }
-    cv_.wait_until(l, deadline_);
-    if (armed_ && !stop_ && std::chrono::steady_clock::now() >= deadline_) {
-      // Neither Thaw nor Abort within the freeze window.
-      fired_ = true;
-      ThawLocked("watchdog thaw").IgnoreError();
-    }
-  }
-}
-
 std::vector<std::string> GuestFreezer::frozen() const {
   std::lock_guard<std::mutex> l(mu_);
   std::vector<std::string> out;
@@ -414,7 +384,7 @@ std::vector<std::string> GuestFreezer::frozen() const {
 
 bool GuestFreezer::watchdog_fired() const {
   std::lock_guard<std::mutex> l(mu_);
-  return fired_;
+  return window_->fired();
 }
 
 std::vector<std::string> GuestFreezer::events() const {

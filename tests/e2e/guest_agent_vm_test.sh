@@ -15,8 +15,12 @@
 #    answered guest-fsfreeze-status "frozen") and thawed, the agent says
 #    "thawed" after, and the shadow's ext4 is clean: no journal recovery
 #    flag, `e2fsck -fn` finds nothing, and a file the guest wrote is there;
+#  - a shadow without writers (the control): the guest is not frozen and
+#    the shadow's journal needs recovery;
 #  - a set whose requester stalls in the freeze window (a simulated writer
 #    sleeps in its Freeze): the guest is thawed when the window runs out;
+#  - vssd SIGKILLed while the guest is frozen: its thaw guard thaws the
+#    guest (the guest's disk reconnects to the restarted vssd);
 #  - vssd SIGTERMed while the guest is frozen: vssd exits and the guest is
 #    thawed.
 #
@@ -146,7 +150,7 @@ start_vssd
 qemu-system-x86_64 -accel tcg -m 256 -nodefaults -display none -no-reboot -monitor none \
   -serial file:console.log \
   -kernel "$kernel" -initrd initramfs.cpio -append "console=ttyS0 panic=-1 quiet" \
-  -drive "file=nbd+unix:///live/disk?socket=$VSS_STORE/nbd.sock,format=raw,if=virtio,cache=none" \
+  -drive "file.driver=nbd,file.server.type=unix,file.server.path=$VSS_STORE/nbd.sock,file.export=live/disk,file.reconnect-delay=300,format=raw,if=virtio,cache=none" \
   -chardev "socket,id=qga,path=$sock,server=on,wait=off" \
   -device virtio-serial-pci -device virtserialport,chardev=qga,name=org.qemu.guest_agent.0 \
   2>qemu.err &
@@ -181,6 +185,18 @@ ok "e2fsck -fn finds the shadow clean: $(tail -3 e2fsck.out)" eq "$?" 0
 ok "the guest's file is in the shadow" \
   eq "$(debugfs -R 'cat /marker' shadow.raw 2>/dev/null)" "written by the guest"
 
+# Without writers (client-accessible: VSS_VOLSNAP_ATTR_NO_WRITERS) the
+# guest is not frozen, and its shadow is only crash-consistent: the
+# journal needs recovery. This is what the writer prevents.
+frozen_before=$(lines_of "status frozen $sock")
+v shadow create disk --context client-accessible --json >plain.json 2>plain.err
+ok "a shadow without writers is made: $(cat plain.err)" eq "$?" 0
+ok "without writers the guest is not frozen" eq "$(lines_of "status frozen $sock")" "$frozen_before"
+plain=$(v shadow list --json | jq -r --arg s "$shadow" '[.[] | select(.shadow_id != $s)][0].shadow_id')
+qemu-img convert -f raw -O raw "nbd+unix:///shadow/$plain?socket=$VSS_STORE/nbd.sock" plain.raw 2>>convert.err
+ok "the shadow without writers needs journal recovery" \
+  eval 'dumpe2fs -h plain.raw 2>/dev/null | grep -q "^Filesystem features:.*needs_recovery"'
+
 # ------------------------------- a stalled requester: the window runs out
 frozen_before=$(lines_of "status frozen $sock")
 thawed_before=$(lines_of "status thawed $sock")
@@ -188,7 +204,7 @@ thawed_before=$(lines_of "status thawed $sock")
 "$VSSCTL" writer simulate --name slow --level system --delay-at freeze=60 --log slow.log \
   2>slow.err &
 writer_pid=$!
-waits_for 60 grep -q "^ready" slow.err || fail "the simulated writer did not get ready: $(cat slow.err)"
+waits_for 60 grep -q "^ready" slow.err 2>/dev/null || fail "the simulated writer did not get ready: $(cat slow.err)"
 v shadow create disk --context backup >stall.out 2>stall.err &
 create_pid=$!
 frozen_now() { [[ $(lines_of "status frozen $sock") -gt $frozen_before ]]; }
@@ -203,26 +219,49 @@ ok "stalled set: the agent says thawed" eq "$(guest_state)" thawed
 stop_pid "$writer_pid"
 writer_pid=
 
-# ----------------------------------- vssd SIGTERMed while the guest is frozen
-frozen_before=$(lines_of "status frozen $sock")
-thawed_before=$(lines_of "status thawed $sock")
-"$VSSCTL" writer simulate --name slow2 --level system --delay-at freeze=60 2>slow2.err &
-writer_pid=$!
-waits_for 60 grep -q "^ready" slow2.err || fail "the simulated writer did not get ready: $(cat slow2.err)"
-v shadow create disk --context backup >term.out 2>term.err &
-create_pid=$!
-if waits_for 120 frozen_now; then
+# ------------------------------ vssd killed or stopped while the guest is frozen
+# frozen_then HOW: a set whose simulated writer sleeps in its Freeze, so
+# that the guest stays frozen; then vssd gets SIGKILL (HOW=kill: its thaw
+# guard thaws the guest through its duplicate of the agent connection) or
+# SIGTERM (HOW=term: vssd thaws as it stops). vssd is started again after.
+frozen_then() {
+  local how=$1 thaw_line guard_lines
+  frozen_before=$(lines_of "status frozen $sock")
+  thawed_before=$(lines_of "status thawed $sock")
+  guard_lines=$(lines_of "vss-thaw-guard: .* thawed the guest of $sock\$")
+  "$VSSCTL" writer simulate --name "slow-$how" --level system --delay-at freeze=60 \
+    --log "slow-$how.log" 2>"slow-$how.err" &
+  writer_pid=$!
+  waits_for 60 grep -q "^ready" "slow-$how.err" 2>/dev/null ||
+    fail "$how: the simulated writer did not get ready: $(cat "slow-$how.err")"
+  v shadow create disk --context backup >"$how.out" 2>"$how.err" &
+  create_pid=$!
+  if ! waits_for 120 frozen_now; then
+    fail "$how: the guest was never frozen: $(cat "$how.err")"
+    return
+  fi
   pass
-  ok "SIGTERM: the guest is still frozen before the signal" eval '! thawed_now'
-  kill -TERM "$vssd_pid"
-  ok "SIGTERM: vssd exits" waits_for 120 eval '! alive "$vssd_pid"'
+  ok "$how: the guest is still frozen before the signal" eval '! thawed_now'
+  kill "-${how^^}" "$vssd_pid"
+  ok "$how: vssd exits" waits_for 120 eval '! alive "$vssd_pid"'
   wait "$vssd_pid" 2>/dev/null
   vssd_pid=
-  ok "SIGTERM: the writer thawed the guest" thawed_now
-  ok "SIGTERM: the agent says thawed" eq "$(guest_state)" thawed
-else
-  fail "SIGTERM: the guest was never frozen: $(cat term.err)"
-fi
+  if [[ $how == kill ]]; then
+    guard_thawed() { [[ $(lines_of "vss-thaw-guard: .* thawed the guest of $sock\$") -gt $guard_lines ]]; }
+    ok "kill: the thaw guard thawed the guest" waits_for 60 guard_thawed
+  else
+    ok "term: vssd thawed the guest as it stopped" thawed_now
+  fi
+  ok "$how: the agent says thawed" eq "$(guest_state)" thawed
+  ok "$how: the requester exits" waits_for 60 eval '! alive "$create_pid"'
+  stop_pid "$create_pid" KILL
+  stop_pid "$writer_pid"
+  create_pid=
+  writer_pid=
+  start_vssd
+}
+frozen_then kill
+frozen_then term
 
 ((failures == 0)) || { sed 's/^/  | /' vssd.err; tail -20 console.log | sed 's/^/  console | /'; }
 echo "$checks checks, $failures failed"

@@ -1122,9 +1122,6 @@ TEST(VssTimestampTest, NowIsUnixTimeIn100nsPlusTheEpochOffset) {
   EXPECT_LE(unix_secs, after);
 }
 
-}  // namespace
-}  // namespace vss::metadata
-
 TEST_F(CatalogTest, Migration_Version4VolumesHaveNoGuestAgent) {
   Open();
   VolumeRow v = MakeVolume("a");
@@ -1156,3 +1153,6 @@ TEST_F(CatalogTest, SetVolumeGuestAgentSetsAndClears) {
   EXPECT_EQ(RawInt("SELECT count(*) FROM volumes WHERE guest_agent IS NULL"), 1);
   EXPECT_EQ(catalog_->SetVolumeGuestAgent(Guid::Generate(), "/x").code(), StatusCode::kNotFound);
 }
+
+}  // namespace
+}  // namespace vss::metadata

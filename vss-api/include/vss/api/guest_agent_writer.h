@@ -40,13 +40,11 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "vss/api/hresult.h"
@@ -57,7 +55,9 @@
 
 namespace vss {
 
-class ThawGuard;  // the freezer's helper process, internal to vss-api
+namespace internal {
+class FreezeWindow;  // the watchdog and thaw guard, internal to vss-api
+}  // namespace internal
 
 // The writer class id of GuestAgentWriter.
 Guid GuestAgentWriterClassId();
@@ -171,27 +171,20 @@ class GuestFreezer {
     bool frozen = false;   // a freeze was sent (maybe not completed)
     bool guarded = false;  // the helper holds a duplicate of the connection
   };
-  VssStatus StartGuardLocked();
   VssStatus FreezeOne(Guest& g);
   Status ThawOne(Guest& g, const char* why);
   VssStatus ThawLocked(const char* why);
   void Note(const std::string& line);
-  void Watchdog();
 
-  const std::chrono::milliseconds window_;
   const std::chrono::milliseconds agent_timeout_;
-  const std::vector<std::string> guard_command_;
   const std::function<void(const std::string&)> log_;
-  std::unique_ptr<ThawGuard> guard_;
   mutable std::mutex mu_;
-  std::condition_variable cv_;
   std::vector<Guest> guests_;  // prepared, in order
-  bool armed_ = false;
-  std::chrono::steady_clock::time_point deadline_{};
-  bool fired_ = false;
-  bool stop_ = false;
+  bool armed_ = false;         // frozen, or freezing
   std::vector<std::string> events_;
-  std::thread watchdog_;  // last: starts after the fields above exist
+  // The watchdog (it thaws when the window runs out) and the thaw guard;
+  // guarded by mu_.
+  std::unique_ptr<internal::FreezeWindow> window_;
 };
 
 // Options of GuestAgentWriter.
