@@ -154,7 +154,7 @@ StatusOr<Info> ToFoundInfo(StatusOr<std::optional<Row>> row, Info (*convert)(con
 metadata::Catalog& CatalogOf(Store& store) { return *store.catalog_; }
 
 VolumeInfo ToVolumeInfo(const metadata::VolumeRow& r) {
-  return {r.id, r.name, r.path, r.size, r.chunk_size, r.created, r.format};
+  return {r.id, r.name, r.path, r.size, r.chunk_size, r.created, r.format, r.guest_agent};
 }
 
 DiffAreaInfo ToDiffAreaInfo(const metadata::DiffAreaRow& r) {
@@ -297,6 +297,17 @@ StatusOr<bool> Store::DiffAreaShared(const Guid& volume_id, const std::string& d
   for (const metadata::DiffAreaRow& other : all)
     if (other.volume_id != volume_id && other.dir == dir) return true;
   return false;
+}
+
+StatusOr<VolumeInfo> Store::SetVolumeGuestAgent(const Guid& id, const std::string& socket) {
+  if (!socket.empty() && socket[0] != '/') {
+    return InvalidArgumentError("guest agent socket " + socket + ": not an absolute path");
+  }
+  if (socket.find_first_of(std::string("\n\0", 2)) != std::string::npos) {
+    return InvalidArgumentError("guest agent socket: a path with a newline or NUL");
+  }
+  VSS_RETURN_IF_ERROR(catalog_->SetVolumeGuestAgent(id, socket));
+  return FindVolume(id);
 }
 
 StatusOr<std::vector<VolumeInfo>> Store::ListVolumes() {

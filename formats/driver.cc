@@ -26,11 +26,6 @@ StatusOr<ImageInfo> ImageDriver::Info(const std::string& path) const {
                           " driver cannot describe images (" + path + ")");
 }
 
-StatusOr<ImageCheckResult> ImageDriver::Repair(const std::string& path) const {
-  return UnsupportedError("the " + std::string(name()) + " driver cannot repair images (" +
-                          path + ")");
-}
-
 Status ImageDriver::CheckOptionKeys(
     const DriverOptions& options,
     std::initializer_list<std::string_view> known) const {

@@ -28,13 +28,15 @@ using internal::Query;
 
 constexpr char kInsertVolume[] =
     "INSERT INTO volumes (id, name, path, size, chunk_size, next_epoch, "
-    "created, format) VALUES (?, ?, ?, ?, ?, ?, ?, ?)";
+    "created, format, guest_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULLIF(?, ''))";
 constexpr char kListVolumes[] =
-    "SELECT id, name, path, size, chunk_size, next_epoch, created, format "
-    "FROM volumes ORDER BY name";
+    "SELECT id, name, path, size, chunk_size, next_epoch, created, format, "
+    "IFNULL(guest_agent, '') FROM volumes ORDER BY name";
 constexpr char kFindVolume[] =
-    "SELECT id, name, path, size, chunk_size, next_epoch, created, format "
-    "FROM volumes WHERE id = ?";
+    "SELECT id, name, path, size, chunk_size, next_epoch, created, format, "
+    "IFNULL(guest_agent, '') FROM volumes WHERE id = ?";
+constexpr char kSetGuestAgent[] =
+    "UPDATE volumes SET guest_agent = NULLIF(?, '') WHERE id = ?";
 constexpr char kSetNextEpoch[] =
     "UPDATE volumes SET next_epoch = ? WHERE id = ?";
 constexpr char kSetsOfVolume[] =
@@ -168,6 +170,7 @@ VolumeRow ReadVolume(ColumnReader& r) {
   v.next_epoch = r.U64();
   v.created = r.I64();
   v.format = r.Text();
+  v.guest_agent = r.Text();
   return v;
 }
 
@@ -592,7 +595,8 @@ StatusOr<Transaction> Catalog::Begin() {
 Status Catalog::InsertVolume(const VolumeRow& v) {
   std::lock_guard<std::recursive_mutex> l(mu_);
   return impl_->Run(kInsertVolume, "insert volume", v.id, v.name, v.path,
-                    v.size, v.chunk_size, v.next_epoch, v.created, v.format);
+                    v.size, v.chunk_size, v.next_epoch, v.created, v.format,
+                    v.guest_agent);
 }
 
 StatusOr<std::vector<VolumeRow>> Catalog::ListVolumes() {
@@ -609,6 +613,12 @@ Status Catalog::SetVolumeNextEpoch(const Guid& id, uint64_t next_epoch) {
   std::lock_guard<std::recursive_mutex> l(mu_);
   return impl_->ChangeOne(kSetNextEpoch, "set next epoch",
                           NotFound(path_, "volume", id), next_epoch, id);
+}
+
+Status Catalog::SetVolumeGuestAgent(const Guid& id, const std::string& socket) {
+  std::lock_guard<std::recursive_mutex> l(mu_);
+  return impl_->ChangeOne(kSetGuestAgent, "set guest agent",
+                          NotFound(path_, "volume", id), socket, id);
 }
 
 Status Catalog::DeleteVolume(const Guid& id) {

@@ -152,6 +152,11 @@ UPDATE shadows SET properties =
   'originating_machine=' || originating_machine || char(10) ||
   'service_machine=' || service_machine;
 )sql",
+    // 4 -> 5: the QEMU guest agent socket of the guest running on a volume
+    // (the guest agent writer freezes it through that socket); NULL: none.
+    R"sql(
+ALTER TABLE volumes ADD COLUMN guest_agent TEXT;
+)sql",
 };
 
 constexpr int kLatest = static_cast<int>(std::size(kMigrations));

@@ -17,6 +17,7 @@
 #include <sstream>
 #include <utility>
 
+#include "freeze_window.h"
 #include "vss/api/daemon/thaw_guard.h"
 
 namespace vss {
@@ -151,62 +152,43 @@ std::vector<FsMount> FindMountedFilesystems(const std::vector<EventVolume>& volu
 // ---------------------------------------------------------------------------
 
 FsFreezer::FsFreezer(std::chrono::milliseconds window, std::vector<std::string> guard_command)
-    : window_(window), guard_command_(std::move(guard_command)), watchdog_([this] { Watchdog(); }) {}
+    : window_(std::make_unique<internal::FreezeWindow>(
+          window, std::move(guard_command), &mu_,
+          [this] { ThawLocked("watchdog thaw").IgnoreError(); })) {
+  window_->Start();
+}
 
 FsFreezer::~FsFreezer() {
   {
     std::lock_guard<std::mutex> l(mu_);
     ThawLocked("thaw").IgnoreError();
-    stop_ = true;
-    cv_.notify_all();
   }
-  watchdog_.join();
-  // Nothing is listed with the guard any more: its helper exits quietly.
-  guard_.reset();
+  window_->Stop();
 }
 
 VssStatus FsFreezer::StartGuard() {
   std::lock_guard<std::mutex> l(mu_);
-  return StartGuardLocked();
-}
-
-VssStatus FsFreezer::StartGuardLocked() {
-  if (guard_command_.empty()) return VssStatus::Ok();
-  if (guard_ != nullptr && !guard_->broken()) return VssStatus::Ok();
-  // A broken guard's helper is gone or stuck; nothing of ours is frozen
-  // under it (every failure thaws first), so it is replaced.
-  guard_.reset();
-  StatusOr<std::unique_ptr<ThawGuard>> g = ThawGuard::Start(guard_command_);
-  if (!g.ok()) {
-    events_.push_back("guard failed: " + g.status().message());
-    return VssError(VSS_E_WRITERERROR_NONRETRYABLE,
-                    "cannot freeze without the thaw guard: " + g.status().message());
-  }
-  guard_ = std::move(g).value();
-  return VssStatus::Ok();
+  return window_->StartGuard(&events_);
 }
 
 VssStatus FsFreezer::Freeze(const std::vector<std::string>& mountpoints) {
   std::lock_guard<std::mutex> l(mu_);
   if (!frozen_.empty()) return VssError(VSS_E_BAD_STATE, "filesystems are already frozen");
-  if (VssStatus s = StartGuardLocked(); !s.ok()) return s;
-  fired_ = false;
+  if (VssStatus s = window_->StartGuard(&events_); !s.ok()) return s;
   // Armed before the first FIFREEZE: the window counts from the Freeze
   // event, as the coordinator's does.
-  armed_ = true;
-  deadline_ = std::chrono::steady_clock::now() + window_;
-  cv_.notify_all();
+  window_->Arm();
   for (const std::string& mp : mountpoints) {
     int fd = ::open(mp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int err = fd < 0 ? errno : 0;
-    if (fd >= 0 && guard_ != nullptr) {
+    if (fd >= 0 && window_->guard() != nullptr) {
       // The helper holds its own descriptor of the filesystem before the
       // FIFREEZE: if this process dies from here on, the helper thaws it.
-      Status g = guard_->WillFreeze(mp, fd);
+      Status g = window_->guard()->WillFreeze(mp, fd);
       if (!g.ok() && frozen_.empty()) {
         // The helper died since the last set (nothing of ours is under it
         // yet): a new one, once.
-        if (StartGuardLocked().ok()) g = guard_->WillFreeze(mp, fd);
+        if (window_->StartGuard(&events_).ok()) g = window_->guard()->WillFreeze(mp, fd);
       }
       if (!g.ok()) {
         ::close(fd);
@@ -217,10 +199,10 @@ VssStatus FsFreezer::Freeze(const std::vector<std::string>& mountpoints) {
       }
     }
     if (fd >= 0 && ::ioctl(fd, FIFREEZE, 0) != 0) err = errno;
-    if (err != 0 && fd >= 0 && guard_ != nullptr) {
+    if (err != 0 && fd >= 0 && window_->guard() != nullptr) {
       // Not frozen by us (not even on EBUSY: that freeze is someone
       // else's): the helper must not thaw it.
-      guard_->Thawed(mp).IgnoreError();  // a broken guard is replaced at the next Freeze
+      window_->guard()->Thawed(mp).IgnoreError();  // a broken guard is replaced at the next Freeze
     }
     if (err == EOPNOTSUPP) {
       // This filesystem type cannot freeze (vfat, ...): flushing it is the
@@ -243,7 +225,7 @@ VssStatus FsFreezer::Freeze(const std::vector<std::string>& mountpoints) {
     frozen_.push_back({mp, fd});
     events_.push_back("freeze " + mp);
   }
-  if (frozen_.empty()) armed_ = false;
+  if (frozen_.empty()) window_->Disarm();
   return VssStatus::Ok();
 }
 
@@ -253,8 +235,7 @@ VssStatus FsFreezer::ThawAll() {
 }
 
 VssStatus FsFreezer::ThawLocked(const char* why) {
-  armed_ = false;
-  cv_.notify_all();
+  window_->Disarm();
   std::string failed;
   // Reverse order, as nested freezes would need.
   for (auto it = frozen_.rbegin(); it != frozen_.rend(); ++it) {
@@ -268,26 +249,12 @@ VssStatus FsFreezer::ThawLocked(const char* why) {
     // After the FITHAW: until then the helper must still be able to thaw.
     // Forgotten on failure too, as here. A broken guard is replaced at the
     // next Freeze.
-    if (guard_ != nullptr) guard_->Thawed(it->mountpoint).IgnoreError();
+    if (window_->guard() != nullptr) window_->guard()->Thawed(it->mountpoint).IgnoreError();
     ::close(it->fd);
   }
   frozen_.clear();
   if (!failed.empty()) return VssError(VSS_E_WRITERERROR_NONRETRYABLE, "cannot thaw " + failed);
   return VssStatus::Ok();
-}
-
-void FsFreezer::Watchdog() {
-  std::unique_lock<std::mutex> l(mu_);
-  while (!stop_) {
-    if (!armed_) {
-      cv_.wait(l);
-    } else if (cv_.wait_until(l, deadline_) == std::cv_status::timeout && armed_ &&
-               std::chrono::steady_clock::now() >= deadline_) {
-      // Neither Thaw nor Abort came within the window.
-      fired_ = true;
-      ThawLocked("watchdog thaw").IgnoreError();
-    }
-  }
 }
 
 std::vector<std::string> FsFreezer::frozen() const {
@@ -299,7 +266,7 @@ std::vector<std::string> FsFreezer::frozen() const {
 
 bool FsFreezer::watchdog_fired() const {
   std::lock_guard<std::mutex> l(mu_);
-  return fired_;
+  return window_->fired();
 }
 
 std::vector<std::string> FsFreezer::events() const {
@@ -309,7 +276,8 @@ std::vector<std::string> FsFreezer::events() const {
 
 pid_t FsFreezer::guard_pid() const {
   std::lock_guard<std::mutex> l(mu_);
-  return guard_ != nullptr && !guard_->broken() ? guard_->pid() : -1;
+  const ThawGuard* guard = window_->guard();
+  return guard != nullptr && !guard->broken() ? guard->pid() : -1;
 }
 
 // ---------------------------------------------------------------------------

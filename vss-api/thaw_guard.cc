@@ -19,6 +19,8 @@
 #include <thread>
 #include <utility>
 
+#include "vss/api/guest_agent_writer.h"
+
 extern char** environ;
 
 namespace vss {
@@ -28,6 +30,7 @@ namespace {
 // mountpoint. 'F' carries the descriptor (SCM_RIGHTS); the helper answers
 // 'F' and its start with 'k' ('e' for an 'F' without a descriptor).
 constexpr char kWillFreeze = 'F';
+constexpr char kWillFreezeGuest = 'Q';  // the descriptor is a guest agent connection
 constexpr char kThawed = 'T';
 constexpr char kAck = 'k';
 constexpr char kBadMessage = 'e';
@@ -35,6 +38,8 @@ constexpr char kBadMessage = 'e';
 // How long the freezer waits for an answer; the helper answers at once
 // unless it is gone or stuck.
 constexpr int kAnswerTimeoutMs = 5000;
+// How long the helper waits for a guest agent's answers when it thaws.
+constexpr auto kAgentTimeout = std::chrono::seconds(10);
 // How long ~ThawGuard lets the helper take to exit before killing it.
 constexpr auto kExitTimeout = std::chrono::seconds(3);
 // The descriptor number the helper gets its end of the socket at.
@@ -94,6 +99,42 @@ bool SendByte(int fd, char c) { return ::send(fd, &c, 1, MSG_NOSIGNAL) == 1; }
 void CloseAll(std::vector<int>* fds) {
   for (int fd : *fds) ::close(fd);
   fds->clear();
+}
+
+// A filesystem or guest the helper was told of.
+struct Listed {
+  std::string mountpoint;  // or the guest agent socket's path
+  int fd;                  // the mountpoint's, or the agent connection
+  bool guest;
+};
+
+// Thaws `l` once the freezer (pid `parent`) is gone, says so on standard
+// error, and closes its descriptor. False if the thaw failed.
+bool ThawListed(const Listed& l, pid_t parent) {
+  if (l.guest) {
+    QgaClient agent(l.fd, l.mountpoint, kAgentTimeout);  // closes l.fd
+    Status s = agent.Sync();
+    if (s.ok()) s = agent.FsFreezeThaw().status();
+    if (s.ok()) {
+      std::fprintf(stderr, "vss-thaw-guard: the freezer (pid %d) died; thawed the guest of %s\n",
+                   static_cast<int>(parent), l.mountpoint.c_str());
+      return true;
+    }
+    std::fprintf(stderr, "vss-thaw-guard: the freezer (pid %d) died; cannot thaw the guest of %s: %s\n",
+                 static_cast<int>(parent), l.mountpoint.c_str(), s.message().c_str());
+    return false;
+  }
+  bool ok = true;
+  if (::ioctl(l.fd, FITHAW, 0) == 0) {
+    std::fprintf(stderr, "vss-thaw-guard: the freezer (pid %d) died; thawed %s\n",
+                 static_cast<int>(parent), l.mountpoint.c_str());
+  } else if (errno != EINVAL) {  // EINVAL: it was not frozen
+    std::fprintf(stderr, "vss-thaw-guard: the freezer (pid %d) died; cannot thaw %s: %s\n",
+                 static_cast<int>(parent), l.mountpoint.c_str(), std::strerror(errno));
+    ok = false;
+  }
+  ::close(l.fd);
+  return ok;
 }
 
 }  // namespace
@@ -164,6 +205,11 @@ ThawGuard::~ThawGuard() {
 Status ThawGuard::WillFreeze(const std::string& mountpoint, int fd) {
   VSS_RETURN_IF_ERROR(Send(kWillFreeze, mountpoint, fd));
   return AwaitAck("freeze " + mountpoint);
+}
+
+Status ThawGuard::WillFreezeGuest(const std::string& name, int fd) {
+  VSS_RETURN_IF_ERROR(Send(kWillFreezeGuest, name, fd));
+  return AwaitAck("freeze guest " + name);
 }
 
 Status ThawGuard::Thawed(const std::string& mountpoint) {
@@ -241,10 +287,6 @@ int RunThawGuard(int fd) {
   const pid_t parent = ::getppid();
   if (!SendByte(fd, kAck)) return 0;  // the parent is gone already; nothing was frozen
 
-  struct Listed {
-    std::string mountpoint;
-    int fd;
-  };
   std::vector<Listed> listed;
   std::string buf(kMaxMessage, '\0');
   for (;;) {
@@ -265,8 +307,9 @@ int RunThawGuard(int fd) {
     }
     const char op = buf[0];
     std::string mountpoint(buf.data() + 1, static_cast<size_t>(n) - 1);
-    if (op == kWillFreeze && fds.size() == 1) {
-      listed.push_back({std::move(mountpoint), fds[0]});
+    const bool will_freeze = op == kWillFreeze || op == kWillFreezeGuest;
+    if (will_freeze && fds.size() == 1) {
+      listed.push_back({std::move(mountpoint), fds[0], op == kWillFreezeGuest});
       if (!SendByte(fd, kAck)) break;
     } else if (op == kThawed) {
       CloseAll(&fds);
@@ -279,21 +322,13 @@ int RunThawGuard(int fd) {
       }
     } else {
       CloseAll(&fds);
-      if (op == kWillFreeze && !SendByte(fd, kBadMessage)) break;
+      if (will_freeze && !SendByte(fd, kBadMessage)) break;
     }
   }
   // Reverse order, as the freezer thaws.
   int rc = 0;
   for (auto it = listed.rbegin(); it != listed.rend(); ++it) {
-    if (::ioctl(it->fd, FITHAW, 0) == 0) {
-      std::fprintf(stderr, "vss-thaw-guard: the freezer (pid %d) died; thawed %s\n",
-                   static_cast<int>(parent), it->mountpoint.c_str());
-    } else if (errno != EINVAL) {  // EINVAL: it was not frozen
-      std::fprintf(stderr, "vss-thaw-guard: the freezer (pid %d) died; cannot thaw %s: %s\n",
-                   static_cast<int>(parent), it->mountpoint.c_str(), std::strerror(errno));
-      rc = 1;
-    }
-    ::close(it->fd);
+    if (!ThawListed(*it, parent)) rc = 1;
   }
   return rc;
 }

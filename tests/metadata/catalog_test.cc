@@ -897,6 +897,7 @@ TEST_F(CatalogTest, Migration_Version1StoreOpensKeepsRowsAndGainsTheDirRule) {
       "DROP INDEX diff_areas_by_dir;"
       "UPDATE diff_areas SET dir = '/srv/diff';"
       "ALTER TABLE volumes DROP COLUMN format;"
+      "ALTER TABLE volumes DROP COLUMN guest_agent;"
       "ALTER TABLE shadows DROP COLUMN properties;"
       "PRAGMA user_version = 1;");
   Open();
@@ -931,6 +932,7 @@ TEST_F(CatalogTest, Migration_Version2StoreOpensWithEveryVolumeRaw) {
   // with a volume written by that build's INSERT (no format column).
   RawExec(
       "ALTER TABLE volumes DROP COLUMN format;"
+      "ALTER TABLE volumes DROP COLUMN guest_agent;"
       "ALTER TABLE shadows DROP COLUMN properties;"
       "INSERT INTO volumes (id, name, path, size, chunk_size, next_epoch, "
       "created) VALUES ('00000000-0000-0000-0000-0000000000a1', 'old', "
@@ -970,6 +972,7 @@ TEST_F(CatalogTest, Migration_Version2ShadowsGainTheirProviderColumnsAsPropertie
   RawExec(
       "ALTER TABLE shadows DROP COLUMN properties;"
        "ALTER TABLE volumes DROP COLUMN format;"
+      "ALTER TABLE volumes DROP COLUMN guest_agent;"
       "PRAGMA user_version = 2;");
   Open();
   EXPECT_EQ(RawInt("PRAGMA user_version"), Catalog::kSchemaVersion);
@@ -1117,6 +1120,38 @@ TEST(VssTimestampTest, NowIsUnixTimeIn100nsPlusTheEpochOffset) {
   int64_t unix_secs = (now - 116444736000000000) / 10000000;
   EXPECT_GE(unix_secs, before);
   EXPECT_LE(unix_secs, after);
+}
+
+TEST_F(CatalogTest, Migration_Version4VolumesHaveNoGuestAgent) {
+  Open();
+  VolumeRow v = MakeVolume("a");
+  ASSERT_TRUE(catalog_->InsertVolume(v).ok());
+  catalog_.reset();
+  // Back to schema version 4, as the build before guest agents left it.
+  RawExec(
+      "ALTER TABLE volumes DROP COLUMN guest_agent;"
+      "PRAGMA user_version = 4;");
+  Open();
+  EXPECT_EQ(RawInt("PRAGMA user_version"), Catalog::kSchemaVersion);
+  EXPECT_EQ(RawInt("SELECT count(*) FROM volumes WHERE guest_agent IS NULL"), 1);
+  auto found = catalog_->FindVolume(v.id);
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->guest_agent, "");
+}
+
+TEST_F(CatalogTest, SetVolumeGuestAgentSetsAndClears) {
+  Open();
+  VolumeRow v = MakeVolume("a");
+  v.guest_agent = "/run/vm/a.qga";
+  ASSERT_TRUE(catalog_->InsertVolume(v).ok());
+  EXPECT_EQ((*catalog_->FindVolume(v.id))->guest_agent, "/run/vm/a.qga");
+  ASSERT_TRUE(catalog_->SetVolumeGuestAgent(v.id, "/run/vm/b.qga").ok());
+  EXPECT_EQ((*catalog_->ListVolumes())[0].guest_agent, "/run/vm/b.qga");
+  ASSERT_TRUE(catalog_->SetVolumeGuestAgent(v.id, "").ok());
+  EXPECT_EQ((*catalog_->FindVolume(v.id))->guest_agent, "");
+  // Cleared is NULL, never the empty string.
+  EXPECT_EQ(RawInt("SELECT count(*) FROM volumes WHERE guest_agent IS NULL"), 1);
+  EXPECT_EQ(catalog_->SetVolumeGuestAgent(Guid::Generate(), "/x").code(), StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -285,7 +285,8 @@ Json VolumeToJson(const engine::VolumeInfo& v) {
               {"size", v.size},
               {"chunk_size", v.chunk_size},
               {"format", v.format},
-              {"created", engine::TimestampToIso8601(v.created)}};
+              {"created", engine::TimestampToIso8601(v.created)},
+              {"guest_agent", v.guest_agent.empty() ? Json(nullptr) : Json(v.guest_agent)}};
 }
 
 StatusOr<Json> ShadowToJson(const engine::ShadowInfo& s) {

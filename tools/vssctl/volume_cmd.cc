@@ -1,4 +1,4 @@
-// vssctl volume create|add|list|show|remove|write|read
+// vssctl volume create|add|list|show|set|remove|write|read
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -39,6 +39,12 @@ struct IoOptions {
   std::string output;
 };
 
+struct SetOptions {
+  std::string volume;
+  std::string guest_agent;
+  bool no_guest_agent = false;
+};
+
 struct RemoveOptions {
   std::string volume;
   bool force = false;
@@ -59,6 +65,8 @@ void PrintVolumeLines(const engine::VolumeInfo& v) {
   std::printf("   Chunk size: %s\n", FormatBytes(v.chunk_size).c_str());
   std::printf("   Created:    %s\n",
               engine::TimestampToIso8601(v.created).c_str());
+  std::printf("   Guest agent: %s\n",
+              v.guest_agent.empty() ? "none" : v.guest_agent.c_str());
 }
 
 // The driver options of `volume create`: each -o KEY=VALUE, and
@@ -180,6 +188,49 @@ Status RunShow(Cli& cli, const std::string& text) {
                 engine::TimestampToIso8601(s.created).c_str());
   }
   return OkStatus();
+}
+
+Status RunSet(Cli& cli, const SetOptions& o) {
+  VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
+  VSS_ASSIGN_OR_RETURN(engine::VolumeInfo v, store->ResolveVolume(o.volume));
+  const std::string socket = o.no_guest_agent ? "" : AbsolutePath(o.guest_agent);
+  VSS_ASSIGN_OR_RETURN(v, store->SetVolumeGuestAgent(v.id, socket));
+  if (cli.json) {
+    PrintJson(VolumeToJson(v));
+    return OkStatus();
+  }
+  if (v.guest_agent.empty()) {
+    std::printf("Volume '%s' has no guest agent\n", v.name.c_str());
+  } else {
+    std::printf("Volume '%s': guest agent %s\n", v.name.c_str(),
+                v.guest_agent.c_str());
+  }
+  return OkStatus();
+}
+
+void AddSet(CLI::App& noun, Cli& cli) {
+  auto o = std::make_shared<SetOptions>();
+  CLI::App* c = noun.add_subcommand("set", "Change a volume's settings");
+  c->add_option("VOLUME", o->volume, "Volume name or id")->required();
+  auto* agent = c->add_option(
+                     "--guest-agent", o->guest_agent,
+                     "Unix socket of the QEMU guest agent of the guest on "
+                     "this volume: shadows freeze the guest through it")
+                    ->type_name("SOCKET");
+  auto* none = c->add_flag("--no-guest-agent", o->no_guest_agent,
+                           "Forget the volume's guest agent socket");
+  agent->excludes(none);
+  c->footer(
+      "The socket is the host end of the guest's virtio-serial port\n"
+      "org.qemu.guest_agent.0; it need not exist yet. vssd's guest agent\n"
+      "writer sends guest-fsfreeze-freeze/-thaw through it.\n"
+      "Example:\n  vssctl volume set web --guest-agent /run/vm/web.qga");
+  c->callback([&cli, o] {
+    if (o->guest_agent.empty() && !o->no_guest_agent) {
+      UsageError("volume set: give --guest-agent SOCKET or --no-guest-agent");
+    }
+    cli.run = [&cli, o] { return RunSet(cli, *o); };
+  });
 }
 
 Status RunRemove(Cli& cli, const RemoveOptions& o) {
@@ -438,6 +489,7 @@ void AddVolumeCommands(CLI::App& app, Cli& cli) {
   AddCreate(*noun, cli, /*create=*/true);
   AddCreate(*noun, cli, /*create=*/false);
   AddListShowRemove(*noun, cli);
+  AddSet(*noun, cli);
   AddWrite(*noun, cli);
   AddRead(*noun, cli);
 }

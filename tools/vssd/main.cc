@@ -5,7 +5,7 @@
 //
 //   vssd [--store DIR] [--socket PATH] [--nbd unix:PATH | tcp:[HOST:]PORT]...
 //        [--event-timeout-ms N] [--freeze-timeout-ms N] [--hold-timeout-ms N]
-//        [--no-fsfreeze] [NBD options]
+//        [--no-fsfreeze] [--no-guest-agent] [NBD options]
 //
 // Options are parsed with CLI11 (`vssd --help`); a bad option or value is
 // one line on stderr and exit 1.
@@ -37,6 +37,15 @@
 //
 // is that helper (FD: its end of the socket to vssd), not meant to be run
 // by hand. It thaws what vssd froze if vssd dies, and exits with vssd.
+//
+// The built-in guest agent writer (vss/api/guest_agent_writer.h) is
+// subscribed unless --no-guest-agent: the guest of a volume of a set that
+// names a QEMU guest agent socket (`vssctl volume set VOLUME --guest-agent
+// SOCKET`, read from the store at each set's PrepareForSnapshot) is frozen
+// through its agent at Freeze and thawed at Thaw or Abort, or when the
+// freeze window runs out; vssd logs each freeze and thaw on stderr
+// ("vssd: guest agent: ..."). It starts its own thaw guard (the same
+// `vssd --thaw-guard`) at the first freeze of a guest.
 //
 // NBD options (server.h has who may do what over NBD, and the defaults):
 //   --nbd-insecure          serve TCP in plain text, to everyone
@@ -74,6 +83,7 @@
 #include "store_access.h"
 #include "vss/api/coordinator.h"
 #include "vss/api/fsfreeze_writer.h"
+#include "vss/api/guest_agent_writer.h"
 #include "vss/api/provider.h"
 #include "vss/api/service.h"
 #include "vss/api/daemon/service_host.h"
@@ -113,6 +123,7 @@ struct Options {
   std::vector<std::string> addresses;  // --nbd
   vss::CoordinatorOptions coordinator;
   bool fsfreeze = true;
+  bool guest_agent = true;
   vss::vssd::NbdOptions nbd;
 };
 
@@ -126,6 +137,7 @@ struct RawOptions {
   std::map<std::string, std::string> nbd;  // server.h's options with a value
   bool nbd_insecure = false;
   bool no_fsfreeze = false;
+  bool no_guest_agent = false;
 };
 
 // The NBD server's options with a value (server.h), with their help.
@@ -160,6 +172,8 @@ void AddOptions(CLI::App& app, RawOptions& raw) {
     app.add_option(name, raw.ms[name], help)->type_name("N");
   }
   app.add_flag("--no-fsfreeze", raw.no_fsfreeze, "Do not subscribe the fsfreeze writer");
+  app.add_flag("--no-guest-agent", raw.no_guest_agent,
+               "Do not subscribe the guest agent writer");
   app.add_flag("--nbd-insecure", raw.nbd_insecure, "Serve TCP in plain text, to everyone");
   for (const NbdValued& o : kNbdValued) {
     app.add_option(o.name, raw.nbd[o.name], o.help)->type_name(o.type);
@@ -207,6 +221,7 @@ bool CheckOptions(const CLI::App& app, const RawOptions& raw, Options& out,
   out.socket_path = raw.socket_path;
   out.addresses = raw.addresses;
   out.fsfreeze = !raw.no_fsfreeze;
+  out.guest_agent = !raw.no_guest_agent;
   return true;
 }
 
@@ -293,6 +308,21 @@ std::optional<int> BecomeStoreOwner(Options& o, uid_t* owner_out) {
   return std::nullopt;
 }
 
+// The guest agent writer's options: vssd's freeze window, the agent socket
+// of each volume as the store says now, this program as the thaw guard,
+// and stderr as the log.
+vss::GuestAgentWriterOptions GuestAgentOptions(const Options& o, vss::engine::Store& store) {
+  vss::GuestAgentWriterOptions g;
+  g.freeze_timeout_ms = o.coordinator.freeze_timeout_ms;
+  g.socket_of = [&store](const vss::EventVolume& v) {
+    vss::StatusOr<vss::engine::VolumeInfo> info = store.FindVolume(v.id);
+    return info.ok() ? info->guest_agent : std::string();
+  };
+  g.guard_command = {"/proc/self/exe", "--thaw-guard"};
+  g.log = [](const std::string& line) { std::fprintf(stderr, "vssd: %s\n", line.c_str()); };
+  return g;
+}
+
 // Serves the store until SIGTERM or SIGINT: the coordinator, the fsfreeze
 // writer, the service host on `control` and the NBD server. The exit
 // status.
@@ -313,6 +343,12 @@ int Serve(Options& o, uid_t owner, vss::vssd::ControlServer& control,
     vss::VssStatus s = fsfreeze_writer.Initialize();
     if (s.ok()) s = fsfreeze_writer.Subscribe(coordinator);
     if (!s.ok()) return Fail("fsfreeze writer: " + s.ToString());
+  }
+  vss::GuestAgentWriter guest_agent_writer(GuestAgentOptions(o, store));
+  if (o.guest_agent) {
+    vss::VssStatus s = guest_agent_writer.Initialize();
+    if (s.ok()) s = guest_agent_writer.Subscribe(coordinator);
+    if (!s.ok()) return Fail("guest agent writer: " + s.ToString());
   }
   {
     // Destroyed before the coordinator: closing the requesters'

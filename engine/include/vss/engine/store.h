@@ -141,6 +141,13 @@ class Store {
   // the image file stays.
   Status RemoveVolume(const Guid& id);
 
+  // Sets the QEMU guest agent socket of the guest running on volume `id`
+  // (VolumeInfo::guest_agent; "" clears it) and returns the volume. The
+  // socket need not exist yet (the guest may be down). kInvalidArgument: a
+  // relative path, or one with a newline or NUL (nothing changed);
+  // kNotFound: no such volume.
+  StatusOr<VolumeInfo> SetVolumeGuestAgent(const Guid& id, const std::string& socket);
+
   // Queries. Each reads the catalog as it is now; errors are the catalog's
   // (kCorruption, kIoError, kBusy). Unknown ids are kNotFound naming them.
   // Every volume, ordered by name.

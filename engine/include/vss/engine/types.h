@@ -29,6 +29,10 @@ struct VolumeInfo {
   int64_t created = 0;      // time it was registered
   // The image driver that opens it (vss/formats/registry.h), e.g. "raw".
   std::string format = "raw";
+  // The Unix socket of the QEMU guest agent of the guest running on this
+  // volume, which the guest agent writer freezes the guest through
+  // (vss/api/guest_agent_writer.h); empty: none.
+  std::string guest_agent;
 };
 
 // Where a volume's preserved chunks go and how much room they may take.

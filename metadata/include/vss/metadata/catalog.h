@@ -65,6 +65,9 @@ struct VolumeRow {
   uint64_t next_epoch = 1; // epoch number the next shadow of it gets
   int64_t created = 0;     // VSS timestamp
   std::string format = "raw";  // image driver name (formats/registry.h)
+  // The QEMU guest agent socket of the guest running on the volume; empty:
+  // none (NULL in the table).
+  std::string guest_agent;
 };
 
 struct DiffAreaRow {
@@ -177,7 +180,7 @@ class [[nodiscard]] Transaction {
 
 class Catalog {
  public:
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 5;
 
   // Opens the catalog database at `path` and applies migrations up to
   // kSchemaVersion. A missing file is created atomically: made and
@@ -209,6 +212,8 @@ class Catalog {
   StatusOr<std::vector<VolumeRow>> ListVolumes();  // ordered by name
   StatusOr<std::optional<VolumeRow>> FindVolume(const Guid& id);
   Status SetVolumeNextEpoch(const Guid& id, uint64_t next_epoch);
+  // Sets the volume's guest agent socket ("" clears it).
+  Status SetVolumeGuestAgent(const Guid& id, const std::string& socket);
   // Deletes the volume and every row that refers to it (diff area, shadows,
   // sets left empty, index, segments, journal, free ranges). Events stay.
   Status DeleteVolume(const Guid& id);

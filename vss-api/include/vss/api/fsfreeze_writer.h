@@ -33,12 +33,10 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "vss/api/hresult.h"
@@ -48,7 +46,9 @@
 
 namespace vss {
 
-class ThawGuard;  // the freezer's helper process, internal to vss-api
+namespace internal {
+class FreezeWindow;  // the watchdog and thaw guard, internal to vss-api
+}  // namespace internal
 
 // The writer class id of FsFreezeWriter.
 Guid FsFreezeWriterClassId();
@@ -114,22 +114,14 @@ class FsFreezer {
     std::string mountpoint;
     int fd;  // kept open: FITHAW goes to the same superblock
   };
-  VssStatus StartGuardLocked();
   VssStatus ThawLocked(const char* why);
-  void Watchdog();
 
-  const std::chrono::milliseconds window_;
-  const std::vector<std::string> guard_command_;
-  std::unique_ptr<ThawGuard> guard_;  // null until started, or once broken
   mutable std::mutex mu_;
-  std::condition_variable cv_;
   std::vector<Frozen> frozen_;
-  bool armed_ = false;
-  std::chrono::steady_clock::time_point deadline_{};
-  bool fired_ = false;
-  bool stop_ = false;
   std::vector<std::string> events_;
-  std::thread watchdog_;  // last: starts after the fields above exist
+  // The watchdog (it thaws when the window runs out) and the thaw guard;
+  // guarded by mu_.
+  std::unique_ptr<internal::FreezeWindow> window_;
 };
 
 class FsFreezeWriter final : public Writer {

@@ -22,6 +22,13 @@
 // standard error, and exits; when nothing is listed (the freezer exited
 // normally, or closed the guard) it exits at once and says nothing.
 //
+// A guest frozen through its QEMU guest agent (GuestFreezer,
+// vss/api/guest_agent_writer.h) is listed the same way with
+// WillFreezeGuest ("Q" name + the connected agent socket): at end of file
+// the helper syncs with the agent on its duplicate of the connection and
+// sends guest-fsfreeze-thaw. The duplicate keeps the connection open while
+// listed; Thawed closes it.
+//
 // The helper is an executable run with posix_spawn (safe in a
 // multithreaded process, unlike a bare fork): vssd runs itself
 // (/proc/self/exe) as `vssd --thaw-guard FD`, whose main calls
@@ -83,6 +90,12 @@ class ThawGuard {
   // guard is broken (see broken()).
   [[nodiscard]] Status WillFreeze(const std::string& mountpoint, int fd);
 
+  // As WillFreeze, for a guest about to be frozen through its guest agent:
+  // `fd` is the connected agent socket, `name` (the socket path) names the
+  // guest and is forgotten by Thawed(name). If this process dies while it
+  // is listed, the helper thaws the guest through the connection.
+  [[nodiscard]] Status WillFreezeGuest(const std::string& name, int fd);
+
   // Tells the helper to forget `mountpoint`: it was thawed, or was not
   // frozen after all. Does not wait for an answer (messages are read in
   // order, so a Thawed sent before this process dies is seen before the end
@@ -108,7 +121,7 @@ class ThawGuard {
 // The helper's side: serves `fd` (its end of the socketpair) until end of
 // file, then thaws what is listed and returns the process's exit status
 // (0; 1 if a thaw failed, or `fd` is not a socket). Prints one line on
-// standard error per filesystem it thaws or fails to thaw. Call it only in
+// standard error per filesystem or guest it thaws or fails to thaw. Call it only in
 // a process of its own (it closes every descriptor but 0, 1, 2 and `fd`,
 // and changes signal dispositions).
 int RunThawGuard(int fd);
