@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <set>
 
+#include "qcow2_check.h"
 #include "qcow2_image.h"
 #include "vss/base/file.h"
 #include "vss/formats/image_probe.h"
@@ -343,6 +344,25 @@ StatusOr<std::unique_ptr<BlockDevice>> Qcow2Driver::Create(
     return synced;
   }
   return std::unique_ptr<BlockDevice>(std::move(*made));
+}
+
+namespace {
+
+StatusOr<ImageCheckResult> CheckFile(const std::string& path, bool repair) {
+  VSS_ASSIGN_OR_RETURN(
+      auto file, ImageFile::Open(path, /*writable=*/repair, /*create=*/false,
+                                 repair ? LockMode::kExclusive : LockMode::kShared));
+  return qcow2::CheckImage(*file, {.name = path, .repair = repair});
+}
+
+}  // namespace
+
+StatusOr<ImageCheckResult> Qcow2Driver::Check(const std::string& path) const {
+  return CheckFile(path, false);
+}
+
+StatusOr<ImageCheckResult> Qcow2Driver::Repair(const std::string& path) const {
+  return CheckFile(path, true);
 }
 
 StatusOr<ImageInfo> Qcow2Driver::Info(const std::string& path) const {

@@ -44,6 +44,11 @@ class Qcow2Driver final : public ImageDriver {
   StatusOr<std::unique_ptr<BlockDevice>> Create(
       const ImageCreateRequest& request) const override;
   StatusOr<ImageInfo> Info(const std::string& path) const override;
+  // qcow2::CheckImage (formats/qcow2/qcow2_check.h) on the file, under a
+  // shared lock: kBusy while a writer (a volume in use) holds the image.
+  StatusOr<ImageCheckResult> Check(const std::string& path) const override;
+  // The same with repair, under an exclusive lock.
+  StatusOr<ImageCheckResult> Repair(const std::string& path) const override;
 };
 
 }  // namespace vss
