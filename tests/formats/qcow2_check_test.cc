@@ -442,6 +442,35 @@ TEST(Qcow2Check, SharedClusterCountedOnce_IsAnErrorLikeQemuAndRepaired) {
   EXPECT_EQ(RawSha(path), sha);
 }
 
+TEST(Qcow2Check, RefcountDamageOfEveryWidth_IsRepairedCleanForQemu) {
+  SKIP_WITHOUT_QEMU();
+  for (int bits : {1, 2, 4, 8, 16, 32, 64}) {
+    SCOPED_TRACE("refcount_bits " + std::to_string(bits));
+    TempDir dir;
+    const std::string path = dir.File("image.qcow2");
+    const std::string name =
+        bits == 16 ? std::string("v3-c4k.qcow2")
+                   : "v3-c4k-refcount" + std::to_string(bits) + ".qcow2";
+    std::vector<uint8_t> bytes = ReadBytes(TestdataDir() + "/" + name);
+    Layout l = ReadLayout(bytes);
+    ASSERT_EQ(l.h.refcount_bits(), static_cast<uint32_t>(bits));
+    auto refblock = std::span(bytes).subspan(l.refblock_offset, 4096);
+    const uint64_t data = Be64(&bytes[l.l2_offset]) & kL2OffsetMask;
+    SetRefcount(refblock, data / 4096, l.h.refcount_order, 0);
+    // An unused cluster at the end that claims a use: a leak.
+    const uint64_t extra = bytes.size() / 4096;
+    bytes.resize(bytes.size() + 4096, 0);
+    SetRefcount(refblock, extra, l.h.refcount_order, 1);
+    WriteBytes(path, bytes);
+    const std::string sha = RawSha(path);
+    ExpectSameVerdict(path);
+    VSS_ASSERT_OK_AND_ASSIGN(ImageCheckResult repaired, CheckPath(path, true));
+    EXPECT_TRUE(repaired.clean()) << Describe(repaired);
+    ExpectBothClean(path);
+    EXPECT_EQ(RawSha(path), sha);
+  }
+}
+
 TEST(ImageDriverRepair, ADriverWithoutRepair_IsUnsupportedNamingThePath) {
   VSS_ASSERT_OK_AND_ASSIGN(const ImageDriver* raw,
                            DriverRegistry::Default().Find("raw"));
