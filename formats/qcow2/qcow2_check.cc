@@ -45,7 +45,7 @@ enum class Fix { kNone, kRefcount, kCopied };
 // One L2 table as the L1 tables reach it.
 struct L2Ref {
   uint32_t refs = 0;      // L1 entries (of all L1 tables) pointing to it
-  bool readable = false;  // in the file and overlapping no other metadata
+  bool readable = false;  // within the file
 };
 
 // A snapshot's L1 table as the snapshot table names it.
@@ -447,9 +447,12 @@ void Checker::UseL2Entry(uint64_t l2_offset, uint64_t index, uint64_t entry,
 
 Status Checker::WalkL2Tables() {
   // Every L2 table is metadata before any data cluster is counted, so that
-  // a data cluster on an L2 table is an overlap whatever the order.
+  // a data cluster on an L2 table is an overlap whatever the order. An L2
+  // table that overlaps other metadata is still walked, as by qemu-img:
+  // each distinct one once, so that costs at most the file's size.
   for (auto& [off, ref] : l2_) {
-    ref.readable = Use(off, cs_, ref.refs, true, "L2 table");
+    Use(off, cs_, ref.refs, true, "L2 table");
+    ref.readable = off < nclusters_ * cs_;
   }
   const uint64_t esz = h_.l2_entry_bytes();
   for (const auto& [off, ref] : l2_) {
