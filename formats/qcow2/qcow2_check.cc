@@ -26,6 +26,11 @@ constexpr uint64_t kBitmapsExtensionBytes = 24;
 // name_size (2), extra_data_size (4).
 constexpr uint64_t kBitmapEntryFixedBytes = 24;
 constexpr uint64_t kMaxBitmapDirectoryBytes = 64ull << 20;
+// Reserved bits, which must be zero: of an L1 entry (0-8, 56-62) and of a
+// standard (not compressed) L2 entry (1-8, 56-61); those of a refcount
+// table entry (0-8) are outside kRefTableOffsetMask.
+constexpr uint64_t kL1Reserved = 0x7f000000000001ffull;
+constexpr uint64_t kL2StandardReserved = 0x3f000000000001feull;
 constexpr uint64_t kNoBlock = std::numeric_limits<uint64_t>::max();
 
 std::string Hex(uint64_t v) {
@@ -40,7 +45,7 @@ enum class Fix { kNone, kRefcount, kCopied };
 // One L2 table as the L1 tables reach it.
 struct L2Ref {
   uint32_t refs = 0;      // L1 entries (of all L1 tables) pointing to it
-  bool readable = false;  // in the file and overlapping no other metadata
+  bool readable = false;  // within the file
 };
 
 // A snapshot's L1 table as the snapshot table names it.
@@ -231,9 +236,15 @@ Status Checker::LoadRefcountTable() {
   VSS_ASSIGN_OR_RETURN(std::vector<uint8_t> table,
                        Read(h_.refcount_table_offset, bytes));
   for (uint64_t i = 0; i < refblocks_.size(); ++i) {
-    const uint64_t off = Be64(&table[8 * i]) & kRefTableOffsetMask;
-    if (off == 0) continue;
+    const uint64_t entry = Be64(&table[8 * i]);
+    const uint64_t off = entry & kRefTableOffsetMask;
     const std::string what = "refcount block " + std::to_string(i);
+    if (entry & ~kRefTableOffsetMask) {
+      Error(Fix::kNone, "refcount table entry " + std::to_string(i) +
+                            ": reserved bits set (" + Hex(entry) + ")");
+      continue;
+    }
+    if (off == 0) continue;
     if (off & (cs_ - 1)) {
       Error(Fix::kNone, what + " at " + Hex(off) + " is not cluster-aligned");
       continue;
@@ -261,6 +272,10 @@ Status Checker::LoadL1(SnapshotL1 l1, bool active, const std::string& what) {
   for (uint64_t i = 0; i < l1.entries; ++i) {
     const uint64_t entry = Be64(&table[8 * i]);
     if (active) active_l1_.push_back(entry);
+    if (entry & kL1Reserved) {
+      Error(Fix::kNone, what + " entry " + std::to_string(i) +
+                            ": reserved bits set (" + Hex(entry) + ")");
+    }
     const uint64_t off = entry & kL1OffsetMask;
     if (off == 0) continue;
     if (off & (cs_ - 1)) {
@@ -405,6 +420,9 @@ void Checker::UseL2Entry(uint64_t l2_offset, uint64_t index, uint64_t entry,
         [&] { return place() + ": compressed data"; });
     return;
   }
+  if (entry & kL2StandardReserved) {
+    Error(Fix::kNone, place() + ": reserved bits set (" + Hex(entry) + ")");
+  }
   const uint64_t off = entry & kL2OffsetMask;
   if (h_.extended_l2()) {
     const uint32_t alloc = static_cast<uint32_t>(bitmap);
@@ -429,9 +447,12 @@ void Checker::UseL2Entry(uint64_t l2_offset, uint64_t index, uint64_t entry,
 
 Status Checker::WalkL2Tables() {
   // Every L2 table is metadata before any data cluster is counted, so that
-  // a data cluster on an L2 table is an overlap whatever the order.
+  // a data cluster on an L2 table is an overlap whatever the order. An L2
+  // table that overlaps other metadata is still walked, as by qemu-img:
+  // each distinct one once, so that costs at most the file's size.
   for (auto& [off, ref] : l2_) {
-    ref.readable = Use(off, cs_, ref.refs, true, "L2 table");
+    Use(off, cs_, ref.refs, true, "L2 table");
+    ref.readable = off < nclusters_ * cs_;
   }
   const uint64_t esz = h_.l2_entry_bytes();
   for (const auto& [off, ref] : l2_) {

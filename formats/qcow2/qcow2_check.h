@@ -16,7 +16,8 @@
 //   - offsets past the end of the file, not cluster-aligned, metadata
 //     overlapping other metadata or data, a compressed entry with the
 //     copied bit or a subcluster bitmap, an extended L2 bitmap that says
-//     both "allocated" and "zero": errors.
+//     both "allocated" and "zero", reserved bits set in an L1, L2 or
+//     refcount table entry: errors.
 // The counts agree with qemu-img's (its corruptions are our errors) for
 // refcount and copied-bit damage; for pointers past the end, unaligned or
 // overlapping, both report errors, not always as many.
