@@ -76,8 +76,8 @@ class QgaClient {
   // Connects to the agent socket `path`. kInvalidArgument: the path does
   // not fit a socket address; kIoError: nothing listens there (the
   // message names the path).
-  static StatusOr<std::unique_ptr<QgaClient>> Connect(const std::string& path,
-                                                      std::chrono::milliseconds timeout);
+  static StatusOr<std::unique_ptr<QgaClient>> Connect(
+      const std::string& path, std::chrono::milliseconds timeout);
 
   // Sends 0xFF and guest-sync-delimited with a fresh id, drops everything
   // up to the agent's 0xFF, then reads replies until the one returning that
@@ -126,7 +126,8 @@ class GuestFreezer {
   // `agent_timeout`: the bound on each agent command. `guard_command`
   // empty: no thaw guard. `log`: told one line per freeze and thaw (may be
   // empty).
-  GuestFreezer(std::chrono::milliseconds window, std::chrono::milliseconds agent_timeout,
+  GuestFreezer(std::chrono::milliseconds window,
+               std::chrono::milliseconds agent_timeout,
                std::vector<std::string> guard_command = {},
                std::function<void(const std::string&)> log = {});
   ~GuestFreezer();
@@ -217,6 +218,12 @@ class GuestAgentWriter final : public Writer {
   // names no files, so it takes part in every set, and does nothing in a
   // set none of whose volumes has an agent socket.
   VssStatus Initialize();
+
+  // Unsubscribes (waiting for a running handler) and thaws what is frozen,
+  // as the destructor does. vssd calls it when told to stop, before its
+  // NBD server goes: a guest whose disk vssd serves cannot thaw without
+  // its disk (the thaw writes to it).
+  void Stop();
 
   const GuestFreezer& freezer() const { return freezer_; }
 
