@@ -5,16 +5,20 @@
 namespace vss::internal {
 
 FreezeWindow::FreezeWindow(std::chrono::milliseconds window,
-                           std::vector<std::string> guard_command, std::mutex* mu,
-                           std::function<void()> expire)
-    : window_(window), guard_command_(std::move(guard_command)), mu_(mu),
+                           std::vector<std::string> guard_command,
+                           std::mutex* mu, std::function<void()> expire)
+    : window_(window),
+      guard_command_(std::move(guard_command)),
+      mu_(mu),
       expire_(std::move(expire)) {}
 
 FreezeWindow::~FreezeWindow() {
   if (thread_.joinable()) Stop();
 }
 
-void FreezeWindow::Start() { thread_ = std::thread([this] { Watchdog(); }); }
+void FreezeWindow::Start() {
+  thread_ = std::thread([this] { Watchdog(); });
+}
 
 void FreezeWindow::Stop() {
   {
@@ -49,8 +53,9 @@ VssStatus FreezeWindow::StartGuard(std::vector<std::string>* events) {
   StatusOr<std::unique_ptr<ThawGuard>> g = ThawGuard::Start(guard_command_);
   if (!g.ok()) {
     events->push_back("guard failed: " + g.status().message());
-    return VssError(VSS_E_WRITERERROR_NONRETRYABLE,
-                    "cannot freeze without the thaw guard: " + g.status().message());
+    return VssError(
+        VSS_E_WRITERERROR_NONRETRYABLE,
+        "cannot freeze without the thaw guard: " + g.status().message());
   }
   guard_ = std::move(g).value();
   return VssStatus::Ok();
@@ -61,7 +66,8 @@ void FreezeWindow::Watchdog() {
   while (!stop_) {
     if (!armed_) {
       cv_.wait(l);
-    } else if (cv_.wait_until(l, deadline_) == std::cv_status::timeout && armed_ && !stop_ &&
+    } else if (cv_.wait_until(l, deadline_) == std::cv_status::timeout &&
+               armed_ && !stop_ &&
                std::chrono::steady_clock::now() >= deadline_) {
       // Neither Thaw nor Abort came within the window.
       fired_ = true;

@@ -28,8 +28,9 @@ class FreezeWindow {
   // guard's program (empty: no guard); `mu`: the owner's mutex;
   // `expire`: the owner's handler, run with `mu` held once the window
   // passed (fired() is true by then).
-  FreezeWindow(std::chrono::milliseconds window, std::vector<std::string> guard_command,
-               std::mutex* mu, std::function<void()> expire);
+  FreezeWindow(std::chrono::milliseconds window,
+               std::vector<std::string> guard_command, std::mutex* mu,
+               std::function<void()> expire);
   // REQUIRES: Stop() was called if Start() was.
   ~FreezeWindow();
   FreezeWindow(const FreezeWindow&) = delete;

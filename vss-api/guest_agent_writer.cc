@@ -13,8 +13,8 @@
 #include <random>
 #include <utility>
 
-#include "json_util.h"
 #include "freeze_window.h"
+#include "json_util.h"
 #include "vss/api/daemon/thaw_guard.h"
 
 namespace vss {
@@ -47,15 +47,18 @@ int64_t FreshSyncId() {
 
 // The "return" value of `reply`, or the error it carries.
 StatusOr<Json> ReturnOf(const Json& reply, const std::string& context) {
-  if (!reply.is_object()) return IoError(context + ": a reply that is not a JSON object");
+  if (!reply.is_object())
+    return IoError(context + ": a reply that is not a JSON object");
   if (auto e = reply.find("error"); e != reply.end()) {
-    std::string desc = e->is_object() && e->contains("desc") && (*e)["desc"].is_string()
-                           ? (*e)["desc"].get<std::string>()
-                           : e->dump();
+    std::string desc =
+        e->is_object() && e->contains("desc") && (*e)["desc"].is_string()
+            ? (*e)["desc"].get<std::string>()
+            : e->dump();
     return FailedPreconditionError(context + ": the agent says: " + desc);
   }
   auto r = reply.find("return");
-  if (r == reply.end()) return IoError(context + ": a reply without \"return\"");
+  if (r == reply.end())
+    return IoError(context + ": a reply without \"return\"");
   return *r;
 }
 
@@ -69,29 +72,33 @@ Guid GuestAgentWriterClassId() {
 
 // --- QgaClient --------------------------------------------------------------
 
-QgaClient::QgaClient(int fd, std::string name, std::chrono::milliseconds timeout)
+QgaClient::QgaClient(int fd, std::string name,
+                     std::chrono::milliseconds timeout)
     : fd_(fd), name_(std::move(name)), timeout_(timeout) {}
 
 QgaClient::~QgaClient() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-StatusOr<std::unique_ptr<QgaClient>> QgaClient::Connect(const std::string& path,
-                                                        std::chrono::milliseconds timeout) {
+StatusOr<std::unique_ptr<QgaClient>> QgaClient::Connect(
+    const std::string& path, std::chrono::milliseconds timeout) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof addr.sun_path) {
-    return InvalidArgumentError("guest agent socket " + path +
-                                ": not a usable socket path (empty or too long)");
+    return InvalidArgumentError(
+        "guest agent socket " + path +
+        ": not a usable socket path (empty or too long)");
   }
   std::memcpy(addr.sun_path, path.data(), path.size());
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return ErrnoError(errno, "guest agent socket " + path);
   // A Unix socket connects at once or fails (a full backlog: EAGAIN).
-  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+  if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) !=
+      0) {
     const int err = errno;
     ::close(fd);
-    return IoError("guest agent socket " + path + ": cannot connect: " + std::strerror(err));
+    return IoError("guest agent socket " + path +
+                   ": cannot connect: " + std::strerror(err));
   }
   return std::make_unique<QgaClient>(fd, path, timeout);
 }
@@ -99,18 +106,21 @@ StatusOr<std::unique_ptr<QgaClient>> QgaClient::Connect(const std::string& path,
 Status QgaClient::SendAll(const std::string& bytes, Deadline deadline) {
   size_t done = 0;
   while (done < bytes.size()) {
-    ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done,
+                       MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       done += static_cast<size_t>(n);
       continue;
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno != EAGAIN) {
-      return IoError("guest agent " + name_ + ": cannot send: " + std::strerror(errno));
+      return IoError("guest agent " + name_ +
+                     ": cannot send: " + std::strerror(errno));
     }
     pollfd p{fd_, POLLOUT, 0};
     if (::poll(&p, 1, RemainingMs(deadline)) == 0) {
-      return IoError("guest agent " + name_ + ": does not take commands (no answer within " +
+      return IoError("guest agent " + name_ +
+                     ": does not take commands (no answer within " +
                      std::to_string(timeout_.count()) + " ms)");
     }
   }
@@ -123,26 +133,32 @@ Status QgaClient::Fill(Deadline deadline, const std::string& what) {
     int r = ::poll(&p, 1, RemainingMs(deadline));
     if (r < 0 && errno == EINTR) continue;
     if (r == 0) {
-      return IoError("guest agent " + name_ + ": no answer to " + what + " within " +
-                     std::to_string(timeout_.count()) + " ms");
+      return IoError("guest agent " + name_ + ": no answer to " + what +
+                     " within " + std::to_string(timeout_.count()) + " ms");
     }
     char chunk[4096];
     ssize_t n = r < 0 ? -1 : ::recv(fd_, chunk, sizeof chunk, MSG_DONTWAIT);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-    if (n < 0) return IoError("guest agent " + name_ + ": " + what + ": " + std::strerror(errno));
-    if (n == 0) return IoError("guest agent " + name_ + ": closed the connection during " + what);
+    if (n < 0)
+      return IoError("guest agent " + name_ + ": " + what + ": " +
+                     std::strerror(errno));
+    if (n == 0)
+      return IoError("guest agent " + name_ +
+                     ": closed the connection during " + what);
     buf_.append(chunk, static_cast<size_t>(n));
     if (buf_.size() > kMaxReply) {
-      return IoError("guest agent " + name_ + ": a reply to " + what + " over " +
-                     std::to_string(kMaxReply) + " bytes");
+      return IoError("guest agent " + name_ + ": a reply to " + what +
+                     " over " + std::to_string(kMaxReply) + " bytes");
     }
     return OkStatus();
   }
 }
 
-StatusOr<std::string> QgaClient::ReadLine(Deadline deadline, const std::string& what) {
+StatusOr<std::string> QgaClient::ReadLine(Deadline deadline,
+                                          const std::string& what) {
   size_t nl;
-  while ((nl = buf_.find('\n')) == std::string::npos) VSS_RETURN_IF_ERROR(Fill(deadline, what));
+  while ((nl = buf_.find('\n')) == std::string::npos)
+    VSS_RETURN_IF_ERROR(Fill(deadline, what));
   std::string line = buf_.substr(0, nl);
   buf_.erase(0, nl + 1);
   return line;
@@ -153,7 +169,8 @@ Status QgaClient::Sync() {
   const int64_t id = FreshSyncId();
   const std::string what = "guest-sync-delimited";
   Json cmd = {{"execute", what}, {"arguments", {{"id", id}}}};
-  VSS_RETURN_IF_ERROR(SendAll(std::string(1, kSentinel) + cmd.dump() + "\n", deadline));
+  VSS_RETURN_IF_ERROR(
+      SendAll(std::string(1, kSentinel) + cmd.dump() + "\n", deadline));
   for (;;) {
     // Stale bytes (an earlier client's replies) end at the agent's 0xFF.
     size_t mark;
@@ -164,10 +181,13 @@ Status QgaClient::Sync() {
     buf_.erase(0, mark + 1);
     VSS_ASSIGN_OR_RETURN(std::string line, ReadLine(deadline, what));
     Json reply = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-    StatusOr<Json> value = ReturnOf(reply, "guest agent " + name_ + ": " + what);
-    if (value.ok() && value->is_number_integer() && value->get<int64_t>() == id) return OkStatus();
+    StatusOr<Json> value =
+        ReturnOf(reply, "guest agent " + name_ + ": " + what);
+    if (value.ok() && value->is_number_integer() && value->get<int64_t>() == id)
+      return OkStatus();
     // A reply to an earlier sync (whose 0xFF came first): wait for ours.
-    if (!value.ok() && value.status().code() == StatusCode::kFailedPrecondition) {
+    if (!value.ok() &&
+        value.status().code() == StatusCode::kFailedPrecondition) {
       return IoError(value.status().message());
     }
   }
@@ -175,15 +195,18 @@ Status QgaClient::Sync() {
 
 StatusOr<std::string> QgaClient::Execute(const std::string& command) {
   const Deadline deadline = std::chrono::steady_clock::now() + timeout_;
-  VSS_RETURN_IF_ERROR(SendAll(Json{{"execute", command}}.dump() + "\n", deadline));
+  VSS_RETURN_IF_ERROR(
+      SendAll(Json{{"execute", command}}.dump() + "\n", deadline));
   VSS_ASSIGN_OR_RETURN(std::string line, ReadLine(deadline, command));
   // A stray sentinel (an earlier sync's) is not part of the reply.
   line.erase(std::remove(line.begin(), line.end(), kSentinel), line.end());
   Json reply = Json::parse(line, nullptr, /*allow_exceptions=*/false);
   if (reply.is_discarded()) {
-    return IoError("guest agent " + name_ + ": " + command + ": a reply that is not JSON");
+    return IoError("guest agent " + name_ + ": " + command +
+                   ": a reply that is not JSON");
   }
-  VSS_ASSIGN_OR_RETURN(Json value, ReturnOf(reply, "guest agent " + name_ + ": " + command));
+  VSS_ASSIGN_OR_RETURN(
+      Json value, ReturnOf(reply, "guest agent " + name_ + ": " + command));
   return value.dump();
 }
 
@@ -191,27 +214,32 @@ Status QgaClient::Ping() { return Execute("guest-ping").status(); }
 
 namespace {
 // The integer a count-returning command answered.
-StatusOr<int64_t> CountOf(StatusOr<std::string> value, const std::string& context) {
+StatusOr<int64_t> CountOf(StatusOr<std::string> value,
+                          const std::string& context) {
   VSS_RETURN_IF_ERROR(value.status());
   Json j = Json::parse(*value, nullptr, false);
-  if (!j.is_number_integer()) return IoError(context + ": not a count: " + *value);
+  if (!j.is_number_integer())
+    return IoError(context + ": not a count: " + *value);
   return j.get<int64_t>();
 }
 }  // namespace
 
 StatusOr<int64_t> QgaClient::FsFreezeFreeze() {
-  return CountOf(Execute("guest-fsfreeze-freeze"), "guest agent " + name_ + ": freeze");
+  return CountOf(Execute("guest-fsfreeze-freeze"),
+                 "guest agent " + name_ + ": freeze");
 }
 
 StatusOr<int64_t> QgaClient::FsFreezeThaw() {
-  return CountOf(Execute("guest-fsfreeze-thaw"), "guest agent " + name_ + ": thaw");
+  return CountOf(Execute("guest-fsfreeze-thaw"),
+                 "guest agent " + name_ + ": thaw");
 }
 
 StatusOr<std::string> QgaClient::FsFreezeStatus() {
   VSS_ASSIGN_OR_RETURN(std::string value, Execute("guest-fsfreeze-status"));
   Json j = Json::parse(value, nullptr, false);
   if (!j.is_string()) {
-    return IoError("guest agent " + name_ + ": guest-fsfreeze-status: not a status: " + value);
+    return IoError("guest agent " + name_ +
+                   ": guest-fsfreeze-status: not a status: " + value);
   }
   return j.get<std::string>();
 }
@@ -250,7 +278,8 @@ VssStatus GuestFreezer::StartGuard() {
 
 VssStatus GuestFreezer::Prepare(const std::vector<std::string>& sockets) {
   std::lock_guard<std::mutex> l(mu_);
-  if (armed_ || std::any_of(guests_.begin(), guests_.end(), [](const Guest& g) { return g.frozen; })) {
+  if (armed_ || std::any_of(guests_.begin(), guests_.end(),
+                            [](const Guest& g) { return g.frozen; })) {
     return VssError(VSS_E_BAD_STATE, "guests are already frozen");
   }
   guests_.clear();
@@ -260,7 +289,8 @@ VssStatus GuestFreezer::Prepare(const std::vector<std::string>& sockets) {
                     [&](const Guest& g) { return g.client->name() == path; })) {
       continue;  // two volumes of one guest
     }
-    StatusOr<std::unique_ptr<QgaClient>> c = QgaClient::Connect(path, agent_timeout_);
+    StatusOr<std::unique_ptr<QgaClient>> c =
+        QgaClient::Connect(path, agent_timeout_);
     Status s = c.status();
     if (s.ok()) s = (*c)->Sync();
     if (!s.ok()) {
@@ -282,7 +312,8 @@ VssStatus GuestFreezer::FreezeOne(Guest& g) {
     if (!s.ok()) {
       Note("freeze failed " + sock + ": " + s.message());
       return VssError(VSS_E_WRITERERROR_NONRETRYABLE,
-                      "cannot freeze the guest of " + sock + " under the thaw guard: " + s.message());
+                      "cannot freeze the guest of " + sock +
+                          " under the thaw guard: " + s.message());
     }
     g.guarded = true;
   }
@@ -291,8 +322,8 @@ VssStatus GuestFreezer::FreezeOne(Guest& g) {
   StatusOr<std::string> state =
       n.ok() ? g.client->FsFreezeStatus() : StatusOr<std::string>(n.status());
   if (state.ok() && *state != "frozen") {
-    state = IoError("guest agent " + sock + ": guest-fsfreeze-status says " + *state +
-                    " after guest-fsfreeze-freeze");
+    state = IoError("guest agent " + sock + ": guest-fsfreeze-status says " +
+                    *state + " after guest-fsfreeze-freeze");
   }
   if (!state.ok()) {
     Note("freeze failed " + sock + ": " + state.status().message());
@@ -328,7 +359,8 @@ Status GuestFreezer::ThawOne(Guest& g, const char* why) {
   const std::string& sock = g.client->name();
   // A freeze that timed out leaves its reply in flight: sync first then.
   StatusOr<int64_t> n = g.client->FsFreezeThaw();
-  if (!n.ok() && n.status().code() == StatusCode::kIoError && g.client->Sync().ok()) {
+  if (!n.ok() && n.status().code() == StatusCode::kIoError &&
+      g.client->Sync().ok()) {
     n = g.client->FsFreezeThaw();
   }
   // "not frozen" errors are fine: the status below is what counts.
@@ -336,8 +368,9 @@ Status GuestFreezer::ThawOne(Guest& g, const char* why) {
   if (!state.ok() && g.client->Sync().ok()) state = g.client->FsFreezeStatus();
   Status result = state.status();
   if (state.ok() && *state != "thawed") {
-    result = IoError("guest agent " + sock + ": guest-fsfreeze-status says " + *state +
-                     " after guest-fsfreeze-thaw" + (n.ok() ? "" : " (" + n.status().message() + ")"));
+    result = IoError("guest agent " + sock + ": guest-fsfreeze-status says " +
+                     *state + " after guest-fsfreeze-thaw" +
+                     (n.ok() ? "" : " (" + n.status().message() + ")"));
   }
   if (result.ok()) {
     Note(std::string(why) + " " + sock);
@@ -347,7 +380,8 @@ Status GuestFreezer::ThawOne(Guest& g, const char* why) {
   }
   // After the thaw: until then the helper must still be able to thaw. A
   // broken guard is replaced at the next Freeze.
-  if (g.guarded && window_->guard() != nullptr) window_->guard()->Thawed(sock).IgnoreError();
+  if (g.guarded && window_->guard() != nullptr)
+    window_->guard()->Thawed(sock).IgnoreError();
   g.guarded = false;
   g.frozen = false;
   return result;
@@ -364,7 +398,8 @@ VssStatus GuestFreezer::ThawLocked(const char* why) {
     }
   }
   guests_.clear();  // connections closed: the next set connects anew
-  if (!failed.empty()) return VssError(VSS_E_WRITERERROR_NONRETRYABLE, "cannot thaw: " + failed);
+  if (!failed.empty())
+    return VssError(VSS_E_WRITERERROR_NONRETRYABLE, "cannot thaw: " + failed);
   return VssStatus::Ok();
 }
 
@@ -397,11 +432,13 @@ std::vector<std::string> GuestFreezer::events() const {
 GuestAgentWriter::GuestAgentWriter(GuestAgentWriterOptions options)
     : options_(std::move(options)),
       freezer_(std::chrono::milliseconds(options_.freeze_timeout_ms),
-               std::chrono::milliseconds(options_.agent_timeout_ms), options_.guard_command,
-               options_.log) {}
+               std::chrono::milliseconds(options_.agent_timeout_ms),
+               options_.guard_command, options_.log) {}
 
-GuestAgentWriter::~GuestAgentWriter() {
-  // No handler may run while the freezer goes; then thaw whatever is left.
+GuestAgentWriter::~GuestAgentWriter() { Stop(); }
+
+void GuestAgentWriter::Stop() {
+  // No handler may run while the freezer thaws; then thaw whatever is left.
   Unsubscribe().IgnoreError();
   freezer_.ThawAll().IgnoreError();
 }
@@ -410,8 +447,9 @@ VssStatus GuestAgentWriter::Initialize() {
   if (!options_.socket_of) {
     return VssError(E_INVALIDARG, "guest agent writer: no socket lookup given");
   }
-  return Writer::Initialize(GuestAgentWriterClassId(), "guest-agent", VSS_UT_SYSTEMSERVICE,
-                            VSS_ST_OTHER, VSS_APP_SYSTEM, options_.freeze_timeout_ms);
+  return Writer::Initialize(GuestAgentWriterClassId(), "guest-agent",
+                            VSS_UT_SYSTEMSERVICE, VSS_ST_OTHER, VSS_APP_SYSTEM,
+                            options_.freeze_timeout_ms);
 }
 
 bool GuestAgentWriter::OnPrepareSnapshot() {
@@ -439,8 +477,9 @@ bool GuestAgentWriter::OnThaw() {
   if (!s.ok()) {
     SetWriterFailureEx(s.code(), S_OK, s.message()).IgnoreError();
   } else if (fired) {
-    SetWriterFailureEx(VSS_E_WRITERERROR_TIMEOUT, S_OK,
-                       "the freeze window ran out before Thaw; the watchdog thawed the guests")
+    SetWriterFailureEx(
+        VSS_E_WRITERERROR_TIMEOUT, S_OK,
+        "the freeze window ran out before Thaw; the watchdog thawed the guests")
         .IgnoreError();
   }
   return true;

@@ -38,8 +38,10 @@ constexpr char kBadMessage = 'e';
 // How long the freezer waits for an answer; the helper answers at once
 // unless it is gone or stuck.
 constexpr int kAnswerTimeoutMs = 5000;
-// How long the helper waits for a guest agent's answers when it thaws.
-constexpr auto kAgentTimeout = std::chrono::seconds(10);
+// How long the helper waits for a guest agent's answers when it thaws. A
+// guest's thaw writes to its disk, which may be served by the freezer that
+// died (vssd over NBD): the answer comes once the disk is back.
+constexpr auto kAgentTimeout = std::chrono::seconds(120);
 // How long ~ThawGuard lets the helper take to exit before killing it.
 constexpr auto kExitTimeout = std::chrono::seconds(3);
 // The descriptor number the helper gets its end of the socket at.

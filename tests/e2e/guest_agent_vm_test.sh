@@ -223,7 +223,8 @@ writer_pid=
 # frozen_then HOW: a set whose simulated writer sleeps in its Freeze, so
 # that the guest stays frozen; then vssd gets SIGKILL (HOW=kill: its thaw
 # guard thaws the guest through its duplicate of the agent connection) or
-# SIGTERM (HOW=term: vssd thaws as it stops). vssd is started again after.
+# SIGTERM (HOW=term: vssd thaws as it stops, before its NBD server goes).
+# After the kill, vssd is started again.
 frozen_then() {
   local how=$1 thaw_line guard_lines
   frozen_before=$(lines_of "status frozen $sock")
@@ -247,9 +248,13 @@ frozen_then() {
   wait "$vssd_pid" 2>/dev/null
   vssd_pid=
   if [[ $how == kill ]]; then
+    # The guest's thaw writes to its disk, which the killed vssd served:
+    # it completes once a new vssd serves it (QEMU reconnects).
+    start_vssd
     guard_thawed() { [[ $(lines_of "vss-thaw-guard: .* thawed the guest of $sock\$") -gt $guard_lines ]]; }
-    ok "kill: the thaw guard thawed the guest" waits_for 60 guard_thawed
+    ok "kill: the thaw guard thawed the guest" waits_for 180 guard_thawed
   else
+    # vssd thaws before its NBD server stops serving the guest's disk.
     ok "term: vssd thawed the guest as it stopped" thawed_now
   fi
   ok "$how: the agent says thawed" eq "$(guest_state)" thawed
@@ -258,7 +263,6 @@ frozen_then() {
   stop_pid "$writer_pid"
   create_pid=
   writer_pid=
-  start_vssd
 }
 frozen_then kill
 frozen_then term

@@ -26,7 +26,8 @@ vss::Status PingOnce(const std::string& socket, milliseconds timeout) {
 }
 
 int WaitPing(const std::string& socket, int seconds) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
   vss::Status last = vss::OkStatus();
   while (std::chrono::steady_clock::now() < deadline) {
     last = PingOnce(socket, milliseconds(2000));
@@ -35,14 +36,15 @@ int WaitPing(const std::string& socket, int seconds) {
     // timed out has waited its 2 s already.
     std::this_thread::sleep_for(milliseconds(100));
   }
-  std::fprintf(stderr, "qga_probe: %s: no answer within %d s: %s\n", socket.c_str(), seconds,
-               last.ToString().c_str());
+  std::fprintf(stderr, "qga_probe: %s: no answer within %d s: %s\n",
+               socket.c_str(), seconds, last.ToString().c_str());
   return 1;
 }
 
 // The guest's freeze state, "frozen" or "thawed".
 vss::StatusOr<std::string> FreezeState(const std::string& socket) {
-  VSS_ASSIGN_OR_RETURN(auto agent, vss::QgaClient::Connect(socket, milliseconds(10000)));
+  VSS_ASSIGN_OR_RETURN(auto agent,
+                       vss::QgaClient::Connect(socket, milliseconds(10000)));
   VSS_RETURN_IF_ERROR(agent->Sync());
   return agent->FsFreezeStatus();
 }
@@ -61,8 +63,11 @@ int PrintState(const std::string& socket) {
 
 int main(int argc, char** argv) {
   const std::string verb = argc >= 3 ? argv[2] : "";
-  if (argc == 4 && verb == "wait-ping") return WaitPing(argv[1], std::atoi(argv[3]));
+  if (argc == 4 && verb == "wait-ping")
+    return WaitPing(argv[1], std::atoi(argv[3]));
   if (argc == 3 && verb == "status") return PrintState(argv[1]);
-  std::fprintf(stderr, "usage: qga_probe SOCKET wait-ping SECONDS | qga_probe SOCKET status\n");
+  std::fprintf(
+      stderr,
+      "usage: qga_probe SOCKET wait-ping SECONDS | qga_probe SOCKET status\n");
   return 2;
 }

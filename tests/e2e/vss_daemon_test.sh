@@ -37,13 +37,13 @@ at_exit cleanup
 # the machine is busy must not be dropped from the sequence (with a 4 s
 # event timeout, an Identify answered late left the writer out of a
 # restore). The simulated writers are the subject here: the built-in
-# fsfreeze writer (tested by vss_fsfreeze_test) is left out so that the
-# writer counts are theirs.
+# fsfreeze and guest agent writers (tested by vss_fsfreeze_test and
+# guest_agent_vm_test) are left out so that the writer counts are theirs.
 freeze_window_s=10
 start_vssd() {
   local before
   before=$(control_socket_lines vssd.err)
-  "$VSSD" --store "$VSS_STORE" --no-fsfreeze --event-timeout-ms 600000 \
+  "$VSSD" --store "$VSS_STORE" --no-fsfreeze --no-guest-agent --event-timeout-ms 600000 \
     --freeze-timeout-ms $((freeze_window_s * 1000)) --hold-timeout-ms 600000 2>>vssd.err &
   vssd_pid=$!
   wait_for_vssd vssd.err "$vssd_pid" "$before" && return 0

@@ -113,6 +113,25 @@ class StoreTest : public ::testing::Test {
 
 // --- Finding 1: each volume's segments are its own. ------------------------
 
+TEST_F(StoreTest, SetVolumeGuestAgent_SetsKeepsAcrossReopenAndClears) {
+  Reopen();
+  VolumeInfo v = NewVolume("vm");
+  EXPECT_EQ(v.guest_agent, "");
+  VSS_ASSERT_OK_AND_ASSIGN(VolumeInfo set, store_->SetVolumeGuestAgent(v.id, "/run/vm.qga"));
+  EXPECT_EQ(set.guest_agent, "/run/vm.qga");
+  Reopen();
+  VSS_ASSERT_OK_AND_ASSIGN(VolumeInfo found, store_->FindVolume(v.id));
+  EXPECT_EQ(found.guest_agent, "/run/vm.qga");
+  // Refused, and nothing changed: a relative path, an unknown volume.
+  EXPECT_EQ(store_->SetVolumeGuestAgent(v.id, "vm.qga").status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->SetVolumeGuestAgent(Guid::Generate(), "/x").status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ((*store_->ListVolumes())[0].guest_agent, "/run/vm.qga");
+  VSS_ASSERT_OK_AND_ASSIGN(VolumeInfo cleared, store_->SetVolumeGuestAgent(v.id, ""));
+  EXPECT_EQ(cleared.guest_agent, "");
+}
+
 TEST_F(StoreTest, TwoVolumesOnOneDiffAreaDirectory_BothShadowsVerify) {
   Reopen();
   VolumeInfo a = NewVolume("a"), b = NewVolume("b");

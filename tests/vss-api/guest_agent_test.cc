@@ -7,6 +7,7 @@
 //
 // The thaw guard's helper is vssd's `--thaw-guard` mode (VSSD_PATH, built
 // with this test).
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -19,11 +20,9 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
-
-#include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include "vss/api/guest_agent_writer.h"
 #include "vss/testing/status_matchers.h"
@@ -69,7 +68,8 @@ class FakeAgent {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-    ASSERT_EQ(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(
+        ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
     ASSERT_EQ(::listen(listen_fd_, 4), 0);
     thread_ = std::thread([this] {
       while (WaitReadable(listen_fd_)) {
@@ -123,7 +123,8 @@ class FakeAgent {
         std::string line = buf.substr(0, nl);
         buf.erase(0, nl + 1);
         // 0xFF resets the parser: what came before it is dropped.
-        if (size_t ff = line.rfind('\xff'); ff != std::string::npos) line.erase(0, ff + 1);
+        if (size_t ff = line.rfind('\xff'); ff != std::string::npos)
+          line.erase(0, ff + 1);
         Answer(fd, nlohmann::json::parse(line, nullptr, false));
       }
     }
@@ -136,25 +137,32 @@ class FakeAgent {
     {
       std::lock_guard<std::mutex> l(mu_);
       log_.push_back(name);
-      if (mode_ == Mode::kSilent || (mode_ == Mode::kSilentFreeze && name == "guest-fsfreeze-freeze")) {
+      if (mode_ == Mode::kSilent ||
+          (mode_ == Mode::kSilentFreeze && name == "guest-fsfreeze-freeze")) {
         return;
       }
       if (name == "guest-sync-delimited") {
-        if (mode_ == Mode::kStaleBeforeSync) Send(fd, "{\"return\": 99}\ngarbage}{\"ret");
+        if (mode_ == Mode::kStaleBeforeSync)
+          Send(fd, "{\"return\": 99}\ngarbage}{\"ret");
         Send(fd, "\xff");
         reply = {{"return", cmd["arguments"]["id"]}};
       } else if (name == "guest-ping") {
         reply = {{"return", nlohmann::json::object()}};
-      } else if (name == "guest-fsfreeze-freeze" && mode_ == Mode::kRefuseFreeze) {
-        reply = {{"error", {{"class", "GenericError"}, {"desc", "fsfreeze is disabled"}}}};
-      } else if (name == "guest-fsfreeze-freeze" || name == "guest-fsfreeze-thaw") {
+      } else if (name == "guest-fsfreeze-freeze" &&
+                 mode_ == Mode::kRefuseFreeze) {
+        reply = {
+            {"error",
+             {{"class", "GenericError"}, {"desc", "fsfreeze is disabled"}}}};
+      } else if (name == "guest-fsfreeze-freeze" ||
+                 name == "guest-fsfreeze-thaw") {
         frozen_ = name == "guest-fsfreeze-freeze";
         cv_.notify_all();
         reply = {{"return", 2}};
       } else if (name == "guest-fsfreeze-status") {
         reply = {{"return", frozen_ ? "frozen" : "thawed"}};
       } else {
-        reply = {{"error", {{"class", "CommandNotFound"}, {"desc", "no " + name}}}};
+        reply = {
+            {"error", {{"class", "CommandNotFound"}, {"desc", "no " + name}}}};
       }
     }
     Send(fd, reply.dump() + "\n");
@@ -176,7 +184,8 @@ std::string Text(const StatusOr<std::string>& s) {
 }
 
 // A client on one end of a socketpair whose other end `agent` serves.
-std::unique_ptr<QgaClient> PairedClient(FakeAgent& agent, milliseconds timeout) {
+std::unique_ptr<QgaClient> PairedClient(FakeAgent& agent,
+                                        milliseconds timeout) {
   int sv[2];
   EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
   agent.ServeFd(sv[1]);
@@ -212,9 +221,11 @@ TEST(QgaClientTest, AnAgentThatNeverAnswersIsABoundedError) {
   agent.set_mode(FakeAgent::Mode::kSilent);
   auto c = PairedClient(agent, milliseconds(300));
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_THAT(c->Sync(), StatusIs(StatusCode::kIoError, HasSubstr("fake.sock")));
+  EXPECT_THAT(c->Sync(),
+              StatusIs(StatusCode::kIoError, HasSubstr("fake.sock")));
   EXPECT_THAT(c->FsFreezeFreeze(),
-              StatusIs(StatusCode::kIoError, HasSubstr("no answer to guest-fsfreeze-freeze")));
+              StatusIs(StatusCode::kIoError,
+                       HasSubstr("no answer to guest-fsfreeze-freeze")));
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
 }
 
@@ -223,8 +234,8 @@ TEST(QgaClientTest, AnErrorReplyCarriesTheAgentsDescription) {
   agent.set_mode(FakeAgent::Mode::kRefuseFreeze);
   auto c = PairedClient(agent, milliseconds(5000));
   VSS_ASSERT_OK(c->Sync());
-  EXPECT_THAT(c->FsFreezeFreeze(),
-              StatusIs(StatusCode::kFailedPrecondition, HasSubstr("fsfreeze is disabled")));
+  EXPECT_THAT(c->FsFreezeFreeze(), StatusIs(StatusCode::kFailedPrecondition,
+                                            HasSubstr("fsfreeze is disabled")));
   // The connection goes on after an error reply.
   VSS_ASSERT_OK(c->Ping());
 }
@@ -269,8 +280,9 @@ TEST_F(GuestFreezerTest, FreezesOnceAndThawsChecked) {
   EXPECT_FALSE(agent_.frozen());
   EXPECT_TRUE(f.frozen().empty());
   EXPECT_EQ(f.events(),
-            (std::vector<std::string>{"freeze " + sock_ + " (2 filesystems)", "status frozen " + sock_,
-                                      "thaw " + sock_, "status thawed " + sock_}));
+            (std::vector<std::string>{"freeze " + sock_ + " (2 filesystems)",
+                                      "status frozen " + sock_, "thaw " + sock_,
+                                      "status thawed " + sock_}));
 }
 
 TEST_F(GuestFreezerTest, TheWatchdogThawsWhenTheWindowRunsOut) {

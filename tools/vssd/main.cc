@@ -60,6 +60,7 @@
 // release the requesters' auto-release shadows, flush and close the
 // volumes, exit 0. Errors at start: one line on stderr, exit 1.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -71,10 +72,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "control.h"
@@ -308,6 +311,48 @@ std::optional<int> BecomeStoreOwner(Options& o, uid_t* owner_out) {
   return std::nullopt;
 }
 
+// Runs `before` once `stop_fd` is readable (the signal's pipe), then makes
+// fd() readable, for a loop that must stop only after `before` ran. The
+// destructor ends the relay if no stop came.
+class StopRelay {
+ public:
+  StopRelay(int stop_fd, std::function<void()> before)
+      : stop_fd_(stop_fd), before_(std::move(before)) {
+    if (::pipe2(out_, O_CLOEXEC) == 0 && ::pipe2(quit_, O_CLOEXEC) == 0) {
+      thread_ = std::thread([this] { Relay(); });
+    }
+  }
+  ~StopRelay() {
+    char c = 1;
+    if (thread_.joinable() && ::write(quit_[1], &c, 1) == 1) thread_.join();
+    for (int fd : {out_[0], out_[1], quit_[0], quit_[1]}) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+  StopRelay(const StopRelay&) = delete;
+  StopRelay& operator=(const StopRelay&) = delete;
+
+  // What the loop waits on: the relay's pipe, or the stop pipe itself if
+  // the relay could not start (a pipe failed; `before` does not run).
+  int fd() const { return thread_.joinable() ? out_[0] : stop_fd_; }
+
+ private:
+  void Relay() {
+    pollfd p[2] = {{stop_fd_, POLLIN, 0}, {quit_[0], POLLIN, 0}};
+    while (::poll(p, 2, -1) < 0 && errno == EINTR) {
+    }
+    if ((p[0].revents & POLLIN) != 0) before_();
+    char c = 1;
+    [[maybe_unused]] ssize_t n = ::write(out_[1], &c, 1);
+  }
+
+  const int stop_fd_;
+  const std::function<void()> before_;
+  int out_[2] = {-1, -1};
+  int quit_[2] = {-1, -1};
+  std::thread thread_;
+};
+
 // The guest agent writer's options: vssd's freeze window, the agent socket
 // of each volume as the store says now, this program as the thaw guard,
 // and stderr as the log.
@@ -376,7 +421,10 @@ int Serve(Options& o, uid_t owner, vss::vssd::ControlServer& control,
     for (const auto& a : o.addresses) {
       std::fprintf(stderr, "vssd: serving %s on %s\n", o.store_dir.c_str(), a.c_str());
     }
-    server.Run(g_stop_pipe[0]);
+    // The NBD server stops only once the guests are thawed: a guest whose
+    // disk this vssd serves cannot thaw without it.
+    StopRelay relay(g_stop_pipe[0], [&guest_agent_writer] { guest_agent_writer.Stop(); });
+    server.Run(relay.fd());
     control.Stop();
   }
   registry.CloseAll();

@@ -16,21 +16,25 @@
 // The protocol (QEMU's qemu-ga reference): one JSON object per command,
 // {"execute": NAME}; one JSON object per reply, {"return": VALUE} or
 // {"error": {"class": ..., "desc": ...}}, each ended by a newline. A
-// client first sends the byte 0xFF (which resets the agent's parser) and
-// guest-sync-delimited with an id of its own; the agent puts 0xFF before
-// that reply, so everything before the 0xFF is stale (an earlier client's
-// unread reply) and is dropped, and replies are read until the one
-// returning the id. Every read and write has a deadline: an agent that
-// does not answer is an error, never a hang.
+// client first sends the byte 0xFF (which resets the agent's parser; qemu-ga
+// answers it with a parse error) and guest-sync-delimited with an id of its
+// own; the agent puts 0xFF before that reply, so everything before the 0xFF
+// is stale (that error, an earlier client's unread reply) and is dropped,
+// and replies are read until the one returning the id. Every read and
+// write has a deadline: an agent that does not answer is an error, never a
+// hang.
 //
 // Never left frozen, as FsFreezeWriter: a watchdog thaws the guests when
 // the freeze window (the freeze timeout the writer registered with) runs
-// out without Thaw or Abort, and the destructor thaws (vssd's SIGTERM). If
-// this process dies while a guest is frozen, its connection to the agent
-// would close without a thaw (the agent keeps the guest frozen); given a
-// thaw guard command, the freezer tells a ThawGuard helper of each freeze
-// before sending it, passing the helper a duplicate of the connection, and
-// the helper thaws the guest through it when this process dies.
+// out without Thaw or Abort, and Stop or the destructor thaws (vssd's
+// SIGTERM: vssd calls Stop before its NBD server goes, since a guest's thaw
+// writes to its disk, which vssd may be serving). If this process dies
+// while a guest is frozen, its connection to the agent would close without
+// a thaw (the agent keeps the guest frozen); given a thaw guard command,
+// the freezer tells a ThawGuard helper of each freeze before sending it,
+// passing the helper a duplicate of the connection, and the helper thaws
+// the guest through it when this process dies (waiting up to 120 s for
+// the answer: the guest's disk may have to come back first).
 //
 // Level: VSS_APP_SYSTEM (see fsfreeze_writer.h: the filesystems freeze
 // after the applications and thaw before them).
@@ -76,8 +80,8 @@ class QgaClient {
   // Connects to the agent socket `path`. kInvalidArgument: the path does
   // not fit a socket address; kIoError: nothing listens there (the
   // message names the path).
-  static StatusOr<std::unique_ptr<QgaClient>> Connect(const std::string& path,
-                                                      std::chrono::milliseconds timeout);
+  static StatusOr<std::unique_ptr<QgaClient>> Connect(
+      const std::string& path, std::chrono::milliseconds timeout);
 
   // Sends 0xFF and guest-sync-delimited with a fresh id, drops everything
   // up to the agent's 0xFF, then reads replies until the one returning that
@@ -126,7 +130,8 @@ class GuestFreezer {
   // `agent_timeout`: the bound on each agent command. `guard_command`
   // empty: no thaw guard. `log`: told one line per freeze and thaw (may be
   // empty).
-  GuestFreezer(std::chrono::milliseconds window, std::chrono::milliseconds agent_timeout,
+  GuestFreezer(std::chrono::milliseconds window,
+               std::chrono::milliseconds agent_timeout,
                std::vector<std::string> guard_command = {},
                std::function<void(const std::string&)> log = {});
   ~GuestFreezer();
@@ -217,6 +222,12 @@ class GuestAgentWriter final : public Writer {
   // names no files, so it takes part in every set, and does nothing in a
   // set none of whose volumes has an agent socket.
   VssStatus Initialize();
+
+  // Unsubscribes (waiting for a running handler) and thaws what is frozen,
+  // as the destructor does. vssd calls it when told to stop, before its
+  // NBD server goes: a guest whose disk vssd serves cannot thaw without
+  // its disk (the thaw writes to it).
+  void Stop();
 
   const GuestFreezer& freezer() const { return freezer_; }
 
