@@ -317,18 +317,47 @@ StatusOr<std::string> BackingFormat(const ExportOptions& o, uint64_t size) {
   return b.format;
 }
 
-// Reads `what` of the new image at `path` through the registry's qcow2
-// driver (with its backing chain) and compares it with the shadow.
+// The ranges where `a` or `b` holds data (elsewhere both read as zeroes).
+StatusOr<std::vector<Extent>> AllocatedInEither(BlockDevice& a, BlockDevice& b) {
+  std::vector<Extent> all;
+  for (BlockDevice* dev : {&a, &b}) {
+    VSS_ASSIGN_OR_RETURN(auto extents, dev->Extents(0, dev->size()));
+    for (const Extent& e : extents) {
+      if (e.allocated) all.push_back(e);
+    }
+  }
+  std::sort(all.begin(), all.end(),
+            [](const Extent& x, const Extent& y) { return x.offset < y.offset; });
+  std::vector<Extent> out;
+  for (const Extent& e : all) {
+    if (!out.empty() && e.offset <= out.back().offset + out.back().length) {
+      out.back().length =
+          std::max(out.back().offset + out.back().length, e.offset + e.length) - out.back().offset;
+    } else {
+      out.push_back(e);
+    }
+  }
+  return out;
+}
+
+// Reads the new image at `path` through the registry's qcow2 driver (with
+// its backing chain) and compares it with the shadow: `*what`, or when
+// it is null wherever either holds data.
 StatusOr<uint64_t> VerifyExport(BlockDevice& shadow, const std::string& path,
-                                std::span<const Extent> what) {
+                                const std::vector<Extent>* what) {
   VSS_ASSIGN_OR_RETURN(const ImageDriver* driver, DriverRegistry::Default().Find("qcow2"));
   VSS_ASSIGN_OR_RETURN(auto image, driver->Open({.path = path, .writable = false}));
   if (image->size() != shadow.size()) {
     return CorruptionError(path + " reads as " + std::to_string(image->size()) + " bytes, not " +
                            std::to_string(shadow.size()));
   }
-  VSS_ASSIGN_OR_RETURN(uint64_t compared, CompareDevices(shadow, *image, what, "verifying"));
-  return compared;
+  std::vector<Extent> ranges;
+  if (what != nullptr) {
+    ranges = *what;
+  } else {
+    VSS_ASSIGN_OR_RETURN(ranges, AllocatedInEither(shadow, *image));
+  }
+  return CompareDevices(shadow, *image, ranges, "verifying");
 }
 
 StatusOr<ExportResult> ExportQcow2(Cli& cli, OpenedShadow& sh, const ExportOptions& o) {
@@ -361,12 +390,11 @@ StatusOr<ExportResult> ExportQcow2(Cli& cli, OpenedShadow& sh, const ExportOptio
                  .zero_clusters = writer->stats().zero_clusters,
                  .backing_format = wo.backing_format};
   if (!o.no_verify) {
-    // A full export is compared whole; an incremental one where it differs
-    // from its backing file (the rest is the backing file's, checked when
-    // that was exported).
-    const std::vector<Extent> whole{{0, size, true}};
+    // A full export is compared wherever it or the shadow holds data; an
+    // incremental one where it differs from its backing file (the rest is
+    // the backing file's, checked when that was exported).
     StatusOr<uint64_t> verified =
-        VerifyExport(*sh.view, o.output, o.since.empty() ? whole : extents);
+        VerifyExport(*sh.view, o.output, o.since.empty() ? nullptr : &extents);
     if (!verified.ok()) {
       ::unlink(o.output.c_str());
       return verified.status().WithContext("verifying " + o.output + " (removed; --no-verify skips the check)");
