@@ -42,8 +42,10 @@ std::string ImageName(const std::string& volume, const std::string& format) {
 // The base backup's manifest, for a qcow2 incremental: every volume of
 // the request must be in it with its shadow kept. Empty when there is no
 // base or the backup is raw. Checked before any shadow is made.
-StatusOr<std::vector<ManifestVolume>> ReadBaseManifest(const BackupRequest& req) {
-  if (req.format != "qcow2" || req.base_dir.empty()) return std::vector<ManifestVolume>();
+StatusOr<std::vector<ManifestVolume>> ReadBaseManifest(
+    const BackupRequest& req) {
+  if (req.format != "qcow2" || req.base_dir.empty())
+    return std::vector<ManifestVolume>();
   VSS_ASSIGN_OR_RETURN(std::unique_ptr<BackupSource> source,
                        BackupSource::Open(req.base_dir, {}));
   StatusOr<std::vector<ManifestVolume>> base = source->ReadManifest();
@@ -52,7 +54,8 @@ StatusOr<std::vector<ManifestVolume>> ReadBaseManifest(const BackupRequest& req)
     if (!v.shadows_kept || v.shadow_id.empty()) {
       return FailedPreconditionError(
           "--base " + req.base_dir +
-          ": its shadow copies were not kept, so what changed since it is unknown; "
+          ": its shadow copies were not kept, so what changed since it is "
+          "unknown; "
           "make the base backup with --keep-shadows");
     }
   }
@@ -65,39 +68,49 @@ std::string RelativeTo(const std::string& path, const std::string& from) {
   std::error_code ec;
   std::filesystem::path abs_path = std::filesystem::absolute(path, ec);
   std::filesystem::path abs_from = std::filesystem::absolute(from, ec);
-  return abs_path.lexically_normal().lexically_relative(abs_from.lexically_normal()).string();
+  return abs_path.lexically_normal()
+      .lexically_relative(abs_from.lexically_normal())
+      .string();
 }
 
 // How the qcow2 image of shadow `p` is made: whole, or with a base the
 // extents changed since the base's shadow of the volume, on top of the
 // base's image. Fills `v`'s backing and chain.
-StatusOr<BackupDir::Qcow2Plan> PlanQcow2(Service& service, const BackupRequest& req,
-                                         const std::vector<ManifestVolume>& base,
-                                         const SnapshotProp& p, BlockDevice& view,
-                                         BackedUpVolume& v) {
+StatusOr<BackupDir::Qcow2Plan> PlanQcow2(
+    Service& service, const BackupRequest& req,
+    const std::vector<ManifestVolume>& base, const SnapshotProp& p,
+    BlockDevice& view, BackedUpVolume& v) {
   BackupDir::Qcow2Plan plan;
   if (req.base_dir.empty()) return plan;
-  auto it = std::find_if(base.begin(), base.end(), [&](const ManifestVolume& m) {
-    return m.volume == p.original_volume_name;
-  });
+  auto it =
+      std::find_if(base.begin(), base.end(), [&](const ManifestVolume& m) {
+        return m.volume == p.original_volume_name;
+      });
   if (it == base.end()) {
-    return FailedPreconditionError("--base " + req.base_dir + " has no backup of volume '" +
+    return FailedPreconditionError("--base " + req.base_dir +
+                                   " has no backup of volume '" +
                                    p.original_volume_name + "'");
   }
   engine::Store* store = service.store();
   if (store == nullptr) {
-    return UnsupportedError("an incremental qcow2 backup needs the store in-process; vssd serves it");
+    return UnsupportedError(
+        "an incremental qcow2 backup needs the store in-process; vssd serves "
+        "it");
   }
   StatusOr<engine::ShadowInfo> older = store->ResolveShadow(it->shadow_id);
   if (!older.ok()) {
-    return FailedPreconditionError("--base " + req.base_dir + ": its shadow copy {" +
-                                   it->shadow_id + "} of volume '" + it->volume +
+    return FailedPreconditionError("--base " + req.base_dir +
+                                   ": its shadow copy {" + it->shadow_id +
+                                   "} of volume '" + it->volume +
                                    "' no longer exists; make a full backup");
   }
-  VSS_ASSIGN_OR_RETURN(engine::Volume * volume, store->OpenVolume(older->volume_id));
-  VSS_ASSIGN_OR_RETURN(auto changed, volume->ChangedExtents(older->id, p.snapshot_id));
+  VSS_ASSIGN_OR_RETURN(engine::Volume * volume,
+                       store->OpenVolume(older->volume_id));
+  VSS_ASSIGN_OR_RETURN(auto changed,
+                       volume->ChangedExtents(older->id, p.snapshot_id));
   std::vector<Extent> ranges;
-  for (const engine::ChangedExtent& c : changed) ranges.push_back({c.offset, c.length, true});
+  for (const engine::ChangedExtent& c : changed)
+    ranges.push_back({c.offset, c.length, true});
   VSS_ASSIGN_OR_RETURN(plan.extents, qcow2::ExtentsWithin(view, ranges));
   plan.backing = RelativeTo(req.base_dir + "/" + it->image, req.dir);
   plan.backing_format = it->format;
@@ -111,17 +124,19 @@ StatusOr<BackupDir::Qcow2Plan> PlanQcow2(Service& service, const BackupRequest& 
 
 // Writes the image of one shadow into `dir`, raw or qcow2.
 Status CopyShadow(Service& service, BackupDir& dir, const BackupRequest& req,
-                  const std::vector<ManifestVolume>& base, const SnapshotProp& p,
-                  BackedUpVolume& v) {
+                  const std::vector<ManifestVolume>& base,
+                  const SnapshotProp& p, BackedUpVolume& v) {
   VSS_ASSIGN_OR_RETURN(std::unique_ptr<BlockDevice> view,
                        OpenShadowView(service, p.snapshot_id, req.open_export));
   BackupDir::ImageResult image;
   if (req.format == "qcow2") {
     VSS_ASSIGN_OR_RETURN(BackupDir::Qcow2Plan plan,
                          PlanQcow2(service, req, base, p, *view, v));
-    VSS_ASSIGN_OR_RETURN(image, dir.WriteQcow2Image(v.image, *view, plan, "copying " + v.volume));
+    VSS_ASSIGN_OR_RETURN(image, dir.WriteQcow2Image(v.image, *view, plan,
+                                                    "copying " + v.volume));
   } else {
-    VSS_ASSIGN_OR_RETURN(image, dir.WriteImage(v.image, *view, "copying " + v.volume));
+    VSS_ASSIGN_OR_RETURN(image,
+                         dir.WriteImage(v.image, *view, "copying " + v.volume));
   }
   v.size = image.size;
   v.xxh3_128 = image.xxh3_128;
@@ -156,8 +171,10 @@ Status DeleteSet(BackupComponents& bc, const Guid& set_id) {
 // against its checksum (BackupDir::WriteImage), then syncs their names.
 // On failure the set is deleted and the backup aborted.
 Status CopyShadows(Service& service, BackupComponents& bc, BackupDir& dir,
-                   const BackupRequest& req, const std::vector<ManifestVolume>& base,
-                   const ShadowSetResult& set, std::vector<BackedUpVolume>& out) {
+                   const BackupRequest& req,
+                   const std::vector<ManifestVolume>& base,
+                   const ShadowSetResult& set,
+                   std::vector<BackedUpVolume>& out) {
   for (const SnapshotProp& p : set.shadows) {
     BackedUpVolume v{p.original_volume_name, p.snapshot_id,
                      p.snapshot_device_object,
@@ -255,11 +272,13 @@ Status WriteDocuments(BackupDir& dir, const std::string& bcd,
 
 StatusOr<BackupResult> Backup(Service& service, const BackupRequest& req) {
   if (req.format != "raw" && req.format != "qcow2") {
-    return InvalidArgumentError("backup format '" + req.format + "' (raw or qcow2)");
+    return InvalidArgumentError("backup format '" + req.format +
+                                "' (raw or qcow2)");
   }
   VSS_ASSIGN_OR_RETURN(std::optional<BackupComponentsDocument> base,
                        ReadBase(req.base_dir));
-  VSS_ASSIGN_OR_RETURN(std::vector<ManifestVolume> base_images, ReadBaseManifest(req));
+  VSS_ASSIGN_OR_RETURN(std::vector<ManifestVolume> base_images,
+                       ReadBaseManifest(req));
   BackupResult r;
   r.dir = req.dir;
   r.backup_type = req.backup_type;
@@ -287,7 +306,8 @@ StatusOr<BackupResult> Backup(Service& service, const BackupRequest& req) {
   r.set_id = set.set_id;
   r.components = set.components;
   r.previous_stamps = set.previous_stamps;
-  VSS_RETURN_IF_ERROR(CopyShadows(service, bc, *dir, req, base_images, set, r.volumes));
+  VSS_RETURN_IF_ERROR(
+      CopyShadows(service, bc, *dir, req, base_images, set, r.volumes));
 
   // The backup is in the directory: tell the writers.
   for (const ComponentKey& k : set.components) {

@@ -205,15 +205,19 @@ bool IsHex128(const std::string& s) {
 }
 
 // The version 3 fields of a manifest's volume entry `v`.
-Status ReadQcow2Fields(const Json& v, const std::string& path, ManifestVolume& mv) {
+Status ReadQcow2Fields(const Json& v, const std::string& path,
+                       ManifestVolume& mv) {
   const auto bad = [&](const std::string& what) {
     return CorruptionError(path + ": volume '" + mv.volume + "': " + what);
   };
-  if (!v.contains("format") || !v["format"].is_string()) return bad("no format");
+  if (!v.contains("format") || !v["format"].is_string())
+    return bad("no format");
   mv.format = v["format"].get<std::string>();
-  if (mv.format != "raw" && mv.format != "qcow2") return bad("format '" + mv.format + "'");
+  if (mv.format != "raw" && mv.format != "qcow2")
+    return bad("format '" + mv.format + "'");
   if (v.contains("backing")) {
-    if (!v["backing"].is_string() || mv.format != "qcow2") return bad("a bad backing file");
+    if (!v["backing"].is_string() || mv.format != "qcow2")
+      return bad("a bad backing file");
     mv.backing = v["backing"].get<std::string>();
   }
   if (v.contains("chain")) {
@@ -250,7 +254,8 @@ namespace {
 
 // XXH3-128 of every byte `dev` reads as; its holes are hashed as zeroes
 // without being read.
-StatusOr<std::string> HashDevice(BlockDevice& dev, const ProgressCallback& callback,
+StatusOr<std::string> HashDevice(BlockDevice& dev,
+                                 const ProgressCallback& callback,
                                  const std::string& what) {
   VSS_ASSIGN_OR_RETURN(auto extents, dev.Extents(0, dev.size()));
   Hasher hasher;
@@ -273,7 +278,8 @@ StatusOr<std::string> HashDevice(BlockDevice& dev, const ProgressCallback& callb
 
 // Opens the qcow2 image at `path` read-only through the registry's driver.
 StatusOr<std::unique_ptr<BlockDevice>> OpenQcow2(const std::string& path) {
-  VSS_ASSIGN_OR_RETURN(const ImageDriver* driver, DriverRegistry::Default().Find("qcow2"));
+  VSS_ASSIGN_OR_RETURN(const ImageDriver* driver,
+                       DriverRegistry::Default().Find("qcow2"));
   return driver->Open({.path = path, .writable = false});
 }
 
@@ -406,10 +412,9 @@ StatusOr<BackupDir::ImageResult> BackupDir::WriteImage(
   return out;
 }
 
-StatusOr<BackupDir::ImageResult> BackupDir::WriteQcow2Image(const std::string& name,
-                                                             BlockDevice& src,
-                                                             const Qcow2Plan& plan,
-                                                             const std::string& what) {
+StatusOr<BackupDir::ImageResult> BackupDir::WriteQcow2Image(
+    const std::string& name, BlockDevice& src, const Qcow2Plan& plan,
+    const std::string& what) {
   const std::string path = dir_ + "/" + name;
   ImageResult out;
   out.size = src.size();
@@ -419,29 +424,33 @@ StatusOr<BackupDir::ImageResult> BackupDir::WriteQcow2Image(const std::string& n
   }
   uint64_t total = 0;
   for (const Extent& e : extents) total += e.length;
-  VSS_ASSIGN_OR_RETURN(auto writer,
-                       qcow2::Writer::Create({.path = path,
-                                              .size = src.size(),
-                                              .backing_file = plan.backing,
-                                              .backing_format = plan.backing_format}));
+  VSS_ASSIGN_OR_RETURN(
+      auto writer,
+      qcow2::Writer::Create({.path = path,
+                             .size = src.size(),
+                             .backing_file = plan.backing,
+                             .backing_format = plan.backing_format}));
   names_.push_back(name);
   {
     ProgressReporter progress(progress_, what, total);
-    VSS_RETURN_IF_ERROR(qcow2::CopyClusters(src, extents, *writer,
-                                            [&](uint64_t n) { progress.Add(n); }));
+    VSS_RETURN_IF_ERROR(qcow2::CopyClusters(
+        src, extents, *writer, [&](uint64_t n) { progress.Add(n); }));
   }
   // Finish syncs the image and the directory: the image is durable before
   // the checksum below vouches for it in the manifest.
   VSS_RETURN_IF_ERROR(writer->Finish());
   out.data_bytes = writer->stats().data_bytes;
-  VSS_ASSIGN_OR_RETURN(out.xxh3_128, HashDevice(src, progress_, "hashing " + what));
+  VSS_ASSIGN_OR_RETURN(out.xxh3_128,
+                       HashDevice(src, progress_, "hashing " + what));
   // Read back what the chain reads as, through the driver restore uses.
   VSS_ASSIGN_OR_RETURN(std::unique_ptr<BlockDevice> image, OpenQcow2(path));
-  VSS_ASSIGN_OR_RETURN(std::string back, HashDevice(*image, progress_, "verifying " + path));
+  VSS_ASSIGN_OR_RETURN(std::string back,
+                       HashDevice(*image, progress_, "verifying " + path));
   if (image->size() != out.size || back != out.xxh3_128) {
-    return CorruptionError(path + ": read back after writing, it reads as " +
-                           std::to_string(image->size()) + " bytes with XXH3-128 " + back +
-                           ", not " + std::to_string(out.size) + " bytes with " + out.xxh3_128);
+    return CorruptionError(
+        path + ": read back after writing, it reads as " +
+        std::to_string(image->size()) + " bytes with XXH3-128 " + back +
+        ", not " + std::to_string(out.size) + " bytes with " + out.xxh3_128);
   }
   return out;
 }
@@ -547,13 +556,16 @@ StatusOr<std::vector<ManifestVolume>> BackupSource::ReadManifest() {
         ": a version 1 backup has no image checksums, so its images "
         "cannot be verified; restore refuses it");
   }
-  if (version != kBackupManifestVersion && version != kBackupManifestVersionQcow2) {
-    return UnsupportedError(path + ": manifest version " + std::to_string(version) +
+  if (version != kBackupManifestVersion &&
+      version != kBackupManifestVersionQcow2) {
+    return UnsupportedError(path + ": manifest version " +
+                            std::to_string(version) +
                             " is not one this vssctl knows (" +
                             std::to_string(kBackupManifestVersion) + ", " +
                             std::to_string(kBackupManifestVersionQcow2) + ")");
   }
-  const bool shadows_kept = m.contains("shadows_kept") && m["shadows_kept"].is_boolean() &&
+  const bool shadows_kept = m.contains("shadows_kept") &&
+                            m["shadows_kept"].is_boolean() &&
                             m["shadows_kept"].get<bool>();
   std::vector<ManifestVolume> out;
   for (const Json& v : m["volumes"]) {
@@ -575,7 +587,8 @@ StatusOr<std::vector<ManifestVolume>> BackupSource::ReadManifest() {
     ManifestVolume mv{volume->get<std::string>(), image->get<std::string>(),
                       IntFromJson<uint64_t>(*size), sum->get<std::string>()};
     mv.shadows_kept = shadows_kept;
-    if (const Json* id = field("shadow_id"); id && id->is_string()) mv.shadow_id = *id;
+    if (const Json* id = field("shadow_id"); id && id->is_string())
+      mv.shadow_id = *id;
     if (version >= kBackupManifestVersionQcow2) {
       VSS_RETURN_IF_ERROR(ReadQcow2Fields(v, path, mv));
     }
@@ -635,30 +648,37 @@ StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedImage(
   return std::unique_ptr<BlockDevice>(std::move(image));
 }
 
-StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedQcow2(const ManifestVolume& v) {
+StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedQcow2(
+    const ManifestVolume& v) {
   const std::string path = PathOf(v.image);
   struct stat st;
   if (::fstatat(fd_, v.image.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
     return ErrnoError(errno, path);
   }
-  if (!S_ISREG(st.st_mode)) return CorruptionError(path + " is not a regular file");
-  VSS_ASSIGN_OR_RETURN(const ImageDriver* driver, DriverRegistry::Default().Find("qcow2"));
+  if (!S_ISREG(st.st_mode))
+    return CorruptionError(path + " is not a regular file");
+  VSS_ASSIGN_OR_RETURN(const ImageDriver* driver,
+                       DriverRegistry::Default().Find("qcow2"));
   // The backing file the image names must be the one the manifest
   // recorded, so that the chain read is the chain that was backed up.
   VSS_ASSIGN_OR_RETURN(ImageInfo info, driver->Info(path));
   if (info.backing_file != v.backing) {
-    return CorruptionError(path + " names the backing file '" + info.backing_file +
-                           "', the manifest recorded '" + v.backing + "'");
+    return CorruptionError(path + " names the backing file '" +
+                           info.backing_file + "', the manifest recorded '" +
+                           v.backing + "'");
   }
   VSS_ASSIGN_OR_RETURN(std::unique_ptr<BlockDevice> image, OpenQcow2(path));
   if (image->size() != v.size) {
     return CorruptionError(path + " reads as " + std::to_string(image->size()) +
-                           " bytes but the manifest says " + std::to_string(v.size));
+                           " bytes but the manifest says " +
+                           std::to_string(v.size));
   }
-  VSS_ASSIGN_OR_RETURN(std::string sum, HashDevice(*image, progress_, "verifying " + path));
+  VSS_ASSIGN_OR_RETURN(std::string sum,
+                       HashDevice(*image, progress_, "verifying " + path));
   if (sum != v.xxh3_128) {
-    return CorruptionError(path + " is damaged: the XXH3-128 of what it reads as is " + sum +
-                           ", the manifest recorded " + v.xxh3_128);
+    return CorruptionError(path +
+                           " is damaged: the XXH3-128 of what it reads as is " +
+                           sum + ", the manifest recorded " + v.xxh3_128);
   }
   return image;
 }

@@ -121,8 +121,9 @@ class BackupDir {
   // qcow2 driver with its chain and compares the XXH3-128 of its
   // guest-visible bytes with the source's. kCorruption when they differ;
   // the driver's errors when it cannot open the image.
-  StatusOr<ImageResult> WriteQcow2Image(const std::string& name, BlockDevice& src,
-                                        const Qcow2Plan& plan, const std::string& what);
+  StatusOr<ImageResult> WriteQcow2Image(const std::string& name,
+                                        BlockDevice& src, const Qcow2Plan& plan,
+                                        const std::string& what);
   // Writes `text` to `name` through a temporary file that is fsync'ed and
   // renamed over `name`. The name is durable after the next SyncNames().
   Status WriteDocument(const std::string& name, const std::string& text);
@@ -156,8 +157,8 @@ struct ManifestVolume {
   std::string format = "raw";  // "raw" or "qcow2"
   std::string backing;         // qcow2 incremental: as the image stores it
   std::vector<std::string> chain;
-  std::string shadow_id;       // as recorded; may be empty
-  bool shadows_kept = false;   // the manifest's "shadows_kept"
+  std::string shadow_id;      // as recorded; may be empty
+  bool shadows_kept = false;  // the manifest's "shadows_kept"
 };
 
 // A backup directory opened for restore. Files are opened relative to the
@@ -195,7 +196,8 @@ class BackupSource {
   }
 
  private:
-  StatusOr<std::unique_ptr<BlockDevice>> OpenVerifiedQcow2(const ManifestVolume& v);
+  StatusOr<std::unique_ptr<BlockDevice>> OpenVerifiedQcow2(
+      const ManifestVolume& v);
   BackupSource(std::string dir, int fd, ProgressCallback progress)
       : dir_(std::move(dir)), fd_(fd), progress_(std::move(progress)) {}
   std::string dir_;

@@ -27,7 +27,8 @@ uint64_t RoundUp(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
 uint64_t DivUp(uint64_t v, uint64_t by) { return (v + by - 1) / by; }
 
 bool AllZero(std::span<const uint8_t> data) {
-  return std::all_of(data.begin(), data.end(), [](uint8_t b) { return b == 0; });
+  return std::all_of(data.begin(), data.end(),
+                     [](uint8_t b) { return b == 0; });
 }
 
 // Raw deflate of `in` into `out`; the compressed size, or 0 when it does
@@ -50,26 +51,31 @@ size_t Deflate(std::span<const uint8_t> in, std::span<uint8_t> out) {
 
 // A zstd frame of `in` in `out`; 0 when it does not fit.
 size_t ZstdCompress(std::span<const uint8_t> in, std::span<uint8_t> out) {
-  size_t n = ZSTD_compress(out.data(), out.size(), in.data(), in.size(), ZSTD_CLEVEL_DEFAULT);
+  size_t n = ZSTD_compress(out.data(), out.size(), in.data(), in.size(),
+                           ZSTD_CLEVEL_DEFAULT);
   return ZSTD_isError(n) ? 0 : n;
 }
 
 Status CheckOptions(const WriterOptions& o) {
-  if (o.size == 0) return InvalidArgumentError(o.path + ": a qcow2 image of 0 bytes");
+  if (o.size == 0)
+    return InvalidArgumentError(o.path + ": a qcow2 image of 0 bytes");
   if (o.cluster_bits < kMinClusterBits || o.cluster_bits > kMaxClusterBits) {
-    return InvalidArgumentError(o.path + ": cluster size 2^" + std::to_string(o.cluster_bits) +
+    return InvalidArgumentError(o.path + ": cluster size 2^" +
+                                std::to_string(o.cluster_bits) +
                                 " (512 B to 2 MiB are valid)");
   }
-  if (!o.backing_file.empty() && o.backing_format != "qcow2" && o.backing_format != "raw") {
-    return InvalidArgumentError(o.path + ": backing format '" + o.backing_format +
-                                "' (qcow2 or raw)");
+  if (!o.backing_file.empty() && o.backing_format != "qcow2" &&
+      o.backing_format != "raw") {
+    return InvalidArgumentError(o.path + ": backing format '" +
+                                o.backing_format + "' (qcow2 or raw)");
   }
   Header h;
   h.cluster_bits = o.cluster_bits;
   h.size = o.size;
   if (h.l1_entries_needed() * 8 > kMaxL1Bytes) {
-    return InvalidArgumentError(o.path + ": " + std::to_string(o.size) +
-                                " bytes need an L1 table above 32 MiB; use larger clusters");
+    return InvalidArgumentError(
+        o.path + ": " + std::to_string(o.size) +
+        " bytes need an L1 table above 32 MiB; use larger clusters");
   }
   return OkStatus();
 }
@@ -79,9 +85,11 @@ Status CheckOptions(const WriterOptions& o) {
 StatusOr<std::unique_ptr<Writer>> Writer::Create(const WriterOptions& options) {
   VSS_RETURN_IF_ERROR(CheckOptions(options));
   if (options.fs->Exists(options.path)) {
-    return AlreadyExistsError(options.path + " already exists; not overwriting it");
+    return AlreadyExistsError(options.path +
+                              " already exists; not overwriting it");
   }
-  VSS_ASSIGN_OR_RETURN(std::unique_ptr<File> file, options.fs->Open(options.path, true));
+  VSS_ASSIGN_OR_RETURN(std::unique_ptr<File> file,
+                       options.fs->Open(options.path, true));
   return std::unique_ptr<Writer>(new Writer(options, std::move(file)));
 }
 
@@ -101,10 +109,13 @@ Writer::~Writer() {
 
 Status Writer::CheckNext(uint64_t offset, uint64_t length) {
   const uint64_t cs = cluster_size();
-  if (finished_) return FailedPreconditionError(path() + ": the image is already finished");
+  if (finished_)
+    return FailedPreconditionError(path() + ": the image is already finished");
   if (offset % cs != 0 || offset < next_offset_ || offset > size() ||
-      length > size() - offset || (length % cs != 0 && offset + length != size())) {
-    return InvalidArgumentError(path() + ": clusters at " + std::to_string(offset) + "+" +
+      length > size() - offset ||
+      (length % cs != 0 && offset + length != size())) {
+    return InvalidArgumentError(path() + ": clusters at " +
+                                std::to_string(offset) + "+" +
                                 std::to_string(length) +
                                 " are unaligned, out of order or past the end");
   }
@@ -116,7 +127,8 @@ Status Writer::Write(uint64_t offset, std::span<const uint8_t> data) {
   VSS_RETURN_IF_ERROR(CheckNext(offset, data.size()));
   const uint64_t cs = cluster_size();
   for (uint64_t at = 0; at < data.size(); at += cs) {
-    std::span<const uint8_t> cluster = data.subspan(at, std::min<uint64_t>(cs, data.size() - at));
+    std::span<const uint8_t> cluster =
+        data.subspan(at, std::min<uint64_t>(cs, data.size() - at));
     const uint64_t guest_cluster = (offset + at) / cs;
     if (AllZero(cluster)) {
       if (has_backing()) {
@@ -147,7 +159,8 @@ Status Writer::WriteZeroes(uint64_t offset, uint64_t length) {
   return OkStatus();
 }
 
-Status Writer::StoreCluster(uint64_t guest_cluster, std::span<const uint8_t> data) {
+Status Writer::StoreCluster(uint64_t guest_cluster,
+                            std::span<const uint8_t> data) {
   const uint64_t cs = cluster_size();
   ++stats_.data_clusters;
   size_t packed = 0;
@@ -155,9 +168,11 @@ Status Writer::StoreCluster(uint64_t guest_cluster, std::span<const uint8_t> dat
   // must be smaller than a cluster).
   std::span<uint8_t> out(packed_.data(), cs - 1);
   if (options_.compression == Compression::kZlib) packed = Deflate(data, out);
-  if (options_.compression == Compression::kZstd) packed = ZstdCompress(data, out);
+  if (options_.compression == Compression::kZstd)
+    packed = ZstdCompress(data, out);
   if (packed == 0) return StoreRaw(guest_cluster, data);
-  return StoreCompressed(guest_cluster, std::span<const uint8_t>(packed_.data(), packed));
+  return StoreCompressed(guest_cluster,
+                         std::span<const uint8_t>(packed_.data(), packed));
 }
 
 Status Writer::StoreRaw(uint64_t guest_cluster, std::span<const uint8_t> data) {
@@ -170,7 +185,8 @@ Status Writer::StoreRaw(uint64_t guest_cluster, std::span<const uint8_t> data) {
   return OkStatus();
 }
 
-Status Writer::StoreCompressed(uint64_t guest_cluster, std::span<const uint8_t> packed) {
+Status Writer::StoreCompressed(uint64_t guest_cluster,
+                               std::span<const uint8_t> packed) {
   const uint64_t cs = cluster_size();
   // Each compressed cluster starts on a sector: at most cluster/512 + 1
   // of them touch one host cluster, well inside a 16-bit refcount.
@@ -178,7 +194,8 @@ Status Writer::StoreCompressed(uint64_t guest_cluster, std::span<const uint8_t> 
   VSS_RETURN_IF_ERROR(file_->WriteAt(at, packed).WithContext(path()));
   host_end_ = at + packed.size();
   for (uint64_t c = at / cs; c <= (host_end_ - 1) / cs; ++c) AddRef(c);
-  SetL2(guest_cluster, EncodeCompressed(at, packed.size(), options_.cluster_bits));
+  SetL2(guest_cluster,
+        EncodeCompressed(at, packed.size(), options_.cluster_bits));
   ++stats_.compressed_clusters;
   return OkStatus();
 }
@@ -208,7 +225,8 @@ Status Writer::WriteTables() {
   std::vector<uint8_t> l1(RoundUp(uint64_t{h.l1_size} * 8, cs), 0);
   std::vector<uint8_t> table(cs);
   for (const auto& [index, entries] : l2_) {
-    for (uint64_t i = 0; i < entries.size(); ++i) PutBe64(&table[8 * i], entries[i]);
+    for (uint64_t i = 0; i < entries.size(); ++i)
+      PutBe64(&table[8 * i], entries[i]);
     VSS_RETURN_IF_ERROR(file_->WriteAt(next * cs, table).WithContext(path()));
     PutBe64(&l1[8 * index], next * cs | kCopied);
     refs_.push_back(1);
@@ -231,21 +249,25 @@ Status Writer::WriteTables() {
     table_clusters = t;
   }
   if (table_clusters * cs > kMaxRefcountTableBytes) {
-    return InvalidArgumentError(path() + ": the refcount table would pass 8 MiB");
+    return InvalidArgumentError(path() +
+                                ": the refcount table would pass 8 MiB");
   }
   refs_.resize(next + blocks + table_clusters, 1);
   std::vector<uint8_t> reftable(table_clusters * cs, 0);
   for (uint64_t b = 0; b < blocks; ++b) {
     std::fill(table.begin(), table.end(), 0);
-    for (uint64_t i = 0; i < per_block && b * per_block + i < refs_.size(); ++i) {
+    for (uint64_t i = 0; i < per_block && b * per_block + i < refs_.size();
+         ++i) {
       SetRefcount(table, i, h.refcount_order, refs_[b * per_block + i]);
     }
-    VSS_RETURN_IF_ERROR(file_->WriteAt((next + b) * cs, table).WithContext(path()));
+    VSS_RETURN_IF_ERROR(
+        file_->WriteAt((next + b) * cs, table).WithContext(path()));
     PutBe64(&reftable[8 * b], (next + b) * cs);
   }
   h.refcount_table_offset = (next + blocks) * cs;
   h.refcount_table_clusters = static_cast<uint32_t>(table_clusters);
-  VSS_RETURN_IF_ERROR(file_->WriteAt(h.refcount_table_offset, reftable).WithContext(path()));
+  VSS_RETURN_IF_ERROR(
+      file_->WriteAt(h.refcount_table_offset, reftable).WithContext(path()));
   stats_.file_bytes = h.refcount_table_offset + reftable.size();
 
   h.backing_file = options_.backing_file;
@@ -260,7 +282,8 @@ Status Writer::WriteTables() {
 }
 
 Status Writer::Finish() {
-  if (finished_) return FailedPreconditionError(path() + ": the image is already finished");
+  if (finished_)
+    return FailedPreconditionError(path() + ": the image is already finished");
   VSS_RETURN_IF_ERROR(WriteTables());
   // Orders the data and every table before the header that points at
   // them: until the header is written the file is not an image at all.
@@ -286,15 +309,16 @@ struct ClusterRun {
   bool read = true;
 };
 
-StatusOr<std::vector<ClusterRun>> PlanRuns(std::span<const Extent> extents, uint64_t cs,
-                                           uint64_t size) {
+StatusOr<std::vector<ClusterRun>> PlanRuns(std::span<const Extent> extents,
+                                           uint64_t cs, uint64_t size) {
   std::vector<ClusterRun> runs;
   uint64_t prev_end = 0;
   for (const Extent& e : extents) {
     if (e.length == 0) continue;
     if (e.offset < prev_end || e.offset > size || e.length > size - e.offset) {
-      return InvalidArgumentError("extents out of order, overlapping or past the end at " +
-                                  std::to_string(e.offset));
+      return InvalidArgumentError(
+          "extents out of order, overlapping or past the end at " +
+          std::to_string(e.offset));
     }
     prev_end = e.offset + e.length;
     const uint64_t first = e.offset / cs, end = DivUp(prev_end, cs);
@@ -319,12 +343,15 @@ StatusOr<std::vector<ClusterRun>> PlanRuns(std::span<const Extent> extents, uint
 
 }  // namespace
 
-Status CopyClusters(BlockDevice& src, std::span<const Extent> extents, Writer& writer,
+Status CopyClusters(BlockDevice& src, std::span<const Extent> extents,
+                    Writer& writer,
                     const std::function<void(uint64_t)>& progress) {
   const uint64_t cs = writer.cluster_size();
   const uint64_t size = writer.size();
-  VSS_ASSIGN_OR_RETURN(std::vector<ClusterRun> runs, PlanRuns(extents, cs, size));
-  std::vector<uint8_t> buf(std::max<uint64_t>(cs, RoundUp(uint64_t{1} << 20, cs)));
+  VSS_ASSIGN_OR_RETURN(std::vector<ClusterRun> runs,
+                       PlanRuns(extents, cs, size));
+  std::vector<uint8_t> buf(
+      std::max<uint64_t>(cs, RoundUp(uint64_t{1} << 20, cs)));
   uint64_t done_until = 0;  // clusters before it are written
   for (const ClusterRun& run : runs) {
     const uint64_t first = std::max(run.first, done_until);
@@ -337,7 +364,8 @@ Status CopyClusters(BlockDevice& src, std::span<const Extent> extents, Writer& w
       continue;
     }
     for (uint64_t at = begin; at < end;) {
-      std::span<uint8_t> piece(buf.data(), std::min<uint64_t>(buf.size(), end - at));
+      std::span<uint8_t> piece(buf.data(),
+                               std::min<uint64_t>(buf.size(), end - at));
       VSS_RETURN_IF_ERROR(src.Read(at, piece));
       VSS_RETURN_IF_ERROR(writer.Write(at, piece));
       if (progress) progress(piece.size());
@@ -347,10 +375,12 @@ Status CopyClusters(BlockDevice& src, std::span<const Extent> extents, Writer& w
   return OkStatus();
 }
 
-StatusOr<std::vector<Extent>> ExtentsWithin(BlockDevice& src, std::span<const Extent> ranges) {
+StatusOr<std::vector<Extent>> ExtentsWithin(BlockDevice& src,
+                                            std::span<const Extent> ranges) {
   std::vector<Extent> out;
   for (const Extent& r : ranges) {
-    VSS_ASSIGN_OR_RETURN(std::vector<Extent> parts, src.Extents(r.offset, r.length));
+    VSS_ASSIGN_OR_RETURN(std::vector<Extent> parts,
+                         src.Extents(r.offset, r.length));
     out.insert(out.end(), parts.begin(), parts.end());
   }
   return out;
@@ -358,28 +388,35 @@ StatusOr<std::vector<Extent>> ExtentsWithin(BlockDevice& src, std::span<const Ex
 
 StatusOr<BackingImage> InspectBackingFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 && errno == ENOENT) return NotFoundError("backing file " + path + " does not exist");
+  if (fd < 0 && errno == ENOENT)
+    return NotFoundError("backing file " + path + " does not exist");
   if (fd < 0) return ErrnoError(errno, "backing file " + path);
   struct stat st;
   std::vector<uint8_t> head(kMaxClusterSizeForHeader);
-  ssize_t n = ::fstat(fd, &st) == 0 ? ::pread(fd, head.data(), head.size(), 0) : -1;
+  ssize_t n =
+      ::fstat(fd, &st) == 0 ? ::pread(fd, head.data(), head.size(), 0) : -1;
   int err = errno;
   ::close(fd);
   if (n < 0) return ErrnoError(err, "backing file " + path);
   if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-    return InvalidArgumentError("backing file " + path + " is not a regular file");
+    return InvalidArgumentError("backing file " + path +
+                                " is not a regular file");
   }
   head.resize(static_cast<size_t>(n));
   const ImageFormat format = ProbeImageFormat(head, {});
-  if (format == ImageFormat::kRaw) return BackingImage{"raw", static_cast<uint64_t>(st.st_size)};
+  if (format == ImageFormat::kRaw)
+    return BackingImage{"raw", static_cast<uint64_t>(st.st_size)};
   if (format != ImageFormat::kQcow2) {
     return InvalidArgumentError("backing file " + path + " is a " +
                                 std::string(ImageFormatName(format)) +
                                 " image, not a qcow2 or raw image");
   }
   StatusOr<Header> h = ParseHeader(head, static_cast<uint64_t>(st.st_size));
-  if (!h.ok()) return InvalidArgumentError("backing file " + path + ": " + h.status().message());
-  if (std::optional<std::string> problem = SupportProblem(*h, /*writable=*/false)) {
+  if (!h.ok())
+    return InvalidArgumentError("backing file " + path + ": " +
+                                h.status().message());
+  if (std::optional<std::string> problem =
+          SupportProblem(*h, /*writable=*/false)) {
     return InvalidArgumentError("backing file " + path + " uses " + *problem);
   }
   return BackingImage{"qcow2", h->size};

@@ -17,6 +17,7 @@
 
 #include "../../formats/qcow2/qcow2_layout.h"
 #include "vss/base/mem_file_system.h"
+#include "vss/base/power_loss_mode.h"
 #include "vss/formats/memory_device.h"
 #include "vss/testing/pattern.h"
 #include "vss/testing/status_matchers.h"
@@ -29,7 +30,9 @@ using ::vss::testing::Pattern;
 using ::vss::testing::StatusIs;
 using ::vss::testing::TempDir;
 
-bool HaveQemuImg() { return std::system("qemu-img --version >/dev/null 2>&1") == 0; }
+bool HaveQemuImg() {
+  return std::system("qemu-img --version >/dev/null 2>&1") == 0;
+}
 
 // Runs a shell command; its exit status and standard output.
 std::pair<int, std::string> RunShell(const std::string& command) {
@@ -55,13 +58,15 @@ std::vector<uint8_t> DeviceBytes(BlockDevice& dev) {
 
 // qemu-img check finds nothing wrong, and the image (with its chain)
 // converts to exactly `expected`.
-void ExpectQemuReads(const std::string& image, const std::vector<uint8_t>& expected) {
+void ExpectQemuReads(const std::string& image,
+                     const std::vector<uint8_t>& expected) {
   auto [rc, out] = RunShell("qemu-img check -f qcow2 '" + image + "'");
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("No errors were found"), std::string::npos) << out;
   EXPECT_EQ(out.find("leaked"), std::string::npos) << out;
   const std::string raw = image + ".raw";
-  auto [crc, cout] = RunShell("qemu-img convert -f qcow2 -O raw '" + image + "' '" + raw + "'");
+  auto [crc, cout] = RunShell("qemu-img convert -f qcow2 -O raw '" + image +
+                              "' '" + raw + "'");
   ASSERT_EQ(crc, 0) << cout;
   std::vector<uint8_t> got = ReadAll(raw);
   std::remove(raw.c_str());
@@ -89,7 +94,8 @@ void Fill(MemoryDevice& dev, uint64_t offset, size_t n, uint32_t seed) {
 
 // Text-like bytes: words from a small vocabulary.
 std::vector<uint8_t> Text(size_t n, uint32_t seed) {
-  static const char* kWords[] = {"volume ", "shadow ", "copy ", "cluster ", "backup ", "\n"};
+  static const char* kWords[] = {"volume ",  "shadow ", "copy ",
+                                 "cluster ", "backup ", "\n"};
   std::mt19937 rng(seed);
   std::vector<uint8_t> out;
   while (out.size() < n) {
@@ -150,7 +156,9 @@ TEST_F(Qcow2WriterQemuTest, Compressed_SmallerOnTextAndEqual) {
     EXPECT_LT(ReadAll(path).size(), ReadAll(plain).size() / 2);
     ExpectQemuReads(path, DeviceBytes(src));
     auto [rc, info] = RunShell("qemu-img info '" + path + "'");
-    EXPECT_NE(info.find(std::string("compression type: ") + name), std::string::npos) << info;
+    EXPECT_NE(info.find(std::string("compression type: ") + name),
+              std::string::npos)
+        << info;
   }
 }
 
@@ -161,7 +169,8 @@ TEST_F(Qcow2WriterQemuTest, Compressed_IncompressibleClustersStoredRaw) {
   for (auto& b : noise) b = static_cast<uint8_t>(rng());
   ASSERT_TRUE(src.Write(0, noise).ok());
   const std::string path = dir_.File("noise.qcow2");
-  WriterStats st = Export(src, {.path = path, .compression = Compression::kZlib});
+  WriterStats st =
+      Export(src, {.path = path, .compression = Compression::kZlib});
   EXPECT_EQ(st.compressed_clusters, 0u);
   EXPECT_EQ(st.data_clusters, 8u);
   ExpectQemuReads(path, DeviceBytes(src));
@@ -178,14 +187,18 @@ TEST_F(Qcow2WriterQemuTest, IncrementalChain_ReadsAsNewestState) {
   std::string backing = "full.qcow2";
   for (int round = 1; round <= 2; ++round) {
     SCOPED_TRACE("incremental " + std::to_string(round));
-    // Changes: data in the middle of a cluster, a zeroed range, data at the end.
+    // Changes: data in the middle of a cluster, a zeroed range, data at the
+    // end.
     const uint64_t a = 100000 * round, z = 2 * 1024 * 1024 + 4096 * round;
     Fill(v, a, 3000, 10 + round);
     ASSERT_TRUE(v.WriteZeroes(z, 300000).ok());
     Fill(v, size - 10, 10, 20 + round);
-    std::vector<Extent> changed = {{a, 3000, true}, {z, 300000, false}, {size - 10, 10, true}};
+    std::vector<Extent> changed = {
+        {a, 3000, true}, {z, 300000, false}, {size - 10, 10, true}};
     const std::string name = "inc" + std::to_string(round) + ".qcow2";
-    WriterOptions o{.path = dir_.File(name), .size = size, .backing_file = backing,
+    WriterOptions o{.path = dir_.File(name),
+                    .size = size,
+                    .backing_file = backing,
                     .backing_format = "qcow2"};
     auto w = Writer::Create(o);
     ASSERT_TRUE(w.ok());
@@ -197,7 +210,8 @@ TEST_F(Qcow2WriterQemuTest, IncrementalChain_ReadsAsNewestState) {
     ExpectQemuReads(dir_.File(name), DeviceBytes(v));
     auto [rc, info] = RunShell("qemu-img info '" + dir_.File(name) + "'");
     EXPECT_NE(info.find("backing file: " + backing), std::string::npos) << info;
-    EXPECT_NE(info.find("backing file format: qcow2"), std::string::npos) << info;
+    EXPECT_NE(info.find("backing file format: qcow2"), std::string::npos)
+        << info;
     backing = name;
   }
 }
@@ -213,10 +227,15 @@ TEST(Qcow2WriterTest, Create_RefusesBadOptionsAndLeavesNoFile) {
   MemFileSystem fs;
   EXPECT_THAT(Writer::Create({.path = "/a", .size = 0, .fs = &fs}),
               StatusIs(StatusCode::kInvalidArgument));
-  EXPECT_THAT(Writer::Create({.path = "/a", .size = 1 << 20, .cluster_bits = 22, .fs = &fs}),
-              StatusIs(StatusCode::kInvalidArgument));
-  EXPECT_THAT(Writer::Create({.path = "/a", .size = 1 << 20, .backing_file = "b",
-                              .backing_format = "vmdk", .fs = &fs}),
+  EXPECT_THAT(
+      Writer::Create(
+          {.path = "/a", .size = 1 << 20, .cluster_bits = 22, .fs = &fs}),
+      StatusIs(StatusCode::kInvalidArgument));
+  EXPECT_THAT(Writer::Create({.path = "/a",
+                              .size = 1 << 20,
+                              .backing_file = "b",
+                              .backing_format = "vmdk",
+                              .fs = &fs}),
               StatusIs(StatusCode::kInvalidArgument));
   EXPECT_FALSE(fs.Exists("/a"));
 }
@@ -226,12 +245,14 @@ TEST(Qcow2WriterTest, Write_RefusesUnalignedAndOutOfOrderClusters) {
   auto w = Writer::Create({.path = "/a", .size = 1 << 20, .fs = &fs});
   ASSERT_TRUE(w.ok());
   std::vector<uint8_t> cluster = Pattern(65536, 1);
-  EXPECT_THAT((*w)->Write(512, cluster), StatusIs(StatusCode::kInvalidArgument));
+  EXPECT_THAT((*w)->Write(512, cluster),
+              StatusIs(StatusCode::kInvalidArgument));
   EXPECT_THAT((*w)->Write(0, std::span(cluster).first(1000)),
               StatusIs(StatusCode::kInvalidArgument));
   ASSERT_TRUE((*w)->Write(65536, cluster).ok());
   EXPECT_THAT((*w)->Write(0, cluster), StatusIs(StatusCode::kInvalidArgument));
-  EXPECT_THAT((*w)->Write(1 << 20, cluster), StatusIs(StatusCode::kInvalidArgument));
+  EXPECT_THAT((*w)->Write(1 << 20, cluster),
+              StatusIs(StatusCode::kInvalidArgument));
 }
 
 TEST(Qcow2WriterTest, DestroyedUnfinished_RemovesTheFile) {
@@ -258,7 +279,9 @@ TEST(Qcow2WriterTest, EveryFileFault_FailsAndLeavesNoFile) {
                             static_cast<uint32_t>(FileOp::kSyncDir),
                      .nth = nth});
     Status s = [&]() -> Status {
-      VSS_ASSIGN_OR_RETURN(auto w, Writer::Create({.path = "/a", .size = src.size(), .fs = &fs}));
+      VSS_ASSIGN_OR_RETURN(
+          auto w,
+          Writer::Create({.path = "/a", .size = src.size(), .fs = &fs}));
       VSS_ASSIGN_OR_RETURN(auto extents, src.Extents(0, src.size()));
       VSS_RETURN_IF_ERROR(CopyClusters(src, extents, *w, {}));
       VSS_RETURN_IF_ERROR(w->Finish());
@@ -275,11 +298,49 @@ TEST(Qcow2WriterTest, EveryFileFault_FailsAndLeavesNoFile) {
   }
 }
 
+// A writer on `fs` that has been given 300000 bytes of data in a 1 MiB
+// image, not yet finished.
+std::unique_ptr<Writer> WriterWithData(MemFileSystem& fs) {
+  MemoryDevice src(1 << 20);
+  Fill(src, 0, 300000, 5);
+  auto w = Writer::Create({.path = "/a", .size = src.size(), .fs = &fs});
+  EXPECT_TRUE(w.ok());
+  if (!w.ok()) return nullptr;
+  auto extents = src.Extents(0, src.size());
+  EXPECT_TRUE(extents.ok() && CopyClusters(src, *extents, **w, {}).ok());
+  return std::move(w).value();
+}
+
+// Power loss at any point before Finish() returns leaves no header (the
+// file is never an image with missing tables); after it, every byte stays.
+TEST(Qcow2WriterTest, PowerLoss_NoHeaderBeforeFinishEveryByteAfter) {
+  for (uint64_t seed : {1u, 2u, 3u, 4u}) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    MemFileSystem fs;
+    std::unique_ptr<Writer> w = WriterWithData(fs);
+    ASSERT_NE(w, nullptr);
+    fs.PowerLoss(PowerLossMode::kRandom, seed);
+    std::vector<uint8_t> torn = fs.Contents("/a");
+    if (torn.size() >= 4) EXPECT_NE(Be32(torn.data()), kMagic);
+  }
+  MemFileSystem fs;
+  std::unique_ptr<Writer> w = WriterWithData(fs);
+  ASSERT_NE(w, nullptr);
+  ASSERT_TRUE(w->Finish().ok());
+  std::vector<uint8_t> done = fs.Contents("/a");
+  fs.PowerLoss(PowerLossMode::kDropAll, 0);
+  EXPECT_TRUE(fs.Contents("/a") == done);
+}
+
 TEST(Qcow2WriterTest, Finish_HeaderParsesWithTheOptions) {
   MemFileSystem fs;
-  auto w = Writer::Create({.path = "/a", .size = 3 << 20, .cluster_bits = 12,
-                           .compression = Compression::kZstd, .backing_file = "../base.qcow2",
-                           .backing_format = "qcow2", .fs = &fs});
+  auto w = Writer::Create({.path = "/a",
+                           .size = 3 << 20,
+                           .cluster_bits = 12,
+                           .compression = Compression::kZstd,
+                           .backing_file = "../base.qcow2",
+                           .backing_format = "qcow2",
+                           .fs = &fs});
   ASSERT_TRUE(w.ok());
   ASSERT_TRUE((*w)->Finish().ok());
   std::vector<uint8_t> bytes = fs.Contents("/a");

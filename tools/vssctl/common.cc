@@ -426,13 +426,15 @@ StatusOr<uint64_t> CompareDevices(BlockDevice& expected, BlockDevice& got,
   for (const Extent& e : what) {
     for (uint64_t done = 0; done < e.length;) {
       size_t n = static_cast<size_t>(std::min(e.length - done, kPiece));
-      VSS_RETURN_IF_ERROR(expected.Read(e.offset + done, std::span(a.data(), n)));
+      VSS_RETURN_IF_ERROR(
+          expected.Read(e.offset + done, std::span(a.data(), n)));
       VSS_RETURN_IF_ERROR(got.Read(e.offset + done, std::span(b.data(), n)));
       if (std::memcmp(a.data(), b.data(), n) != 0) {
         size_t i = 0;
         while (a[i] == b[i]) ++i;
         return CorruptionError(got.name() + " differs from " + expected.name() +
-                               " at byte " + std::to_string(e.offset + done + i));
+                               " at byte " +
+                               std::to_string(e.offset + done + i));
       }
       done += n;
       progress.Add(n);

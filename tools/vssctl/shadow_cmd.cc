@@ -259,7 +259,8 @@ struct ExportOptions {
 // --format, or the output's extension: ".qcow2" is qcow2, anything else raw.
 std::string ExportFormat(const ExportOptions& o) {
   if (!o.format.empty()) return o.format;
-  return std::filesystem::path(o.output).extension() == ".qcow2" ? "qcow2" : "raw";
+  return std::filesystem::path(o.output).extension() == ".qcow2" ? "qcow2"
+                                                                 : "raw";
 }
 
 // What an export wrote.
@@ -291,15 +292,18 @@ StatusOr<std::vector<Extent>> IncrementalExtents(Cli& cli, OpenedShadow& sh,
   VSS_ASSIGN_OR_RETURN(engine::Store * store, cli.Store());
   VSS_ASSIGN_OR_RETURN(engine::ShadowInfo older, store->ResolveShadow(since));
   if (older.volume_id != sh.row.volume_id) {
-    return InvalidArgumentError("--since " + Braced(older.id) + " is a shadow copy of another volume");
+    return InvalidArgumentError("--since " + Braced(older.id) +
+                                " is a shadow copy of another volume");
   }
   if (older.epoch >= sh.row.epoch) {
-    return InvalidArgumentError("--since " + Braced(older.id) + " is not older than " +
-                                Braced(sh.row.id));
+    return InvalidArgumentError("--since " + Braced(older.id) +
+                                " is not older than " + Braced(sh.row.id));
   }
-  VSS_ASSIGN_OR_RETURN(auto changed, sh.volume->ChangedExtents(older.id, sh.row.id));
+  VSS_ASSIGN_OR_RETURN(auto changed,
+                       sh.volume->ChangedExtents(older.id, sh.row.id));
   std::vector<Extent> ranges;
-  for (const engine::ChangedExtent& c : changed) ranges.push_back({c.offset, c.length, true});
+  for (const engine::ChangedExtent& c : changed)
+    ranges.push_back({c.offset, c.length, true});
   return qcow2::ExtentsWithin(*sh.view, ranges);
 }
 
@@ -309,29 +313,66 @@ StatusOr<std::vector<Extent>> IncrementalExtents(Cli& cli, OpenedShadow& sh,
 StatusOr<std::string> BackingFormat(const ExportOptions& o, uint64_t size) {
   std::filesystem::path p(o.backing);
   if (p.is_relative()) p = std::filesystem::path(o.output).parent_path() / p;
-  VSS_ASSIGN_OR_RETURN(qcow2::BackingImage b, qcow2::InspectBackingFile(p.string()));
+  VSS_ASSIGN_OR_RETURN(qcow2::BackingImage b,
+                       qcow2::InspectBackingFile(p.string()));
   if (b.size != size) {
-    return InvalidArgumentError("backing file " + p.string() + " is " + std::to_string(b.size) +
-                                " bytes; the shadow copy is " + std::to_string(size));
+    return InvalidArgumentError(
+        "backing file " + p.string() + " is " + std::to_string(b.size) +
+        " bytes; the shadow copy is " + std::to_string(size));
   }
   return b.format;
 }
 
-// Reads `what` of the new image at `path` through the registry's qcow2
-// driver (with its backing chain) and compares it with the shadow.
-StatusOr<uint64_t> VerifyExport(BlockDevice& shadow, const std::string& path,
-                                std::span<const Extent> what) {
-  VSS_ASSIGN_OR_RETURN(const ImageDriver* driver, DriverRegistry::Default().Find("qcow2"));
-  VSS_ASSIGN_OR_RETURN(auto image, driver->Open({.path = path, .writable = false}));
-  if (image->size() != shadow.size()) {
-    return CorruptionError(path + " reads as " + std::to_string(image->size()) + " bytes, not " +
-                           std::to_string(shadow.size()));
+// The ranges where `a` or `b` holds data (elsewhere both read as zeroes).
+StatusOr<std::vector<Extent>> AllocatedInEither(BlockDevice& a,
+                                                BlockDevice& b) {
+  std::vector<Extent> all;
+  for (BlockDevice* dev : {&a, &b}) {
+    VSS_ASSIGN_OR_RETURN(auto extents, dev->Extents(0, dev->size()));
+    for (const Extent& e : extents) {
+      if (e.allocated) all.push_back(e);
+    }
   }
-  VSS_ASSIGN_OR_RETURN(uint64_t compared, CompareDevices(shadow, *image, what, "verifying"));
-  return compared;
+  std::sort(all.begin(), all.end(), [](const Extent& x, const Extent& y) {
+    return x.offset < y.offset;
+  });
+  std::vector<Extent> out;
+  for (const Extent& e : all) {
+    if (!out.empty() && e.offset <= out.back().offset + out.back().length) {
+      out.back().length =
+          std::max(out.back().offset + out.back().length, e.offset + e.length) -
+          out.back().offset;
+    } else {
+      out.push_back(e);
+    }
+  }
+  return out;
 }
 
-StatusOr<ExportResult> ExportQcow2(Cli& cli, OpenedShadow& sh, const ExportOptions& o) {
+// Reads the new image at `path` through the registry's qcow2 driver (with
+// its backing chain) and compares it with the shadow: `*what`, or when
+// it is null wherever either holds data.
+StatusOr<uint64_t> VerifyExport(BlockDevice& shadow, const std::string& path,
+                                const std::vector<Extent>* what) {
+  VSS_ASSIGN_OR_RETURN(const ImageDriver* driver,
+                       DriverRegistry::Default().Find("qcow2"));
+  VSS_ASSIGN_OR_RETURN(auto image,
+                       driver->Open({.path = path, .writable = false}));
+  if (image->size() != shadow.size()) {
+    return CorruptionError(path + " reads as " + std::to_string(image->size()) +
+                           " bytes, not " + std::to_string(shadow.size()));
+  }
+  std::vector<Extent> ranges;
+  if (what != nullptr) {
+    ranges = *what;
+  } else {
+    VSS_ASSIGN_OR_RETURN(ranges, AllocatedInEither(shadow, *image));
+  }
+  return CompareDevices(shadow, *image, ranges, "verifying");
+}
+
+StatusOr<ExportResult> ExportQcow2(Cli& cli, OpenedShadow& sh,
+                                   const ExportOptions& o) {
   const uint64_t size = sh.view->size();
   qcow2::WriterOptions wo{.path = o.output, .size = size};
   if (o.compress) {
@@ -351,8 +392,8 @@ StatusOr<ExportResult> ExportQcow2(Cli& cli, OpenedShadow& sh, const ExportOptio
   VSS_ASSIGN_OR_RETURN(auto writer, qcow2::Writer::Create(wo));
   {
     Progress progress("exporting", total);
-    VSS_RETURN_IF_ERROR(qcow2::CopyClusters(*sh.view, extents, *writer,
-                                            [&](uint64_t n) { progress.Add(n); }));
+    VSS_RETURN_IF_ERROR(qcow2::CopyClusters(
+        *sh.view, extents, *writer, [&](uint64_t n) { progress.Add(n); }));
   }
   VSS_RETURN_IF_ERROR(writer->Finish());
   ExportResult r{.data_bytes = writer->stats().data_bytes,
@@ -361,15 +402,15 @@ StatusOr<ExportResult> ExportQcow2(Cli& cli, OpenedShadow& sh, const ExportOptio
                  .zero_clusters = writer->stats().zero_clusters,
                  .backing_format = wo.backing_format};
   if (!o.no_verify) {
-    // A full export is compared whole; an incremental one where it differs
-    // from its backing file (the rest is the backing file's, checked when
-    // that was exported).
-    const std::vector<Extent> whole{{0, size, true}};
+    // A full export is compared wherever it or the shadow holds data; an
+    // incremental one where it differs from its backing file (the rest is
+    // the backing file's, checked when that was exported).
     StatusOr<uint64_t> verified =
-        VerifyExport(*sh.view, o.output, o.since.empty() ? whole : extents);
+        VerifyExport(*sh.view, o.output, o.since.empty() ? nullptr : &extents);
     if (!verified.ok()) {
       ::unlink(o.output.c_str());
-      return verified.status().WithContext("verifying " + o.output + " (removed; --no-verify skips the check)");
+      return verified.status().WithContext(
+          "verifying " + o.output + " (removed; --no-verify skips the check)");
     }
     r.verified_bytes = *verified;
   }
@@ -380,8 +421,12 @@ void PrintExport(Cli& cli, const OpenedShadow& sh, const ExportOptions& o,
                  const std::string& format, const ExportResult& r) {
   uint64_t size = sh.view->size();
   if (cli.json) {
-    Json j{{"shadow_id", sh.row.id.ToString()}, {"output", o.output},  {"format", format},
-           {"size", size},  {"data_bytes", r.data_bytes}, {"verified", r.verified_bytes > 0}};
+    Json j{{"shadow_id", sh.row.id.ToString()},
+           {"output", o.output},
+           {"format", format},
+           {"size", size},
+           {"data_bytes", r.data_bytes},
+           {"verified", r.verified_bytes > 0}};
     if (format == "qcow2") {
       j["file_bytes"] = r.file_bytes;
       j["compressed_clusters"] = r.compressed_clusters;
@@ -396,22 +441,27 @@ void PrintExport(Cli& cli, const OpenedShadow& sh, const ExportOptions& o,
     PrintJson(j);
     return;
   }
-  std::printf("Exported shadow copy %s of volume '%s' to %s\n", Braced(sh.row.id).c_str(),
-              sh.volume->name().c_str(), o.output.c_str());
+  std::printf("Exported shadow copy %s of volume '%s' to %s\n",
+              Braced(sh.row.id).c_str(), sh.volume->name().c_str(),
+              o.output.c_str());
   if (format == "raw") {
-    std::printf("   %s sparse raw image, %s of data written\n", FormatBytes(size).c_str(),
-                FormatBytes(r.data_bytes).c_str());
+    std::printf("   %s sparse raw image, %s of data written\n",
+                FormatBytes(size).c_str(), FormatBytes(r.data_bytes).c_str());
     return;
   }
-  std::printf("   %s qcow2 image%s%s, %s of data in a %s file\n", FormatBytes(size).c_str(),
+  std::printf("   %s qcow2 image%s%s, %s of data in a %s file\n",
+              FormatBytes(size).c_str(),
               o.since.empty() ? "" : (", backing file " + o.backing).c_str(),
               o.compress ? (", compressed with " + o.compression).c_str() : "",
-              FormatBytes(r.data_bytes).c_str(), FormatBytes(r.file_bytes).c_str());
+              FormatBytes(r.data_bytes).c_str(),
+              FormatBytes(r.file_bytes).c_str());
   if (o.no_verify) {
     std::printf("   not verified (--no-verify)\n");
   } else {
-    std::printf("   verified: %s read back through the qcow2 driver equal the shadow copy\n",
-                FormatBytes(r.verified_bytes).c_str());
+    std::printf(
+        "   verified: %s read back through the qcow2 driver equal the shadow "
+        "copy\n",
+        FormatBytes(r.verified_bytes).c_str());
   }
 }
 
@@ -628,6 +678,54 @@ void AddOneShadowVerb(CLI::App& noun, Cli& cli, const std::string& verb,
       [&cli, id, fn] { cli.run = [&cli, id, fn] { return fn(cli, *id); }; });
 }
 
+void AddExport(CLI::App& noun, Cli& cli) {
+  auto eo = std::make_shared<ExportOptions>();
+  CLI::App* exp =
+      noun.add_subcommand("export",
+                          "Write a shadow copy as a new image: sparse raw, or "
+                          "qcow2 (full or incremental)");
+  exp->add_option("SHADOW", eo->shadow, "Shadow copy id or unique prefix")
+      ->required();
+  exp->add_option("OUTPUT", eo->output, "New image file (must not exist)")
+      ->required();
+  exp->add_option("--format", eo->format,
+                  "raw or qcow2 (default: qcow2 for a .qcow2 name, else raw)")
+      ->check(CLI::IsMember({"raw", "qcow2"}));
+  exp->add_flag("--compress", eo->compress,
+                "qcow2: store clusters compressed where that shrinks them");
+  exp->add_option("--compression", eo->compression,
+                  "With --compress: zlib (default) or zstd")
+      ->check(CLI::IsMember({"zlib", "zstd"}));
+  exp->add_option(
+         "--since", eo->since,
+         "qcow2 incremental: only what changed since this older shadow copy")
+      ->type_name("OLDER");
+  exp->add_option("--backing", eo->backing,
+                  "With --since: the export of OLDER, the new image's backing "
+                  "file (a relative "
+                  "name is relative to OUTPUT's directory, as QEMU reads it)")
+      ->type_name("FILE");
+  exp->add_flag("--no-verify", eo->no_verify,
+                "qcow2: skip reading the export back through the qcow2 driver");
+  exp->footer(
+      "Examples:\n  vssctl shadow export 1a2b disk-then.img\n"
+      "  vssctl shadow export 1a2b full.qcow2 --compress\n"
+      "  vssctl shadow export 3c4d inc1.qcow2 --since 1a2b --backing "
+      "full.qcow2");
+  exp->callback([&cli, eo] {
+    if (eo->since.empty() != eo->backing.empty()) {
+      UsageError("shadow export: --since and --backing go together");
+    }
+    const std::string format = ExportFormat(*eo);
+    if (format == "raw" && (eo->compress || !eo->since.empty())) {
+      UsageError(
+          "shadow export: --compress, --since and --backing need --format "
+          "qcow2");
+    }
+    cli.run = [&cli, eo] { return RunExport(cli, *eo); };
+  });
+}
+
 void AddReadExportDiff(CLI::App& noun, Cli& cli) {
   auto ro = std::make_shared<ReadOptions>();
   CLI::App* read = noun.add_subcommand("read", "Read bytes of a shadow copy");
@@ -648,39 +746,7 @@ void AddReadExportDiff(CLI::App& noun, Cli& cli) {
   read->callback(
       [&cli, ro] { cli.run = [&cli, ro] { return RunRead(cli, *ro); }; });
 
-  auto eo = std::make_shared<ExportOptions>();
-  CLI::App* exp = noun.add_subcommand(
-      "export", "Write a shadow copy as a new image: sparse raw, or qcow2 (full or incremental)");
-  exp->add_option("SHADOW", eo->shadow, "Shadow copy id or unique prefix")->required();
-  exp->add_option("OUTPUT", eo->output, "New image file (must not exist)")->required();
-  exp->add_option("--format", eo->format, "raw or qcow2 (default: qcow2 for a .qcow2 name, else raw)")
-      ->check(CLI::IsMember({"raw", "qcow2"}));
-  exp->add_flag("--compress", eo->compress, "qcow2: store clusters compressed where that shrinks them");
-  exp->add_option("--compression", eo->compression, "With --compress: zlib (default) or zstd")
-      ->check(CLI::IsMember({"zlib", "zstd"}));
-  exp->add_option("--since", eo->since,
-                  "qcow2 incremental: only what changed since this older shadow copy")
-      ->type_name("OLDER");
-  exp->add_option("--backing", eo->backing,
-                  "With --since: the export of OLDER, the new image's backing file (a relative "
-                  "name is relative to OUTPUT's directory, as QEMU reads it)")
-      ->type_name("FILE");
-  exp->add_flag("--no-verify", eo->no_verify,
-                "qcow2: skip reading the export back through the qcow2 driver");
-  exp->footer(
-      "Examples:\n  vssctl shadow export 1a2b disk-then.img\n"
-      "  vssctl shadow export 1a2b full.qcow2 --compress\n"
-      "  vssctl shadow export 3c4d inc1.qcow2 --since 1a2b --backing full.qcow2");
-  exp->callback([&cli, eo] {
-    if (eo->since.empty() != eo->backing.empty()) {
-      UsageError("shadow export: --since and --backing go together");
-    }
-    const std::string format = ExportFormat(*eo);
-    if (format == "raw" && (eo->compress || !eo->since.empty())) {
-      UsageError("shadow export: --compress, --since and --backing need --format qcow2");
-    }
-    cli.run = [&cli, eo] { return RunExport(cli, *eo); };
-  });
+  AddExport(noun, cli);
 
   auto d = std::make_shared<TwoIds>();
   CLI::App* diff =

@@ -389,23 +389,32 @@ void AddBackupRestore(CLI::App& app, Cli& cli) {
                      "Previous backup: its components' backup stamps are handed to the "
                      "writers (incremental, differential)")
       ->type_name("DIR");
-  backup->add_option("--format", bo->format,
-                     "raw (default): DIR/VOLUME.img; qcow2: DIR/VOLUME.qcow2, with --base an "
-                     "incremental on top of the base's image (the base needs --keep-shadows)")
+  backup
+      ->add_option("--format", bo->format,
+                   "raw (default): DIR/VOLUME.img; qcow2: DIR/VOLUME.qcow2, "
+                   "with --base an "
+                   "incremental on top of the base's image (the base needs "
+                   "--keep-shadows)")
       ->check(CLI::IsMember({"raw", "qcow2"}));
   backup->add_flag("--keep-shadows", bo->keep_shadows,
                    "Keep the shadow copies after the backup (default: delete them)");
   backup->footer(
-      "Writes DIR/VOLUME.img per volume, DIR/backup.json (the backup components\n"
-      "document) and, last, DIR/manifest.json (volumes, shadow ids, sizes, XXH3-128\n"
-      "checksums of the images, writer states), all synced to the medium before the\n"
+      "Writes DIR/VOLUME.img per volume, DIR/backup.json (the backup "
+      "components\n"
+      "document) and, last, DIR/manifest.json (volumes, shadow ids, sizes, "
+      "XXH3-128\n"
+      "checksums of the images, writer states), all synced to the medium "
+      "before the\n"
       "shadow copies are deleted; files 0600, a created DIR 0700.\n"
       "With --format qcow2, DIR/VOLUME.qcow2 instead; with --base (made with\n"
-      "--keep-shadows) it holds only what changed since the base, on top of the\n"
+      "--keep-shadows) it holds only what changed since the base, on top of "
+      "the\n"
       "base's image: restore DIR reads the whole chain.\n"
       "Examples:\n  vssctl backup disk --to /srv/backup/monday\n"
-      "  vssctl backup disk --to /srv/bk/mon --format qcow2 --context app-rollback --keep-shadows\n"
-      "  vssctl backup disk --to /srv/bk/tue --format qcow2 --context app-rollback --keep-shadows \\\n"
+      "  vssctl backup disk --to /srv/bk/mon --format qcow2 --context "
+      "app-rollback --keep-shadows\n"
+      "  vssctl backup disk --to /srv/bk/tue --format qcow2 --context "
+      "app-rollback --keep-shadows \\\n"
       "      --type incremental --base /srv/bk/mon\n"
       "  vssctl backup disk data --to /srv/backup/tuesday --type incremental "
       "--base /srv/backup/monday");

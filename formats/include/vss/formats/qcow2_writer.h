@@ -112,7 +112,8 @@ class Writer {
   Status CheckNext(uint64_t offset, uint64_t length);
   Status StoreCluster(uint64_t guest_cluster, std::span<const uint8_t> data);
   Status StoreRaw(uint64_t guest_cluster, std::span<const uint8_t> data);
-  Status StoreCompressed(uint64_t guest_cluster, std::span<const uint8_t> packed);
+  Status StoreCompressed(uint64_t guest_cluster,
+                         std::span<const uint8_t> packed);
   void SetL2(uint64_t guest_cluster, uint64_t entry);
   void AddRef(uint64_t host_cluster);
   Status WriteTables();
@@ -120,13 +121,13 @@ class Writer {
   WriterOptions options_;
   std::unique_ptr<File> file_;
   bool finished_ = false;
-  uint64_t next_offset_ = 0;      // guest offset the next call may start at
-  uint64_t host_end_ = 0;         // bytes of the file in use so far
-  std::vector<uint16_t> refs_;    // refcount of each host cluster so far
+  uint64_t next_offset_ = 0;    // guest offset the next call may start at
+  uint64_t host_end_ = 0;       // bytes of the file in use so far
+  std::vector<uint16_t> refs_;  // refcount of each host cluster so far
   std::map<uint64_t, std::vector<uint64_t>> l2_;  // L1 index -> L2 entries
-  std::vector<uint8_t> packed_;   // compression output buffer
-  std::vector<uint8_t> padded_;   // a short last cluster, padded
-  std::vector<uint8_t> header_;   // cluster 0, made by WriteTables()
+  std::vector<uint8_t> packed_;                   // compression output buffer
+  std::vector<uint8_t> padded_;  // a short last cluster, padded
+  std::vector<uint8_t> header_;  // cluster 0, made by WriteTables()
   WriterStats stats_;
 };
 
@@ -141,13 +142,14 @@ struct BackingImage {
 // reader would) or a raw file (no disk-image magic; its size is the file's).
 // kNotFound when missing; kInvalidArgument naming the file when it is
 // another disk-image format or a qcow2 image this build cannot read.
-[[nodiscard]] StatusOr<BackingImage> InspectBackingFile(const std::string& path);
+[[nodiscard]] StatusOr<BackingImage> InspectBackingFile(
+    const std::string& path);
 
 // The extents of `src` within each of `ranges` (ascending, disjoint), in
 // order: what an incremental copy of changed ranges hands CopyClusters,
 // so that the holes among the changes need no read.
-[[nodiscard]] StatusOr<std::vector<Extent>> ExtentsWithin(BlockDevice& src,
-                                                          std::span<const Extent> ranges);
+[[nodiscard]] StatusOr<std::vector<Extent>> ExtentsWithin(
+    BlockDevice& src, std::span<const Extent> ranges);
 
 // Copies into `writer` every guest cluster that `extents` touch, in order:
 // a cluster that only a zero extent (allocated == false: `src` reads it as
@@ -157,9 +159,8 @@ struct BackingImage {
 // written. REQUIRES: `extents` ascending and disjoint (else
 // kInvalidArgument), inside `src`, whose size is writer.size().
 // `progress` (may be empty) hears the bytes of each piece handled.
-[[nodiscard]] Status CopyClusters(BlockDevice& src,
-                                  std::span<const Extent> extents,
-                                  Writer& writer,
-                                  const std::function<void(uint64_t)>& progress);
+[[nodiscard]] Status CopyClusters(
+    BlockDevice& src, std::span<const Extent> extents, Writer& writer,
+    const std::function<void(uint64_t)>& progress);
 
 }  // namespace vss::qcow2

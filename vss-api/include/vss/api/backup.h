@@ -23,8 +23,8 @@
 // crash never leaves a backup that looks complete but is not. Restore
 // checks every image (size and XXH3-128 against the manifest; for qcow2,
 // of the guest-visible bytes read through the registry's qcow2 driver with
-// the image's backing chain) before any volume is touched, and writes volumes through copy-on-write, so their
-// existing shadows keep their contents.
+// the image's backing chain) before any volume is touched, and writes volumes
+// through copy-on-write, so their existing shadows keep their contents.
 //
 // Reading shadows and writing volumes: in-process, the Service's store has
 // the volumes open, and they are read and written through the engine.
