@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <set>
 
+#include "../opened_path.h"
 #include "qcow2_image.h"
 #include "vss/base/file.h"
 #include "vss/formats/image_probe.h"
@@ -112,19 +113,6 @@ class ImageFile final : public File {
   std::string path_;
   int fd_;
 };
-
-// As the raw driver: the opened file must be the one its path names.
-Status CheckOpenedByRealPath(const ImageFile& file, const std::string& path) {
-  std::string link = "/proc/self/fd/" + std::to_string(file.fd());
-  char buf[4096];
-  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
-  if (n <= 0) return OkStatus();
-  std::string opened(buf, static_cast<size_t>(n));
-  if (opened == path) return OkStatus();
-  return FailedPreconditionError(path + " leads through a symbolic link to " +
-                                 opened +
-                                 "; vss opens images only by their real path");
-}
 
 struct ChainOpen {
   std::string path;
@@ -310,7 +298,7 @@ StatusOr<std::unique_ptr<BlockDevice>> Qcow2Driver::Open(
   ImageFile* file = nullptr;
   VSS_ASSIGN_OR_RETURN(auto image, OpenChain(req, &file));
   if (request.require_real_path) {
-    VSS_RETURN_IF_ERROR(CheckOpenedByRealPath(*file, request.path));
+    VSS_RETURN_IF_ERROR(CheckOpenedByRealPath(file->fd(), request.path));
   }
   return std::unique_ptr<BlockDevice>(std::move(image));
 }

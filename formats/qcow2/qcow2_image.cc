@@ -377,18 +377,28 @@ Status Image::ReadLocked(uint64_t offset, std::span<uint8_t> buf) {
   return OkStatus();
 }
 
-Status Image::DoRead(uint64_t offset, std::span<uint8_t> buf) {
-  std::lock_guard lock(mu_);
-  const uint64_t cover = cluster_size() * header_.l2_entries();
-  size_t done = 0;
-  while (done < buf.size()) {
+Status Image::ForEachPiece(
+    uint64_t offset, uint64_t length, uint64_t unit,
+    const std::function<Status(uint64_t, uint64_t)>& fn) {
+  uint64_t done = 0;
+  while (done < length) {
     const uint64_t pos = offset + done;
-    const uint64_t n = std::min<uint64_t>(cover - pos % cover, buf.size() - done);
-    VSS_RETURN_IF_ERROR(MaybeEvict());
-    VSS_RETURN_IF_ERROR(ReadLocked(pos, buf.subspan(done, n)));
+    const uint64_t n = std::min(unit - pos % unit, length - done);
+    if (done == 0 || pos % table_cover() == 0) {
+      VSS_RETURN_IF_ERROR(MaybeEvict());
+    }
+    VSS_RETURN_IF_ERROR(fn(done, n));
     done += n;
   }
   return OkStatus();
+}
+
+Status Image::DoRead(uint64_t offset, std::span<uint8_t> buf) {
+  std::lock_guard lock(mu_);
+  return ForEachPiece(offset, buf.size(), table_cover(),
+                      [&](uint64_t done, uint64_t n) {
+                        return ReadLocked(offset + done, buf.subspan(done, n));
+                      });
 }
 
 // --- extents ---
@@ -424,18 +434,11 @@ Status Image::ExtentsInCluster(uint64_t offset, uint64_t length,
 StatusOr<std::vector<Extent>> Image::DoExtents(uint64_t offset,
                                                uint64_t length) {
   std::lock_guard lock(mu_);
-  const uint64_t cs = cluster_size();
   ExtentBuilder out;
-  uint64_t done = 0;
-  while (done < length) {
-    const uint64_t pos = offset + done;
-    const uint64_t n = std::min(cs - pos % cs, length - done);
-    if (pos % (cs * header_.l2_entries()) == 0) {
-      VSS_RETURN_IF_ERROR(MaybeEvict());
-    }
-    VSS_RETURN_IF_ERROR(ExtentsInCluster(pos, n, &out));
-    done += n;
-  }
+  VSS_RETURN_IF_ERROR(ForEachPiece(
+      offset, length, cluster_size(), [&](uint64_t done, uint64_t n) {
+        return ExtentsInCluster(offset + done, n, &out);
+      }));
   return out.Take();
 }
 

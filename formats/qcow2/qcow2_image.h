@@ -154,6 +154,16 @@ class Image final : public BlockDevice {
       std::unordered_map<uint64_t, CachedTable>& cache, uint64_t offset,
       const char* what);
   Status MaybeEvict();
+  // Calls fn(done, n) for consecutive pieces [offset+done, +n) of the
+  // range that do not cross a multiple of `unit` (a cluster, or the guest
+  // range of one L2 table), evicting from the caches before the first
+  // piece and each piece that starts an L2 table's range (no table pointer
+  // is held then); stops at the first error.
+  Status ForEachPiece(uint64_t offset, uint64_t length, uint64_t unit,
+                      const std::function<Status(uint64_t, uint64_t)>& fn);
+  uint64_t table_cover() const {
+    return cluster_size() * header_.l2_entries();
+  }
   Status ReadHost(uint64_t host, std::span<uint8_t> buf);
   Status ReadBacking(uint64_t offset, std::span<uint8_t> buf);
   Status ReadCompressed(uint64_t entry, std::span<uint8_t> cluster);
@@ -199,8 +209,12 @@ class Image final : public BlockDevice {
   // host clusters the old entry named and the new one does not.
   Status SetEntry(uint64_t gc, uint64_t entry, uint64_t bitmap);
   void ReleaseLater(const Lookup& old, uint64_t new_host);
-  Status ZeroRange(uint64_t offset, uint64_t length, bool discard);
-  uint64_t FullZeroEntryBitmap(bool discard) const;
+  // WriteZeroes and Discard alike: the range reads as zeroes after.
+  Status ZeroRange(uint64_t offset, uint64_t length);
+  // [pos, pos+n) inside one cluster.
+  Status ZeroCluster(uint64_t pos, uint64_t n);
+  // The bitmap of an extended L2 entry whose cluster reads as zeroes.
+  uint64_t FullZeroEntryBitmap() const;
 
   uint64_t cluster_size() const { return header_.cluster_size(); }
 

@@ -345,10 +345,10 @@ test_volume_format() {
   expect_ok "volume create --format raw" volume create fmt.img --size 1M --format raw --json
   ok "create --format raw: format" eq "$(jq -r .format <<<"$out")" raw
   expect_ok "remove fmt" volume remove fmt.img
-  expect_fail 1 "volume create --format qcow2" volume create fmt.qcow2 --size 1M --format qcow2
-  ok "qcow2: one line naming the format, got: $errline" \
-    eq "$errline" "vssctl: vss has no qcow2 driver yet; formats: nbd, raw"
-  ok "qcow2: no file made" test ! -e fmt.qcow2
+  expect_fail 1 "volume create --format vhdx" volume create fmt.vhdx --size 1M --format vhdx
+  ok "vhdx: one line naming the format, got: $errline" \
+    eq "$errline" "vssctl: vss has no vhdx driver yet; formats: nbd, qcow2, raw"
+  ok "vhdx: no file made" test ! -e fmt.vhdx
   expect_fail 1 "volume create --format floppy" volume create fmt.fd --size 1M --format floppy
   ok "floppy: unknown format named, got: $errline" grep -q "unknown image format 'floppy'" <<<"$errline"
   ok "floppy: no file made" test ! -e fmt.fd
