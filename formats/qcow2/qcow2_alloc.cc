@@ -181,6 +181,7 @@ Status Image::Release(uint64_t host, uint64_t bytes) {
     // Free: no table of it stays cached, its space goes back to the file
     // system, and it may be allocated again.
     l2_cache_.erase(c * cs);
+    inflated_entry_ = 0;
     file_->PunchHole(c * cs, cs).IgnoreError();  // space only; reads unused
     free_hint_ = std::min(free_hint_, c);
   }

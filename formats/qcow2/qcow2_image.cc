@@ -321,9 +321,13 @@ Status Image::ReadInCluster(uint64_t offset, std::span<uint8_t> buf) {
   const uint64_t gc = offset / cs;
   VSS_ASSIGN_OR_RETURN(Lookup l, Find(gc));
   if (l.kind == Kind::kCompressed) {
-    std::vector<uint8_t> cluster(cs);
-    VSS_RETURN_IF_ERROR(ReadCompressed(l.entry, cluster));
-    std::memcpy(buf.data(), &cluster[offset % cs], buf.size());
+    if (inflated_entry_ != l.entry || inflated_.size() != cs) {
+      inflated_.assign(cs, 0);
+      inflated_entry_ = 0;
+      VSS_RETURN_IF_ERROR(ReadCompressed(l.entry, inflated_));
+      inflated_entry_ = l.entry;
+    }
+    std::memcpy(buf.data(), &inflated_[offset % cs], buf.size());
     return OkStatus();
   }
   const uint64_t unit = header_.extended_l2() ? header_.subcluster_size() : cs;

@@ -233,6 +233,10 @@ class Image final : public BlockDevice {
   // Host ranges to release once the metadata naming them no more is
   // durable (step 4 of the flush).
   std::vector<std::pair<uint64_t, uint64_t>> pending_release_;
+  // The last compressed cluster read (its L2 entry and bytes), for reads
+  // smaller than a cluster; dropped when any cluster is freed.
+  uint64_t inflated_entry_ = 0;
+  std::vector<uint8_t> inflated_;
 };
 
 }  // namespace vss::qcow2
