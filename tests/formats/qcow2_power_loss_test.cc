@@ -267,20 +267,38 @@ TEST(Qcow2FaultTest, EachFailedWriteLeavesAConsistentImage) {
   EXPECT_GT(faults, 10u);
 }
 
-class Qcow2PowerLossTest : public ::testing::TestWithParam<bool> {};
-
-TEST_P(Qcow2PowerLossTest, EveryCutKeepsFlushedWritesAndRefcounts) {
-  const std::vector<uint8_t> fresh = FreshImage(GetParam());
+// Cuts the workload at every sync in turn, three power losses each.
+void RunAllCuts(const std::vector<uint8_t>& fresh) {
   uint64_t cuts = 0;
   for (uint64_t cut = 1; cut < 2000; ++cut) {
     bool cut_hit = true;
-    for (uint64_t seed = 1; seed <= 3; ++seed) cut_hit = RunCut(fresh, cut, seed * 7919 + cut);
-    if (::testing::Test::HasFailure()) break;
-    if (!cut_hit) break;
+    for (uint64_t seed = 1; seed <= 3; ++seed) {
+      cut_hit = RunCut(fresh, cut, seed * 7919 + cut);
+    }
+    if (::testing::Test::HasFailure() || !cut_hit) break;
     ++cuts;
   }
   EXPECT_GT(cuts, 10u);
   std::printf("power-loss cuts tried: %llu\n", static_cast<unsigned long long>(cuts));
+}
+
+class Qcow2PowerLossTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(Qcow2PowerLossTest, EveryCutKeepsFlushedWritesAndRefcounts) {
+  RunAllCuts(FreshImage(GetParam()));
+}
+
+// An image with an internal snapshot: every write copies a shared cluster
+// (and first its shared L2 table) and releases the old reference.
+TEST(Qcow2PowerLossSnapshotTest, EveryCutKeepsFlushedWritesAndRefcounts) {
+  VSS_REQUIRE_QEMU_IMG();
+  testing::TempDir dir;
+  const std::string raw = dir.File("base.raw");
+  const std::string image = dir.File("snap.qcow2");
+  qcow2_test::WriteWholeFile(raw, Pattern(kSize, 42));
+  qcow2_test::MustRun("qemu-img convert -f raw -O qcow2 -o cluster_size=4k " +
+                      raw + " " + image + " && qemu-img snapshot -c s1 " + image);
+  RunAllCuts(qcow2_test::ReadWholeFile(image));
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, Qcow2PowerLossTest, ::testing::Bool(),
