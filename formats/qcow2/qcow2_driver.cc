@@ -119,6 +119,7 @@ struct ChainOpen {
   bool writable = false;
   LockMode lock = LockMode::kShared;
   uint64_t cache_bytes = qcow2::kDefaultCacheBytes;
+  bool ignore_backing = false;  // Info(): the chain is not followed
   std::vector<std::string> chain;  // real paths of the images above
 };
 
@@ -173,6 +174,7 @@ qcow2::ImageOptions ImageOptionsFor(const ChainOpen& req) {
   qcow2::ImageOptions options;
   options.writable = req.writable;
   options.cache_bytes = req.cache_bytes;
+  options.ignore_backing = req.ignore_backing;
   options.open_backing = [req](const std::string& name,
                                const std::string& format) {
     return OpenBacking(req, name, format);
@@ -334,7 +336,10 @@ StatusOr<std::unique_ptr<BlockDevice>> Qcow2Driver::Create(
 }
 
 StatusOr<ImageInfo> Qcow2Driver::Info(const std::string& path) const {
-  ChainOpen req{.path = path, .writable = false, .lock = LockMode::kNone};
+  ChainOpen req{.path = path,
+                .writable = false,
+                .lock = LockMode::kNone,
+                .ignore_backing = true};
   ImageFile* file = nullptr;
   VSS_ASSIGN_OR_RETURN(auto image, OpenChain(req, &file));
   const qcow2::Header& h = image->header();

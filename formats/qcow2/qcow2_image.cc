@@ -131,7 +131,8 @@ Status Image::Load() {
     }
   }
   VSS_RETURN_IF_ERROR(LoadRefcountTable());
-  if (!header_.backing_file.empty()) {
+  if (!header_.backing_file.empty() &&
+      !(options_.ignore_backing && read_only())) {
     if (!options_.open_backing) {
       return UnsupportedError(name() + ": names backing file " +
                               header_.backing_file +

@@ -64,6 +64,10 @@ struct ImageOptions {
   // Called when the header names a backing file; null: a backing file is
   // refused (kUnsupported naming it).
   BackingOpener open_backing;
+  // The backing file is named but not opened (describing an image whose
+  // chain may be broken): unallocated clusters then read as zeroes.
+  // REQUIRES: !writable.
+  bool ignore_backing = false;
 };
 
 // A table cached from the file (one cluster: an L2 table or a refcount

@@ -95,6 +95,10 @@ TEST_F(Qcow2RefusalTest, MissingBackingFileIsRefusedNamingIt) {
   MustRun("cd " + dir_.path() +
           " && qemu-img create -q -f qcow2 -u -b gone.raw -F raw child.qcow2 1M");
   ExpectRefused(dir_.File("child.qcow2"), true, StatusCode::kNotFound, "gone.raw");
+  // Described all the same, naming the missing file.
+  auto info = Qcow2().Info(dir_.File("child.qcow2"));
+  ASSERT_THAT(info, testing::IsOk());
+  EXPECT_EQ(info->backing_file, "gone.raw");
 }
 
 TEST_F(Qcow2RefusalTest, UnknownOptionIsRefused) {
