@@ -87,7 +87,8 @@ Status Image::CreateRefBlock(uint64_t ti) {
   if (ti >= reftable_.size()) return GrowRefTable(ti);
   const uint64_t block_cluster = ti * header_.refcount_block_entries();
   if (block_cluster == 0) {
-    return CorruptionError(name() + ": the first clusters have no refcount block");
+    return CorruptionError(name() +
+                           ": the first clusters have no refcount block");
   }
   const uint64_t offset = block_cluster * cluster_size();
   CachedTable block;

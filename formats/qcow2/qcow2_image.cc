@@ -80,10 +80,12 @@ StatusOr<std::unique_ptr<Image>> Image::Open(std::unique_ptr<File> file,
                                              const std::string& name,
                                              ImageOptions options) {
   VSS_ASSIGN_OR_RETURN(uint64_t file_size, file->Size());
-  std::vector<uint8_t> head(std::min<uint64_t>(file_size, 1u << kMaxClusterBits));
+  std::vector<uint8_t> head(
+      std::min<uint64_t>(file_size, 1u << kMaxClusterBits));
   if (head.size() >= 24) {
     // Read the header cluster only once its size is known.
-    VSS_ASSIGN_OR_RETURN(size_t got, file->ReadAt(0, std::span(head).first(24)));
+    VSS_ASSIGN_OR_RETURN(size_t got,
+                         file->ReadAt(0, std::span(head).first(24)));
     uint32_t bits = got == 24 ? Be32(&head[20]) : 0;
     if (bits >= kMinClusterBits && bits <= kMaxClusterBits) {
       head.resize(std::min<uint64_t>(head.size(), 1ull << bits));
@@ -94,17 +96,19 @@ StatusOr<std::unique_ptr<Image>> Image::Open(std::unique_ptr<File> file,
   StatusOr<Header> parsed = ParseHeader(head, file_size);
   if (!parsed.ok()) return parsed.status().WithContext(name);
   if (auto problem = SupportProblem(*parsed, options.writable)) {
-    return UnsupportedError(name + ": qcow2 feature not supported: " + *problem);
+    return UnsupportedError(name +
+                            ": qcow2 feature not supported: " + *problem);
   }
   if (options.writable && (parsed->incompatible_features & kIncompatDirty)) {
     return UnsupportedError(
-        name + ": the image is dirty (lazy refcounts were not written back); "
-               "repair it (vssctl image check --repair) before writing to it");
+        name +
+        ": the image is dirty (lazy refcounts were not written back); "
+        "repair it (vssctl image check --repair) before writing to it");
   }
   std::unique_ptr<Image> image(
       new Image(std::move(file), name, std::move(*parsed), std::move(options)));
-  image->free_hint_ = (file_size + image->cluster_size() - 1) /
-                      image->cluster_size();
+  image->free_hint_ =
+      (file_size + image->cluster_size() - 1) / image->cluster_size();
   VSS_RETURN_IF_ERROR(image->Load());
   return image;
 }
@@ -138,8 +142,8 @@ Status Image::Load() {
                               header_.backing_file +
                               ", which this opener cannot open");
     }
-    StatusOr<std::unique_ptr<BlockDevice>> backing = options_.open_backing(
-        header_.backing_file, header_.backing_format);
+    StatusOr<std::unique_ptr<BlockDevice>> backing =
+        options_.open_backing(header_.backing_file, header_.backing_format);
     if (!backing.ok()) return backing.status().WithContext(name());
     backing_ = std::move(*backing);
   }
@@ -261,7 +265,8 @@ StatusOr<Image::Lookup> Image::Find(uint64_t gc) {
   if (header_.extended_l2()) {
     const uint64_t alloc = l.bitmap & 0xffffffffu;
     if ((alloc & (l.bitmap >> 32)) != 0 || (alloc != 0 && l.host == 0)) {
-      return CorruptionError(name() + ": the subcluster bitmap of guest offset " +
+      return CorruptionError(name() +
+                             ": the subcluster bitmap of guest offset " +
                              Hex(gc * cluster_size()) + " is invalid");
     }
     l.kind = l.host ? Kind::kNormal : Kind::kUnallocated;
@@ -303,8 +308,8 @@ Status Image::ReadBacking(uint64_t offset, std::span<uint8_t> buf) {
 
 Status Image::ReadCompressed(uint64_t entry, std::span<uint8_t> cluster) {
   const CompressedRef ref = DecodeCompressed(entry, header_.cluster_bits);
-  std::vector<uint8_t> in(std::min<uint64_t>(ref.max_bytes,
-                                             2 * cluster_size() + 512));
+  std::vector<uint8_t> in(
+      std::min<uint64_t>(ref.max_bytes, 2 * cluster_size() + 512));
   VSS_ASSIGN_OR_RETURN(size_t got, file_->ReadAt(ref.host_offset, in));
   in.resize(got);
   bool ok = header_.compression_type == kCompressionZstd
@@ -339,7 +344,8 @@ Status Image::ReadInCluster(uint64_t offset, std::span<uint8_t> buf) {
     const Kind kind = SubKind(l, sc);
     uint64_t n = unit - pos % unit;
     // Merge the following subclusters of the same kind.
-    while (done + n < buf.size() && SubKind(l, sc + (n + pos % unit) / unit) == kind) {
+    while (done + n < buf.size() &&
+           SubKind(l, sc + (n + pos % unit) / unit) == kind) {
       n += unit;
     }
     n = std::min<uint64_t>(n, buf.size() - done);

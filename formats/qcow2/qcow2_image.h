@@ -137,10 +137,10 @@ class Image final : public BlockDevice {
   enum class Kind { kUnallocated, kZero, kNormal, kCompressed };
   struct Lookup {
     Kind kind = Kind::kUnallocated;
-    uint64_t host = 0;      // kNormal: host offset of the cluster
-    uint64_t entry = 0;     // the raw first word
-    uint64_t bitmap = 0;    // extended L2: the second word
-    bool copied = false;    // kNormal: may be written in place
+    uint64_t host = 0;    // kNormal: host offset of the cluster
+    uint64_t entry = 0;   // the raw first word
+    uint64_t bitmap = 0;  // extended L2: the second word
+    bool copied = false;  // kNormal: may be written in place
   };
 
   Image(std::unique_ptr<File> file, std::string name, Header header,
@@ -165,17 +165,14 @@ class Image final : public BlockDevice {
   // is held then); stops at the first error.
   Status ForEachPiece(uint64_t offset, uint64_t length, uint64_t unit,
                       const std::function<Status(uint64_t, uint64_t)>& fn);
-  uint64_t table_cover() const {
-    return cluster_size() * header_.l2_entries();
-  }
+  uint64_t table_cover() const { return cluster_size() * header_.l2_entries(); }
   Status ReadHost(uint64_t host, std::span<uint8_t> buf);
   Status ReadBacking(uint64_t offset, std::span<uint8_t> buf);
   Status ReadCompressed(uint64_t entry, std::span<uint8_t> cluster);
   // Reads the guest bytes [offset, offset+buf.size()) inside one cluster.
   Status ReadInCluster(uint64_t offset, std::span<uint8_t> buf);
   Status ReadLocked(uint64_t offset, std::span<uint8_t> buf);
-  Status ExtentsInCluster(uint64_t offset, uint64_t length,
-                          ExtentBuilder* out);
+  Status ExtentsInCluster(uint64_t offset, uint64_t length, ExtentBuilder* out);
 
   // --- refcounts and allocation (qcow2_alloc.cc) ---
   StatusOr<uint64_t> Refcount(uint64_t cluster);
@@ -188,8 +185,8 @@ class Image final : public BlockDevice {
   uint64_t MaxRun() const {
     return std::max<uint64_t>(1, header_.refcount_block_entries() / 2);
   }
-  // Allocates n (at most MaxRun()) contiguous free clusters (refcount 1, written through, not
-  // synced); returns the host offset of the first.
+  // Allocates n (at most MaxRun()) contiguous free clusters (refcount 1,
+  // written through, not synced); returns the host offset of the first.
   StatusOr<uint64_t> Allocate(uint64_t n);
   StatusOr<uint64_t> FindFree(uint64_t n);
   Status CreateRefBlock(uint64_t table_index);

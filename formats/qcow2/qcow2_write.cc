@@ -24,8 +24,10 @@ StatusOr<std::pair<CachedTable*, size_t>> Image::WritableL2(uint64_t gc) {
   const uint64_t l1i = gc / header_.l2_entries();
   const size_t index = (gc % header_.l2_entries()) * header_.l2_entry_bytes();
   if (l1i >= l1_.size()) {
-    return CorruptionError(name() + ": the L1 table is too small for guest "
-                           "cluster " + std::to_string(gc));
+    return CorruptionError(name() +
+                           ": the L1 table is too small for guest "
+                           "cluster " +
+                           std::to_string(gc));
   }
   const uint64_t old = l1_[l1i] & kL1OffsetMask;
   if (old != 0 && (l1_[l1i] & kCopied)) {
@@ -54,7 +56,8 @@ void Image::ReleaseLater(const Lookup& old, uint64_t new_host) {
   if (old.kind == Kind::kCompressed) {
     const CompressedRef ref = DecodeCompressed(old.entry, header_.cluster_bits);
     const uint64_t start = ref.host_offset & ~uint64_t{511};
-    pending_release_.emplace_back(start, ref.max_bytes + (ref.host_offset & 511));
+    pending_release_.emplace_back(start,
+                                  ref.max_bytes + (ref.host_offset & 511));
   } else if (old.host != 0 && old.host != new_host) {
     pending_release_.emplace_back(old.host, cluster_size());
   }
@@ -157,7 +160,8 @@ Status Image::WriteChunk(uint64_t offset, std::span<const uint8_t> buf) {
         }
         run += std::min<uint64_t>(cs, buf.size() - done - run);
       }
-      VSS_RETURN_IF_ERROR(file_->WriteAt(l.host + pos % cs, buf.subspan(done, run)));
+      VSS_RETURN_IF_ERROR(
+          file_->WriteAt(l.host + pos % cs, buf.subspan(done, run)));
       done += run;
       continue;
     }
@@ -195,10 +199,9 @@ uint64_t Image::FullZeroEntryBitmap() const {
 // Whole clusters become zero (v3 zero flag, or unallocated when nothing
 // lies below); partial ones are written with zeroes.
 Status Image::ZeroRange(uint64_t offset, uint64_t length) {
-  return ForEachPiece(offset, length, cluster_size(),
-                      [&](uint64_t done, uint64_t n) {
-                        return ZeroCluster(offset + done, n);
-                      });
+  return ForEachPiece(
+      offset, length, cluster_size(),
+      [&](uint64_t done, uint64_t n) { return ZeroCluster(offset + done, n); });
 }
 
 Status Image::ZeroCluster(uint64_t pos, uint64_t n) {

@@ -111,9 +111,12 @@ void ExpectRefcountsCoverReferences(const std::vector<uint8_t>& file) {
   const uint64_t cs = h->cluster_size();
   std::map<uint64_t, uint64_t> refs;
   auto add = [&](uint64_t offset, uint64_t bytes) {
-    for (uint64_t c = offset / cs; c <= (offset + bytes - 1) / cs; ++c) ++refs[c];
+    for (uint64_t c = offset / cs; c <= (offset + bytes - 1) / cs; ++c)
+      ++refs[c];
   };
-  auto at = [&](uint64_t off) { return off + 8 <= file.size() ? Be64(&file[off]) : 0; };
+  auto at = [&](uint64_t off) {
+    return off + 8 <= file.size() ? Be64(&file[off]) : 0;
+  };
   add(0, cs);
   add(h->refcount_table_offset, uint64_t{h->refcount_table_clusters} * cs);
   add(h->l1_table_offset, uint64_t{h->l1_size} * 8);
@@ -131,20 +134,24 @@ void ExpectRefcountsCoverReferences(const std::vector<uint8_t>& file) {
     }
   }
   std::map<uint64_t, uint64_t> counts;
-  for (uint64_t ti = 0; ti < uint64_t{h->refcount_table_clusters} * cs / 8; ++ti) {
-    const uint64_t block = at(h->refcount_table_offset + ti * 8) & kRefTableOffsetMask;
+  for (uint64_t ti = 0; ti < uint64_t{h->refcount_table_clusters} * cs / 8;
+       ++ti) {
+    const uint64_t block =
+        at(h->refcount_table_offset + ti * 8) & kRefTableOffsetMask;
     if (block == 0) continue;
     add(block, cs);
     std::vector<uint8_t> bytes(cs, 0);
-    for (uint64_t k = 0; k < cs && block + k < file.size(); ++k) bytes[k] = file[block + k];
+    for (uint64_t k = 0; k < cs && block + k < file.size(); ++k)
+      bytes[k] = file[block + k];
     for (uint64_t i = 0; i < h->refcount_block_entries(); ++i) {
       uint64_t rc = GetRefcount(bytes, i, h->refcount_order);
       if (rc) counts[ti * h->refcount_block_entries() + i] = rc;
     }
   }
   for (const auto& [cluster, n] : refs) {
-    EXPECT_GE(counts[cluster], n) << "cluster " << cluster << " is referenced "
-                                  << n << " times with refcount " << counts[cluster];
+    EXPECT_GE(counts[cluster], n)
+        << "cluster " << cluster << " is referenced " << n
+        << " times with refcount " << counts[cluster];
   }
   for (uint64_t c : copied) EXPECT_EQ(counts[c], 1u) << "copied cluster " << c;
 }
@@ -226,7 +233,7 @@ bool RunWriteFault(const std::vector<uint8_t>& fresh, uint64_t nth) {
       const uint64_t len = 1 + rng() % 20000;
       const uint64_t off = rng() % (kSize - len);
       std::vector<uint8_t> data = Pattern(len, static_cast<uint32_t>(i));
-      Status s = i % 5 == 4 ? (*image)->Flush()
+      Status s = i % 5 == 4   ? (*image)->Flush()
                  : i % 7 == 3 ? (*image)->Discard(off, len)
                               : (*image)->Write(off, data);
       if (i % 7 == 3) std::fill(data.begin(), data.end(), 0);
@@ -279,7 +286,8 @@ void RunAllCuts(const std::vector<uint8_t>& fresh) {
     ++cuts;
   }
   EXPECT_GT(cuts, 10u);
-  std::printf("power-loss cuts tried: %llu\n", static_cast<unsigned long long>(cuts));
+  std::printf("power-loss cuts tried: %llu\n",
+              static_cast<unsigned long long>(cuts));
 }
 
 class Qcow2PowerLossTest : public ::testing::TestWithParam<bool> {};
@@ -297,7 +305,8 @@ TEST(Qcow2PowerLossSnapshotTest, EveryCutKeepsFlushedWritesAndRefcounts) {
   const std::string image = dir.File("snap.qcow2");
   qcow2_test::WriteWholeFile(raw, Pattern(kSize, 42));
   qcow2_test::MustRun("qemu-img convert -f raw -O qcow2 -o cluster_size=4k " +
-                      raw + " " + image + " && qemu-img snapshot -c s1 " + image);
+                      raw + " " + image + " && qemu-img snapshot -c s1 " +
+                      image);
   RunAllCuts(qcow2_test::ReadWholeFile(image));
 }
 
