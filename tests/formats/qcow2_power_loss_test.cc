@@ -168,6 +168,27 @@ void ExpectQemuCheckClean(const std::vector<uint8_t>& file) {
   EXPECT_TRUE(rc == 0 || rc == 3) << out;
 }
 
+// Reopens the image of `fs` read-only: every byte not `unknown` must read
+// as `expected`, and its tables must be consistent.
+void ExpectReopenedImageHolds(MemFileSystem& fs,
+                              const std::vector<uint8_t>& expected,
+                              const std::vector<bool>& unknown) {
+  auto file = fs.Open(kPath, false);
+  ASSERT_THAT(file, testing::IsOk());
+  auto image = Image::Open(std::move(*file), kPath, Options(false));
+  ASSERT_THAT(image, testing::IsOk());
+  std::vector<uint8_t> now(kSize);
+  EXPECT_THAT((*image)->Read(0, now), testing::IsOk());
+  uint64_t wrong = 0;
+  for (uint64_t i = 0; i < kSize; ++i) {
+    if (!unknown[i] && now[i] != expected[i]) ++wrong;
+  }
+  EXPECT_EQ(wrong, 0u) << "bytes that lost their acknowledged contents";
+  const std::vector<uint8_t> bytes = fs.Contents(kPath);
+  ExpectRefcountsCoverReferences(bytes);
+  ExpectQemuCheckClean(bytes);
+}
+
 // One cut: the workload stops at sync number `cut` (that sync and every
 // later one fail), the power goes, the image is reopened and checked.
 // Returns false when the workload finished before the cut.
@@ -191,21 +212,7 @@ bool RunCut(const std::vector<uint8_t>& fresh, uint64_t cut, uint64_t seed) {
   }  // closing flushes too, and fails at the cut
   fs.PowerLoss(PowerLossMode::kRandom, seed);
   fs.ClearFaultRule();
-  auto file = fs.Open(kPath, false);
-  EXPECT_THAT(file, testing::IsOk());
-  auto image = Image::Open(std::move(*file), kPath, Options(false));
-  EXPECT_THAT(image, testing::IsOk());
-  if (!image.ok()) return false;
-  std::vector<uint8_t> now(kSize);
-  EXPECT_THAT((*image)->Read(0, now), testing::IsOk());
-  uint64_t wrong = 0;
-  for (uint64_t i = 0; i < kSize; ++i) {
-    if (!m.touched[i] && now[i] != m.durable[i]) ++wrong;
-  }
-  EXPECT_EQ(wrong, 0u) << "bytes that lost their flushed contents";
-  const std::vector<uint8_t> bytes = fs.Contents(kPath);
-  ExpectRefcountsCoverReferences(bytes);
-  ExpectQemuCheckClean(bytes);
+  ExpectReopenedImageHolds(fs, m.durable, m.touched);
   return !finished;
 }
 
@@ -247,20 +254,7 @@ bool RunWriteFault(const std::vector<uint8_t>& fresh, uint64_t nth) {
     EXPECT_THAT((*image)->Flush(), testing::IsOk());
   }
   fs.ClearFaultRule();
-  auto file = fs.Open(kPath, false);
-  auto image = Image::Open(std::move(*file), kPath, Options(false));
-  EXPECT_THAT(image, testing::IsOk());
-  if (!image.ok()) return false;
-  std::vector<uint8_t> now(kSize);
-  EXPECT_THAT((*image)->Read(0, now), testing::IsOk());
-  uint64_t wrong = 0;
-  for (uint64_t i = 0; i < kSize; ++i) {
-    if (!m.touched[i] && now[i] != m.current[i]) ++wrong;
-  }
-  EXPECT_EQ(wrong, 0u) << "bytes of successful operations lost";
-  const std::vector<uint8_t> bytes = fs.Contents(kPath);
-  ExpectRefcountsCoverReferences(bytes);
-  ExpectQemuCheckClean(bytes);
+  ExpectReopenedImageHolds(fs, m.current, m.touched);
   return failed;
 }
 
