@@ -9,25 +9,10 @@
 #include "vss/base/file.h"
 #include "vss/formats/image_probe.h"
 #include "vss/formats/raw_image.h"
+#include "opened_path.h"
 
 namespace vss {
 namespace {
-
-// An opened image must be the file its path names, not one reached through
-// a symbolic link in a directory of the path (O_NOFOLLOW guards only the
-// last component). The kernel's name for the descriptor says which file was
-// opened. Where /proc is not mounted the check is skipped.
-Status CheckOpenedByRealPath(const RawImage& img, const std::string& path) {
-  std::string link = "/proc/self/fd/" + std::to_string(img.fd());
-  char buf[4096];
-  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
-  if (n <= 0) return OkStatus();
-  std::string opened(buf, static_cast<size_t>(n));
-  if (opened == path) return OkStatus();
-  return FailedPreconditionError(path + " leads through a symbolic link to " +
-                                 opened +
-                                 "; vss opens images only by their real path");
-}
 
 // The directory holding `path`, for syncing its entry.
 std::string DirectoryOf(const std::string& path) {
@@ -58,7 +43,7 @@ StatusOr<std::unique_ptr<BlockDevice>> RawDriver::Open(
   options.read_only = !request.writable;
   VSS_ASSIGN_OR_RETURN(auto img, RawImage::Open(request.path, options));
   if (request.require_real_path) {
-    VSS_RETURN_IF_ERROR(CheckOpenedByRealPath(*img, request.path));
+    VSS_RETURN_IF_ERROR(CheckOpenedByRealPath(img->fd(), request.path));
   }
   // Rule 11: a qcow2 file read as raw would be destroyed by the first write.
   VSS_RETURN_IF_ERROR(CheckRawImage(*img, request.path));

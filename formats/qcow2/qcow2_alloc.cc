@@ -44,17 +44,32 @@ Status Image::SetRefcounts(uint64_t first, uint64_t n, uint64_t value) {
   return OkStatus();
 }
 
+// Scans the refcount blocks from free_hint_ (a range without a block is
+// all free) for n consecutive clusters of refcount 0.
 StatusOr<uint64_t> Image::FindFree(uint64_t n) {
+  const uint64_t per_block = header_.refcount_block_entries();
   const uint64_t limit = (1ull << 56) / cluster_size();
   uint64_t start = free_hint_, run = 0;
-  for (uint64_t c = free_hint_; c < limit; ++c) {
-    VSS_ASSIGN_OR_RETURN(uint64_t rc, Refcount(c));
-    if (rc != 0) {
-      run = 0;
+  for (uint64_t c = free_hint_; c < limit;) {
+    const uint64_t ti = c / per_block;
+    const uint64_t range_end = (ti + 1) * per_block;
+    if (ti >= reftable_.size() || reftable_[ti] == 0) {
+      if (run == 0) start = c;
+      run += range_end - c;
+      if (run >= n) return start;
+      c = range_end;
       continue;
     }
-    if (run == 0) start = c;
-    if (++run == n) return start;
+    VSS_ASSIGN_OR_RETURN(CachedTable * block,
+                         GetTable(ref_cache_, reftable_[ti], "refcount block"));
+    for (; c < range_end; ++c) {
+      if (GetRefcount(block->bytes, c % per_block, header_.refcount_order)) {
+        run = 0;
+        continue;
+      }
+      if (run == 0) start = c;
+      if (++run == n) return start;
+    }
   }
   return NoSpaceError(name() + ": no free cluster below 2^56 bytes");
 }
@@ -87,7 +102,8 @@ Status Image::CreateRefBlock(uint64_t ti) {
   if (ti >= reftable_.size()) return GrowRefTable(ti);
   const uint64_t block_cluster = ti * header_.refcount_block_entries();
   if (block_cluster == 0) {
-    return CorruptionError(name() + ": the first clusters have no refcount block");
+    return CorruptionError(name() +
+                           ": the first clusters have no refcount block");
   }
   const uint64_t offset = block_cluster * cluster_size();
   CachedTable block;
@@ -181,6 +197,7 @@ Status Image::Release(uint64_t host, uint64_t bytes) {
     // Free: no table of it stays cached, its space goes back to the file
     // system, and it may be allocated again.
     l2_cache_.erase(c * cs);
+    inflated_entry_ = 0;
     file_->PunchHole(c * cs, cs).IgnoreError();  // space only; reads unused
     free_hint_ = std::min(free_hint_, c);
   }

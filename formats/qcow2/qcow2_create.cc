@@ -60,11 +60,13 @@ StatusOr<std::unique_ptr<Image>> CreateImage(std::unique_ptr<File> file,
   VSS_RETURN_IF_ERROR(CheckCreateOptions(options, name));
   Header h = NewHeader(options);
   if (uint64_t{h.l1_size} * 8 > kMaxL1Bytes) {
-    return InvalidArgumentError(name + ": qcow2 size needs an L1 table above "
+    return InvalidArgumentError(name +
+                                ": qcow2 size needs an L1 table above "
                                 "32 MiB; use a larger cluster_size");
   }
   const uint64_t cs = h.cluster_size();
-  const uint64_t l1_clusters = std::max<uint64_t>(1, CeilDiv(h.l1_size * 8ull, cs));
+  const uint64_t l1_clusters =
+      std::max<uint64_t>(1, CeilDiv(h.l1_size * 8ull, cs));
   // Metadata clusters: header, table, blocks, L1; the blocks and table
   // count themselves, so iterate to the fixed point.
   uint64_t table_clusters = 1, blocks = 1;
@@ -96,8 +98,8 @@ StatusOr<std::unique_ptr<Image>> CreateImage(std::unique_ptr<File> file,
   // The image is complete on disk before it is opened and used.
   VSS_RETURN_IF_ERROR(file->Sync());
   image_options.writable = true;
-  VSS_ASSIGN_OR_RETURN(auto image,
-                       Image::Open(std::move(file), name, std::move(image_options)));
+  VSS_ASSIGN_OR_RETURN(
+      auto image, Image::Open(std::move(file), name, std::move(image_options)));
   if (options.preallocate_metadata) {
     VSS_RETURN_IF_ERROR(image->PreallocateMetadata());
   }

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <set>
 
+#include "../opened_path.h"
 #include "qcow2_check.h"
 #include "qcow2_image.h"
 #include "vss/base/file.h"
@@ -46,7 +47,8 @@ class ImageFile final : public File {
     auto file = std::unique_ptr<ImageFile>(new ImageFile(path, fd));
     if (create) fchmod(fd, 0600);
     if (lock != LockMode::kNone &&
-        flock(fd, (lock == LockMode::kShared ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+        flock(fd, (lock == LockMode::kShared ? LOCK_SH : LOCK_EX) | LOCK_NB) <
+            0) {
       if (errno == EWOULDBLOCK) {
         return BusyError(path + " is in use by another process");
       }
@@ -114,24 +116,12 @@ class ImageFile final : public File {
   int fd_;
 };
 
-// As the raw driver: the opened file must be the one its path names.
-Status CheckOpenedByRealPath(const ImageFile& file, const std::string& path) {
-  std::string link = "/proc/self/fd/" + std::to_string(file.fd());
-  char buf[4096];
-  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
-  if (n <= 0) return OkStatus();
-  std::string opened(buf, static_cast<size_t>(n));
-  if (opened == path) return OkStatus();
-  return FailedPreconditionError(path + " leads through a symbolic link to " +
-                                 opened +
-                                 "; vss opens images only by their real path");
-}
-
 struct ChainOpen {
   std::string path;
   bool writable = false;
   LockMode lock = LockMode::kShared;
   uint64_t cache_bytes = qcow2::kDefaultCacheBytes;
+  bool ignore_backing = false;     // Info(): the chain is not followed
   std::vector<std::string> chain;  // real paths of the images above
 };
 
@@ -154,16 +144,16 @@ StatusOr<std::unique_ptr<BlockDevice>> OpenBacking(const ChainOpen& child,
   }
   std::string kind = format;
   if (kind.empty()) {
-    VSS_ASSIGN_OR_RETURN(auto probe,
-                         RawImage::Open(path, {.read_only = true, .lock = false}));
+    VSS_ASSIGN_OR_RETURN(
+        auto probe, RawImage::Open(path, {.read_only = true, .lock = false}));
     VSS_ASSIGN_OR_RETURN(ImageFormat f, ProbeDevice(*probe));
     kind = f == ImageFormat::kQcow2 ? "qcow2"
            : f == ImageFormat::kRaw ? "raw"
                                     : std::string(ImageFormatName(f));
   }
   if (kind == "raw") {
-    VSS_ASSIGN_OR_RETURN(auto raw,
-                         RawImage::Open(path, {.read_only = true, .lock = true}));
+    VSS_ASSIGN_OR_RETURN(
+        auto raw, RawImage::Open(path, {.read_only = true, .lock = true}));
     VSS_RETURN_IF_ERROR(CheckRawImage(*raw, path));
     return std::unique_ptr<BlockDevice>(std::move(raw));
   }
@@ -186,6 +176,7 @@ qcow2::ImageOptions ImageOptionsFor(const ChainOpen& req) {
   qcow2::ImageOptions options;
   options.writable = req.writable;
   options.cache_bytes = req.cache_bytes;
+  options.ignore_backing = req.ignore_backing;
   options.open_backing = [req](const std::string& name,
                                const std::string& format) {
     return OpenBacking(req, name, format);
@@ -206,10 +197,11 @@ StatusOr<std::unique_ptr<qcow2::Image>> OpenChain(const ChainOpen& req,
     }
   }
   with_self.chain.push_back(*real);
-  VSS_ASSIGN_OR_RETURN(auto file,
-                       ImageFile::Open(req.path, req.writable, false, req.lock));
+  VSS_ASSIGN_OR_RETURN(
+      auto file, ImageFile::Open(req.path, req.writable, false, req.lock));
   *opened = file.get();
-  return qcow2::Image::Open(std::move(file), req.path, ImageOptionsFor(with_self));
+  return qcow2::Image::Open(std::move(file), req.path,
+                            ImageOptionsFor(with_self));
 }
 
 // "65536", "64K", "2M" -> bytes.
@@ -221,7 +213,7 @@ StatusOr<uint64_t> ParseBytes(const std::string& key, const std::string& v) {
     n = n * 10 + static_cast<uint64_t>(v[i] - '0');
   }
   std::string suffix = v.substr(i);
-  int shift = suffix.empty() ? 0
+  int shift = suffix.empty()                   ? 0
               : suffix == "K" || suffix == "k" ? 10
               : suffix == "M" || suffix == "m" ? 20
               : suffix == "G" || suffix == "g" ? 30
@@ -249,8 +241,8 @@ StatusOr<bool> ParseChoice(const DriverOptions& o, const std::string& key,
   auto it = o.find(key);
   if (it == o.end() || it->second == no) return false;
   if (it->second == yes) return true;
-  return InvalidArgumentError("qcow2 option " + key + "=" + it->second +
-                              " (" + yes + " or " + no + ")");
+  return InvalidArgumentError("qcow2 option " + key + "=" + it->second + " (" +
+                              yes + " or " + no + ")");
 }
 
 StatusOr<uint64_t> CacheBytes(const DriverOptions& o) {
@@ -271,12 +263,15 @@ StatusOr<qcow2::CreateOptions> ParseCreateOptions(const DriverOptions& o,
     VSS_ASSIGN_OR_RETURN(uint64_t n, ParseBytes(it->first, it->second));
     VSS_ASSIGN_OR_RETURN(c.refcount_order, Log2Of(it->first, it->second, n));
   }
-  VSS_ASSIGN_OR_RETURN(bool zstd, ParseChoice(o, "compression_type", "zstd", "zlib"));
+  VSS_ASSIGN_OR_RETURN(bool zstd,
+                       ParseChoice(o, "compression_type", "zstd", "zlib"));
   c.compression_type = zstd ? qcow2::kCompressionZstd : qcow2::kCompressionZlib;
   VSS_ASSIGN_OR_RETURN(c.preallocate_metadata,
                        ParseChoice(o, "preallocation", "metadata", "off"));
-  VSS_ASSIGN_OR_RETURN(c.extended_l2, ParseChoice(o, "extended_l2", "on", "off"));
-  if (auto it = o.find("backing_file"); it != o.end()) c.backing_file = it->second;
+  VSS_ASSIGN_OR_RETURN(c.extended_l2,
+                       ParseChoice(o, "extended_l2", "on", "off"));
+  if (auto it = o.find("backing_file"); it != o.end())
+    c.backing_file = it->second;
   if (auto it = o.find("backing_format"); it != o.end()) {
     if (it->second != "qcow2" && it->second != "raw") {
       return InvalidArgumentError("qcow2 option backing_format=" + it->second +
@@ -303,15 +298,15 @@ StatusOr<std::unique_ptr<BlockDevice>> Qcow2Driver::Open(
     const ImageOpenRequest& request) const {
   VSS_RETURN_IF_ERROR(CheckOptionKeys(request.options, {"cache_size"}));
   VSS_ASSIGN_OR_RETURN(uint64_t cache_bytes, CacheBytes(request.options));
-  ChainOpen req{.path = request.path,
-                .writable = request.writable,
-                .lock = request.writable ? LockMode::kExclusive
-                                         : LockMode::kShared,
-                .cache_bytes = cache_bytes};
+  ChainOpen req{
+      .path = request.path,
+      .writable = request.writable,
+      .lock = request.writable ? LockMode::kExclusive : LockMode::kShared,
+      .cache_bytes = cache_bytes};
   ImageFile* file = nullptr;
   VSS_ASSIGN_OR_RETURN(auto image, OpenChain(req, &file));
   if (request.require_real_path) {
-    VSS_RETURN_IF_ERROR(CheckOpenedByRealPath(*file, request.path));
+    VSS_RETURN_IF_ERROR(CheckOpenedByRealPath(file->fd(), request.path));
   }
   return std::unique_ptr<BlockDevice>(std::move(image));
 }
@@ -336,8 +331,9 @@ StatusOr<std::unique_ptr<BlockDevice>> Qcow2Driver::Create(
   auto made = qcow2::CreateImage(std::move(file), request.path, options,
                                  ImageOptionsFor(req));
   // Orders the new image's name before any record that names it.
-  Status synced = made.ok() ? FileSystem::Default()->SyncDir(DirectoryOf(request.path))
-                            : made.status();
+  Status synced =
+      made.ok() ? FileSystem::Default()->SyncDir(DirectoryOf(request.path))
+                : made.status();
   if (!synced.ok()) {
     made = synced;  // closes the image before its file goes
     std::filesystem::remove(request.path);
@@ -366,7 +362,10 @@ StatusOr<ImageCheckResult> Qcow2Driver::Repair(const std::string& path) const {
 }
 
 StatusOr<ImageInfo> Qcow2Driver::Info(const std::string& path) const {
-  ChainOpen req{.path = path, .writable = false, .lock = LockMode::kNone};
+  ChainOpen req{.path = path,
+                .writable = false,
+                .lock = LockMode::kNone,
+                .ignore_backing = true};
   ImageFile* file = nullptr;
   VSS_ASSIGN_OR_RETURN(auto image, OpenChain(req, &file));
   const qcow2::Header& h = image->header();
@@ -381,7 +380,8 @@ StatusOr<ImageInfo> Qcow2Driver::Info(const std::string& path) const {
       {"compat", h.version >= 3 ? "1.1" : "0.10"},
       {"compression type",
        h.compression_type == qcow2::kCompressionZstd ? "zstd" : "zlib"},
-      {"lazy refcounts", flag(h.compatible_features & qcow2::kCompatLazyRefcounts)},
+      {"lazy refcounts",
+       flag(h.compatible_features & qcow2::kCompatLazyRefcounts)},
       {"refcount bits", std::to_string(h.refcount_bits())},
       {"corrupt", flag(h.incompatible_features & qcow2::kIncompatCorrupt)},
       {"extended l2", flag(h.extended_l2())},

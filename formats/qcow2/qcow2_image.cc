@@ -80,10 +80,12 @@ StatusOr<std::unique_ptr<Image>> Image::Open(std::unique_ptr<File> file,
                                              const std::string& name,
                                              ImageOptions options) {
   VSS_ASSIGN_OR_RETURN(uint64_t file_size, file->Size());
-  std::vector<uint8_t> head(std::min<uint64_t>(file_size, 1u << kMaxClusterBits));
+  std::vector<uint8_t> head(
+      std::min<uint64_t>(file_size, 1u << kMaxClusterBits));
   if (head.size() >= 24) {
     // Read the header cluster only once its size is known.
-    VSS_ASSIGN_OR_RETURN(size_t got, file->ReadAt(0, std::span(head).first(24)));
+    VSS_ASSIGN_OR_RETURN(size_t got,
+                         file->ReadAt(0, std::span(head).first(24)));
     uint32_t bits = got == 24 ? Be32(&head[20]) : 0;
     if (bits >= kMinClusterBits && bits <= kMaxClusterBits) {
       head.resize(std::min<uint64_t>(head.size(), 1ull << bits));
@@ -94,17 +96,19 @@ StatusOr<std::unique_ptr<Image>> Image::Open(std::unique_ptr<File> file,
   StatusOr<Header> parsed = ParseHeader(head, file_size);
   if (!parsed.ok()) return parsed.status().WithContext(name);
   if (auto problem = SupportProblem(*parsed, options.writable)) {
-    return UnsupportedError(name + ": qcow2 feature not supported: " + *problem);
+    return UnsupportedError(name +
+                            ": qcow2 feature not supported: " + *problem);
   }
   if (options.writable && (parsed->incompatible_features & kIncompatDirty)) {
     return UnsupportedError(
-        name + ": the image is dirty (lazy refcounts were not written back); "
-               "repair it (vssctl image check --repair) before writing to it");
+        name +
+        ": the image is dirty (lazy refcounts were not written back); "
+        "repair it (vssctl image check --repair) before writing to it");
   }
   std::unique_ptr<Image> image(
       new Image(std::move(file), name, std::move(*parsed), std::move(options)));
-  image->free_hint_ = (file_size + image->cluster_size() - 1) /
-                      image->cluster_size();
+  image->free_hint_ =
+      (file_size + image->cluster_size() - 1) / image->cluster_size();
   VSS_RETURN_IF_ERROR(image->Load());
   return image;
 }
@@ -131,14 +135,15 @@ Status Image::Load() {
     }
   }
   VSS_RETURN_IF_ERROR(LoadRefcountTable());
-  if (!header_.backing_file.empty()) {
+  if (!header_.backing_file.empty() &&
+      !(options_.ignore_backing && read_only())) {
     if (!options_.open_backing) {
       return UnsupportedError(name() + ": names backing file " +
                               header_.backing_file +
                               ", which this opener cannot open");
     }
-    StatusOr<std::unique_ptr<BlockDevice>> backing = options_.open_backing(
-        header_.backing_file, header_.backing_format);
+    StatusOr<std::unique_ptr<BlockDevice>> backing =
+        options_.open_backing(header_.backing_file, header_.backing_format);
     if (!backing.ok()) return backing.status().WithContext(name());
     backing_ = std::move(*backing);
   }
@@ -260,7 +265,8 @@ StatusOr<Image::Lookup> Image::Find(uint64_t gc) {
   if (header_.extended_l2()) {
     const uint64_t alloc = l.bitmap & 0xffffffffu;
     if ((alloc & (l.bitmap >> 32)) != 0 || (alloc != 0 && l.host == 0)) {
-      return CorruptionError(name() + ": the subcluster bitmap of guest offset " +
+      return CorruptionError(name() +
+                             ": the subcluster bitmap of guest offset " +
                              Hex(gc * cluster_size()) + " is invalid");
     }
     l.kind = l.host ? Kind::kNormal : Kind::kUnallocated;
@@ -302,8 +308,8 @@ Status Image::ReadBacking(uint64_t offset, std::span<uint8_t> buf) {
 
 Status Image::ReadCompressed(uint64_t entry, std::span<uint8_t> cluster) {
   const CompressedRef ref = DecodeCompressed(entry, header_.cluster_bits);
-  std::vector<uint8_t> in(std::min<uint64_t>(ref.max_bytes,
-                                             2 * cluster_size() + 512));
+  std::vector<uint8_t> in(
+      std::min<uint64_t>(ref.max_bytes, 2 * cluster_size() + 512));
   VSS_ASSIGN_OR_RETURN(size_t got, file_->ReadAt(ref.host_offset, in));
   in.resize(got);
   bool ok = header_.compression_type == kCompressionZstd
@@ -321,9 +327,13 @@ Status Image::ReadInCluster(uint64_t offset, std::span<uint8_t> buf) {
   const uint64_t gc = offset / cs;
   VSS_ASSIGN_OR_RETURN(Lookup l, Find(gc));
   if (l.kind == Kind::kCompressed) {
-    std::vector<uint8_t> cluster(cs);
-    VSS_RETURN_IF_ERROR(ReadCompressed(l.entry, cluster));
-    std::memcpy(buf.data(), &cluster[offset % cs], buf.size());
+    if (inflated_entry_ != l.entry || inflated_.size() != cs) {
+      inflated_.assign(cs, 0);
+      inflated_entry_ = 0;
+      VSS_RETURN_IF_ERROR(ReadCompressed(l.entry, inflated_));
+      inflated_entry_ = l.entry;
+    }
+    std::memcpy(buf.data(), &inflated_[offset % cs], buf.size());
     return OkStatus();
   }
   const uint64_t unit = header_.extended_l2() ? header_.subcluster_size() : cs;
@@ -334,7 +344,8 @@ Status Image::ReadInCluster(uint64_t offset, std::span<uint8_t> buf) {
     const Kind kind = SubKind(l, sc);
     uint64_t n = unit - pos % unit;
     // Merge the following subclusters of the same kind.
-    while (done + n < buf.size() && SubKind(l, sc + (n + pos % unit) / unit) == kind) {
+    while (done + n < buf.size() &&
+           SubKind(l, sc + (n + pos % unit) / unit) == kind) {
       n += unit;
     }
     n = std::min<uint64_t>(n, buf.size() - done);
@@ -377,18 +388,28 @@ Status Image::ReadLocked(uint64_t offset, std::span<uint8_t> buf) {
   return OkStatus();
 }
 
-Status Image::DoRead(uint64_t offset, std::span<uint8_t> buf) {
-  std::lock_guard lock(mu_);
-  const uint64_t cover = cluster_size() * header_.l2_entries();
-  size_t done = 0;
-  while (done < buf.size()) {
+Status Image::ForEachPiece(
+    uint64_t offset, uint64_t length, uint64_t unit,
+    const std::function<Status(uint64_t, uint64_t)>& fn) {
+  uint64_t done = 0;
+  while (done < length) {
     const uint64_t pos = offset + done;
-    const uint64_t n = std::min<uint64_t>(cover - pos % cover, buf.size() - done);
-    VSS_RETURN_IF_ERROR(MaybeEvict());
-    VSS_RETURN_IF_ERROR(ReadLocked(pos, buf.subspan(done, n)));
+    const uint64_t n = std::min(unit - pos % unit, length - done);
+    if (done == 0 || pos % table_cover() == 0) {
+      VSS_RETURN_IF_ERROR(MaybeEvict());
+    }
+    VSS_RETURN_IF_ERROR(fn(done, n));
     done += n;
   }
   return OkStatus();
+}
+
+Status Image::DoRead(uint64_t offset, std::span<uint8_t> buf) {
+  std::lock_guard lock(mu_);
+  return ForEachPiece(offset, buf.size(), table_cover(),
+                      [&](uint64_t done, uint64_t n) {
+                        return ReadLocked(offset + done, buf.subspan(done, n));
+                      });
 }
 
 // --- extents ---
@@ -424,18 +445,11 @@ Status Image::ExtentsInCluster(uint64_t offset, uint64_t length,
 StatusOr<std::vector<Extent>> Image::DoExtents(uint64_t offset,
                                                uint64_t length) {
   std::lock_guard lock(mu_);
-  const uint64_t cs = cluster_size();
   ExtentBuilder out;
-  uint64_t done = 0;
-  while (done < length) {
-    const uint64_t pos = offset + done;
-    const uint64_t n = std::min(cs - pos % cs, length - done);
-    if (pos % (cs * header_.l2_entries()) == 0) {
-      VSS_RETURN_IF_ERROR(MaybeEvict());
-    }
-    VSS_RETURN_IF_ERROR(ExtentsInCluster(pos, n, &out));
-    done += n;
-  }
+  VSS_RETURN_IF_ERROR(ForEachPiece(
+      offset, length, cluster_size(), [&](uint64_t done, uint64_t n) {
+        return ExtentsInCluster(offset + done, n, &out);
+      }));
   return out.Take();
 }
 

@@ -64,6 +64,10 @@ struct ImageOptions {
   // Called when the header names a backing file; null: a backing file is
   // refused (kUnsupported naming it).
   BackingOpener open_backing;
+  // The backing file is named but not opened (describing an image whose
+  // chain may be broken): unallocated clusters then read as zeroes.
+  // REQUIRES: !writable.
+  bool ignore_backing = false;
 };
 
 // A table cached from the file (one cluster: an L2 table or a refcount
@@ -133,10 +137,10 @@ class Image final : public BlockDevice {
   enum class Kind { kUnallocated, kZero, kNormal, kCompressed };
   struct Lookup {
     Kind kind = Kind::kUnallocated;
-    uint64_t host = 0;      // kNormal: host offset of the cluster
-    uint64_t entry = 0;     // the raw first word
-    uint64_t bitmap = 0;    // extended L2: the second word
-    bool copied = false;    // kNormal: may be written in place
+    uint64_t host = 0;    // kNormal: host offset of the cluster
+    uint64_t entry = 0;   // the raw first word
+    uint64_t bitmap = 0;  // extended L2: the second word
+    bool copied = false;  // kNormal: may be written in place
   };
 
   Image(std::unique_ptr<File> file, std::string name, Header header,
@@ -154,14 +158,21 @@ class Image final : public BlockDevice {
       std::unordered_map<uint64_t, CachedTable>& cache, uint64_t offset,
       const char* what);
   Status MaybeEvict();
+  // Calls fn(done, n) for consecutive pieces [offset+done, +n) of the
+  // range that do not cross a multiple of `unit` (a cluster, or the guest
+  // range of one L2 table), evicting from the caches before the first
+  // piece and each piece that starts an L2 table's range (no table pointer
+  // is held then); stops at the first error.
+  Status ForEachPiece(uint64_t offset, uint64_t length, uint64_t unit,
+                      const std::function<Status(uint64_t, uint64_t)>& fn);
+  uint64_t table_cover() const { return cluster_size() * header_.l2_entries(); }
   Status ReadHost(uint64_t host, std::span<uint8_t> buf);
   Status ReadBacking(uint64_t offset, std::span<uint8_t> buf);
   Status ReadCompressed(uint64_t entry, std::span<uint8_t> cluster);
   // Reads the guest bytes [offset, offset+buf.size()) inside one cluster.
   Status ReadInCluster(uint64_t offset, std::span<uint8_t> buf);
   Status ReadLocked(uint64_t offset, std::span<uint8_t> buf);
-  Status ExtentsInCluster(uint64_t offset, uint64_t length,
-                          ExtentBuilder* out);
+  Status ExtentsInCluster(uint64_t offset, uint64_t length, ExtentBuilder* out);
 
   // --- refcounts and allocation (qcow2_alloc.cc) ---
   StatusOr<uint64_t> Refcount(uint64_t cluster);
@@ -174,8 +185,8 @@ class Image final : public BlockDevice {
   uint64_t MaxRun() const {
     return std::max<uint64_t>(1, header_.refcount_block_entries() / 2);
   }
-  // Allocates n (at most MaxRun()) contiguous free clusters (refcount 1, written through, not
-  // synced); returns the host offset of the first.
+  // Allocates n (at most MaxRun()) contiguous free clusters (refcount 1,
+  // written through, not synced); returns the host offset of the first.
   StatusOr<uint64_t> Allocate(uint64_t n);
   StatusOr<uint64_t> FindFree(uint64_t n);
   Status CreateRefBlock(uint64_t table_index);
@@ -199,8 +210,12 @@ class Image final : public BlockDevice {
   // host clusters the old entry named and the new one does not.
   Status SetEntry(uint64_t gc, uint64_t entry, uint64_t bitmap);
   void ReleaseLater(const Lookup& old, uint64_t new_host);
-  Status ZeroRange(uint64_t offset, uint64_t length, bool discard);
-  uint64_t FullZeroEntryBitmap(bool discard) const;
+  // WriteZeroes and Discard alike: the range reads as zeroes after.
+  Status ZeroRange(uint64_t offset, uint64_t length);
+  // [pos, pos+n) inside one cluster.
+  Status ZeroCluster(uint64_t pos, uint64_t n);
+  // The bitmap of an extended L2 entry whose cluster reads as zeroes.
+  uint64_t FullZeroEntryBitmap() const;
 
   uint64_t cluster_size() const { return header_.cluster_size(); }
 
@@ -219,6 +234,10 @@ class Image final : public BlockDevice {
   // Host ranges to release once the metadata naming them no more is
   // durable (step 4 of the flush).
   std::vector<std::pair<uint64_t, uint64_t>> pending_release_;
+  // The last compressed cluster read (its L2 entry and bytes), for reads
+  // smaller than a cluster; dropped when any cluster is freed.
+  uint64_t inflated_entry_ = 0;
+  std::vector<uint8_t> inflated_;
 };
 
 }  // namespace vss::qcow2

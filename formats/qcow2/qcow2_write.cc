@@ -24,8 +24,10 @@ StatusOr<std::pair<CachedTable*, size_t>> Image::WritableL2(uint64_t gc) {
   const uint64_t l1i = gc / header_.l2_entries();
   const size_t index = (gc % header_.l2_entries()) * header_.l2_entry_bytes();
   if (l1i >= l1_.size()) {
-    return CorruptionError(name() + ": the L1 table is too small for guest "
-                           "cluster " + std::to_string(gc));
+    return CorruptionError(name() +
+                           ": the L1 table is too small for guest "
+                           "cluster " +
+                           std::to_string(gc));
   }
   const uint64_t old = l1_[l1i] & kL1OffsetMask;
   if (old != 0 && (l1_[l1i] & kCopied)) {
@@ -54,7 +56,8 @@ void Image::ReleaseLater(const Lookup& old, uint64_t new_host) {
   if (old.kind == Kind::kCompressed) {
     const CompressedRef ref = DecodeCompressed(old.entry, header_.cluster_bits);
     const uint64_t start = ref.host_offset & ~uint64_t{511};
-    pending_release_.emplace_back(start, ref.max_bytes + (ref.host_offset & 511));
+    pending_release_.emplace_back(start,
+                                  ref.max_bytes + (ref.host_offset & 511));
   } else if (old.host != 0 && old.host != new_host) {
     pending_release_.emplace_back(old.host, cluster_size());
   }
@@ -157,7 +160,8 @@ Status Image::WriteChunk(uint64_t offset, std::span<const uint8_t> buf) {
         }
         run += std::min<uint64_t>(cs, buf.size() - done - run);
       }
-      VSS_RETURN_IF_ERROR(file_->WriteAt(l.host + pos % cs, buf.subspan(done, run)));
+      VSS_RETURN_IF_ERROR(
+          file_->WriteAt(l.host + pos % cs, buf.subspan(done, run)));
       done += run;
       continue;
     }
@@ -181,64 +185,52 @@ Status Image::WriteChunk(uint64_t offset, std::span<const uint8_t> buf) {
 
 Status Image::DoWrite(uint64_t offset, std::span<const uint8_t> buf) {
   std::lock_guard lock(mu_);
-  const uint64_t cover = cluster_size() * header_.l2_entries();
-  size_t done = 0;
-  while (done < buf.size()) {
-    const uint64_t pos = offset + done;
-    const uint64_t n = std::min<uint64_t>(cover - pos % cover, buf.size() - done);
-    VSS_RETURN_IF_ERROR(MaybeEvict());
-    VSS_RETURN_IF_ERROR(WriteChunk(pos, buf.subspan(done, n)));
-    done += n;
-  }
-  return OkStatus();
+  return ForEachPiece(offset, buf.size(), table_cover(),
+                      [&](uint64_t done, uint64_t n) {
+                        return WriteChunk(offset + done, buf.subspan(done, n));
+                      });
 }
 
-uint64_t Image::FullZeroEntryBitmap(bool /*discard*/) const {
+uint64_t Image::FullZeroEntryBitmap() const {
   // Without a backing file an unallocated cluster reads as zeroes.
   return backing_ ? (kAllAllocated << 32) : 0;
 }
 
 // Whole clusters become zero (v3 zero flag, or unallocated when nothing
 // lies below); partial ones are written with zeroes.
-Status Image::ZeroRange(uint64_t offset, uint64_t length, bool discard) {
+Status Image::ZeroRange(uint64_t offset, uint64_t length) {
+  return ForEachPiece(
+      offset, length, cluster_size(),
+      [&](uint64_t done, uint64_t n) { return ZeroCluster(offset + done, n); });
+}
+
+Status Image::ZeroCluster(uint64_t pos, uint64_t n) {
   const uint64_t cs = cluster_size();
-  uint64_t done = 0;
-  while (done < length) {
-    const uint64_t pos = offset + done;
-    const uint64_t n = std::min(cs - pos % cs, length - done);
-    if (pos % (cs * header_.l2_entries()) == 0) {
-      VSS_RETURN_IF_ERROR(MaybeEvict());
-    }
-    VSS_ASSIGN_OR_RETURN(Lookup l, Find(pos / cs));
-    const bool reads_zero =
-        (l.kind == Kind::kUnallocated && !backing_ &&
-         (!header_.extended_l2() || l.bitmap == 0)) ||
-        (l.kind == Kind::kZero && l.host == 0);
-    const bool whole = pos % cs == 0 && (n == cs || pos + n == size());
-    if (reads_zero) {
-      // Nothing to do.
-    } else if (whole && header_.extended_l2()) {
-      VSS_RETURN_IF_ERROR(SetEntry(pos / cs, 0, FullZeroEntryBitmap(discard)));
-    } else if (whole && (!backing_ || header_.version >= 3)) {
-      VSS_RETURN_IF_ERROR(SetEntry(pos / cs, backing_ ? kL2Zero : 0, 0));
-    } else {
-      // Version 2 under a backing file, or part of a cluster.
-      std::vector<uint8_t> zeroes(n, 0);
-      VSS_RETURN_IF_ERROR(WriteChunk(pos, zeroes));
-    }
-    done += n;
+  VSS_ASSIGN_OR_RETURN(Lookup l, Find(pos / cs));
+  const bool reads_zero = (l.kind == Kind::kUnallocated && !backing_ &&
+                           (!header_.extended_l2() || l.bitmap == 0)) ||
+                          (l.kind == Kind::kZero && l.host == 0);
+  const bool whole = pos % cs == 0 && (n == cs || pos + n == size());
+  if (reads_zero) return OkStatus();
+  if (whole && header_.extended_l2()) {
+    return SetEntry(pos / cs, 0, FullZeroEntryBitmap());
   }
-  return OkStatus();
+  if (whole && (!backing_ || header_.version >= 3)) {
+    return SetEntry(pos / cs, backing_ ? kL2Zero : 0, 0);
+  }
+  // Version 2 under a backing file, or part of a cluster.
+  std::vector<uint8_t> zeroes(n, 0);
+  return WriteChunk(pos, zeroes);
 }
 
 Status Image::DoWriteZeroes(uint64_t offset, uint64_t length) {
   std::lock_guard lock(mu_);
-  return ZeroRange(offset, length, false);
+  return ZeroRange(offset, length);
 }
 
 Status Image::DoDiscard(uint64_t offset, uint64_t length) {
   std::lock_guard lock(mu_);
-  return ZeroRange(offset, length, true);
+  return ZeroRange(offset, length);
 }
 
 }  // namespace vss::qcow2

@@ -417,15 +417,15 @@ TEST_F(StoreTest, SegmentReplacedByASymbolicLink_IsRefusedAndTargetUntouched) {
 
 constexpr char kQcow2Header[] = "QFI\xfb\0\0\0\x03";
 
-TEST_F(StoreTest, AddQcow2Image_IsRefusedNamingFileAndFormatAndChangesNothing) {
+TEST_F(StoreTest, AddVhdxImage_IsRefusedNamingFileAndFormatAndChangesNothing) {
   Reopen();
-  const std::string img = dir_.path() + "/web.qcow2";
-  WriteFileBytes(img, std::string(kQcow2Header, 8), 1 << 20);
+  const std::string img = dir_.path() + "/web.vhdx";
+  WriteFileBytes(img, "vhdxfile", 1 << 20);
   std::string before = ReadFileBytes(img);
   auto row = store_->CreateVolume({.path = img, .create = false});
   ASSERT_FALSE(row.ok());
   EXPECT_EQ(row.status().code(), StatusCode::kUnsupported);
-  EXPECT_NE(row.status().message().find("web.qcow2 is a qcow2 image"), std::string::npos)
+  EXPECT_NE(row.status().message().find("web.vhdx is a VHDX image"), std::string::npos)
       << row.status().ToString();
   EXPECT_EQ(ReadFileBytes(img), before);
   VSS_ASSERT_OK_AND_ASSIGN(auto vols, store_->ListVolumes());

@@ -88,7 +88,8 @@ void ExpectQemuAgrees(const TempDir& dir, const std::string& image,
   const std::string raw = dir.File("model.raw");
   WriteWholeFile(raw, model);
   std::string out;
-  EXPECT_EQ(qcow2_test::Run("qemu-img compare -F raw " + image + " " + raw, &out), 0)
+  EXPECT_EQ(
+      qcow2_test::Run("qemu-img compare -F raw " + image + " " + raw, &out), 0)
       << out;
 }
 
@@ -108,11 +109,14 @@ std::string MakeQemuImage(const TempDir& dir, const QemuImage& p) {
   const std::string src = dir.File("src.raw");
   const std::string image = dir.File("image.qcow2");
   WriteWholeFile(src, SourceBytes());
-  MustRun("qemu-img convert -f raw -O qcow2 " + p.convert + " " + src + " " + image);
+  MustRun("qemu-img convert -f raw -O qcow2 " + p.convert + " " + src + " " +
+          image);
   if (p.snapshot) MustRun("qemu-img snapshot -c first " + image);
-  MustRun("qemu-io -f qcow2 -c 'write -P 0x5a 1000 3000' -c 'write -z 65536 65536'"
-          " -c 'write -z 200000 4096' -c 'discard 2621440 131072'"
-          " -c 'write -P 0x33 3145728 70000' " + image);
+  MustRun(
+      "qemu-io -f qcow2 -c 'write -P 0x5a 1000 3000' -c 'write -z 65536 65536'"
+      " -c 'write -z 200000 4096' -c 'discard 2621440 131072'"
+      " -c 'write -P 0x33 3145728 70000' " +
+      image);
   return image;
 }
 
@@ -162,9 +166,12 @@ TEST(Qcow2BackingTest, ChainOfQcow2OverQcow2OverRawReadsAndWritesAsQemu) {
   VSS_REQUIRE_QEMU_IMG();
   TempDir dir;
   WriteWholeFile(dir.File("base.raw"), SourceBytes());
-  MustRun("cd " + dir.path() + " && qemu-img create -q -f qcow2 -b base.raw -F raw mid.qcow2"
-          " && qemu-io -f qcow2 -c 'write -P 0x11 30000 100000' -c 'write -z 600000 70000' mid.qcow2"
-          " && qemu-img create -q -f qcow2 -o cluster_size=4k -b mid.qcow2 -F qcow2 top.qcow2"
+  MustRun("cd " + dir.path() +
+          " && qemu-img create -q -f qcow2 -b base.raw -F raw mid.qcow2"
+          " && qemu-io -f qcow2 -c 'write -P 0x11 30000 100000' -c 'write -z "
+          "600000 70000' mid.qcow2"
+          " && qemu-img create -q -f qcow2 -o cluster_size=4k -b mid.qcow2 -F "
+          "qcow2 top.qcow2"
           " && qemu-io -f qcow2 -c 'write -P 0x22 90000 5000' top.qcow2");
   const std::string top = dir.File("top.qcow2");
   const std::vector<uint8_t> base_before = ReadWholeFile(dir.File("base.raw"));
@@ -230,7 +237,8 @@ INSTANTIATE_TEST_SUITE_P(
         CreateCase{"Cluster512", {{"cluster_size", "512"}}},
         CreateCase{"Cluster4K", {{"cluster_size", "4K"}}},
         CreateCase{"Cluster2M", {{"cluster_size", "2M"}}},
-        CreateCase{"ExtendedL2", {{"extended_l2", "on"}, {"cluster_size", "32K"}}},
+        CreateCase{"ExtendedL2",
+                   {{"extended_l2", "on"}, {"cluster_size", "32K"}}},
         CreateCase{"Zstd", {{"compression_type", "zstd"}}},
         CreateCase{"Prealloc", {{"preallocation", "metadata"}}},
         CreateCase{"RefcountBits1", {{"refcount_bits", "1"}}},

@@ -39,7 +39,8 @@ void ExpectRefused(const std::string& path, bool writable, StatusCode code,
 // Sets bits of the 64-bit header field at `offset`.
 void SetHeaderBits(const std::string& path, size_t offset, uint64_t bits) {
   std::vector<uint8_t> bytes = ReadWholeFile(path);
-  for (int i = 0; i < 8; ++i) bytes[offset + i] |= static_cast<uint8_t>(bits >> (56 - 8 * i));
+  for (int i = 0; i < 8; ++i)
+    bytes[offset + i] |= static_cast<uint8_t>(bits >> (56 - 8 * i));
   WriteWholeFile(path, bytes);
 }
 
@@ -55,16 +56,18 @@ class Qcow2RefusalTest : public ::testing::Test {
 
 TEST_F(Qcow2RefusalTest, EncryptedImageIsRefused) {
   const std::string luks = dir_.File("luks.qcow2");
-  MustRun("qemu-img create -q -f qcow2 --object secret,id=sec0,data=pw "
-          "-o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 " +
-          luks + " 1M");
+  MustRun(
+      "qemu-img create -q -f qcow2 --object secret,id=sec0,data=pw "
+      "-o encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10 " +
+      luks + " 1M");
   ExpectRefused(luks, false, StatusCode::kUnsupported, "encryption");
   ExpectRefused(luks, true, StatusCode::kUnsupported, "encryption");
 }
 
 TEST_F(Qcow2RefusalTest, UnknownIncompatibleBitIsRefused) {
   SetHeaderBits(image_, 72, 1ull << 40);
-  ExpectRefused(image_, false, StatusCode::kUnsupported, "incompatible feature");
+  ExpectRefused(image_, false, StatusCode::kUnsupported,
+                "incompatible feature");
 }
 
 TEST_F(Qcow2RefusalTest, CorruptImageOpensReadOnlyOnly) {
@@ -92,9 +95,15 @@ TEST_F(Qcow2RefusalTest, BackingLoopIsRefusedNamingTheChain) {
 }
 
 TEST_F(Qcow2RefusalTest, MissingBackingFileIsRefusedNamingIt) {
-  MustRun("cd " + dir_.path() +
-          " && qemu-img create -q -f qcow2 -u -b gone.raw -F raw child.qcow2 1M");
-  ExpectRefused(dir_.File("child.qcow2"), true, StatusCode::kNotFound, "gone.raw");
+  MustRun(
+      "cd " + dir_.path() +
+      " && qemu-img create -q -f qcow2 -u -b gone.raw -F raw child.qcow2 1M");
+  ExpectRefused(dir_.File("child.qcow2"), true, StatusCode::kNotFound,
+                "gone.raw");
+  // Described all the same, naming the missing file.
+  auto info = Qcow2().Info(dir_.File("child.qcow2"));
+  ASSERT_THAT(info, testing::IsOk());
+  EXPECT_EQ(info->backing_file, "gone.raw");
 }
 
 TEST_F(Qcow2RefusalTest, UnknownOptionIsRefused) {
@@ -117,7 +126,8 @@ TEST_F(Qcow2RefusalTest, ReadOnlyOpenWritesNoByte) {
     std::vector<uint8_t> buf(4096);
     EXPECT_THAT((*dev)->Read(0, buf), testing::IsOk());
     EXPECT_THAT((*dev)->Flush(), testing::IsOk());
-    EXPECT_THAT((*dev)->Write(0, buf), testing::StatusIs(StatusCode::kFailedPrecondition));
+    EXPECT_THAT((*dev)->Write(0, buf),
+                testing::StatusIs(StatusCode::kFailedPrecondition));
   }
   EXPECT_TRUE(ReadWholeFile(image_) == before);
 }

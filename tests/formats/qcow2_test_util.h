@@ -32,9 +32,9 @@ inline int Run(const std::string& command, std::string* out = nullptr) {
 
 inline bool HaveQemuImg() { return Run("qemu-img --version") == 0; }
 
-#define VSS_REQUIRE_QEMU_IMG()                                  \
-  if (!::vss::qcow2_test::HaveQemuImg()) {                      \
-    GTEST_SKIP() << "qemu-img is not installed; test skipped";  \
+#define VSS_REQUIRE_QEMU_IMG()                                 \
+  if (!::vss::qcow2_test::HaveQemuImg()) {                     \
+    GTEST_SKIP() << "qemu-img is not installed; test skipped"; \
   }
 
 // Runs `command`, failing the test (with its output) if it exits non-zero.

@@ -24,8 +24,9 @@
 //   refcount_bits   1, 2, 4, 8, 16, 32 or 64; default 16
 //   cache_size      as for Open()
 // Info() reports compat, compression type, lazy refcounts, refcount bits,
-// corrupt and extended l2 as its specific facts. Check() is not this
-// driver's (the default: kUnsupported).
+// corrupt and extended l2 as its specific facts; it names the backing file
+// without opening it (a broken chain can still be described). Check() is not
+// this driver's (the default: kUnsupported).
 //
 // Thread safety: stateless; any number of threads.
 #pragma once

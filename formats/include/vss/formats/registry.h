@@ -5,14 +5,15 @@
 // each registered driver is asked whether the file's head and tail are its
 // own; when none claims them, image_probe.h names the disk-image format the
 // bytes are, and the file is refused with one line naming the file and the
-// format ("PATH is a qcow2 image; vss reads only raw volumes until a qcow2
+// format ("PATH is a VHDX image; vss reads only raw volumes until a VHDX
 // driver lands"). The raw driver claims exactly the files that
 // ProbeImageFormat() calls raw, so a file of a known image format is never
 // opened as raw bytes.
 //
 // Default() is the process-wide registry with every driver this build has:
-// "raw" (raw_driver.h) and "nbd" (nbd_driver.h). It is built on first use
-// and never changes afterwards, so it may be read from any thread. A
+// "raw" (raw_driver.h), "qcow2" (qcow2_driver.h) and "nbd" (nbd_driver.h).
+// It is built on first use and never changes afterwards, so it may be read
+// from any thread. A
 // registry of one's own (tests) is filled with Register() before it is
 // shared; Register() is not thread safe.
 #pragma once
@@ -40,10 +41,10 @@ class DriverRegistry {
   [[nodiscard]] Status Register(std::unique_ptr<ImageDriver> driver);
 
   // The driver called `name` (lower case, as name() says). A disk-image
-  // format that image_probe.h knows but no driver reads yet ("qcow2",
-  // "vhdx", …) is kUnsupported ("vss has no qcow2 driver yet; formats:
-  // nbd, raw"); any other name is kInvalidArgument ("unknown image format
-  // 'foo'; formats: nbd, raw").
+  // format that image_probe.h knows but no driver reads yet ("vhdx",
+  // "vmdk", …) is kUnsupported ("vss has no vhdx driver yet; formats:
+  // nbd, qcow2, raw"); any other name is kInvalidArgument ("unknown image
+  // format 'foo'; formats: nbd, qcow2, raw").
   [[nodiscard]] StatusOr<const ImageDriver*> Find(std::string_view name) const;
 
   // The registered drivers, ordered by name.
