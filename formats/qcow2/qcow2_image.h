@@ -129,6 +129,13 @@ class Image final : public BlockDevice {
   Status DoWriteZeroes(uint64_t offset, uint64_t length) override;
   Status DoDiscard(uint64_t offset, uint64_t length) override;
   Status DoFlush() override;
+  // Makes every cluster the range touches one this image owns (normal,
+  // "copied", every subcluster allocated) holding what the guest reads
+  // there now, so that a later write inside the range is made in place and
+  // allocates nothing: it cannot fail for lack of space. A cluster it owns
+  // already costs a lookup; any other is written once more (the backing
+  // file's, a compressed or shared cluster's contents, or zeroes).
+  Status DoAllocate(uint64_t offset, uint64_t length) override;
   StatusOr<std::vector<Extent>> DoExtents(uint64_t offset,
                                           uint64_t length) override;
 

@@ -191,6 +191,25 @@ Status Image::DoWrite(uint64_t offset, std::span<const uint8_t> buf) {
                       });
 }
 
+Status Image::DoAllocate(uint64_t offset, uint64_t length) {
+  std::lock_guard lock(mu_);
+  const uint64_t cs = cluster_size();
+  const uint64_t last = (offset + length - 1) / cs;
+  std::vector<uint8_t> cluster;
+  for (uint64_t gc = offset / cs; gc <= last; ++gc) {
+    VSS_RETURN_IF_ERROR(MaybeEvict());
+    VSS_ASSIGN_OR_RETURN(Lookup l, Find(gc));
+    if (l.kind == Kind::kNormal && l.copied &&
+        (!header_.extended_l2() || l.bitmap == kAllAllocated)) {
+      continue;
+    }
+    cluster.resize(std::min(cs, size() - gc * cs));
+    VSS_RETURN_IF_ERROR(ReadInCluster(gc * cs, cluster));
+    VSS_RETURN_IF_ERROR(WriteChunk(gc * cs, cluster));
+  }
+  return OkStatus();
+}
+
 uint64_t Image::FullZeroEntryBitmap() const {
   // Without a backing file an unallocated cluster reads as zeroes.
   return backing_ ? (kAllAllocated << 32) : 0;
