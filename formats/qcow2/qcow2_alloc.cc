@@ -91,6 +91,7 @@ StatusOr<uint64_t> Image::Allocate(uint64_t n) {
     // Raised (and later synced) before any L2 entry names the clusters.
     VSS_RETURN_IF_ERROR(SetRefcounts(start, n, 1));
     free_hint_ = start + n;
+    host_end_ = std::max(host_end_, (start + n) * cluster_size());
     return start * cluster_size();
   }
 }

@@ -115,6 +115,8 @@ StatusOr<std::unique_ptr<Image>> Image::Open(std::unique_ptr<File> file,
 
 Status Image::Load() {
   const uint64_t cs = cluster_size();
+  VSS_ASSIGN_OR_RETURN(uint64_t file_size, file_->Size());
+  host_end_ = (file_size + cs - 1) / cs * cs;
   l1_.assign(header_.l1_size, 0);
   if (header_.l1_size > 0) {
     std::vector<uint8_t> bytes(uint64_t{header_.l1_size} * 8);
@@ -175,6 +177,10 @@ Status Image::LoadRefcountTable() {
     if ((reftable_[i] & (cluster_size() - 1)) != 0) {
       return CorruptionError(name() + ": refcount table entry " +
                              std::to_string(i) + " is not cluster aligned");
+    }
+    if (reftable_[i] >= host_end_) {
+      return CorruptionError(name() + ": refcount table entry " +
+                             std::to_string(i) + " names a block past the end of the file");
     }
   }
   return OkStatus();
@@ -261,6 +267,11 @@ StatusOr<Image::Lookup> Image::Find(uint64_t gc) {
     return CorruptionError(name() + ": the L2 entry of guest offset " +
                            Hex(gc * cluster_size()) +
                            " names an unaligned cluster " + Hex(l.host));
+  }
+  if (l.host >= host_end_) {
+    return CorruptionError(name() + ": the L2 entry of guest offset " +
+                           Hex(gc * cluster_size()) + " names cluster " + Hex(l.host) +
+                           " past the end of the file");
   }
   if (header_.extended_l2()) {
     const uint64_t alloc = l.bitmap & 0xffffffffu;

@@ -234,6 +234,10 @@ class Image final : public BlockDevice {
   std::vector<uint64_t> l1_;
   std::set<uint64_t> dirty_l1_;  // indexes of changed L1 entries
   std::vector<uint64_t> reftable_;
+  // The end of the host space: the file's size at open rounded up to a
+  // cluster, raised by each allocation. An entry naming a cluster at or
+  // past it is damage (kCorruption), never followed by a write.
+  uint64_t host_end_ = 0;
   std::unordered_map<uint64_t, CachedTable> l2_cache_;
   std::unordered_map<uint64_t, CachedTable> ref_cache_;
   uint64_t use_clock_ = 0;
