@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # qcow2_bench.sh: qcow2 volumes served by vssd against qemu-storage-daemon's
 # own qcow2 driver over the same images, driven by fio over NBD on Unix
-# sockets, in one run; then the time of an incremental qcow2 export against
-# a full one.
+# sockets, in one run. (The cost of an incremental qcow2 export against a
+# full one: qcow2_export_bench.sh.)
 #
 #   tests/bench/qcow2_bench.sh [--size 1G] [--runs 3] [--dir DIR] [--seed N]
 #                              [--build DIR] [--cap SECONDS]
 #                              [--data text,mixed,incompressible]
-#                              [--export-size 10G | --export-size 0]
 #
 # Servers (one at a time, each on a fresh byte-identical copy of its image):
 #   qemu         qemu-storage-daemon: file + qcow2 nodes, one writable export.
@@ -37,13 +36,6 @@
 #   what logs, sources and documents hold; compresses about 3:1), mixed
 #   (fio buffer_compress_percentage=50), incompressible (random bytes).
 #
-# export (unless --export-size 0): a qcow2 volume of --export-size filled
-# with mixed data, shadow 1, a full qcow2 export of it; then 1 % of the
-# volume rewritten in 1 MiB pieces at seeded random places, shadow 2, an
-# incremental export (--since 1 --backing full); both timed (wall clock, the
-# verification included) and the ratio printed; `qemu-img compare` of the
-# chain against shadow 2 (untimed).
-#
 # Every figure is a median over --runs; the table prints ours/qemu. Runs
 # rotate the servers' order. Everything is created in a new directory in
 # --dir (default /var/tmp) and removed at exit, every server stopped.
@@ -56,7 +48,6 @@ RUNS=3
 SEED=20261203
 CAP=120
 DATA=text,mixed,incompressible
-EXPORT_SIZE=10G
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${VSS_BUILD:-$ROOT/build}
 # shellcheck source=bench_lib.sh
@@ -65,7 +56,7 @@ source "$ROOT/tests/bench/bench_lib.sh"
 die() { echo "$BENCH_NAME: $*" >&2; exit 1; }
 usage() {
   echo "usage: $0 [--size 1G] [--runs 3] [--dir DIR] [--seed N] [--build DIR] [--cap SECONDS]" \
-       "[--data text,mixed,incompressible] [--export-size 10G]"
+       "[--data text,mixed,incompressible]"
 }
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -76,7 +67,6 @@ while [[ $# -gt 0 ]]; do
     --build) BUILD=${2:?--build needs a value}; shift 2 ;;
     --cap) CAP=${2:?--cap needs a value}; shift 2 ;;
     --data) DATA=${2:?--data needs a value}; shift 2 ;;
-    --export-size) EXPORT_SIZE=${2:?--export-size needs a value}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
@@ -90,9 +80,6 @@ done
 [[ $CAP =~ ^[1-9][0-9]*$ ]] || die "--cap $CAP: expected seconds"
 SIZE_BYTES=$(numfmt --from=iec "${SIZE%iB}" 2>/dev/null) || die "--size $SIZE: expected bytes or a K/M/G/T suffix"
 (( SIZE_BYTES >= 16 * 1048576 && SIZE_BYTES % 1048576 == 0 )) || die "--size $SIZE: a multiple of 1M, at least 16M"
-EXPORT_BYTES=$(numfmt --from=iec "${EXPORT_SIZE%iB}" 2>/dev/null) || die "--export-size $EXPORT_SIZE: expected a size"
-(( EXPORT_BYTES == 0 || (EXPORT_BYTES >= 128 * 1048576 && EXPORT_BYTES % 1048576 == 0) )) ||
-  die "--export-size $EXPORT_SIZE: 0, or a multiple of 1M of at least 128M"
 IFS=, read -r -a KINDS <<<"$DATA"
 for k in "${KINDS[@]}"; do
   [[ $k == text || $k == mixed || $k == incompressible ]] || die "--data: unknown kind '$k'"
@@ -273,7 +260,7 @@ make_golden() {  # kind
   rm -f "$raw"
 }
 
-echo "$BENCH_NAME: size=$SIZE runs=$RUNS seed=$SEED data=$DATA export-size=$EXPORT_SIZE dir=$WORK" >&2
+echo "$BENCH_NAME: size=$SIZE runs=$RUNS seed=$SEED data=$DATA dir=$WORK" >&2
 echo "$BENCH_NAME: fio $(fio --version), $(qemu-storage-daemon --version | head -1), vssd from $BUILD" >&2
 echo "$BENCH_NAME: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 qemu-img create -q -f qcow2 -o cluster_size=$CLUSTER "$WORK/empty.qcow2" "$SIZE_BYTES"
@@ -300,45 +287,6 @@ for ((run = 1; run <= RUNS; run++)); do
   SHADOW=("${SHADOW[1]}" "${SHADOW[0]}")
 done
 
-# ---- export ------------------------------------------------------------------
-EXPORT_LINE=
-if (( EXPORT_BYTES > 0 )); then
-  echo "$BENCH_NAME: export: filling a $EXPORT_SIZE qcow2 volume" >&2
-  E=$WORK/export
-  mkdir -p "$E"
-  V=(--store "$E/store")
-  "$VSSCTL" "${V[@]}" volume create "$E/vol.qcow2" --size "$EXPORT_BYTES" --format qcow2 --name e >>"$LOG/export.log"
-  SERVER_SYS=export
-  "$VSSD" "${V[@]}" --nbd "unix:$SOCK" >>"$LOG/export.log" 2>&1 &
-  SERVER_PID=$!
-  wait_ready "nbd+unix:///live/e?socket=$SOCK" "$LOG/export.log"
-  fio "${FIO_COMMON[@]}" --name=fill --uri="nbd+unix:///live/e?socket=$SOCK" --rw=write --bs=1M \
-    --size="$EXPORT_BYTES" --end_fsync=1 --runtime=3600 --output="$LOG/fill.json" >/dev/null 2>>"$LOG/fio.log"
-  stop_server
-  s1=$("$VSSCTL" "${V[@]}" --json shadow create e | jq -r '.shadows[0].shadow_id')
-  t0=$(date +%s.%N)
-  "$VSSCTL" "${V[@]}" shadow export "$s1" "$E/full.qcow2" --format qcow2 >>"$LOG/export.log"
-  t1=$(date +%s.%N)
-  "$VSSD" "${V[@]}" --nbd "unix:$SOCK" >>"$LOG/export.log" 2>&1 &
-  SERVER_PID=$!
-  wait_ready "nbd+unix:///live/e?socket=$SOCK" "$LOG/export.log"
-  pieces=$((EXPORT_BYTES / 1048576 / 100))
-  fio "${FIO_COMMON[@]}" --name=change --uri="nbd+unix:///live/e?socket=$SOCK" --rw=randwrite --bs=1M \
-    --number_ios="$pieces" --norandommap --end_fsync=1 --output="$LOG/change.json" >/dev/null 2>>"$LOG/fio.log"
-  stop_server
-  s2=$("$VSSCTL" "${V[@]}" --json shadow create e | jq -r '.shadows[0].shadow_id')
-  t2=$(date +%s.%N)
-  "$VSSCTL" "${V[@]}" shadow export "$s2" "$E/inc.qcow2" --format qcow2 --since "$s1" --backing full.qcow2 >>"$LOG/export.log"
-  t3=$(date +%s.%N)
-  "$VSSCTL" "${V[@]}" shadow export "$s2" "$E/s2.raw" --format raw >>"$LOG/export.log"
-  qemu-img compare -q "$E/inc.qcow2" "$E/s2.raw" || die "export: the qcow2 chain differs from shadow 2"
-  EXPORT_LINE=$(awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" -v p="$pieces" -v s="$EXPORT_SIZE" \
-    -v fb="$(stat -c %s "$E/full.qcow2")" -v ib="$(stat -c %s "$E/inc.qcow2")" 'BEGIN {
-    printf "export of a %s qcow2 volume: full %.1f s (%d MiB file), incremental after %d x 1 MiB changed %.2f s (%d MiB file): %.2f %% of the full export\n",
-      s, b - a, fb / 1048576, p, d - c, ib / 1048576, 100 * (d - c) / (b - a) }')
-  rm -rf "$E"
-fi
-
 # ---- table -------------------------------------------------------------------
 echo
 echo "qcow2 over NBD (Unix socket), fio iodepth=8, size=$SIZE, 64 KiB clusters, medians of $RUNS runs, seed=$SEED"
@@ -360,7 +308,6 @@ for k in "${KINDS[@]}"; do
   row "first_rand4k_$k" "first random 4K, $k (IOPS)" qemu-fleece ours-shadow
   row "shadow_read_$k" "snapshot reads 1M, $k (MiB/s)" qemu-fleece ours-shadow
 done
-[[ -z $EXPORT_LINE ]] || { echo; echo "$EXPORT_LINE"; }
 echo
 echo "samples (figure/server CPU s per run):"
 awk '{ s[$1 " " $2] = s[$1 " " $2] (s[$1 " " $2] == "" ? "" : ",") $4 "/" $5 } END { for (k in s) print "  " k ": " s[k] }' "$RESULTS" | sort

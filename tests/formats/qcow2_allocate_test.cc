@@ -57,7 +57,7 @@ struct Fixture {
 
 void CheckAllocateThenWriteInPlace(Fixture& f, uint64_t offset, uint64_t length) {
   const std::vector<uint8_t> before = ReadAll(*f.image);
-  VSS_ASSERT_OK(f.image->Allocate(offset, length));
+  VSS_ASSERT_OK(static_cast<BlockDevice&>(*f.image).Allocate(offset, length));
   EXPECT_EQ(ReadAll(*f.image), before) << "Allocate changed what the image reads";
   VSS_ASSERT_OK(f.image->Flush());
   const uint64_t size_after_allocate = f.FileSize();
@@ -110,7 +110,7 @@ TEST(Qcow2AllocateTest, OwnedClustersCostNothing) {
   VSS_ASSERT_OK(f.image->Write(0, data));
   VSS_ASSERT_OK(f.image->Flush());
   const uint64_t size = f.FileSize();
-  VSS_ASSERT_OK(f.image->Allocate(0, 8192));
+  VSS_ASSERT_OK(static_cast<BlockDevice&>(*f.image).Allocate(0, 8192));
   VSS_ASSERT_OK(f.image->Flush());
   EXPECT_EQ(f.FileSize(), size);
 }
