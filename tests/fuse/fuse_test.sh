@@ -345,7 +345,7 @@ test_seek_holes_through_vssd() {
 
 # ------------------- --filesystem on shadows whose journal is dirty (ext4, XFS)
 # Shadows of filesystems mounted read-write, taken through vssd without a
-# freeze (vssd --no-fsfreeze, a context without writers): crash-consistent
+# freeze (vssd --no-fsfreeze --no-guest-agent, a context without writers): crash-consistent
 # images whose journal still holds transactions. Files synced before the
 # shadow must read back; the shadow itself must stay as it was taken.
 ext4_journal_dirty() {  # IMAGE: needs_recovery, and transactions in the log
@@ -374,7 +374,7 @@ churn() {
 test_dirty_journal_filesystem() {
   v volume create dext.img --size 64M --name dext >/dev/null
   v volume create dxfs.img --size 320M --name dxfs >/dev/null
-  start_vssd --no-fsfreeze
+  start_vssd --no-fsfreeze --no-guest-agent
   v attach dext dext.raw >/dev/null && v attach dxfs dxfs.raw >/dev/null || fail "attach dext, dxfs through vssd"
   local le lx
   le=$(losetup -f --show dext.raw)
