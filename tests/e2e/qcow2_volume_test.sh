@@ -30,10 +30,14 @@ state() {
 }
 
 vssd_pid=
+# Ready once vssd says "control socket" (its NBD listener is up before;
+# the socket files exist earlier than either is ready).
 start_vssd() {
+  local before
+  before=$(control_socket_lines vssd.log)
   "$VSSD" --store "$VSS_STORE" --no-fsfreeze 2>>vssd.log &
   vssd_pid=$!
-  waits_for 120 test -S "$VSS_STORE/nbd.sock" || die "vssd did not start" vssd.log
+  wait_for_vssd vssd.log "$vssd_pid" "${before:-0}" 120 || die "vssd did not start" vssd.log
 }
 stop_vssd() { stop_pid "$vssd_pid"; vssd_pid=; }
 at_exit stop_vssd
