@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "vss/formats/image_writer.h"
+
 namespace vss {
 
 StatusOr<std::unique_ptr<BlockDevice>> ImageDriver::Create(
@@ -24,6 +26,13 @@ StatusOr<ImageCheckResult> ImageDriver::Repair(const std::string& path) const {
 StatusOr<ImageInfo> ImageDriver::Info(const std::string& path) const {
   return UnsupportedError("the " + std::string(name()) +
                           " driver cannot describe images (" + path + ")");
+}
+
+StatusOr<std::unique_ptr<ImageWriter>> ImageDriver::CreateWriter(
+    const ImageWriterRequest& request) const {
+  return UnsupportedError("the " + std::string(name()) +
+                          " driver cannot write exports (" + request.path +
+                          ")");
 }
 
 Status ImageDriver::CheckOptionKeys(

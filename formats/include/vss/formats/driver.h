@@ -32,6 +32,9 @@
 
 namespace vss {
 
+class ImageWriter;
+struct ImageWriterRequest;
+
 // Driver options: key -> value, as given by the user.
 using DriverOptions = std::map<std::string, std::string>;
 
@@ -127,6 +130,14 @@ class ImageDriver {
   // Describes the image at `path` without changing it. Errors are those
   // of Open(). The default: kUnsupported.
   [[nodiscard]] virtual StatusOr<ImageInfo> Info(const std::string& path) const;
+
+  // Starts a one-pass writer of a new image of this format, for exports
+  // and backups (image_writer.h has the contract). Errors: kAlreadyExists,
+  // kInvalidArgument (size 0, an unknown or bad option, a backing file of
+  // another format or size), kNotFound (a missing backing file), I/O errors
+  // naming the file; no file is left on failure. The default: kUnsupported.
+  [[nodiscard]] virtual StatusOr<std::unique_ptr<ImageWriter>> CreateWriter(
+      const ImageWriterRequest& request) const;
 
  protected:
   // kInvalidArgument naming the first key of `options` that is not in
