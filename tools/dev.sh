@@ -23,7 +23,8 @@ packages=(cmake g++ make pkg-config libzstd-dev libxxhash-dev libsqlite3-dev
           qemu-utils libnbd-bin libfuse3-dev fuse3 fio xfsprogs dosfstools
           fdisk qemu-system-common libgnutls28-dev gnutls-bin clang
           libclang-rt-14-dev zlib1g-dev libqcow-utils qemu-system-x86
-          qemu-guest-agent linux-image-amd64 busybox-static e2fsprogs cpio)
+          qemu-guest-agent linux-image-amd64 busybox-static e2fsprogs cpio
+          libvhdi-utils libvmdk-utils)
 jobs=$(nproc 2>/dev/null || echo 2)
 
 install_missing() {

@@ -2,7 +2,7 @@
 // data given in ascending order, for exports and backups. A driver makes
 // one with ImageDriver::CreateWriter() (driver.h); the file it writes is
 // opened afterwards by that driver (or by another tool) like any other
-// image. One writer per format: qcow2, vhdx, vpc (VHD), vmdk.
+// image. One writer per format: qcow2, vhdx, vhd, vmdk.
 //
 // The contract every writer keeps:
 //   - Create: the file is made 0600 and must not exist (kAlreadyExists);
@@ -71,7 +71,7 @@ class ImageWriter {
  public:
   virtual ~ImageWriter() = default;
 
-  // The format's name, as its driver's ("qcow2", "vhdx", "vpc", "vmdk").
+  // The format's name, as its driver's ("qcow2", "vhdx", "vhd", "vmdk").
   virtual std::string_view format() const = 0;
   // The granularity of Write/WriteZeroes: a cluster, a sector or a grain.
   virtual uint64_t unit_size() const = 0;
