@@ -16,7 +16,7 @@
 #include "vss/engine/store.h"
 #include "vss/engine/types.h"
 #include "vss/engine/volume.h"
-#include "vss/formats/qcow2_writer.h"
+#include "vss/formats/image_writer.h"
 
 namespace vss {
 namespace {
@@ -36,15 +36,16 @@ StatusOr<std::string> ReadFile(const std::string& path) {
 std::string ImageName(const std::string& volume, const std::string& format) {
   std::string name = volume;
   std::replace(name.begin(), name.end(), '/', '_');
-  return name + (format == "qcow2" ? ".qcow2" : ".img");
+  return name + (format == "raw" ? ".img" : "." + format);
 }
 
-// The base backup's manifest, for a qcow2 incremental: every volume of
-// the request must be in it with its shadow kept. Empty when there is no
-// base or the backup is raw. Checked before any shadow is made.
+// The base backup's manifest, for an incremental image: every volume of
+// the request must be in it with its shadow kept, as an image of the same
+// format. Empty when there is no base or the backup is raw. Checked before
+// any shadow is made.
 StatusOr<std::vector<ManifestVolume>> ReadBaseManifest(
     const BackupRequest& req) {
-  if (req.format != "qcow2" || req.base_dir.empty())
+  if (req.format == "raw" || req.base_dir.empty())
     return std::vector<ManifestVolume>();
   VSS_ASSIGN_OR_RETURN(std::unique_ptr<BackupSource> source,
                        BackupSource::Open(req.base_dir, {}));
@@ -57,6 +58,12 @@ StatusOr<std::vector<ManifestVolume>> ReadBaseManifest(
           ": its shadow copies were not kept, so what changed since it is "
           "unknown; "
           "make the base backup with --keep-shadows");
+    }
+    if (v.format != req.format) {
+      return FailedPreconditionError(
+          "--base " + req.base_dir + ": volume '" + v.volume + "' is a " +
+          v.format + " image there; an incremental " + req.format +
+          " backup needs a " + req.format + " base");
     }
   }
   return base;
@@ -73,14 +80,15 @@ std::string RelativeTo(const std::string& path, const std::string& from) {
       .string();
 }
 
-// How the qcow2 image of shadow `p` is made: whole, or with a base the
-// extents changed since the base's shadow of the volume, on top of the
-// base's image. Fills `v`'s backing and chain.
-StatusOr<BackupDir::Qcow2Plan> PlanQcow2(
+// How the image of shadow `p` is made: whole, or with a base the extents
+// changed since the base's shadow of the volume, on top of the base's
+// image. Fills `v`'s backing and chain.
+StatusOr<BackupDir::ImagePlan> PlanImage(
     Service& service, const BackupRequest& req,
     const std::vector<ManifestVolume>& base, const SnapshotProp& p,
     BlockDevice& view, BackedUpVolume& v) {
-  BackupDir::Qcow2Plan plan;
+  BackupDir::ImagePlan plan{.format = req.format,
+                            .options = req.image_options};
   if (req.base_dir.empty()) return plan;
   auto it =
       std::find_if(base.begin(), base.end(), [&](const ManifestVolume& m) {
@@ -94,7 +102,7 @@ StatusOr<BackupDir::Qcow2Plan> PlanQcow2(
   engine::Store* store = service.store();
   if (store == nullptr) {
     return UnsupportedError(
-        "an incremental qcow2 backup needs the store in-process; vssd serves "
+        "an incremental image backup needs the store in-process; vssd serves "
         "it");
   }
   StatusOr<engine::ShadowInfo> older = store->ResolveShadow(it->shadow_id);
@@ -111,9 +119,8 @@ StatusOr<BackupDir::Qcow2Plan> PlanQcow2(
   std::vector<Extent> ranges;
   for (const engine::ChangedExtent& c : changed)
     ranges.push_back({c.offset, c.length, true});
-  VSS_ASSIGN_OR_RETURN(plan.extents, qcow2::ExtentsWithin(view, ranges));
+  VSS_ASSIGN_OR_RETURN(plan.extents, ExtentsWithin(view, ranges));
   plan.backing = RelativeTo(req.base_dir + "/" + it->image, req.dir);
-  plan.backing_format = it->format;
   v.backing = plan.backing;
   v.chain = {plan.backing};
   for (const std::string& below : it->chain) {
@@ -122,17 +129,17 @@ StatusOr<BackupDir::Qcow2Plan> PlanQcow2(
   return plan;
 }
 
-// Writes the image of one shadow into `dir`, raw or qcow2.
+// Writes the image of one shadow into `dir`, raw or of an image format.
 Status CopyShadow(Service& service, BackupDir& dir, const BackupRequest& req,
                   const std::vector<ManifestVolume>& base,
                   const SnapshotProp& p, BackedUpVolume& v) {
   VSS_ASSIGN_OR_RETURN(std::unique_ptr<BlockDevice> view,
                        OpenShadowView(service, p.snapshot_id, req.open_export));
   BackupDir::ImageResult image;
-  if (req.format == "qcow2") {
-    VSS_ASSIGN_OR_RETURN(BackupDir::Qcow2Plan plan,
-                         PlanQcow2(service, req, base, p, *view, v));
-    VSS_ASSIGN_OR_RETURN(image, dir.WriteQcow2Image(v.image, *view, plan,
+  if (req.format != "raw") {
+    VSS_ASSIGN_OR_RETURN(BackupDir::ImagePlan plan,
+                         PlanImage(service, req, base, p, *view, v));
+    VSS_ASSIGN_OR_RETURN(image, dir.WriteFormatImage(v.image, *view, plan,
                                                     "copying " + v.volume));
   } else {
     VSS_ASSIGN_OR_RETURN(image,
@@ -220,8 +227,8 @@ std::string ManifestText(const Service& service, const BackupResult& r) {
     }
     volumes.push_back(std::move(j));
   }
-  // Raw backups keep version 2; a qcow2 backup needs readers of version 3.
-  const bool qcow2 = !r.volumes.empty() && r.volumes.front().format == "qcow2";
+  // Raw backups keep version 2; an image backup needs readers of version 3.
+  const bool images = !r.volumes.empty() && r.volumes.front().format != "raw";
   Json components = Json::array();
   for (const ComponentKey& k : r.components) {
     components.push_back({{"writer_id", k.writer_id.ToString()},
@@ -230,7 +237,7 @@ std::string ManifestText(const Service& service, const BackupResult& r) {
                           {"backup_succeeded", true}});
   }
   Json manifest{
-      {"version", qcow2 ? kBackupManifestVersionQcow2 : kBackupManifestVersion},
+      {"version", images ? kBackupManifestVersionImages : kBackupManifestVersion},
       {"created", engine::TimestampToIso8601(engine::NowTimestamp())},
       {"store", service.store_dir()},
       {"service", service.remote() ? "vssd" : "in-process"},
@@ -271,9 +278,9 @@ Status WriteDocuments(BackupDir& dir, const std::string& bcd,
 }  // namespace
 
 StatusOr<BackupResult> Backup(Service& service, const BackupRequest& req) {
-  if (req.format != "raw" && req.format != "qcow2") {
+  if (req.format != "raw" && !IsWriterFormat(req.format)) {
     return InvalidArgumentError("backup format '" + req.format +
-                                "' (raw or qcow2)");
+                                "' (raw, qcow2, vhdx, vhd or vmdk)");
   }
   VSS_ASSIGN_OR_RETURN(std::optional<BackupComponentsDocument> base,
                        ReadBase(req.base_dir));

@@ -15,7 +15,7 @@
 #include <span>
 
 #include "json_util.h"
-#include "vss/formats/qcow2_writer.h"
+#include "vss/formats/image_writer.h"
 #include "vss/formats/registry.h"
 
 namespace vss {
@@ -204,8 +204,13 @@ bool IsHex128(const std::string& s) {
          });
 }
 
+// "raw" or a format with a writer.
+bool IsBackupFormat(const std::string& format) {
+  return format == "raw" || IsWriterFormat(format);
+}
+
 // The version 3 fields of a manifest's volume entry `v`.
-Status ReadQcow2Fields(const Json& v, const std::string& path,
+Status ReadFormatFields(const Json& v, const std::string& path,
                        ManifestVolume& mv) {
   const auto bad = [&](const std::string& what) {
     return CorruptionError(path + ": volume '" + mv.volume + "': " + what);
@@ -213,10 +218,9 @@ Status ReadQcow2Fields(const Json& v, const std::string& path,
   if (!v.contains("format") || !v["format"].is_string())
     return bad("no format");
   mv.format = v["format"].get<std::string>();
-  if (mv.format != "raw" && mv.format != "qcow2")
-    return bad("format '" + mv.format + "'");
+  if (!IsBackupFormat(mv.format)) return bad("format '" + mv.format + "'");
   if (v.contains("backing")) {
-    if (!v["backing"].is_string() || mv.format != "qcow2")
+    if (!v["backing"].is_string() || mv.format == "raw")
       return bad("a bad backing file");
     mv.backing = v["backing"].get<std::string>();
   }
@@ -276,10 +280,12 @@ StatusOr<std::string> HashDevice(BlockDevice& dev,
   return hasher.HexDigest();
 }
 
-// Opens the qcow2 image at `path` read-only through the registry's driver.
-StatusOr<std::unique_ptr<BlockDevice>> OpenQcow2(const std::string& path) {
+// Opens the image at `path` read-only through the registry's driver of
+// `format`.
+StatusOr<std::unique_ptr<BlockDevice>> OpenFormatImage(
+    const std::string& format, const std::string& path) {
   VSS_ASSIGN_OR_RETURN(const ImageDriver* driver,
-                       DriverRegistry::Default().Find("qcow2"));
+                       DriverRegistry::Default().Find(format));
   return driver->Open({.path = path, .writable = false});
 }
 
@@ -412,8 +418,8 @@ StatusOr<BackupDir::ImageResult> BackupDir::WriteImage(
   return out;
 }
 
-StatusOr<BackupDir::ImageResult> BackupDir::WriteQcow2Image(
-    const std::string& name, BlockDevice& src, const Qcow2Plan& plan,
+StatusOr<BackupDir::ImageResult> BackupDir::WriteFormatImage(
+    const std::string& name, BlockDevice& src, const ImagePlan& plan,
     const std::string& what) {
   const std::string path = dir_ + "/" + name;
   ImageResult out;
@@ -424,16 +430,17 @@ StatusOr<BackupDir::ImageResult> BackupDir::WriteQcow2Image(
   }
   uint64_t total = 0;
   for (const Extent& e : extents) total += e.length;
-  VSS_ASSIGN_OR_RETURN(
-      auto writer,
-      qcow2::Writer::Create({.path = path,
-                             .size = src.size(),
-                             .backing_file = plan.backing,
-                             .backing_format = plan.backing_format}));
+  VSS_ASSIGN_OR_RETURN(const ImageDriver* driver,
+                       DriverRegistry::Default().Find(plan.format));
+  VSS_ASSIGN_OR_RETURN(auto writer,
+                       driver->CreateWriter({.path = path,
+                                             .size = src.size(),
+                                             .options = plan.options,
+                                             .backing_file = plan.backing}));
   names_.push_back(name);
   {
     ProgressReporter progress(progress_, what, total);
-    VSS_RETURN_IF_ERROR(qcow2::CopyClusters(
+    VSS_RETURN_IF_ERROR(CopyUnits(
         src, extents, *writer, [&](uint64_t n) { progress.Add(n); }));
   }
   // Finish syncs the image and the directory: the image is durable before
@@ -443,7 +450,8 @@ StatusOr<BackupDir::ImageResult> BackupDir::WriteQcow2Image(
   VSS_ASSIGN_OR_RETURN(out.xxh3_128,
                        HashDevice(src, progress_, "hashing " + what));
   // Read back what the chain reads as, through the driver restore uses.
-  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BlockDevice> image, OpenQcow2(path));
+  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BlockDevice> image,
+                       OpenFormatImage(plan.format, path));
   VSS_ASSIGN_OR_RETURN(std::string back,
                        HashDevice(*image, progress_, "verifying " + path));
   if (image->size() != out.size || back != out.xxh3_128) {
@@ -557,12 +565,12 @@ StatusOr<std::vector<ManifestVolume>> BackupSource::ReadManifest() {
         "cannot be verified; restore refuses it");
   }
   if (version != kBackupManifestVersion &&
-      version != kBackupManifestVersionQcow2) {
+      version != kBackupManifestVersionImages) {
     return UnsupportedError(path + ": manifest version " +
                             std::to_string(version) +
                             " is not one this vssctl knows (" +
                             std::to_string(kBackupManifestVersion) + ", " +
-                            std::to_string(kBackupManifestVersionQcow2) + ")");
+                            std::to_string(kBackupManifestVersionImages) + ")");
   }
   const bool shadows_kept = m.contains("shadows_kept") &&
                             m["shadows_kept"].is_boolean() &&
@@ -589,8 +597,8 @@ StatusOr<std::vector<ManifestVolume>> BackupSource::ReadManifest() {
     mv.shadows_kept = shadows_kept;
     if (const Json* id = field("shadow_id"); id && id->is_string())
       mv.shadow_id = *id;
-    if (version >= kBackupManifestVersionQcow2) {
-      VSS_RETURN_IF_ERROR(ReadQcow2Fields(v, path, mv));
+    if (version >= kBackupManifestVersionImages) {
+      VSS_RETURN_IF_ERROR(ReadFormatFields(v, path, mv));
     }
     if (!IsPlainFileName(mv.image)) {
       return CorruptionError(
@@ -619,7 +627,7 @@ StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedImage(
     return CorruptionError(path +
                            " is not a file name inside the backup directory");
   }
-  if (v.format == "qcow2") return OpenVerifiedQcow2(v);
+  if (v.format != "raw") return OpenVerifiedFormatImage(v);
   // O_NOFOLLOW: a symlink planted in the backup is refused, not followed.
   // O_NONBLOCK: opening a FIFO does not wait for a writer (it is refused
   // as not a regular file below).
@@ -648,7 +656,7 @@ StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedImage(
   return std::unique_ptr<BlockDevice>(std::move(image));
 }
 
-StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedQcow2(
+StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedFormatImage(
     const ManifestVolume& v) {
   const std::string path = PathOf(v.image);
   struct stat st;
@@ -658,7 +666,7 @@ StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedQcow2(
   if (!S_ISREG(st.st_mode))
     return CorruptionError(path + " is not a regular file");
   VSS_ASSIGN_OR_RETURN(const ImageDriver* driver,
-                       DriverRegistry::Default().Find("qcow2"));
+                       DriverRegistry::Default().Find(v.format));
   // The backing file the image names must be the one the manifest
   // recorded, so that the chain read is the chain that was backed up.
   VSS_ASSIGN_OR_RETURN(ImageInfo info, driver->Info(path));
@@ -667,7 +675,8 @@ StatusOr<std::unique_ptr<BlockDevice>> BackupSource::OpenVerifiedQcow2(
                            info.backing_file + "', the manifest recorded '" +
                            v.backing + "'");
   }
-  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BlockDevice> image, OpenQcow2(path));
+  VSS_ASSIGN_OR_RETURN(std::unique_ptr<BlockDevice> image,
+                       OpenFormatImage(v.format, path));
   if (image->size() != v.size) {
     return CorruptionError(path + " reads as " + std::to_string(image->size()) +
                            " bytes but the manifest says " +

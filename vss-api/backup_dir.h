@@ -6,9 +6,10 @@
 // A backup directory holds (all files 0600, a directory we create 0700,
 // whatever the umask):
 //   VOLUME.img     one sparse raw image per volume: the shadow's bytes;
-//   VOLUME.qcow2   or, in a qcow2 backup, one qcow2 image per volume (a
-//                  full one, or an incremental one whose backing file is
-//                  the base backup's image);
+//   VOLUME.FORMAT  or, in a backup of an image format (qcow2, vhdx, vhd,
+//                  vmdk), one image of that format per volume (a full one,
+//                  or an incremental one whose backing file (parent) is the
+//                  base backup's image);
 //   backup.json    the VSS backup components document;
 //   manifest.json  written last: its presence marks a complete backup.
 // manifest.json (version 2) is a JSON object; restore relies on these
@@ -23,13 +24,13 @@
 // hex digits in xxHash's canonical (big-endian) order, as `xxhsum -H2`
 // prints it. Version 1 manifests (no checksums) are refused by restore.
 //
-// Version 3 (written when the backup is qcow2; raw backups stay version 2)
-// adds to each volume:
-//   "format": "raw" | "qcow2",
-//   "backing": NAME, "chain": [NAME, ...]   (qcow2 incremental only)
+// Version 3 (written when the backup is of an image format; raw backups
+// stay version 2) adds to each volume:
+//   "format": "raw" | "qcow2" | "vhdx" | "vhd" | "vmdk",
+//   "backing": NAME, "chain": [NAME, ...]   (incremental only)
 // where NAME is the backing file as the image stores it (relative to the
 // backup directory, as QEMU resolves it) and "chain" every image below this
-// one, nearest first. For qcow2, "size" is the guest-visible size and HEX
+// one, nearest first. For an image format, "size" is the guest-visible size and HEX
 // the XXH3-128 of the guest-visible bytes (through the backing chain); the
 // image file's own size is not recorded. The top level gains nothing new
 // restore relies on; "shadows_kept" (already written) tells a later
@@ -54,12 +55,13 @@
 
 #include "vss/api/backup.h"
 #include "vss/formats/block_device.h"
+#include "vss/formats/driver.h"
 #include "vss/base/status.h"
 
 namespace vss {
 
 inline constexpr int kBackupManifestVersion = 2;
-inline constexpr int kBackupManifestVersionQcow2 = 3;
+inline constexpr int kBackupManifestVersionImages = 3;
 
 // Reports one piece of long work to a ProgressCallback (which may be
 // empty): done == 0 on construction, each Add, `finished` on destruction.
@@ -109,21 +111,22 @@ class BackupDir {
   // kCorruption when the read-back differs; I/O errors name the file.
   StatusOr<ImageResult> WriteImage(const std::string& name, BlockDevice& src,
                                    const std::string& what);
-  // What a qcow2 image is made from: `extents` of the source (every
+  // What an image of a format is made from: `extents` of the source (every
   // extent of it when empty) and, for an incremental, the backing file.
-  struct Qcow2Plan {
+  struct ImagePlan {
+    std::string format;  // a driver of the registry with a writer
     std::vector<Extent> extents;
-    std::string backing;         // as stored in the image; empty: a full image
-    std::string backing_format;  // "qcow2" or "raw"
+    std::string backing;  // as stored in the image; empty: a full image
+    DriverOptions options;  // the writer's (ImageWriterRequest::options)
   };
-  // Writes `src` as a new qcow2 image `name` (0600) per `plan`
-  // (qcow2::Writer, synced), then reads it back through the registry's
-  // qcow2 driver with its chain and compares the XXH3-128 of its
-  // guest-visible bytes with the source's. kCorruption when they differ;
-  // the driver's errors when it cannot open the image.
-  StatusOr<ImageResult> WriteQcow2Image(const std::string& name,
-                                        BlockDevice& src, const Qcow2Plan& plan,
-                                        const std::string& what);
+  // Writes `src` as a new image `name` (0600) per `plan` (the format
+  // driver's ImageWriter, synced), then reads it back through that driver
+  // with its chain and compares the XXH3-128 of its guest-visible bytes
+  // with the source's. kCorruption when they differ; the driver's errors
+  // when it cannot write or open the image.
+  StatusOr<ImageResult> WriteFormatImage(const std::string& name,
+                                         BlockDevice& src, const ImagePlan& plan,
+                                         const std::string& what);
   // Writes `text` to `name` through a temporary file that is fsync'ed and
   // renamed over `name`. The name is durable after the next SyncNames().
   Status WriteDocument(const std::string& name, const std::string& text);
@@ -154,8 +157,8 @@ struct ManifestVolume {
   std::string image;
   uint64_t size = 0;
   std::string xxh3_128;
-  std::string format = "raw";  // "raw" or "qcow2"
-  std::string backing;         // qcow2 incremental: as the image stores it
+  std::string format = "raw";  // "raw", or an image format (version 3)
+  std::string backing;         // an incremental: as the image stores it
   std::vector<std::string> chain;
   std::string shadow_id;      // as recorded; may be empty
   bool shadows_kept = false;  // the manifest's "shadows_kept"
@@ -184,8 +187,8 @@ class BackupSource {
   // Opens the image of `v` read-only, checks that it is a regular file of
   // v.size bytes and that its bytes hash to v.xxh3_128. Each failure is one
   // kCorruption naming the image file and what is wrong; the returned
-  // device reads the very file that was checked. A qcow2 image is opened
-  // through the registry's qcow2 driver (with its backing chain): its
+  // device reads the very file that was checked. An image of a format is
+  // opened through the registry's driver (with its backing chain): its
   // guest size must be v.size, its backing file v.backing, and its
   // guest-visible bytes must hash to v.xxh3_128.
   StatusOr<std::unique_ptr<BlockDevice>> OpenVerifiedImage(
@@ -196,7 +199,7 @@ class BackupSource {
   }
 
  private:
-  StatusOr<std::unique_ptr<BlockDevice>> OpenVerifiedQcow2(
+  StatusOr<std::unique_ptr<BlockDevice>> OpenVerifiedFormatImage(
       const ManifestVolume& v);
   BackupSource(std::string dir, int fd, ProgressCallback progress)
       : dir_(std::move(dir)), fd_(fd), progress_(std::move(progress)) {}

@@ -16,6 +16,7 @@
 #include "../opened_path.h"
 #include "qcow2_check.h"
 #include "qcow2_image.h"
+#include "vss/formats/qcow2_writer.h"
 #include "vss/base/file.h"
 #include "vss/formats/image_probe.h"
 #include "vss/formats/raw_image.h"
@@ -387,6 +388,43 @@ StatusOr<ImageInfo> Qcow2Driver::Info(const std::string& path) const {
       {"extended l2", flag(h.extended_l2())},
   };
   return info;
+}
+
+StatusOr<std::unique_ptr<ImageWriter>> Qcow2Driver::CreateWriter(
+    const ImageWriterRequest& request) const {
+  const DriverOptions& o = request.options;
+  VSS_RETURN_IF_ERROR(CheckOptionKeys(o, {"cluster_size", "compress"}));
+  qcow2::WriterOptions w{.path = request.path,
+                         .size = request.size,
+                         .backing_file = request.backing_file,
+                         .fs = request.fs};
+  if (auto it = o.find("cluster_size"); it != o.end()) {
+    VSS_ASSIGN_OR_RETURN(uint64_t n, ParseBytes(it->first, it->second));
+    VSS_ASSIGN_OR_RETURN(w.cluster_bits, Log2Of(it->first, it->second, n));
+  }
+  if (auto it = o.find("compress"); it != o.end()) {
+    if (it->second != "zlib" && it->second != "zstd") {
+      return InvalidArgumentError("qcow2 option compress=" + it->second +
+                                  " (zlib or zstd)");
+    }
+    w.compression = it->second == "zstd" ? qcow2::Compression::kZstd
+                                         : qcow2::Compression::kZlib;
+  }
+  if (!w.backing_file.empty()) {
+    std::filesystem::path p(w.backing_file);
+    if (p.is_relative()) p = std::filesystem::path(DirectoryOf(w.path)) / p;
+    VSS_ASSIGN_OR_RETURN(qcow2::BackingImage b,
+                         qcow2::InspectBackingFile(p.string()));
+    if (b.size != w.size) {
+      return InvalidArgumentError("backing file " + p.string() + " is " +
+                                  std::to_string(b.size) + " bytes, not " +
+                                  std::to_string(w.size));
+    }
+    w.backing_format = b.format;
+  }
+  VSS_ASSIGN_OR_RETURN(std::unique_ptr<qcow2::Writer> writer,
+                       qcow2::Writer::Create(w));
+  return std::unique_ptr<ImageWriter>(std::move(writer));
 }
 
 }  // namespace vss

@@ -133,7 +133,7 @@ Status Writer::Write(uint64_t offset, std::span<const uint8_t> data) {
     if (AllZero(cluster)) {
       if (has_backing()) {
         SetL2(guest_cluster, kL2Zero);
-        ++stats_.zero_clusters;
+        ++stats_.zero_units;
       }
       continue;
     }
@@ -154,7 +154,7 @@ Status Writer::WriteZeroes(uint64_t offset, uint64_t length) {
   const uint64_t cs = cluster_size();
   for (uint64_t c = offset / cs; c < DivUp(offset + length, cs); ++c) {
     SetL2(c, kL2Zero);
-    ++stats_.zero_clusters;
+    ++stats_.zero_units;
   }
   return OkStatus();
 }
@@ -162,7 +162,7 @@ Status Writer::WriteZeroes(uint64_t offset, uint64_t length) {
 Status Writer::StoreCluster(uint64_t guest_cluster,
                             std::span<const uint8_t> data) {
   const uint64_t cs = cluster_size();
-  ++stats_.data_clusters;
+  ++stats_.data_units;
   size_t packed = 0;
   // Stored compressed only when that shrinks it (a compressed cluster
   // must be smaller than a cluster).
@@ -196,7 +196,7 @@ Status Writer::StoreCompressed(uint64_t guest_cluster,
   for (uint64_t c = at / cs; c <= (host_end_ - 1) / cs; ++c) AddRef(c);
   SetL2(guest_cluster,
         EncodeCompressed(at, packed.size(), options_.cluster_bits));
-  ++stats_.compressed_clusters;
+  ++stats_.compressed_units;
   return OkStatus();
 }
 
@@ -297,93 +297,6 @@ Status Writer::Finish() {
                           .WithContext("syncing the directory of " + path()));
   finished_ = true;
   return OkStatus();
-}
-
-namespace {
-
-// A run of guest clusters [first, end) to read from the source, or to
-// write as zeroes.
-struct ClusterRun {
-  uint64_t first = 0;
-  uint64_t end = 0;
-  bool read = true;
-};
-
-StatusOr<std::vector<ClusterRun>> PlanRuns(std::span<const Extent> extents,
-                                           uint64_t cs, uint64_t size) {
-  std::vector<ClusterRun> runs;
-  uint64_t prev_end = 0;
-  for (const Extent& e : extents) {
-    if (e.length == 0) continue;
-    if (e.offset < prev_end || e.offset > size || e.length > size - e.offset) {
-      return InvalidArgumentError(
-          "extents out of order, overlapping or past the end at " +
-          std::to_string(e.offset));
-    }
-    prev_end = e.offset + e.length;
-    const uint64_t first = e.offset / cs, end = DivUp(prev_end, cs);
-    if (e.allocated) {
-      runs.push_back({first, end, true});
-      continue;
-    }
-    // Whole clusters inside a zero extent need no read; the clusters it
-    // only partly covers do (or the end of the image, which it covers).
-    const uint64_t whole_first = DivUp(e.offset, cs);
-    const uint64_t whole_end = prev_end == size ? end : prev_end / cs;
-    if (whole_first >= whole_end) {
-      runs.push_back({first, end, true});
-      continue;
-    }
-    if (first < whole_first) runs.push_back({first, whole_first, true});
-    runs.push_back({whole_first, whole_end, false});
-    if (whole_end < end) runs.push_back({whole_end, end, true});
-  }
-  return runs;
-}
-
-}  // namespace
-
-Status CopyClusters(BlockDevice& src, std::span<const Extent> extents,
-                    Writer& writer,
-                    const std::function<void(uint64_t)>& progress) {
-  const uint64_t cs = writer.cluster_size();
-  const uint64_t size = writer.size();
-  VSS_ASSIGN_OR_RETURN(std::vector<ClusterRun> runs,
-                       PlanRuns(extents, cs, size));
-  std::vector<uint8_t> buf(
-      std::max<uint64_t>(cs, RoundUp(uint64_t{1} << 20, cs)));
-  uint64_t done_until = 0;  // clusters before it are written
-  for (const ClusterRun& run : runs) {
-    const uint64_t first = std::max(run.first, done_until);
-    if (first >= run.end) continue;
-    done_until = run.end;
-    const uint64_t begin = first * cs, end = std::min(run.end * cs, size);
-    if (!run.read) {
-      VSS_RETURN_IF_ERROR(writer.WriteZeroes(begin, end - begin));
-      if (progress) progress(end - begin);
-      continue;
-    }
-    for (uint64_t at = begin; at < end;) {
-      std::span<uint8_t> piece(buf.data(),
-                               std::min<uint64_t>(buf.size(), end - at));
-      VSS_RETURN_IF_ERROR(src.Read(at, piece));
-      VSS_RETURN_IF_ERROR(writer.Write(at, piece));
-      if (progress) progress(piece.size());
-      at += piece.size();
-    }
-  }
-  return OkStatus();
-}
-
-StatusOr<std::vector<Extent>> ExtentsWithin(BlockDevice& src,
-                                            std::span<const Extent> ranges) {
-  std::vector<Extent> out;
-  for (const Extent& r : ranges) {
-    VSS_ASSIGN_OR_RETURN(std::vector<Extent> parts,
-                         src.Extents(r.offset, r.length));
-    out.insert(out.end(), parts.begin(), parts.end());
-  }
-  return out;
 }
 
 StatusOr<BackingImage> InspectBackingFile(const std::string& path) {

@@ -75,14 +75,14 @@ void ExpectQemuReads(const std::string& image,
 }
 
 // Writes `src` whole (its extents) into a new image.
-WriterStats Export(BlockDevice& src, WriterOptions options) {
+ImageWriterStats Export(BlockDevice& src, WriterOptions options) {
   options.size = src.size();
   auto w = Writer::Create(options);
   EXPECT_TRUE(w.ok()) << w.status().ToString();
   if (!w.ok()) return {};
   auto extents = src.Extents(0, src.size());
   EXPECT_TRUE(extents.ok());
-  EXPECT_TRUE(CopyClusters(src, *extents, **w, {}).ok());
+  EXPECT_TRUE(CopyUnits(src, *extents, **w, {}).ok());
   Status s = (*w)->Finish();
   EXPECT_TRUE(s.ok()) << s.ToString();
   return (*w)->stats();
@@ -121,9 +121,9 @@ TEST_F(Qcow2WriterQemuTest, FullExport_SparseDataReadsBackEqualWithNoLeaks) {
   Fill(src, 5 * 1024 * 1024, 65536, 3);  // one whole cluster
   Fill(src, src.size() - 700, 700, 4);   // the short last cluster
   const std::string path = dir_.File("full.qcow2");
-  WriterStats st = Export(src, {.path = path});
-  EXPECT_GT(st.data_clusters, 0u);
-  EXPECT_EQ(st.zero_clusters, 0u);
+  ImageWriterStats st = Export(src, {.path = path});
+  EXPECT_GT(st.data_units, 0u);
+  EXPECT_EQ(st.zero_units, 0u);
   ExpectQemuReads(path, DeviceBytes(src));
   // Only data is stored: the file is far smaller than the volume.
   EXPECT_LT(ReadAll(path).size(), 2u * 1024 * 1024);
@@ -151,8 +151,8 @@ TEST_F(Qcow2WriterQemuTest, Compressed_SmallerOnTextAndEqual) {
                              std::pair{Compression::kZstd, "zstd"}}) {
     SCOPED_TRACE(name);
     const std::string path = dir_.File(std::string(name) + ".qcow2");
-    WriterStats st = Export(src, {.path = path, .compression = codec});
-    EXPECT_GT(st.compressed_clusters, 0u);
+    ImageWriterStats st = Export(src, {.path = path, .compression = codec});
+    EXPECT_GT(st.compressed_units, 0u);
     EXPECT_LT(ReadAll(path).size(), ReadAll(plain).size() / 2);
     ExpectQemuReads(path, DeviceBytes(src));
     auto [rc, info] = RunShell("qemu-img info '" + path + "'");
@@ -169,10 +169,10 @@ TEST_F(Qcow2WriterQemuTest, Compressed_IncompressibleClustersStoredRaw) {
   for (auto& b : noise) b = static_cast<uint8_t>(rng());
   ASSERT_TRUE(src.Write(0, noise).ok());
   const std::string path = dir_.File("noise.qcow2");
-  WriterStats st =
+  ImageWriterStats st =
       Export(src, {.path = path, .compression = Compression::kZlib});
-  EXPECT_EQ(st.compressed_clusters, 0u);
-  EXPECT_EQ(st.data_clusters, 8u);
+  EXPECT_EQ(st.compressed_units, 0u);
+  EXPECT_EQ(st.data_units, 8u);
   ExpectQemuReads(path, DeviceBytes(src));
 }
 
@@ -202,11 +202,11 @@ TEST_F(Qcow2WriterQemuTest, IncrementalChain_ReadsAsNewestState) {
                     .backing_format = "qcow2"};
     auto w = Writer::Create(o);
     ASSERT_TRUE(w.ok());
-    ASSERT_TRUE(CopyClusters(v, changed, **w, {}).ok());
+    ASSERT_TRUE(CopyUnits(v, changed, **w, {}).ok());
     ASSERT_TRUE((*w)->Finish().ok());
-    EXPECT_GT((*w)->stats().zero_clusters, 0u);
+    EXPECT_GT((*w)->stats().zero_units, 0u);
     // Only the touched clusters are stored.
-    EXPECT_LE((*w)->stats().data_clusters, 4u);
+    EXPECT_LE((*w)->stats().data_units, 4u);
     ExpectQemuReads(dir_.File(name), DeviceBytes(v));
     auto [rc, info] = RunShell("qemu-img info '" + dir_.File(name) + "'");
     EXPECT_NE(info.find("backing file: " + backing), std::string::npos) << info;
@@ -283,7 +283,7 @@ TEST(Qcow2WriterTest, EveryFileFault_FailsAndLeavesNoFile) {
           auto w,
           Writer::Create({.path = "/a", .size = src.size(), .fs = &fs}));
       VSS_ASSIGN_OR_RETURN(auto extents, src.Extents(0, src.size()));
-      VSS_RETURN_IF_ERROR(CopyClusters(src, extents, *w, {}));
+      VSS_RETURN_IF_ERROR(CopyUnits(src, extents, *w, {}));
       VSS_RETURN_IF_ERROR(w->Finish());
       return OkStatus();
     }();
@@ -307,7 +307,7 @@ std::unique_ptr<Writer> WriterWithData(MemFileSystem& fs) {
   EXPECT_TRUE(w.ok());
   if (!w.ok()) return nullptr;
   auto extents = src.Extents(0, src.size());
-  EXPECT_TRUE(extents.ok() && CopyClusters(src, *extents, **w, {}).ok());
+  EXPECT_TRUE(extents.ok() && CopyUnits(src, *extents, **w, {}).ok());
   return std::move(w).value();
 }
 

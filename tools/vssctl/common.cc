@@ -107,6 +107,18 @@ void UsageError(const std::string& message) {
   throw CLI::ValidationError(message);
 }
 
+StatusOr<DriverOptions> ParseKeyValues(const std::vector<std::string>& texts,
+                                       const std::string& what) {
+  DriverOptions out;
+  for (const std::string& kv : texts) {
+    size_t eq = kv.find('=');
+    if (eq == 0 || eq == std::string::npos)
+      return InvalidArgumentError(what + ": '" + kv + "' is not KEY=VALUE");
+    out[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return out;
+}
+
 StatusOr<uint64_t> ParseSize(const std::string& text, const std::string& what) {
   auto bad = [&] {
     return InvalidArgumentError(what + ": '" + text +

@@ -21,6 +21,7 @@
 #include "vss/engine/store.h"
 #include "vss/engine/types.h"
 #include "vss/formats/block_device.h"
+#include "vss/formats/driver.h"
 
 namespace CLI {
 class App;
@@ -104,6 +105,10 @@ Status FromVss(const VssStatus& s, const std::string& what = "");
 // KB/KiB forms) are binary and case-insensitive. `what` names the option in
 // the error ("--size"). kInvalidArgument on anything else or overflow.
 StatusOr<uint64_t> ParseSize(const std::string& text, const std::string& what);
+// KEY=VALUE texts (an option given several times) as driver options;
+// kInvalidArgument naming `what` and the text that is not KEY=VALUE.
+StatusOr<DriverOptions> ParseKeyValues(const std::vector<std::string>& texts,
+                                       const std::string& what);
 // ParseSize, or "UNBOUNDED" (any case) -> engine::kUnbounded.
 StatusOr<int64_t> ParseMaxSize(const std::string& text,
                                const std::string& what);

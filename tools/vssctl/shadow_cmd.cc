@@ -14,7 +14,7 @@
 #include "vss/api/shadow_properties.h"
 #include "vss/api/types.h"
 #include "vss/engine/volume.h"
-#include "vss/formats/qcow2_writer.h"
+#include "vss/formats/image_writer.h"
 #include "vss/formats/raw_image.h"
 #include "vss/formats/registry.h"
 
@@ -248,29 +248,51 @@ Status RunRead(Cli& cli, const ReadOptions& o) {
 struct ExportOptions {
   std::string shadow;
   std::string output;
-  std::string format;  // "raw", "qcow2"; empty: from the output's name
+  std::string format;  // "raw" or a writer format; empty: from the name
+  std::string subformat;  // the writer's "subformat" option
+  std::vector<std::string> options;  // KEY=VALUE, the writer's options
   bool compress = false;
-  std::string compression = "zlib";
+  std::string compression;  // empty: the format's default codec
   std::string since;    // older shadow of an incremental export
   std::string backing;  // the older shadow's export, as stored in OUTPUT
   bool no_verify = false;
 };
 
-// --format, or the output's extension: ".qcow2" is qcow2, anything else raw.
+// --format, or the output's extension: ".qcow2", ".vhdx", ".vhd" and
+// ".vmdk" name their formats, anything else is raw.
 std::string ExportFormat(const ExportOptions& o) {
   if (!o.format.empty()) return o.format;
-  return std::filesystem::path(o.output).extension() == ".qcow2" ? "qcow2"
-                                                                 : "raw";
+  std::string ext = std::filesystem::path(o.output).extension().string();
+  if (!ext.empty() && IsWriterFormat(ext.substr(1))) return ext.substr(1);
+  return "raw";
+}
+
+// The writer's options: -o KEY=VALUE, --subformat and --compress.
+StatusOr<DriverOptions> WriterOptions(const ExportOptions& o,
+                                      const std::string& format) {
+  VSS_ASSIGN_OR_RETURN(DriverOptions options,
+                       ParseKeyValues(o.options, "-o"));
+  if (!o.subformat.empty()) options["subformat"] = o.subformat;
+  if (o.compress) {
+    // qcow2 compresses with zlib unless told; VMDK's only codec is
+    // deflate (a streamOptimized image).
+    options["compress"] = !o.compression.empty() ? o.compression
+                          : format == "vmdk"     ? "deflate"
+                                                 : "zlib";
+  } else if (!o.compression.empty()) {
+    return InvalidArgumentError("--compression needs --compress");
+  }
+  return options;
 }
 
 // What an export wrote.
 struct ExportResult {
   uint64_t data_bytes = 0;  // guest bytes stored
   uint64_t file_bytes = 0;  // the new file's size (qcow2)
-  uint64_t compressed_clusters = 0;
-  uint64_t zero_clusters = 0;
-  uint64_t verified_bytes = 0;  // compared through the qcow2 driver
-  std::string backing_format;
+  uint64_t compressed_units = 0;
+  uint64_t zero_units = 0;
+  uint64_t unit_size = 0;
+  uint64_t verified_bytes = 0;  // compared through the format's driver
 };
 
 StatusOr<ExportResult> ExportRaw(OpenedShadow& sh, const std::string& output) {
@@ -304,23 +326,7 @@ StatusOr<std::vector<Extent>> IncrementalExtents(Cli& cli, OpenedShadow& sh,
   std::vector<Extent> ranges;
   for (const engine::ChangedExtent& c : changed)
     ranges.push_back({c.offset, c.length, true});
-  return qcow2::ExtentsWithin(*sh.view, ranges);
-}
-
-// Checks the backing file an incremental export names: a qcow2 or raw
-// image (resolved as QEMU does: a relative name against OUTPUT's
-// directory) of the shadow's size.
-StatusOr<std::string> BackingFormat(const ExportOptions& o, uint64_t size) {
-  std::filesystem::path p(o.backing);
-  if (p.is_relative()) p = std::filesystem::path(o.output).parent_path() / p;
-  VSS_ASSIGN_OR_RETURN(qcow2::BackingImage b,
-                       qcow2::InspectBackingFile(p.string()));
-  if (b.size != size) {
-    return InvalidArgumentError(
-        "backing file " + p.string() + " is " + std::to_string(b.size) +
-        " bytes; the shadow copy is " + std::to_string(size));
-  }
-  return b.format;
+  return ExtentsWithin(*sh.view, ranges);
 }
 
 // The ranges where `a` or `b` holds data (elsewhere both read as zeroes).
@@ -349,13 +355,14 @@ StatusOr<std::vector<Extent>> AllocatedInEither(BlockDevice& a,
   return out;
 }
 
-// Reads the new image at `path` through the registry's qcow2 driver (with
-// its backing chain) and compares it with the shadow: `*what`, or when
-// it is null wherever either holds data.
-StatusOr<uint64_t> VerifyExport(BlockDevice& shadow, const std::string& path,
+// Reads the new image at `path` through the registry's driver of `format`
+// (with its backing chain) and compares it with the shadow: `*what`, or
+// when it is null wherever either holds data.
+StatusOr<uint64_t> VerifyExport(BlockDevice& shadow, const std::string& format,
+                                const std::string& path,
                                 const std::vector<Extent>* what) {
   VSS_ASSIGN_OR_RETURN(const ImageDriver* driver,
-                       DriverRegistry::Default().Find("qcow2"));
+                       DriverRegistry::Default().Find(format));
   VSS_ASSIGN_OR_RETURN(auto image,
                        driver->Open({.path = path, .writable = false}));
   if (image->size() != shadow.size()) {
@@ -371,42 +378,43 @@ StatusOr<uint64_t> VerifyExport(BlockDevice& shadow, const std::string& path,
   return CompareDevices(shadow, *image, ranges, "verifying");
 }
 
-StatusOr<ExportResult> ExportQcow2(Cli& cli, OpenedShadow& sh,
+StatusOr<ExportResult> ExportImage(Cli& cli, OpenedShadow& sh,
+                                   const std::string& format,
                                    const ExportOptions& o) {
   const uint64_t size = sh.view->size();
-  qcow2::WriterOptions wo{.path = o.output, .size = size};
-  if (o.compress) {
-    wo.compression = o.compression == "zstd" ? qcow2::Compression::kZstd
-                                             : qcow2::Compression::kZlib;
-  }
+  VSS_ASSIGN_OR_RETURN(const ImageDriver* driver,
+                       DriverRegistry::Default().Find(format));
+  ImageWriterRequest req{.path = o.output, .size = size};
+  VSS_ASSIGN_OR_RETURN(req.options, WriterOptions(o, format));
   std::vector<Extent> extents;
   if (!o.since.empty()) {
-    VSS_ASSIGN_OR_RETURN(wo.backing_format, BackingFormat(o, size));
-    wo.backing_file = o.backing;
+    req.backing_file = o.backing;
     VSS_ASSIGN_OR_RETURN(extents, IncrementalExtents(cli, sh, o.since));
   } else {
     VSS_ASSIGN_OR_RETURN(extents, sh.view->Extents(0, size));
   }
   uint64_t total = 0;
   for (const Extent& e : extents) total += e.length;
-  VSS_ASSIGN_OR_RETURN(auto writer, qcow2::Writer::Create(wo));
+  VSS_ASSIGN_OR_RETURN(auto writer, driver->CreateWriter(req));
   {
     Progress progress("exporting", total);
-    VSS_RETURN_IF_ERROR(qcow2::CopyClusters(
-        *sh.view, extents, *writer, [&](uint64_t n) { progress.Add(n); }));
+    VSS_RETURN_IF_ERROR(CopyUnits(*sh.view, extents, *writer,
+                                  [&](uint64_t n) { progress.Add(n); }));
   }
   VSS_RETURN_IF_ERROR(writer->Finish());
-  ExportResult r{.data_bytes = writer->stats().data_bytes,
-                 .file_bytes = writer->stats().file_bytes,
-                 .compressed_clusters = writer->stats().compressed_clusters,
-                 .zero_clusters = writer->stats().zero_clusters,
-                 .backing_format = wo.backing_format};
+  const ImageWriterStats& st = writer->stats();
+  ExportResult r{.data_bytes = st.data_bytes,
+                 .file_bytes = st.file_bytes,
+                 .compressed_units = st.compressed_units,
+                 .zero_units = st.zero_units,
+                 .unit_size = writer->unit_size()};
+  writer.reset();
   if (!o.no_verify) {
     // A full export is compared wherever it or the shadow holds data; an
     // incremental one where it differs from its backing file (the rest is
     // the backing file's, checked when that was exported).
-    StatusOr<uint64_t> verified =
-        VerifyExport(*sh.view, o.output, o.since.empty() ? nullptr : &extents);
+    StatusOr<uint64_t> verified = VerifyExport(
+        *sh.view, format, o.output, o.since.empty() ? nullptr : &extents);
     if (!verified.ok()) {
       ::unlink(o.output.c_str());
       return verified.status().WithContext(
@@ -427,16 +435,16 @@ void PrintExport(Cli& cli, const OpenedShadow& sh, const ExportOptions& o,
            {"size", size},
            {"data_bytes", r.data_bytes},
            {"verified", r.verified_bytes > 0}};
-    if (format == "qcow2") {
+    if (format != "raw") {
       j["file_bytes"] = r.file_bytes;
-      j["compressed_clusters"] = r.compressed_clusters;
-      j["zero_clusters"] = r.zero_clusters;
+      j["unit_size"] = r.unit_size;
+      j["compressed_units"] = r.compressed_units;
+      j["zero_units"] = r.zero_units;
       j["verified_bytes"] = r.verified_bytes;
     }
     if (!o.since.empty()) {
       j["since"] = o.since;
       j["backing"] = o.backing;
-      j["backing_format"] = r.backing_format;
     }
     PrintJson(j);
     return;
@@ -449,19 +457,19 @@ void PrintExport(Cli& cli, const OpenedShadow& sh, const ExportOptions& o,
                 FormatBytes(size).c_str(), FormatBytes(r.data_bytes).c_str());
     return;
   }
-  std::printf("   %s qcow2 image%s%s, %s of data in a %s file\n",
-              FormatBytes(size).c_str(),
+  std::printf("   %s %s image%s%s, %s of data in a %s file\n",
+              FormatBytes(size).c_str(), format.c_str(),
               o.since.empty() ? "" : (", backing file " + o.backing).c_str(),
-              o.compress ? (", compressed with " + o.compression).c_str() : "",
+              r.compressed_units > 0 ? ", compressed" : "",
               FormatBytes(r.data_bytes).c_str(),
               FormatBytes(r.file_bytes).c_str());
   if (o.no_verify) {
     std::printf("   not verified (--no-verify)\n");
   } else {
     std::printf(
-        "   verified: %s read back through the qcow2 driver equal the shadow "
+        "   verified: %s read back through the %s driver equal the shadow "
         "copy\n",
-        FormatBytes(r.verified_bytes).c_str());
+        FormatBytes(r.verified_bytes).c_str(), format.c_str());
   }
 }
 
@@ -473,7 +481,7 @@ Status RunExport(Cli& cli, const ExportOptions& o) {
   const std::string format = ExportFormat(o);
   VSS_ASSIGN_OR_RETURN(OpenedShadow sh, OpenShadow(cli, o.shadow));
   StatusOr<ExportResult> r =
-      format == "raw" ? ExportRaw(sh, o.output) : ExportQcow2(cli, sh, o);
+      format == "raw" ? ExportRaw(sh, o.output) : ExportImage(cli, sh, format, o);
   if (!r.ok()) return r.status().WithContext("exporting to " + o.output);
   PrintExport(cli, sh, o, format, *r);
   return OkStatus();
@@ -683,44 +691,60 @@ void AddExport(CLI::App& noun, Cli& cli) {
   CLI::App* exp =
       noun.add_subcommand("export",
                           "Write a shadow copy as a new image: sparse raw, or "
-                          "qcow2 (full or incremental)");
+                          "qcow2, vhdx, vhd, vmdk (full or incremental)");
   exp->add_option("SHADOW", eo->shadow, "Shadow copy id or unique prefix")
       ->required();
   exp->add_option("OUTPUT", eo->output, "New image file (must not exist)")
       ->required();
   exp->add_option("--format", eo->format,
-                  "raw or qcow2 (default: qcow2 for a .qcow2 name, else raw)")
-      ->check(CLI::IsMember({"raw", "qcow2"}));
+                  "raw, qcow2, vhdx, vhd or vmdk (default: from OUTPUT's "
+                  "extension, else raw)")
+      ->check(CLI::IsMember({"raw", "qcow2", "vhdx", "vhd", "vmdk"}));
+  exp->add_option("--subformat", eo->subformat,
+                  "vhdx, vhd: dynamic (default) or fixed; vmdk: "
+                  "monolithicSparse (default) or streamOptimized")
+      ->type_name("SUBFORMAT");
+  exp->add_option("-o,--option", eo->options,
+                  "A writer option of the format (repeatable; see README: "
+                  "exports)")
+      ->type_name("KEY=VALUE");
   exp->add_flag("--compress", eo->compress,
-                "qcow2: store clusters compressed where that shrinks them");
+                "qcow2: store clusters compressed where that shrinks them; "
+                "vmdk: a streamOptimized image (deflate)");
   exp->add_option("--compression", eo->compression,
-                  "With --compress: zlib (default) or zstd")
+                  "qcow2, with --compress: zlib (default) or zstd")
       ->check(CLI::IsMember({"zlib", "zstd"}));
   exp->add_option(
          "--since", eo->since,
-         "qcow2 incremental: only what changed since this older shadow copy")
+         "Incremental: only what changed since this older shadow copy")
       ->type_name("OLDER");
   exp->add_option("--backing", eo->backing,
-                  "With --since: the export of OLDER, the new image's backing "
-                  "file (a relative "
-                  "name is relative to OUTPUT's directory, as QEMU reads it)")
+                  "With --since: the export of OLDER (same format), the new "
+                  "image's backing file or parent (a relative name is "
+                  "relative to OUTPUT's directory)")
       ->type_name("FILE");
   exp->add_flag("--no-verify", eo->no_verify,
-                "qcow2: skip reading the export back through the qcow2 driver");
+                "Skip reading the export back through its format's driver");
   exp->footer(
       "Examples:\n  vssctl shadow export 1a2b disk-then.img\n"
       "  vssctl shadow export 1a2b full.qcow2 --compress\n"
       "  vssctl shadow export 3c4d inc1.qcow2 --since 1a2b --backing "
-      "full.qcow2");
+      "full.qcow2\n"
+      "  vssctl shadow export 1a2b full.vhdx\n"
+      "  vssctl shadow export 3c4d inc1.vhdx --since 1a2b --backing full.vhdx\n"
+      "  vssctl shadow export 1a2b appliance.vmdk --subformat "
+      "streamOptimized");
   exp->callback([&cli, eo] {
     if (eo->since.empty() != eo->backing.empty()) {
       UsageError("shadow export: --since and --backing go together");
     }
     const std::string format = ExportFormat(*eo);
-    if (format == "raw" && (eo->compress || !eo->since.empty())) {
+    if (format == "raw" &&
+        (eo->compress || !eo->since.empty() || !eo->subformat.empty() ||
+         !eo->options.empty())) {
       UsageError(
-          "shadow export: --compress, --since and --backing need --format "
-          "qcow2");
+          "shadow export: --compress, --subformat, -o, --since and --backing "
+          "need an image format (--format qcow2, vhdx, vhd or vmdk)");
     }
     cli.run = [&cli, eo] { return RunExport(cli, *eo); };
   });

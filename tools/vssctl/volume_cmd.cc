@@ -27,6 +27,7 @@ struct CreateOptions {
   std::string format;  // create: the image format (empty: raw)
   std::string cluster_size;          // create: the driver's cluster_size
   std::vector<std::string> options;  // create: KEY=VALUE driver options
+  std::string subformat;             // create: the subformat option
   bool create = true;
 };
 
@@ -69,17 +70,12 @@ void PrintVolumeLines(const engine::VolumeInfo& v) {
               v.guest_agent.empty() ? "none" : v.guest_agent.c_str());
 }
 
-// The driver options of `volume create`: each -o KEY=VALUE, and
-// --cluster-size as the cluster_size option in bytes.
+// The driver options of `volume create`: each -o KEY=VALUE, --subformat as
+// the subformat option, and --cluster-size as the cluster_size option in
+// bytes.
 StatusOr<DriverOptions> CreateDriverOptions(const CreateOptions& o) {
-  DriverOptions out;
-  for (const std::string& kv : o.options) {
-    size_t eq = kv.find('=');
-    if (eq == 0 || eq == std::string::npos) {
-      return InvalidArgumentError("--option: '" + kv + "' is not KEY=VALUE");
-    }
-    out[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
+  VSS_ASSIGN_OR_RETURN(DriverOptions out, ParseKeyValues(o.options, "--option"));
+  if (!o.subformat.empty()) out["subformat"] = o.subformat;
   if (!o.cluster_size.empty()) {
     VSS_ASSIGN_OR_RETURN(uint64_t bytes, ParseSize(o.cluster_size, "--cluster-size"));
     out["cluster_size"] = std::to_string(bytes);
@@ -372,8 +368,14 @@ void AddCreate(CLI::App& noun, Cli& cli, bool create) {
     c->add_option("--size", o->size, "Size of the new image (e.g. 10G)")
         ->type_name("SIZE")
         ->required();
-    c->add_option("--format", o->format, "Image format: raw (default), qcow2")
+    c->add_option("--format", o->format,
+                  "Image format: raw (default), qcow2, vhdx, vhd, vmdk")
         ->type_name("FORMAT");
+    c->add_option("--subformat", o->subformat,
+                  "vhdx, vhd: dynamic (default) or fixed; vmdk: "
+                  "monolithicSparse (default), monolithicFlat, "
+                  "twoGbMaxExtentSparse, twoGbMaxExtentFlat")
+        ->type_name("SUBFORMAT");
     c->add_option("--cluster-size", o->cluster_size,
                   "The image's cluster size (qcow2: 512 to 2M, default 64K)")
         ->type_name("SIZE");
@@ -390,12 +392,14 @@ void AddCreate(CLI::App& noun, Cli& cli, bool create) {
   c->footer(
       create
           ? "Examples:\n  vssctl volume create disk.img --size 10G --name disk\n"
-            "  vssctl volume create web.qcow2 --size 20G --format qcow2 --cluster-size 64K"
+            "  vssctl volume create web.qcow2 --size 20G --format qcow2 --cluster-size 64K\n"
+            "  vssctl volume create data.vhd --size 8G --format vhd --subformat dynamic"
           : "The format is read from the image's header (raw when it shows none); a\n"
-            "format vss has no driver for (QED, VHDX, VHD, VMDK, VDI) is refused.\n"
+            "format vss has no driver for (qcow version 1, QED, VDI) is refused.\n"
             "The volume is recorded by the image's real path (symbolic links resolved).\n"
             "Examples:\n  vssctl volume add /var/lib/vm/web.raw --name web\n"
-            "  vssctl volume add /var/lib/libvirt/images/web.qcow2 --name web");
+            "  vssctl volume add /var/lib/libvirt/images/web.qcow2 --name web\n"
+            "  vssctl volume add dc01.vhdx --name dc01");
   c->callback(
       [&cli, o] { cli.run = [&cli, o] { return RunCreate(cli, *o); }; });
 }

@@ -242,6 +242,8 @@ struct BackupOptions {
   std::string base;
   bool keep_shadows = false;
   std::string format = "raw";
+  std::string subformat;             // the image writer's subformat
+  std::vector<std::string> options;  // KEY=VALUE image writer options
 };
 
 void PrintBackup(Cli& cli, const Service& service, const BackupResult& r) {
@@ -282,6 +284,12 @@ Status RunBackup(Cli& cli, const BackupOptions& o) {
   req.base_dir = o.base;
   req.keep_shadows = o.keep_shadows;
   req.format = o.format;
+  VSS_ASSIGN_OR_RETURN(req.image_options, ParseKeyValues(o.options, "-o"));
+  if (!o.subformat.empty()) req.image_options["subformat"] = o.subformat;
+  if (o.format == "raw" && !req.image_options.empty()) {
+    return InvalidArgumentError(
+        "--subformat and -o need an image --format (qcow2, vhdx, vhd, vmdk)");
+  }
   if (o.keep_shadows) {
     VSS_ASSIGN_OR_RETURN(req.context,
                          KeptContext(*service, req.context, o.context, "vssctl",
@@ -391,11 +399,17 @@ void AddBackupRestore(CLI::App& app, Cli& cli) {
       ->type_name("DIR");
   backup
       ->add_option("--format", bo->format,
-                   "raw (default): DIR/VOLUME.img; qcow2: DIR/VOLUME.qcow2, "
-                   "with --base an "
-                   "incremental on top of the base's image (the base needs "
-                   "--keep-shadows)")
-      ->check(CLI::IsMember({"raw", "qcow2"}));
+                   "raw (default): DIR/VOLUME.img; qcow2, vhdx, vhd, vmdk: "
+                   "DIR/VOLUME.FORMAT, with --base an incremental on top of "
+                   "the base's image (the base needs --keep-shadows)")
+      ->check(CLI::IsMember({"raw", "qcow2", "vhdx", "vhd", "vmdk"}));
+  backup->add_option("--subformat", bo->subformat,
+                     "The images' subformat (as for shadow export)")
+      ->type_name("SUBFORMAT");
+  backup->add_option("-o,--option", bo->options,
+                     "An image writer option (repeatable; as for shadow "
+                     "export)")
+      ->type_name("KEY=VALUE");
   backup->add_flag("--keep-shadows", bo->keep_shadows,
                    "Keep the shadow copies after the backup (default: delete them)");
   backup->footer(
@@ -406,16 +420,18 @@ void AddBackupRestore(CLI::App& app, Cli& cli) {
       "checksums of the images, writer states), all synced to the medium "
       "before the\n"
       "shadow copies are deleted; files 0600, a created DIR 0700.\n"
-      "With --format qcow2, DIR/VOLUME.qcow2 instead; with --base (made with\n"
-      "--keep-shadows) it holds only what changed since the base, on top of "
-      "the\n"
-      "base's image: restore DIR reads the whole chain.\n"
+      "With --format qcow2 (vhdx, vhd, vmdk), DIR/VOLUME.qcow2 (...) instead;\n"
+      "with --base (made with --keep-shadows, same format) it holds only what\n"
+      "changed since the base, on top of the base's image (a qcow2 overlay, a\n"
+      "VHDX or VHD differencing disk, a VMDK child): restore DIR reads the\n"
+      "whole chain.\n"
       "Examples:\n  vssctl backup disk --to /srv/backup/monday\n"
       "  vssctl backup disk --to /srv/bk/mon --format qcow2 --context "
       "app-rollback --keep-shadows\n"
       "  vssctl backup disk --to /srv/bk/tue --format qcow2 --context "
       "app-rollback --keep-shadows \\\n"
       "      --type incremental --base /srv/bk/mon\n"
+      "  vssctl backup dc01 --to /srv/bk/dc01-mon --format vhdx\n"
       "  vssctl backup disk data --to /srv/backup/tuesday --type incremental "
       "--base /srv/backup/monday");
   backup->callback([&cli, bo] {

@@ -34,6 +34,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "vss/base/file.h"
@@ -42,6 +43,14 @@
 #include "vss/formats/driver.h"
 
 namespace vss {
+
+// The formats whose drivers have a writer, in the order tools list them;
+// each is also the file name extension of its images (".vhdx").
+inline constexpr std::string_view kWriterFormats[] = {"qcow2", "vhdx", "vhd",
+                                                      "vmdk"};
+
+// True when `format` is one of kWriterFormats.
+bool IsWriterFormat(std::string_view format);
 
 // What ImageDriver::CreateWriter() makes.
 struct ImageWriterRequest {

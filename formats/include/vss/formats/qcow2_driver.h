@@ -25,8 +25,7 @@
 //   cache_size      as for Open()
 // Info() reports compat, compression type, lazy refcounts, refcount bits,
 // corrupt and extended l2 as its specific facts; it names the backing file
-// without opening it (a broken chain can still be described). Check() is not
-// this driver's (the default: kUnsupported).
+// without opening it (a broken chain can still be described).
 //
 // Thread safety: stateless; any number of threads.
 #pragma once
@@ -50,6 +49,12 @@ class Qcow2Driver final : public ImageDriver {
   StatusOr<ImageCheckResult> Check(const std::string& path) const override;
   // The same with repair, under an exclusive lock.
   StatusOr<ImageCheckResult> Repair(const std::string& path) const override;
+  // A qcow2::Writer (qcow2_writer.h). Options: cluster_size (as for
+  // Create(), default 64K), compress = zlib | zstd (data clusters stored
+  // compressed where that shrinks them). A backing file must be a qcow2 or
+  // raw image of the same size; its format is recorded in the header.
+  StatusOr<std::unique_ptr<ImageWriter>> CreateWriter(
+      const ImageWriterRequest& request) const override;
 };
 
 }  // namespace vss

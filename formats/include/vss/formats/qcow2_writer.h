@@ -1,7 +1,8 @@
-// qcow2::Writer: writes a new qcow2 version 3 image in one pass, from
-// guest clusters given in ascending order, for exports and backups. It is
-// not a driver: the file it makes is opened afterwards by the "qcow2"
-// driver of the registry (or by QEMU) like any other image.
+// qcow2::Writer: the qcow2 ImageWriter (image_writer.h): writes a new qcow2
+// version 3 image in one pass, from guest clusters given in ascending
+// order, for exports and backups. The "qcow2" driver's CreateWriter() makes
+// one; the file it makes is opened afterwards by that driver (or by QEMU)
+// like any other image.
 //
 // Layout of the file it writes (byte offsets are multiples of the cluster
 // size except for compressed data):
@@ -45,6 +46,7 @@
 #include "vss/base/file.h"
 #include "vss/base/status.h"
 #include "vss/formats/block_device.h"
+#include "vss/formats/image_writer.h"
 
 namespace vss::qcow2 {
 
@@ -65,16 +67,8 @@ struct WriterOptions {
   FileSystem* fs = FileSystem::Default();  // not owned
 };
 
-// What a writer wrote.
-struct WriterStats {
-  uint64_t data_clusters = 0;        // guest clusters stored with data
-  uint64_t compressed_clusters = 0;  // of which compressed
-  uint64_t zero_clusters = 0;        // zero-cluster entries written
-  uint64_t data_bytes = 0;           // bytes of guest data stored
-  uint64_t file_bytes = 0;           // size of the file after Finish()
-};
-
-class Writer {
+// Its stats count clusters as units; zero_units are zero-cluster entries.
+class Writer final : public ImageWriter {
  public:
   // Creates the file (0600). kAlreadyExists when the path exists;
   // kInvalidArgument for size 0, cluster bits outside 9..21, a backing file
@@ -83,29 +77,32 @@ class Writer {
   [[nodiscard]] static StatusOr<std::unique_ptr<Writer>> Create(
       const WriterOptions& options);
   // Removes the file unless Finish() returned OK.
-  ~Writer();
+  ~Writer() override;
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
 
+  std::string_view format() const override { return "qcow2"; }
   uint64_t cluster_size() const { return uint64_t{1} << options_.cluster_bits; }
-  uint64_t size() const { return options_.size; }
-  bool has_backing() const { return !options_.backing_file.empty(); }
-  const std::string& path() const { return options_.path; }
-  const WriterStats& stats() const { return stats_; }
+  uint64_t unit_size() const override { return cluster_size(); }
+  uint64_t size() const override { return options_.size; }
+  bool has_backing() const override { return !options_.backing_file.empty(); }
+  const std::string& path() const override { return options_.path; }
+  const ImageWriterStats& stats() const override { return stats_; }
 
   // Stores `data` as the guest clusters from `offset` on. REQUIRES (else
   // kInvalidArgument, nothing written): `offset` a multiple of the cluster
   // size, at or after the end of everything given before; data.size() a
   // multiple of the cluster size, or ending exactly at size(). A cluster
   // of zeroes is stored as by WriteZeroes(). I/O errors name the file.
-  [[nodiscard]] Status Write(uint64_t offset, std::span<const uint8_t> data);
+  [[nodiscard]] Status Write(uint64_t offset,
+                             std::span<const uint8_t> data) override;
   // Makes the guest clusters of [offset, offset+length) read as zeroes:
   // zero clusters with a backing file, nothing without. Same REQUIREs as
   // Write().
-  [[nodiscard]] Status WriteZeroes(uint64_t offset, uint64_t length);
+  [[nodiscard]] Status WriteZeroes(uint64_t offset, uint64_t length) override;
   // Writes the tables and the header and makes the image durable (see the
   // file comment). After it, only the accessors may be called.
-  [[nodiscard]] Status Finish();
+  [[nodiscard]] Status Finish() override;
 
  private:
   Writer(WriterOptions options, std::unique_ptr<File> file);
@@ -128,7 +125,7 @@ class Writer {
   std::vector<uint8_t> packed_;                   // compression output buffer
   std::vector<uint8_t> padded_;  // a short last cluster, padded
   std::vector<uint8_t> header_;  // cluster 0, made by WriteTables()
-  WriterStats stats_;
+  ImageWriterStats stats_;
 };
 
 // What a backing file for a new image is.
@@ -144,23 +141,5 @@ struct BackingImage {
 // another disk-image format or a qcow2 image this build cannot read.
 [[nodiscard]] StatusOr<BackingImage> InspectBackingFile(
     const std::string& path);
-
-// The extents of `src` within each of `ranges` (ascending, disjoint), in
-// order: what an incremental copy of changed ranges hands CopyClusters,
-// so that the holes among the changes need no read.
-[[nodiscard]] StatusOr<std::vector<Extent>> ExtentsWithin(
-    BlockDevice& src, std::span<const Extent> ranges);
-
-// Copies into `writer` every guest cluster that `extents` touch, in order:
-// a cluster that only a zero extent (allocated == false: `src` reads it as
-// zeroes) covers whole is written as zeroes without being read; any other
-// touched cluster is read whole from `src` (so the part outside the
-// extents is the source's too). Clusters no extent touches are not
-// written. REQUIRES: `extents` ascending and disjoint (else
-// kInvalidArgument), inside `src`, whose size is writer.size().
-// `progress` (may be empty) hears the bytes of each piece handled.
-[[nodiscard]] Status CopyClusters(
-    BlockDevice& src, std::span<const Extent> extents, Writer& writer,
-    const std::function<void(uint64_t)>& progress);
 
 }  // namespace vss::qcow2

@@ -15,14 +15,15 @@
 //
 // A backup directory holds (all files 0600, a directory we create 0700):
 // VOLUME.img, one sparse raw image per volume with the shadow's bytes (or
-// VOLUME.qcow2 with format "qcow2": a full qcow2 image, or with a base an
-// incremental one whose backing file is the base's image);
+// VOLUME.FORMAT with format "qcow2", "vhdx", "vhd" or "vmdk": a full image
+// of that format, or with a base an incremental one whose backing file
+// (parent) is the base's image);
 // backup.json, the backup components document; manifest.json, written last,
 // whose presence marks a complete backup (its fields: vss-api/backup_dir.h).
 // Everything is synced to the medium before the shadows are released, so a
 // crash never leaves a backup that looks complete but is not. Restore
-// checks every image (size and XXH3-128 against the manifest; for qcow2,
-// of the guest-visible bytes read through the registry's qcow2 driver with
+// checks every image (size and XXH3-128 against the manifest; for an image
+// format, of the guest-visible bytes read through the registry's driver with
 // the image's backing chain) before any volume is touched, and writes volumes
 // through copy-on-write, so their existing shadows keep their contents.
 //
@@ -43,6 +44,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -185,13 +187,18 @@ struct BackupRequest {
   // components' backup stamps are handed to the writers. Empty: none.
   std::string base_dir;
   bool keep_shadows = false;  // else the set is deleted at the end
-  // "raw" (VOLUME.img) or "qcow2" (VOLUME.qcow2). A qcow2 backup with
-  // `base_dir` stores only the extents changed since the base's shadow of
-  // the volume, with the base's image as its backing file (a name
-  // relative to `dir`): the base must have kept its shadows
-  // (kFailedPrecondition otherwise, before anything is made), and the
-  // changes are known only in-process (kUnsupported through vssd).
+  // "raw" (VOLUME.img) or an image format of kWriterFormats
+  // (vss/formats/image_writer.h: VOLUME.qcow2, .vhdx, .vhd, .vmdk). An
+  // image backup with `base_dir` stores only the extents changed since the
+  // base's shadow of the volume, with the base's image (of the same format)
+  // as its backing file or parent (a name relative to `dir`): the base must
+  // have kept its shadows (kFailedPrecondition otherwise, before anything
+  // is made), and the changes are known only in-process (kUnsupported
+  // through vssd).
   std::string format = "raw";
+  // The image writer's options (ImageWriterRequest::options: "subformat",
+  // "compress", ...), for a format other than raw.
+  std::map<std::string, std::string> image_options;
   ProgressCallback progress;
   AbortCallback on_aborted;
   // Through vssd: reads the shadows. Required then (kUnsupported without).
@@ -209,8 +216,8 @@ struct BackedUpVolume {
   uint64_t size = 0;        // bytes of the volume (and of a raw image)
   std::string xxh3_128;     // hex, of every byte the image reads as
   uint64_t data_bytes = 0;  // non-zero bytes written
-  std::string format = "raw";  // "raw" or "qcow2"
-  // qcow2 incremental: the backing file as stored in the image (relative
+  std::string format = "raw";  // "raw" or an image format
+  // an incremental: the backing file as stored in the image (relative
   // to the backup directory), and the whole chain below it, nearest first.
   std::string backing;
   std::vector<std::string> chain;
